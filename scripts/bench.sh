@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Benchmarks: queue throughput and backlog drain of the workers runtime, then
+# outbound sync throughput through the whole stack. Uses the services of
+# services.sh (a fast MongoDB: set MONGODB_URI to a mongod or secantusd-rs).
+#   scripts/bench.sh [JOBS] [CONTACTS]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+eval "$(scripts/services.sh dev)"
+jobs=${1:-100000}
+contacts=${2:-2000}
+export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
+cargo build --release -q -p workers --example queue_bench
+cargo build --release -q --bin contact-sync
+echo "== queue: $jobs no-op jobs, one process, concurrency 50"
+target/release/examples/queue_bench "$jobs" 50 1
+echo "== queue: $jobs no-op jobs, two runtimes, concurrency 50 each"
+target/release/examples/queue_bench "$jobs" 50 2
+echo "== outbound sync: $contacts contacts to hubspot + pipedrive"
+RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync bench-sync --contacts "$contacts" --concurrency 32

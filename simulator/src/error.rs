@@ -1,0 +1,148 @@
+//! Integration.app's error body, `ErrorData` `{type, key?, message, data?}`,
+//! and the status each simulated failure answers with.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::connection::Connection;
+
+/// The JSON body of every failed action run.
+#[derive(Debug, Serialize)]
+pub(crate) struct ErrorData {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'static str>,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+}
+
+/// A failed action run: status, body and, for 429s, `Retry-After`.
+#[derive(Debug)]
+pub(crate) struct ActionError {
+    pub(crate) status: StatusCode,
+    /// Boxed: the error travels through many `Result`s and stays small.
+    body: Box<ErrorData>,
+    retry_after_secs: Option<u64>,
+}
+
+impl ActionError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        key: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            body: Box::new(ErrorData {
+                kind,
+                key,
+                message: message.into(),
+                data: None,
+            }),
+            retry_after_secs: None,
+        }
+    }
+
+    /// 401: missing or invalid bearer token.
+    pub(crate) fn not_authenticated(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_request",
+            Some("not_authenticated"),
+            message,
+        )
+    }
+
+    /// 404: unknown connection, action or record.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "bad_request",
+            Some("not_found"),
+            message,
+        )
+    }
+
+    /// 400: input the action cannot take.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", None, message)
+    }
+
+    /// 503: the whole service is down.
+    pub(crate) fn outage() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal",
+            None,
+            "Service temporarily unavailable",
+        )
+    }
+
+    /// 502: the CRM answered 500.
+    pub(crate) fn crm_server_error(conn: Connection, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::BAD_GATEWAY, "dependency_error", None, message);
+        e.body.data = Some(json!({
+            "response": {"status": 500, "headers": {}, "data": conn.server_error_body()}
+        }));
+        e
+    }
+
+    /// 400: the CRM refused the record as invalid.
+    pub(crate) fn crm_validation_error(conn: Connection, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "dependency_error", None, message);
+        e.body.data = Some(json!({
+            "response": {"status": 400, "headers": {}, "data": conn.validation_error_body()}
+        }));
+        e
+    }
+
+    /// 429: the CRM answered 429 with `Retry-After`.
+    pub(crate) fn crm_rate_limited(
+        conn: Connection,
+        retry_after_secs: u64,
+        limit: Option<u32>,
+    ) -> Self {
+        let message = format!("{} rate limit exceeded", conn.key());
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "dependency_error",
+            Some("rate_limit_exceeded"),
+            message,
+        );
+        let (headers, data) = conn.rate_limit_response(retry_after_secs, limit);
+        e.body.data = Some(json!({"response": {"status": 429, "headers": headers, "data": data}}));
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+}
+
+impl IntoResponse for ActionError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        let mut resp = Response::builder()
+            .status(self.status)
+            .content_type("application/json");
+        if let Some(secs) = self.retry_after_secs {
+            resp = resp.header("Retry-After", secs.to_string());
+        }
+        resp.body(body)
+    }
+}
+
+/// A JSON response `{"error": message}` for the admin routes.
+pub(crate) fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, &json!({"error": message.into()}))
+}
+
+/// A JSON response with `status`.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(serde_json::to_vec(body).unwrap_or_default())
+}

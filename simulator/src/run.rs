@@ -1,0 +1,112 @@
+//! `POST /connections/{connection}/actions/{actionKey}/run`, the endpoint
+//! the app's Integration.app client calls.
+//!
+//! A call goes through, in order: injected latency, the bearer JWT, the
+//! connection and action lookup, an injected outage, input validation
+//! against the action's `inputSchema`, the CRM-side faults (throttle, rate
+//! limit, random errors, failing records) and then the action itself.
+//! Every call, whatever its outcome, lands in the call log.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Path};
+use poem::{handler, IntoResponse, Request, Response};
+use serde_json::{json, Value};
+
+use crate::calls::Call;
+use crate::connection::Connection;
+use crate::error::{json_response, ActionError};
+use crate::state::State;
+use crate::{ops, schema};
+
+#[handler]
+pub(crate) async fn run_action(
+    req: &Request,
+    Path((connection, action)): Path<(String, String)>,
+    body: Vec<u8>,
+    Data(state): Data<&Arc<State>>,
+) -> Response {
+    let authorization = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    handle(state, connection, action, authorization, &body).await
+}
+
+#[tracing::instrument(skip_all, fields(connection = %connection, action = %action, status))]
+async fn handle(
+    state: &State,
+    connection: String,
+    action: String,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let latency = state.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut call = Call {
+        connection,
+        action,
+        status: 0,
+        at_ms: state.clock.now_ms(),
+        email: None,
+        record_id: None,
+    };
+    let resp = match execute(state, authorization, body, &mut call) {
+        Ok(output) => json_response(StatusCode::CREATED, &json!({ "output": output })),
+        Err(e) => e.into_response(),
+    };
+    call.status = resp.status().as_u16();
+    tracing::Span::current().record("status", call.status);
+    state.calls.record(call);
+    resp
+}
+
+fn execute(
+    state: &State,
+    authorization: Option<&str>,
+    body: &[u8],
+    call: &mut Call,
+) -> Result<Value, ActionError> {
+    let now_secs = u64::try_from(call.at_ms / 1000).unwrap_or(0);
+    state
+        .auth
+        .check(authorization, now_secs)
+        .map_err(ActionError::not_authenticated)?;
+    let conn = Connection::parse(&call.connection).ok_or_else(|| {
+        ActionError::not_found(format!("Connection {:?} not found", call.connection))
+    })?;
+    let spec = state
+        .config
+        .action(&call.action)
+        .ok_or_else(|| ActionError::not_found(format!("Action {:?} not found", call.action)))?;
+    if state.faults.outage() {
+        return Err(ActionError::outage());
+    }
+    let mut input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ActionError::bad_request(format!("request body is not valid JSON: {e}")))?
+    };
+    schema::validate(&spec.input_schema, &mut input).map_err(ActionError::bad_request)?;
+    let args = spec.config.eval(&json!({ "input": input }));
+    call.email = args
+        .pointer("/fields/primaryEmail")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    call.record_id = ops::id_arg(&args);
+    state.faults.check_crm(
+        conn,
+        call.at_ms,
+        call.email.as_deref(),
+        call.record_id.as_deref(),
+    )?;
+    let output = ops::run(spec.kind, state.store(conn), &args)?;
+    if call.record_id.is_none() {
+        call.record_id = output.get("id").and_then(Value::as_str).map(str::to_owned);
+    }
+    Ok(output)
+}

@@ -1,0 +1,305 @@
+//! The in-memory records of one connection, kept in the CRM's own shape.
+//!
+//! One mutex guards a connection's records and indexes, so each operation
+//! (an upsert's lookup-then-write in particular) is atomic. Errors are a
+//! `thiserror` enum the action and admin layers turn into their responses.
+
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Map, Value};
+
+use crate::changes::{ChangeEvent, ChangeKind, ChangeListener, Origin};
+use crate::clock::Clock;
+use crate::connection::{time_ms, Connection};
+use crate::mapping::FieldMapping;
+
+mod index;
+mod native;
+
+use index::Inner;
+pub(crate) use index::Position;
+
+/// A stored record: system fields apart, the rest of the native record in
+/// `body`.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) id: u64,
+    pub(crate) created_ms: i64,
+    /// Unique per connection (see `Inner::tick`), so it orders records.
+    pub(crate) updated_ms: i64,
+    pub(crate) deleted_ms: Option<i64>,
+    pub(crate) body: Map<String, Value>,
+    /// The lower-cased primary email while the record is live: its key in
+    /// the email index.
+    email: Option<String>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("record {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One connection's records.
+pub(crate) struct Store {
+    conn: Connection,
+    mapping: Arc<FieldMapping>,
+    clock: Clock,
+    listeners: Vec<Arc<dyn ChangeListener>>,
+    inner: Mutex<Inner>,
+}
+
+fn parse_id(id: &str) -> Result<u64, StoreError> {
+    id.trim()
+        .parse()
+        .map_err(|_| StoreError::NotFound(id.to_owned()))
+}
+
+fn normalize_email(email: &str) -> Option<String> {
+    let e = email.trim().to_lowercase();
+    (!e.is_empty()).then_some(e)
+}
+
+impl Store {
+    pub(crate) fn new(
+        conn: Connection,
+        mapping: Arc<FieldMapping>,
+        clock: Clock,
+        listeners: Vec<Arc<dyn ChangeListener>>,
+    ) -> Self {
+        let inner = Inner {
+            next_id: conn.first_id(),
+            ..Inner::default()
+        };
+        Self {
+            conn,
+            mapping,
+            clock,
+            listeners,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing here is meant to panic; should something, keep serving
+        // the other requests rather than fail every one that follows.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn universal_fields(&self, rec: &Record) -> Map<String, Value> {
+        self.mapping.to_universal(&self.conn.render(rec))
+    }
+
+    /// Creates a record from a native body and returns it.
+    fn create(&self, inner: &mut Inner, body: Map<String, Value>, origin: Origin) -> Record {
+        let now = inner.tick(self.clock.now_ms());
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let mut rec = Record {
+            id,
+            created_ms: now,
+            updated_ms: now,
+            deleted_ms: None,
+            body,
+            email: None,
+        };
+        rec.email = self.email_of(&rec);
+        inner.index(&rec);
+        inner.records.insert(id, rec.clone());
+        self.notify(&rec, ChangeKind::Created, origin);
+        rec
+    }
+
+    /// Changes a record in place, bumping its update time (which `change`
+    /// already sees) and its index entries.
+    fn modify(
+        &self,
+        inner: &mut Inner,
+        id: u64,
+        kind: ChangeKind,
+        origin: Origin,
+        change: impl FnOnce(&mut Record),
+    ) -> Record {
+        let now = inner.tick(self.clock.now_ms());
+        let mut rec = inner.records.remove(&id).expect("caller checked the id");
+        inner.unindex(&rec);
+        rec.updated_ms = now;
+        change(&mut rec);
+        rec.email = if rec.deleted_ms.is_some() {
+            None
+        } else {
+            self.email_of(&rec)
+        };
+        inner.index(&rec);
+        inner.records.insert(id, rec.clone());
+        self.notify(&rec, kind, origin);
+        rec
+    }
+
+    fn email_of(&self, rec: &Record) -> Option<String> {
+        let fields = self.universal_fields(rec);
+        fields
+            .get("primaryEmail")
+            .and_then(Value::as_str)
+            .and_then(normalize_email)
+    }
+
+    fn notify(&self, rec: &Record, kind: ChangeKind, origin: Origin) {
+        let event = ChangeEvent {
+            connection: self.conn,
+            record_id: rec.id,
+            kind,
+            origin,
+            at_ms: rec.updated_ms,
+        };
+        self.listeners.iter().for_each(|l| l.record_changed(&event));
+    }
+
+    /// Applies universal `fields` to a live record: given keys replace, null
+    /// clears, absent keys are kept.
+    fn apply_fields(&self, inner: &mut Inner, id: u64, fields: &Map<String, Value>) -> Record {
+        let before = self.universal_fields(&inner.records[&id]);
+        let mut after = before.clone();
+        for (key, value) in fields {
+            if value.is_null() {
+                after.remove(key);
+            } else {
+                after.insert(key.clone(), value.clone());
+            }
+        }
+        self.modify(inner, id, ChangeKind::Updated, Origin::Action, |rec| {
+            self.mapping.apply_change(&mut rec.body, &before, &after);
+        })
+    }
+
+    fn live_id(inner: &Inner, id: &str) -> Result<u64, StoreError> {
+        let n = parse_id(id)?;
+        match inner.records.get(&n) {
+            Some(rec) if rec.deleted_ms.is_none() => Ok(n),
+            _ => Err(StoreError::NotFound(id.to_owned())),
+        }
+    }
+
+    /// Updates the live record whose primary email matches `fields`'s
+    /// (case-insensitively), or creates one. Returns (id, created).
+    ///
+    /// # Errors
+    /// `Invalid` when `fields.primaryEmail` is missing or blank.
+    pub(crate) fn upsert(&self, fields: &Map<String, Value>) -> Result<(String, bool), StoreError> {
+        let email = fields
+            .get("primaryEmail")
+            .and_then(Value::as_str)
+            .and_then(normalize_email)
+            .ok_or_else(|| StoreError::Invalid("fields.primaryEmail is required".into()))?;
+        let mut inner = self.lock();
+        let existing = inner
+            .by_email
+            .get(&email)
+            .and_then(|ids| ids.first().copied());
+        let (rec, created) = match existing {
+            Some(id) => (self.apply_fields(&mut inner, id, fields), false),
+            None => (
+                self.create(&mut inner, self.mapping.to_native(fields), Origin::Action),
+                true,
+            ),
+        };
+        Ok((rec.id.to_string(), created))
+    }
+
+    /// Applies universal `fields` to a live record.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown or deleted id.
+    pub(crate) fn update(
+        &self,
+        id: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<String, StoreError> {
+        let mut inner = self.lock();
+        let n = Self::live_id(&inner, id)?;
+        Ok(self.apply_fields(&mut inner, n, fields).id.to_string())
+    }
+
+    /// Deletes a record (archived / is_deleted); deleting it again is a no-op.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    pub(crate) fn delete(&self, id: &str, origin: Origin) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let n = parse_id(id)?;
+        match inner.records.get(&n) {
+            None => Err(StoreError::NotFound(id.to_owned())),
+            Some(rec) if rec.deleted_ms.is_some() => Ok(()),
+            Some(_) => {
+                self.modify(&mut inner, n, ChangeKind::Deleted, origin, |rec| {
+                    rec.deleted_ms = Some(rec.updated_ms);
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// The universal record `{id, fields, createdTime, updatedTime, deletedTime?}`.
+    fn universal(&self, rec: &Record) -> Value {
+        let mut out = json!({
+            "id": rec.id.to_string(),
+            "fields": self.universal_fields(rec),
+            "createdTime": time_ms(rec.created_ms),
+            "updatedTime": time_ms(rec.updated_ms),
+        });
+        if let Some(at) = rec.deleted_ms {
+            out["deletedTime"] = json!(time_ms(at));
+        }
+        out
+    }
+
+    /// One record, deleted or not, as a universal record.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    pub(crate) fn get_universal(&self, id: &str) -> Result<Value, StoreError> {
+        let inner = self.lock();
+        let rec = inner
+            .records
+            .get(&parse_id(id)?)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        Ok(self.universal(rec))
+    }
+
+    /// Up to `limit` universal records (deleted included) with
+    /// updatedTime >= `since_ms` and position after `after`, in
+    /// (updatedTime, id) order, plus the position to continue from when more
+    /// remain.
+    pub(crate) fn list_universal(
+        &self,
+        since_ms: Option<i64>,
+        after: Option<Position>,
+        limit: usize,
+    ) -> (Vec<Value>, Option<Position>) {
+        let inner = self.lock();
+        let start = match (since_ms, after) {
+            (Some(since), Some(pos)) if (since, 0) > pos => Bound::Included((since, 0)),
+            (_, Some(pos)) => Bound::Excluded(pos),
+            (Some(since), None) => Bound::Included((since, 0)),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut page: Vec<Position> = inner
+            .by_updated
+            .range((start, Bound::Unbounded))
+            .take(limit + 1)
+            .copied()
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = if more { page.last().copied() } else { None };
+        let records = page
+            .iter()
+            .map(|(_, id)| self.universal(&inner.records[id]))
+            .collect();
+        (records, next)
+    }
+}

@@ -1,0 +1,65 @@
+//! Admin operations on records in the CRM's own shape (`/_sim`), standing
+//! in for a user editing the CRM.
+
+use serde_json::Value;
+
+use super::{parse_id, ChangeKind, Origin, Store, StoreError};
+
+impl Store {
+    /// Creates a record from admin input in the native shape.
+    ///
+    /// # Errors
+    /// `Invalid` when the input does not have the native shape.
+    pub(crate) fn create_native(&self, input: Value) -> Result<Value, StoreError> {
+        let body = self
+            .conn
+            .body_from_input(input)
+            .map_err(StoreError::Invalid)?;
+        let mut inner = self.lock();
+        let rec = self.create(&mut inner, body, Origin::Admin);
+        Ok(self.conn.render(&rec))
+    }
+
+    /// Applies an admin PATCH to a live record and returns it.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown or deleted id, `Invalid` for a malformed patch.
+    pub(crate) fn patch_native(&self, id: &str, patch: Value) -> Result<Value, StoreError> {
+        let mut inner = self.lock();
+        let n = Self::live_id(&inner, id)?;
+        let mut body = inner.records[&n].body.clone();
+        self.conn
+            .merge_patch(&mut body, patch)
+            .map_err(StoreError::Invalid)?;
+        let rec = self.modify(&mut inner, n, ChangeKind::Updated, Origin::Admin, |rec| {
+            rec.body = body
+        });
+        Ok(self.conn.render(&rec))
+    }
+
+    /// One native record, deleted or not.
+    pub(crate) fn get_native(&self, id: &str) -> Option<Value> {
+        let inner = self.lock();
+        let rec = inner.records.get(&parse_id(id).ok()?)?;
+        Some(self.conn.render(rec))
+    }
+
+    /// All native records by id; deleted ones only when asked for.
+    pub(crate) fn list_native(&self, include_deleted: bool) -> Vec<Value> {
+        let inner = self.lock();
+        inner
+            .records
+            .values()
+            .filter(|r| include_deleted || r.deleted_ms.is_none())
+            .map(|r| self.conn.render(r))
+            .collect()
+    }
+
+    /// Drops every record; ids and times keep increasing afterwards.
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.records.clear();
+        inner.by_updated.clear();
+        inner.by_email.clear();
+    }
+}

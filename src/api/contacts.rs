@@ -1,0 +1,467 @@
+//! `/api/contacts`: create, read, list, update and delete contacts. A write
+//! stores the contact, marks its links `pending` and queues one
+//! `outbound-upsert` job per enabled provider; it never calls a CRM.
+
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::auth::ApiAuth;
+use super::errors::{fail_into, ErrorBody, Fail};
+use super::text::Text;
+use super::views::{ContactView, LinkView, SyncLogView};
+use super::ApiState;
+use crate::domain::{ContactId, Email, SyncStatus};
+use crate::store::{Contact, ContactPatch, NewContact, StoreError};
+
+/// A new contact.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateContact {
+    /// Given name.
+    #[oai(validator(max_length = 200))]
+    pub first_name: Option<Text>,
+    /// Family name.
+    #[oai(validator(max_length = 200))]
+    pub last_name: Option<Text>,
+    /// Primary email (required; CRMs match records on it).
+    #[oai(validator(max_length = 254))]
+    pub email: Text,
+    /// Primary phone.
+    #[oai(validator(max_length = 64))]
+    pub phone: Option<Text>,
+    /// Employer.
+    #[oai(validator(max_length = 200))]
+    pub company_name: Option<Text>,
+    /// Role.
+    #[oai(validator(max_length = 200))]
+    pub job_title: Option<Text>,
+}
+
+/// A partial update: absent fields are kept, `null` clears a field.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateContact {
+    /// Given name.
+    #[oai(validator(max_length = 200))]
+    pub first_name: MaybeUndefined<Text>,
+    /// Family name.
+    #[oai(validator(max_length = 200))]
+    pub last_name: MaybeUndefined<Text>,
+    /// Primary email (cannot be cleared).
+    #[oai(validator(max_length = 254))]
+    pub email: Option<Text>,
+    /// Primary phone.
+    #[oai(validator(max_length = 64))]
+    pub phone: MaybeUndefined<Text>,
+    /// Employer.
+    #[oai(validator(max_length = 200))]
+    pub company_name: MaybeUndefined<Text>,
+    /// Role.
+    #[oai(validator(max_length = 200))]
+    pub job_title: MaybeUndefined<Text>,
+}
+
+/// One queued sync job.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct QueuedJob {
+    /// The CRM.
+    pub provider: String,
+    /// The job id (see `/api/jobs/{id}`).
+    pub job_id: String,
+}
+
+/// A write was stored and its sync queued.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Accepted {
+    /// The contact as stored.
+    pub contact: ContactView,
+    /// One job per enabled provider.
+    pub jobs: Vec<QueuedJob>,
+}
+
+/// A page of contacts.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ContactPage {
+    /// The contacts, newest first.
+    pub items: Vec<ContactView>,
+    /// Page number, from 1.
+    pub page: u32,
+    /// Page size.
+    pub per_page: u32,
+    /// Contacts matching the filter.
+    pub total: u64,
+}
+
+/// Filter on link status.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StatusFilter {
+    /// At least one link waits for a push.
+    Pending,
+    /// At least one link is synced.
+    Synced,
+    /// At least one link failed.
+    Error,
+}
+
+#[derive(ApiResponse)]
+enum WriteResponse {
+    /// Stored; sync jobs queued.
+    #[oai(status = 202)]
+    Accepted(Json<Box<Accepted>>),
+    /// The input is invalid (the body names the field).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such contact.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Another contact has this email.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// MongoDB or Redis is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(WriteResponse {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
+enum GetResponse {
+    /// The contact with its link per provider.
+    #[oai(status = 200)]
+    Ok(Json<ContactView>),
+    /// The id is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such contact.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// MongoDB is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(GetResponse {
+    BadRequest,
+    NotFound,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
+enum ListResponse {
+    /// A page of contacts.
+    #[oai(status = 200)]
+    Ok(Json<ContactPage>),
+    /// A query parameter is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// MongoDB is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(ListResponse {
+    BadRequest,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
+enum LogsResponse {
+    /// Sync outcomes, newest first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<SyncLogView>>),
+    /// The id is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// MongoDB is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(LogsResponse {
+    BadRequest,
+    Unavailable
+});
+
+fn parse_id(id: &str) -> Result<ContactId, Fail> {
+    ContactId::parse(id).map_err(|m| Fail::bad_request("invalid_id", m))
+}
+
+fn parse_email(email: &str) -> Result<Email, Fail> {
+    Email::parse(email).map_err(|m| Fail::bad_request("invalid_email", format!("email: {m}")))
+}
+
+/// Trims an optional text field; blank means absent.
+fn clean(v: Option<Text>) -> Option<String> {
+    v.map(|s| s.0.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn clean_patch(v: MaybeUndefined<Text>) -> Option<Option<String>> {
+    match v {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(s) => Some(clean(Some(s))),
+    }
+}
+
+fn store_fail(e: StoreError) -> Fail {
+    match e {
+        StoreError::Conflict(m) => Fail::conflict(m),
+        StoreError::Other(e) => Fail::unavailable(format!("{e:#}")),
+    }
+}
+
+/// The contacts endpoints.
+pub struct ContactsApi;
+
+#[OpenApi(prefix_path = "/contacts", tag = "super::Tag::Contacts")]
+impl ContactsApi {
+    /// Create a contact and queue its sync to every enabled CRM.
+    #[oai(path = "/", method = "post")]
+    async fn create(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        body: Json<CreateContact>,
+    ) -> WriteResponse {
+        let res = async {
+            let b = body.0;
+            let new = NewContact {
+                email: parse_email(&b.email.0)?,
+                first_name: clean(b.first_name),
+                last_name: clean(b.last_name),
+                phone: clean(b.phone),
+                company_name: clean(b.company_name),
+                job_title: clean(b.job_title),
+            };
+            let contact = state.store.insert_contact(new).await.map_err(store_fail)?;
+            state.accept(contact).await
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// One contact, with its sync status per CRM.
+    #[oai(path = "/:id", method = "get")]
+    async fn get(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> GetResponse {
+        let res = async {
+            let id = parse_id(&id.0)?;
+            let contact = state
+                .store
+                .contact(id)
+                .await
+                .map_err(Fail::unavailable)?
+                .filter(|c| c.deleted_at.is_none())
+                .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
+            let links = state
+                .store
+                .links_of(&[id])
+                .await
+                .map_err(Fail::unavailable)?;
+            Ok::<_, Fail>(GetResponse::Ok(Json(ContactView::new(&contact, &links))))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Contacts, newest first, optionally only those with a link in `status`.
+    #[oai(path = "/", method = "get")]
+    async fn list(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        /// Page number, from 1.
+        #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
+        page: Query<Option<u32>>,
+        /// Page size, 1 to 200.
+        #[oai(
+            name = "perPage",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
+        per_page: Query<Option<u32>>,
+        /// Only contacts with a link in this status.
+        status: Query<Option<StatusFilter>>,
+    ) -> ListResponse {
+        let res = async {
+            let page = page.0.unwrap_or(1);
+            let per_page = per_page.0.unwrap_or(50);
+            let only = match status.0 {
+                None => None,
+                Some(s) => {
+                    let s = match s {
+                        StatusFilter::Pending => SyncStatus::Pending,
+                        StatusFilter::Synced => SyncStatus::Synced,
+                        StatusFilter::Error => SyncStatus::Error,
+                    };
+                    Some(
+                        state
+                            .store
+                            .contacts_with_status(s, 10_000)
+                            .await
+                            .map_err(Fail::unavailable)?,
+                    )
+                }
+            };
+            let skip = u64::from(page - 1) * u64::from(per_page);
+            let (contacts, total) = state
+                .store
+                .list_contacts(only.as_deref(), skip, i64::from(per_page))
+                .await
+                .map_err(Fail::unavailable)?;
+            let ids: Vec<ContactId> = contacts.iter().map(|c| c.id).collect();
+            let links = state
+                .store
+                .links_of(&ids)
+                .await
+                .map_err(Fail::unavailable)?;
+            let items = contacts
+                .iter()
+                .map(|c| ContactView::new(c, &links))
+                .collect();
+            Ok::<_, Fail>(ListResponse::Ok(Json(ContactPage {
+                items,
+                page,
+                per_page,
+                total,
+            })))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Change some fields of a contact and queue its sync.
+    #[oai(path = "/:id", method = "patch")]
+    async fn update(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+        body: Json<UpdateContact>,
+    ) -> WriteResponse {
+        let res = async {
+            let id = parse_id(&id.0)?;
+            let b = body.0;
+            let patch = ContactPatch {
+                email: b.email.as_ref().map(|e| parse_email(&e.0)).transpose()?,
+                first_name: clean_patch(b.first_name),
+                last_name: clean_patch(b.last_name),
+                phone: clean_patch(b.phone),
+                company_name: clean_patch(b.company_name),
+                job_title: clean_patch(b.job_title),
+            };
+            let contact = state
+                .store
+                .update_contact(id, &patch)
+                .await
+                .map_err(store_fail)?
+                .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
+            state.accept(contact).await
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// The sync log of a contact, newest first (at most 200 entries).
+    #[oai(path = "/:id/sync-logs", method = "get")]
+    async fn sync_logs(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> LogsResponse {
+        let res = async {
+            let id = parse_id(&id.0)?;
+            let logs = state
+                .store
+                .sync_logs(id, 200)
+                .await
+                .map_err(Fail::unavailable)?;
+            Ok::<_, Fail>(LogsResponse::Ok(Json(
+                logs.iter().map(SyncLogView::from).collect(),
+            )))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Delete a contact; the deletion is synced to every CRM.
+    #[oai(path = "/:id", method = "delete")]
+    async fn delete(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> WriteResponse {
+        let res = async {
+            let id = parse_id(&id.0)?;
+            let contact = state
+                .store
+                .delete_contact(id)
+                .await
+                .map_err(Fail::unavailable)?
+                .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
+            state.accept(contact).await
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+}
+
+impl ApiState {
+    /// Marks the links pending and queues one push per provider.
+    async fn accept(&self, contact: Contact) -> Result<WriteResponse, Fail> {
+        self.store
+            .mark_pending(contact.id, &self.providers, contact.version)
+            .await
+            .map_err(Fail::unavailable)?;
+        let mut jobs = Vec::with_capacity(self.providers.len());
+        for &provider in &self.providers {
+            let job_id = self
+                .enqueuer
+                .outbound(contact.id, provider, contact.version)
+                .await
+                .map_err(Fail::unavailable)?;
+            jobs.push(QueuedJob {
+                provider: provider.to_string(),
+                job_id,
+            });
+        }
+        let links = self
+            .store
+            .links_of(&[contact.id])
+            .await
+            .map_err(Fail::unavailable)?;
+        Ok(WriteResponse::Accepted(Json(Box::new(Accepted {
+            contact: ContactView::new(&contact, &links),
+            jobs,
+        }))))
+    }
+}
+
+impl ContactView {
+    fn new(c: &Contact, links: &[crate::store::Link]) -> Self {
+        Self {
+            id: c.id.to_string(),
+            first_name: c.first_name.clone(),
+            last_name: c.last_name.clone(),
+            email: c.email.as_str().to_owned(),
+            phone: c.phone.clone(),
+            company_name: c.company_name.clone(),
+            job_title: c.job_title.clone(),
+            version: c.version,
+            created_at: c.created_at.to_chrono(),
+            updated_at: c.updated_at.to_chrono(),
+            deleted: c.deleted_at.is_some(),
+            links: links
+                .iter()
+                .filter(|l| l.contact_id == c.id)
+                .map(LinkView::from)
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! `/api/jobs` and `/api/queues`: inspect jobs and send dead ones back.
+
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::auth::ApiAuth;
+use super::errors::{fail_into, ErrorBody, Fail};
+use super::ApiState;
+use crate::sync::{OutboundUpsert, OUTBOUND_QUEUE};
+
+/// Queues this api knows.
+const QUEUES: [&str; 1] = [OUTBOUND_QUEUE];
+
+/// One failed attempt.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct AttemptView {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// Start, ms since the epoch.
+    pub started_ms: i64,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// A job with its failed attempts.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct JobView {
+    /// Job id.
+    pub id: String,
+    /// Queue.
+    pub queue: String,
+    /// `pending`, `scheduled`, `running`, `done` or `dead`.
+    pub state: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The payload.
+    pub payload: serde_json::Value,
+    /// The last error.
+    pub error: Option<String>,
+    /// The worker that ran it last.
+    pub worker: Option<String>,
+    /// Pushed at, ms since the epoch.
+    pub created_ms: i64,
+    /// State changed at, ms since the epoch.
+    pub updated_ms: i64,
+    /// Failed attempts, oldest first.
+    pub failed_attempts: Vec<AttemptView>,
+}
+
+/// Job counts of a queue.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct QueueStats {
+    /// Queue.
+    pub queue: String,
+    /// Ready to run.
+    pub pending: u64,
+    /// Waiting for their time.
+    pub scheduled: u64,
+    /// Claimed by workers.
+    pub running: u64,
+    /// Finished, still kept.
+    pub done: u64,
+    /// Waiting for an operator.
+    pub dead: u64,
+    /// Completed since the queue exists.
+    pub completed_total: u64,
+    /// Failed attempts since the queue exists.
+    pub failed_total: u64,
+}
+
+/// How many jobs moved.
+#[derive(Debug, Object)]
+pub struct Moved {
+    /// Jobs sent back to the queue.
+    pub retried: u64,
+}
+
+#[derive(ApiResponse)]
+enum JobResponse {
+    /// The job.
+    #[oai(status = 200)]
+    Ok(Json<JobView>),
+    /// No such job (or it expired).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Redis is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(JobResponse {
+    NotFound,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
+enum RetryResponse {
+    /// Sent back to the queue.
+    #[oai(status = 202)]
+    Accepted(Json<Moved>),
+    /// No such job.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The job is not dead.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Redis is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(RetryResponse {
+    NotFound,
+    Conflict,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
+enum StatsResponse {
+    /// Counts.
+    #[oai(status = 200)]
+    Ok(Json<QueueStats>),
+    /// Unknown queue.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Redis is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(StatsResponse {
+    NotFound,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
+enum DeadResponse {
+    /// Dead jobs, newest first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<JobView>>),
+    /// Unknown queue.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Redis is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(DeadResponse {
+    NotFound,
+    Unavailable
+});
+
+fn known_queue(q: &str) -> Result<&'static str, Fail> {
+    QUEUES
+        .iter()
+        .find(|k| **k == q)
+        .copied()
+        .ok_or_else(|| Fail::not_found(format!("no queue {q:?} (known: {})", QUEUES.join(", "))))
+}
+
+fn view(job: workers::JobInfo, attempts: Vec<workers::AttemptRecord>) -> JobView {
+    JobView {
+        state: serde_json::to_value(job.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        id: job.id,
+        queue: job.queue,
+        attempts: job.attempts,
+        max_attempts: job.max_attempts,
+        payload: job.payload,
+        error: job.error,
+        worker: job.worker,
+        created_ms: job.created_ms,
+        updated_ms: job.updated_ms,
+        failed_attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                worker: a.worker,
+                started_ms: a.started_ms,
+                duration_ms: a.duration_ms,
+                error: a.error,
+            })
+            .collect(),
+    }
+}
+
+/// The job endpoints.
+pub struct JobsApi;
+
+#[OpenApi(tag = "super::Tag::Jobs")]
+impl JobsApi {
+    /// One job with its failed attempts.
+    #[oai(path = "/jobs/:id", method = "get")]
+    async fn job(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> JobResponse {
+        let res = async {
+            let q = state.enqueuer.queue();
+            let job = q
+                .job(&id.0)
+                .await
+                .map_err(Fail::unavailable)?
+                .ok_or_else(|| Fail::not_found(format!("no job {:?}", id.0)))?;
+            let attempts = q.attempts(&id.0).await.map_err(Fail::unavailable)?;
+            Ok::<_, Fail>(JobResponse::Ok(Json(view(job, attempts))))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Send one dead job back to its queue with fresh attempts.
+    #[oai(path = "/jobs/:id/retry", method = "post")]
+    async fn retry(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> RetryResponse {
+        let res = async {
+            let q = state.enqueuer.queue();
+            let job = q
+                .job(&id.0)
+                .await
+                .map_err(Fail::unavailable)?
+                .ok_or_else(|| Fail::not_found(format!("no job {:?}", id.0)))?;
+            if job.state != workers::JobState::Dead {
+                return Err(Fail::conflict(format!("job {} is not dead", job.id)));
+            }
+            if job.queue == OUTBOUND_QUEUE {
+                if let Ok(p) = serde_json::from_value::<OutboundUpsert>(job.payload.clone()) {
+                    state
+                        .store
+                        .mark_pending(p.contact_id, &[p.provider], 0)
+                        .await
+                        .map_err(Fail::unavailable)?;
+                }
+            }
+            let retried = q
+                .retry_dead(&job.queue, std::slice::from_ref(&job.id))
+                .await
+                .map_err(Fail::unavailable)?;
+            Ok::<_, Fail>(RetryResponse::Accepted(Json(Moved { retried })))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Job counts of a queue.
+    #[oai(path = "/queues/:queue/stats", method = "get")]
+    async fn stats(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        queue: Path<String>,
+    ) -> StatsResponse {
+        let res = async {
+            let name = known_queue(&queue.0)?;
+            let c = state
+                .enqueuer
+                .queue()
+                .counts(name)
+                .await
+                .map_err(Fail::unavailable)?;
+            Ok::<_, Fail>(StatsResponse::Ok(Json(QueueStats {
+                queue: name.into(),
+                pending: c.pending,
+                scheduled: c.scheduled,
+                running: c.running,
+                done: c.done,
+                dead: c.dead,
+                completed_total: c.completed_total,
+                failed_total: c.failed_total,
+            })))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Dead jobs of a queue, newest first.
+    #[oai(path = "/queues/:queue/dead", method = "get")]
+    async fn dead(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        queue: Path<String>,
+        /// Jobs to skip.
+        #[oai(validator(maximum(value = "1000000")))]
+        offset: Query<Option<u64>>,
+        /// Jobs to return, 1 to 500.
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u64>>,
+    ) -> DeadResponse {
+        let res = async {
+            let name = known_queue(&queue.0)?;
+            let q = state.enqueuer.queue();
+            let jobs = q
+                .dead(name, offset.0.unwrap_or(0), limit.0.unwrap_or(50))
+                .await
+                .map_err(Fail::unavailable)?;
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let attempts = q.attempts(&job.id).await.map_err(Fail::unavailable)?;
+                out.push(view(job, attempts));
+            }
+            Ok::<_, Fail>(DeadResponse::Ok(Json(out)))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+}

@@ -1,0 +1,130 @@
+//! The HTTP api (poem + poem-openapi): contacts, jobs, health. It validates
+//! input, writes the app's own records and only enqueues sync work.
+
+pub mod auth;
+mod contacts;
+pub mod errors;
+mod jobs;
+mod text;
+mod views;
+
+use futures::StreamExt;
+use poem::http::StatusCode;
+use poem::middleware::Tracing;
+use poem::web::Json;
+use poem::{handler, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::domain::Provider;
+use crate::jobs::Enqueuer;
+use crate::store::Store;
+use auth::ApiToken;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// Oversized bodies up to this size are drained before the 413 is sent.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// The queues.
+    pub enqueuer: Enqueuer,
+    /// CRMs every contact is synced to.
+    pub providers: Vec<Provider>,
+}
+
+#[derive(Tags)]
+enum Tag {
+    /// The app's contacts.
+    Contacts,
+    /// Sync jobs and queues.
+    Jobs,
+}
+
+/// The whole HTTP app.
+pub fn app(state: ApiState, token: String) -> impl poem::Endpoint {
+    let api = OpenApiService::new(
+        (contacts::ContactsApi, jobs::JobsApi),
+        "contact-sync",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .server("/api");
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let health_state = state.clone();
+    Route::new()
+        .at("/healthz", healthz)
+        .at("/readyz", readyz.data(health_state))
+        .at("/api/openapi.json", spec)
+        .nest("/api/docs", docs)
+        .nest("/api", api)
+        .data(state)
+        .data(ApiToken(token))
+        .around(limit_body)
+        .with(Tracing)
+        .catch_all_error(errors::json_error)
+}
+
+#[handler]
+fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[handler]
+async fn readyz(state: poem::web::Data<&ApiState>) -> poem::Response {
+    let redis = state.enqueuer.queue().ping().await;
+    let mongo = state.store.ping().await;
+    let ok = redis.is_ok() && mongo.is_ok();
+    let describe = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".into());
+    let body = serde_json::json!({
+        "status": if ok { "ready" } else { "unavailable" },
+        "redis": describe(redis.map_err(|e| e.to_string())),
+        "mongodb": describe(mongo.map_err(|e| e.to_string())),
+    });
+    let status = if ok {
+        poem::http::StatusCode::OK
+    } else {
+        poem::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    Json(body).with_status(status).into_response()
+}
+
+/// Refuses bodies over [`MAX_BODY`] with 413: by `Content-Length` before
+/// reading, and for chunked bodies while reading. (poem's `SizeLimit` also
+/// refuses requests without `Content-Length`, such as every GET.)
+async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+    let declared = req
+        .header(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY => {
+            // Read and drop a moderately large body first, so the client is
+            // not cut off mid-send and actually sees the 413.
+            if len <= DRAIN_LIMIT {
+                let mut stream = req.take_body().into_bytes_stream();
+                while let Some(Ok(_)) = stream.next().await {}
+            }
+            return Err(too_large());
+        }
+        Some(_) => {}
+        None if req.header(poem::http::header::TRANSFER_ENCODING).is_some() => {
+            let mut stream = req.take_body().into_bytes_stream();
+            let mut buf = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|_| poem::Error::from_status(StatusCode::BAD_REQUEST))?;
+                if buf.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            req.set_body(buf);
+        }
+        None => {}
+    }
+    Ok(next.call(req).await?.into_response())
+}

@@ -1,0 +1,135 @@
+//! Start-up of each process: connect, build, serve, stop on a signal. `main`
+//! only parses the configuration and calls in here, and tests start the
+//! same processes the same way.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::listener::{Acceptor, TcpAcceptor};
+use workers::{Backoff, Queue, RateLimiter, Runtime, RuntimeConfig};
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
+use crate::jobs::{outbound_service, Enqueuer, OutboundDeadLetter};
+use crate::store::Store;
+use crate::sync::{Outbound, OUTBOUND_QUEUE};
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+async fn connect_queue(cfg: &Config) -> anyhow::Result<Queue> {
+    Queue::connect(&cfg.redis_url, &cfg.redis_namespace)
+        .await
+        .with_context(|| format!("REDIS_URL {}: cannot connect", cfg.redis_url))
+}
+
+async fn connect_store(cfg: &Config) -> anyhow::Result<Store> {
+    Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db)
+        .await
+        .context("MONGODB_URI: cannot connect or prepare the database")
+}
+
+/// Binds a listener, with the address in the error.
+///
+/// # Errors
+/// When the address is taken or not local.
+pub fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let l = TcpListener::bind(addr).with_context(|| format!("{what}: cannot listen on {addr}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serves the api on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// When a dependency cannot be reached at start-up, or the token is unset.
+pub async fn run_api(
+    cfg: &Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let token = cfg.require_api_token()?;
+    let state = ApiState {
+        store: connect_store(cfg).await?,
+        enqueuer: Enqueuer::new(connect_queue(cfg).await?, cfg.retry_attempts),
+        providers: cfg.providers.clone(),
+    };
+    let acceptor = TcpAcceptor::from_tokio(tokio::net::TcpListener::from_std(listener)?)?;
+    tracing::info!(addr = ?acceptor.local_addr(), "api listening");
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            api::app(state, token),
+            shutdown,
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .context("api server failed")
+}
+
+/// Runs the worker pool member until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// When a dependency cannot be reached at start-up.
+pub async fn run_worker(
+    cfg: &Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (key, secret) = cfg.require_workspace()?;
+    let queue = connect_queue(cfg).await?;
+    let store = connect_store(cfg).await?;
+    let limits = CrmLimits {
+        limiter: RateLimiter::new(&queue),
+        hubspot: cfg.rate_limit_hubspot,
+        pipedrive: cfg.rate_limit_pipedrive,
+        window: Duration::from_millis(1100),
+    };
+    let crm = IntegrationApp::new(
+        &cfg.integration_app_url,
+        TokenMinter::new(&key, &secret, &cfg.integration_app_customer_id),
+        Some(limits),
+        // a CRM call may take no longer than one job attempt
+        cfg.job_timeout(),
+    )?;
+    let outbound = Arc::new(Outbound::new(store, crm));
+    let name = cfg.worker_name();
+    let mut rc = RuntimeConfig::new(OUTBOUND_QUEUE, name.clone());
+    rc.concurrency = cfg.worker_concurrency;
+    rc.timeout = cfg.job_timeout();
+    rc.backoff = Backoff {
+        base: Duration::from_millis(cfg.retry_base_ms),
+        max: Duration::from_secs(300),
+    };
+    rc.heartbeat = Duration::from_millis(cfg.worker_heartbeat_ms);
+    rc.dead_after = Duration::from_millis(cfg.worker_dead_after_ms);
+    rc.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
+    rc.done_retention = Duration::from_secs(cfg.job_retention_secs);
+    tracing::info!(worker = %name, concurrency = rc.concurrency, "worker started");
+    Runtime::new(queue, rc, outbound_service(outbound.clone()))
+        .on_dead(Arc::new(OutboundDeadLetter(outbound)))
+        .run(shutdown)
+        .await
+        .context("worker runtime failed")
+}

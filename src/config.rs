@@ -1,0 +1,224 @@
+//! Configuration, read from the environment (12-factor). Every variable can
+//! also be given as a flag; `contact-sync --help` lists them with defaults. A
+//! malformed value stops start-up with clap's one-line error naming it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::Provider;
+
+/// Everything the processes read from the environment.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Redis holding the job queues.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    #[arg(
+        long,
+        env = "REDIS_NAMESPACE",
+        default_value = "contact-sync",
+        global = true
+    )]
+    pub redis_namespace: String,
+    /// MongoDB holding contacts, links and sync logs.
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true",
+        global = true
+    )]
+    pub mongodb_uri: String,
+    /// Database name inside MongoDB.
+    #[arg(
+        long,
+        env = "MONGODB_DB",
+        default_value = "contact_sync",
+        global = true
+    )]
+    pub mongodb_db: String,
+    /// Where the api listens.
+    #[arg(
+        long,
+        env = "API_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub api_addr: SocketAddr,
+    /// Bearer token required on /api/* (the api refuses to start without it).
+    #[arg(long, env = "API_TOKEN", global = true, hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Base URL of Integration.app (or of the simulator).
+    #[arg(
+        long,
+        env = "INTEGRATION_APP_URL",
+        default_value = "https://api.integration.app",
+        global = true
+    )]
+    pub integration_app_url: String,
+    /// Workspace key: the `iss` of the tokens minted for Integration.app.
+    #[arg(long, env = "INTEGRATION_APP_WORKSPACE_KEY", global = true)]
+    pub integration_app_workspace_key: Option<String>,
+    /// Workspace secret that signs those tokens (HS512).
+    #[arg(
+        long,
+        env = "INTEGRATION_APP_WORKSPACE_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub integration_app_workspace_secret: Option<String>,
+    /// Customer id (`id` claim) the connections belong to.
+    #[arg(
+        long,
+        env = "INTEGRATION_APP_CUSTOMER_ID",
+        default_value = "contact-sync",
+        global = true
+    )]
+    pub integration_app_customer_id: String,
+    /// Folder of the declarative Integration.app config (read by the simulator).
+    #[arg(
+        long,
+        env = "INTEGRATION_APP_CONFIG_DIR",
+        default_value = "integration-app",
+        global = true
+    )]
+    pub integration_app_config_dir: PathBuf,
+    /// Where the simulator listens.
+    #[arg(
+        long,
+        env = "SIMULATOR_ADDR",
+        default_value = "127.0.0.1:8090",
+        global = true
+    )]
+    pub simulator_addr: SocketAddr,
+    /// CRMs every contact is synced to, comma-separated.
+    #[arg(
+        long,
+        env = "PROVIDERS",
+        default_value = "hubspot,pipedrive",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub providers: Vec<Provider>,
+    /// Jobs one worker process runs at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16, global = true)]
+    pub worker_concurrency: usize,
+    /// Unique name of this worker in the pool (default: host-pid-random).
+    #[arg(long, env = "WORKER_NAME", global = true)]
+    pub worker_name: Option<String>,
+    /// HubSpot calls per second, shared by the whole pool.
+    #[arg(long, env = "RATE_LIMIT_HUBSPOT", default_value_t = 9, global = true)]
+    pub rate_limit_hubspot: u32,
+    /// Pipedrive calls per second, shared by the whole pool.
+    #[arg(long, env = "RATE_LIMIT_PIPEDRIVE", default_value_t = 9, global = true)]
+    pub rate_limit_pipedrive: u32,
+    /// Attempts a sync job gets before it is parked in the dead set.
+    #[arg(long, env = "RETRY_ATTEMPTS", default_value_t = 3, global = true)]
+    pub retry_attempts: u32,
+    /// First retry delay in ms; doubles each attempt, with jitter.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 500, global = true)]
+    pub retry_base_ms: u64,
+    /// Longest one job attempt may run, in seconds.
+    #[arg(long, env = "JOB_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub job_timeout_secs: u64,
+    /// How often a worker heart-beats, in ms.
+    #[arg(
+        long,
+        env = "WORKER_HEARTBEAT_MS",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub worker_heartbeat_ms: u64,
+    /// A worker silent this long (ms) is dead; its jobs are run elsewhere.
+    #[arg(
+        long,
+        env = "WORKER_DEAD_AFTER_MS",
+        default_value_t = 15000,
+        global = true
+    )]
+    pub worker_dead_after_ms: u64,
+    /// On SIGTERM, how long in-flight jobs may take to finish, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20, global = true)]
+    pub shutdown_grace_secs: u64,
+    /// How long finished jobs stay inspectable, in seconds.
+    #[arg(
+        long,
+        env = "JOB_RETENTION_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub job_retention_secs: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// The pool-wide calls-per-second budget of a provider.
+    pub fn rate_limit(&self, provider: Provider) -> u32 {
+        match provider {
+            Provider::Hubspot => self.rate_limit_hubspot,
+            Provider::Pipedrive => self.rate_limit_pipedrive,
+        }
+    }
+
+    /// The api token, or the one-line reason the api cannot start.
+    ///
+    /// # Errors
+    /// When `API_TOKEN` is unset or empty.
+    pub fn require_api_token(&self) -> anyhow::Result<String> {
+        match self.api_token.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => Ok(t.to_owned()),
+            _ => anyhow::bail!("API_TOKEN is not set: the api needs a bearer token for /api/*"),
+        }
+    }
+
+    /// Workspace key and secret, or the reason the worker cannot start.
+    ///
+    /// # Errors
+    /// When either is unset.
+    pub fn require_workspace(&self) -> anyhow::Result<(String, String)> {
+        let key = self
+            .integration_app_workspace_key
+            .clone()
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("INTEGRATION_APP_WORKSPACE_KEY is not set"))?;
+        let secret = self
+            .integration_app_workspace_secret
+            .clone()
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| anyhow::anyhow!("INTEGRATION_APP_WORKSPACE_SECRET is not set"))?;
+        Ok((key, secret))
+    }
+
+    /// A worker name unique in the pool.
+    pub fn worker_name(&self) -> String {
+        self.worker_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "host".into());
+            let tag: u32 = rand::random();
+            format!("{host}-{}-{tag:08x}", std::process::id())
+        })
+    }
+
+    /// Longest one job attempt may run.
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_secs)
+    }
+}

@@ -1,0 +1,245 @@
+//! The Integration.app client: mints the workspace JWT, runs actions on a
+//! provider's connection, and classifies failures at the source (transient
+//! or permanent, with `Retry-After`), so the retry policy never parses text.
+
+mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use workers::{JobError, RateLimiter};
+
+use crate::domain::Provider;
+pub use token::TokenMinter;
+
+/// Why an action run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmError {
+    /// The record does not exist (any more) in the CRM.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Throttled (HTTP 429 or `rate_limit_exceeded`).
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// What the service said.
+        message: String,
+        /// When it will accept calls again.
+        retry_after: Option<Duration>,
+    },
+    /// Network failure, timeout, 5xx: may pass on retry.
+    #[error("{0}")]
+    Transient(String),
+    /// The request was refused for a reason a retry cannot fix.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<CrmError> for JobError {
+    fn from(e: CrmError) -> Self {
+        match e {
+            CrmError::RateLimited {
+                message,
+                retry_after,
+            } => JobError::throttled(format!("rate limited: {message}"), retry_after),
+            CrmError::Transient(m) => JobError::transient(m),
+            CrmError::NotFound(m) => JobError::permanent(format!("not found: {m}")),
+            CrmError::Permanent(m) => JobError::permanent(m),
+        }
+    }
+}
+
+/// Integration.app's error body.
+#[derive(Debug, Deserialize, Default)]
+struct ErrorData {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RunResponse<O> {
+    output: O,
+}
+
+/// Pool-wide rate limits per provider (calls per window).
+#[derive(Clone)]
+pub struct CrmLimits {
+    /// The shared limiter.
+    pub limiter: RateLimiter,
+    /// Calls per window for HubSpot.
+    pub hubspot: u32,
+    /// Calls per window for Pipedrive.
+    pub pipedrive: u32,
+    /// The window. Slightly longer than a second on purpose: a grant and the
+    /// request's arrival are a few ms apart, and the CRM counts arrivals.
+    pub window: Duration,
+}
+
+/// Client of the Integration.app REST API. Cheap to clone.
+#[derive(Clone)]
+pub struct IntegrationApp {
+    http: reqwest::Client,
+    base: Arc<str>,
+    tokens: Arc<TokenMinter>,
+    limits: Option<CrmLimits>,
+}
+
+impl IntegrationApp {
+    /// A client for `base_url`, signing tokens with the workspace credentials.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(
+        base_url: &str,
+        tokens: TokenMinter,
+        limits: Option<CrmLimits>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').into(),
+            tokens: Arc::new(tokens),
+            limits,
+        })
+    }
+
+    /// Runs `action` on the provider's connection with `input` as the body.
+    ///
+    /// # Errors
+    /// A classified [`CrmError`].
+    pub async fn run<I: Serialize + ?Sized, O: DeserializeOwned>(
+        &self,
+        provider: Provider,
+        action: &str,
+        input: &I,
+    ) -> Result<O, CrmError> {
+        if let Some(l) = &self.limits {
+            let limit = match provider {
+                Provider::Hubspot => l.hubspot,
+                Provider::Pipedrive => l.pipedrive,
+            };
+            let waited = l
+                .limiter
+                .acquire(&format!("crm:{provider}"), limit, l.window)
+                .await
+                .map_err(|e| CrmError::Transient(format!("rate limiter unavailable: {e}")))?;
+            if !waited.is_zero() {
+                tracing::debug!(%provider, waited_ms = waited.as_millis() as u64, "waited for the rate limit");
+            }
+        }
+        let token = self.tokens.token().map_err(|e| {
+            CrmError::Permanent(format!("cannot sign the Integration.app token: {e}"))
+        })?;
+        let url = format!("{}/connections/{provider}/actions/{action}/run", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(input)
+            .send()
+            .await
+            .map_err(|e| CrmError::Transient(format!("{action} on {provider}: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            let body: RunResponse<O> = resp.json().await.map_err(|e| {
+                CrmError::Permanent(format!("{action} on {provider}: unexpected response: {e}"))
+            })?;
+            return Ok(body.output);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        let data: ErrorData = serde_json::from_str(&text).unwrap_or_default();
+        Err(classify(
+            status.as_u16(),
+            &data,
+            retry_after,
+            action,
+            provider,
+            &text,
+        ))
+    }
+}
+
+fn classify(
+    status: u16,
+    data: &ErrorData,
+    retry_after: Option<Duration>,
+    action: &str,
+    provider: Provider,
+    raw: &str,
+) -> CrmError {
+    let message = format!(
+        "{action} on {provider}: HTTP {status}{}{}",
+        data.kind
+            .as_deref()
+            .map(|k| format!(" {k}"))
+            .unwrap_or_default(),
+        data.message
+            .as_deref()
+            .or(Some(raw).filter(|r| !r.is_empty() && r.len() < 300))
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default(),
+    );
+    let key = data.key.as_deref().unwrap_or("");
+    if status == 429 || key == "rate_limit_exceeded" {
+        return CrmError::RateLimited {
+            message,
+            retry_after,
+        };
+    }
+    match (status, key) {
+        (404, _) | (_, "not_found") => CrmError::NotFound(message),
+        (_, "access_token_expired" | "lock_timeout") => CrmError::Transient(message),
+        (408, _) | (500..=599, _) => CrmError::Transient(message),
+        _ if data.kind.as_deref() == Some("concurrency") => CrmError::Transient(message),
+        _ => CrmError::Permanent(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_at_the_source() {
+        let data = |kind: &str, key: &str| ErrorData {
+            kind: Some(kind.into()),
+            key: Some(key.into()),
+            message: Some("m".into()),
+        };
+        let p = Provider::Hubspot;
+        let cases: [(u16, ErrorData, &str); 7] = [
+            (429, ErrorData::default(), "rate"),
+            (400, data("dependency_error", "rate_limit_exceeded"), "rate"),
+            (503, ErrorData::default(), "transient"),
+            (502, data("dependency_error", ""), "transient"),
+            (404, data("bad_request", "not_found"), "not_found"),
+            (400, data("bad_request", ""), "permanent"),
+            (401, data("bad_request", "not_authenticated"), "permanent"),
+        ];
+        for (status, d, want) in cases {
+            let got = match classify(status, &d, None, "a", p, "") {
+                CrmError::RateLimited { .. } => "rate",
+                CrmError::Transient(_) => "transient",
+                CrmError::NotFound(_) => "not_found",
+                CrmError::Permanent(_) => "permanent",
+            };
+            assert_eq!(got, want, "HTTP {status} {:?}", d.key);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Where the app meets the `workers` runtime: enqueueing, and the tower
+//! services and dead-letter hooks for each queue.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use workers::{DeadLetter, Job, JobError, PushOptions, Queue};
+
+use crate::domain::{ContactId, Provider};
+use crate::sync::{Outbound, OutboundUpsert, OUTBOUND_QUEUE};
+
+/// Puts sync work on the queues. Used by the api; never calls a CRM.
+#[derive(Clone)]
+pub struct Enqueuer {
+    queue: Queue,
+    max_attempts: u32,
+}
+
+impl Enqueuer {
+    /// An enqueuer giving each job `max_attempts`.
+    pub fn new(queue: Queue, max_attempts: u32) -> Self {
+        Self {
+            queue,
+            max_attempts,
+        }
+    }
+
+    /// The queue handle.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Queues a push of `contact` at `version` to `provider`; returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn outbound(
+        &self,
+        contact: ContactId,
+        provider: Provider,
+        version: i64,
+    ) -> Result<String, workers::Error> {
+        let payload = OutboundUpsert {
+            contact_id: contact,
+            provider,
+            version,
+        };
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue.push(OUTBOUND_QUEUE, &payload, opts).await
+    }
+}
+
+/// The tower service that runs `outbound-upsert` jobs.
+pub fn outbound_service(
+    sync: Arc<Outbound>,
+) -> impl tower::Service<
+    Job,
+    Response = (),
+    Error = JobError,
+    Future = BoxFuture<'static, Result<(), JobError>>,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |job: Job| {
+        let sync = sync.clone();
+        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
+            let payload: OutboundUpsert = job.decode()?;
+            sync.run(&payload, &job.id, job.attempt).await
+        });
+        fut
+    })
+}
+
+/// Dead-letter hook of `outbound-upsert`: the link turns `error`.
+pub struct OutboundDeadLetter(pub Arc<Outbound>);
+
+impl DeadLetter for OutboundDeadLetter {
+    fn on_dead<'a>(&'a self, job: &'a Job, error: &'a JobError) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match job.decode::<OutboundUpsert>() {
+                Ok(p) => {
+                    self.0
+                        .record_failure(&p, &job.id, job.attempt, &error.to_string())
+                        .await
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %job.id, error = %e, "dead job has an unreadable payload")
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! contact-sync: keeps contacts in sync both ways between the app's MongoDB
+//! and the CRMs its customers use, through Integration.app.
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod crm;
+pub mod dev;
+pub mod domain;
+pub mod jobs;
+pub mod store;
+pub mod sync;

@@ -1,0 +1,239 @@
+//! The `contacts` collection: the app's own contact records.
+
+use anyhow::Context;
+use bson::{doc, DateTime, Document};
+use futures::TryStreamExt;
+use mongodb::options::ReturnDocument;
+use serde::{Deserialize, Serialize};
+
+use super::{is_duplicate_key, Store, StoreError};
+use crate::domain::{ContactId, Email};
+
+/// A contact as stored. `version` grows by one with every change, so a sync
+/// job can tell which state it pushed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    /// The contact id.
+    #[serde(rename = "_id")]
+    pub id: ContactId,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Primary email; CRMs match records on it.
+    pub email: Email,
+    /// Set while the contact is live; unset on delete so the address can be
+    /// used again (a sparse unique index keeps live emails unique).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_email: Option<String>,
+    /// Primary phone.
+    pub phone: Option<String>,
+    /// Employer.
+    pub company_name: Option<String>,
+    /// Role.
+    pub job_title: Option<String>,
+    /// Grows by one with every change.
+    pub version: i64,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+    /// Set when deleted (soft delete, so the deletion can be synced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime>,
+}
+
+/// The fields of a new contact, already validated.
+#[derive(Debug, Clone)]
+pub struct NewContact {
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Primary email.
+    pub email: Email,
+    /// Primary phone.
+    pub phone: Option<String>,
+    /// Employer.
+    pub company_name: Option<String>,
+    /// Role.
+    pub job_title: Option<String>,
+}
+
+/// A partial update: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ContactPatch {
+    /// Given name.
+    pub first_name: Option<Option<String>>,
+    /// Family name.
+    pub last_name: Option<Option<String>>,
+    /// Primary email (cannot be cleared).
+    pub email: Option<Email>,
+    /// Primary phone.
+    pub phone: Option<Option<String>>,
+    /// Employer.
+    pub company_name: Option<Option<String>>,
+    /// Role.
+    pub job_title: Option<Option<String>>,
+}
+
+impl ContactPatch {
+    fn to_update(&self) -> Document {
+        let mut set = doc! { "updatedAt": DateTime::now() };
+        let mut unset = Document::new();
+        let mut field = |name: &str, v: &Option<Option<String>>| match v {
+            Some(Some(s)) => {
+                set.insert(name, s.clone());
+            }
+            Some(None) => {
+                unset.insert(name, "");
+            }
+            None => {}
+        };
+        field("firstName", &self.first_name);
+        field("lastName", &self.last_name);
+        field("phone", &self.phone);
+        field("companyName", &self.company_name);
+        field("jobTitle", &self.job_title);
+        if let Some(email) = &self.email {
+            set.insert("email", email.as_str());
+            set.insert("activeEmail", email.as_str());
+        }
+        let mut update = doc! { "$set": set, "$inc": { "version": 1_i64 } };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        update
+    }
+}
+
+fn email_conflict(email: &Email) -> StoreError {
+    StoreError::Conflict(format!(
+        "a contact with email {} already exists",
+        email.as_str()
+    ))
+}
+
+impl Store {
+    /// Inserts a contact at version 1.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a live contact has the same email.
+    pub async fn insert_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
+        let now = DateTime::now();
+        let contact = Contact {
+            id: ContactId::new(),
+            first_name: new.first_name,
+            last_name: new.last_name,
+            active_email: Some(new.email.as_str().to_owned()),
+            email: new.email,
+            phone: new.phone,
+            company_name: new.company_name,
+            job_title: new.job_title,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        match self.contacts.insert_one(&contact).await {
+            Ok(_) => Ok(contact),
+            Err(e) if is_duplicate_key(&e) => Err(email_conflict(&contact.email)),
+            Err(e) => Err(anyhow::Error::new(e).context("inserting a contact").into()),
+        }
+    }
+
+    /// A contact, deleted or not.
+    ///
+    /// # Errors
+    /// When the database fails or the document does not parse.
+    pub async fn contact(&self, id: ContactId) -> anyhow::Result<Option<Contact>> {
+        self.contacts
+            .find_one(doc! { "_id": id.oid() })
+            .await
+            .with_context(|| format!("reading contact {id}"))
+    }
+
+    /// Applies a patch to a live contact; `None` when there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the new email belongs to another contact.
+    pub async fn update_contact(
+        &self,
+        id: ContactId,
+        patch: &ContactPatch,
+    ) -> Result<Option<Contact>, StoreError> {
+        let res = self
+            .contacts
+            .find_one_and_update(
+                doc! { "_id": id.oid(), "deletedAt": { "$exists": false } },
+                patch.to_update(),
+            )
+            .return_document(ReturnDocument::After)
+            .await;
+        match res {
+            Ok(c) => Ok(c),
+            Err(e) if is_duplicate_key(&e) => Err(email_conflict(
+                patch
+                    .email
+                    .as_ref()
+                    .expect("only an email change can conflict"),
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context("updating a contact").into()),
+        }
+    }
+
+    /// Marks a live contact deleted; `None` when there is none.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn delete_contact(&self, id: ContactId) -> anyhow::Result<Option<Contact>> {
+        self.contacts
+            .find_one_and_update(
+                doc! { "_id": id.oid(), "deletedAt": { "$exists": false } },
+                doc! {
+                    "$set": { "deletedAt": DateTime::now(), "updatedAt": DateTime::now() },
+                    "$unset": { "activeEmail": "" },
+                    "$inc": { "version": 1_i64 },
+                },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .with_context(|| format!("deleting contact {id}"))
+    }
+
+    /// A page of live contacts, newest first, optionally only those with the
+    /// given ids; with the total count.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn list_contacts(
+        &self,
+        only: Option<&[ContactId]>,
+        skip: u64,
+        limit: i64,
+    ) -> anyhow::Result<(Vec<Contact>, u64)> {
+        let mut filter = doc! { "deletedAt": { "$exists": false } };
+        if let Some(ids) = only {
+            let oids: Vec<_> = ids.iter().map(|i| i.oid()).collect();
+            filter.insert("_id", doc! { "$in": oids });
+        }
+        let total = self
+            .contacts
+            .count_documents(filter.clone())
+            .await
+            .context("counting contacts")?;
+        let page = self
+            .contacts
+            .find(filter)
+            .sort(doc! { "_id": -1 })
+            .skip(skip)
+            .limit(limit)
+            .await
+            .context("listing contacts")?
+            .try_collect()
+            .await
+            .context("reading contacts")?;
+        Ok((page, total))
+    }
+}

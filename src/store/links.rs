@@ -1,0 +1,246 @@
+//! The `contact_links` collection: one document per (contact, provider),
+//! saying which CRM record mirrors the contact and whether it is up to date.
+
+use anyhow::Context;
+use bson::{doc, DateTime};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{is_duplicate_key, Store, StoreError};
+use crate::domain::{ContactId, Provider, SyncStatus};
+
+/// A contact's link to one CRM record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Link {
+    /// `{contactId}:{provider}`, so an upsert cannot create a second link.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The contact.
+    pub contact_id: ContactId,
+    /// The CRM.
+    pub provider: Provider,
+    /// The CRM record's id, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Where the link stands.
+    pub sync_status: SyncStatus,
+    /// Why the last push failed for good.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Attempts the last failed job used.
+    #[serde(default)]
+    pub attempts: i64,
+    /// The contact version the newest queued push carries.
+    #[serde(default)]
+    pub pending_version: i64,
+    /// The newest contact version the CRM is known to hold.
+    #[serde(default)]
+    pub synced_version: i64,
+    /// The job that last touched the link.
+    #[serde(default)]
+    pub last_job_id: Option<String>,
+    /// When the CRM last accepted a push.
+    #[serde(default)]
+    pub last_synced_at: Option<DateTime>,
+    /// Last change of this document.
+    pub updated_at: DateTime,
+}
+
+fn link_id(contact: ContactId, provider: Provider) -> String {
+    format!("{contact}:{provider}")
+}
+
+impl Store {
+    /// Marks the links `pending` for a change at `version` (creating them).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn mark_pending(
+        &self,
+        contact: ContactId,
+        providers: &[Provider],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        for &provider in providers {
+            self.links
+                .update_one(
+                    doc! { "_id": link_id(contact, provider) },
+                    doc! {
+                        "$set": { "syncStatus": "pending", "updatedAt": DateTime::now() },
+                        "$max": { "pendingVersion": version },
+                        "$setOnInsert": {
+                            "contactId": contact.oid(),
+                            "provider": provider.as_str(),
+                            "attempts": 0_i64,
+                            "syncedVersion": 0_i64,
+                        },
+                    },
+                )
+                .upsert(true)
+                .await
+                .with_context(|| format!("marking link {contact}:{provider} pending"))?;
+        }
+        Ok(())
+    }
+
+    /// The link of a contact with a provider.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn link(
+        &self,
+        contact: ContactId,
+        provider: Provider,
+    ) -> anyhow::Result<Option<Link>> {
+        self.links
+            .find_one(doc! { "_id": link_id(contact, provider) })
+            .await
+            .with_context(|| format!("reading link {contact}:{provider}"))
+    }
+
+    /// Every link of the given contacts.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn links_of(&self, contacts: &[ContactId]) -> anyhow::Result<Vec<Link>> {
+        let oids: Vec<_> = contacts.iter().map(|c| c.oid()).collect();
+        self.links
+            .find(doc! { "contactId": { "$in": oids } })
+            .await
+            .context("listing links")?
+            .try_collect()
+            .await
+            .context("reading links")
+    }
+
+    /// Ids of contacts with at least one link in `status` (at most `cap`).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn contacts_with_status(
+        &self,
+        status: SyncStatus,
+        cap: i64,
+    ) -> anyhow::Result<Vec<ContactId>> {
+        let links: Vec<Link> = self
+            .links
+            .find(doc! { "syncStatus": status.as_str() })
+            .limit(cap)
+            .await
+            .context("listing links by status")?
+            .try_collect()
+            .await
+            .context("reading links")?;
+        let mut ids: Vec<ContactId> = links.into_iter().map(|l| l.contact_id).collect();
+        ids.sort_by_key(|id| id.to_string());
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// How many links are in `status`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn count_links(&self, status: SyncStatus) -> anyhow::Result<u64> {
+        self.links
+            .count_documents(doc! { "syncStatus": status.as_str() })
+            .await
+            .context("counting links")
+    }
+
+    /// Records a successful push of `version`. The link turns `synced` only if
+    /// no newer change is waiting.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when another contact is linked to the same CRM
+    /// record (two contacts mapped to one record).
+    pub async fn mark_synced(
+        &self,
+        contact: ContactId,
+        provider: Provider,
+        external_id: &str,
+        version: i64,
+        job_id: &str,
+    ) -> Result<(), StoreError> {
+        let id = link_id(contact, provider);
+        let now = DateTime::now();
+        let res = self
+            .links
+            .update_one(
+                doc! { "_id": &id },
+                doc! {
+                    "$set": {
+                        "externalId": external_id,
+                        "lastSyncedAt": now,
+                        "updatedAt": now,
+                        "lastJobId": job_id,
+                    },
+                    "$max": { "syncedVersion": version },
+                    "$setOnInsert": {
+                        "contactId": contact.oid(),
+                        "provider": provider.as_str(),
+                        "syncStatus": "pending",
+                        "pendingVersion": version,
+                        "attempts": 0_i64,
+                    },
+                },
+            )
+            .upsert(true)
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "{provider} record {external_id} is already linked to another contact"
+                )))
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("recording a sync").into()),
+        }
+        self.links
+            .update_one(
+                doc! { "_id": &id, "pendingVersion": { "$lte": version } },
+                doc! { "$set": { "syncStatus": "synced", "lastError": null, "attempts": 0_i64 } },
+            )
+            .await
+            .context("marking a link synced")?;
+        Ok(())
+    }
+
+    /// Records that pushing failed for good.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn mark_error(
+        &self,
+        contact: ContactId,
+        provider: Provider,
+        error: &str,
+        attempts: u32,
+        job_id: &str,
+    ) -> anyhow::Result<()> {
+        self.links
+            .update_one(
+                doc! { "_id": link_id(contact, provider) },
+                doc! {
+                    "$set": {
+                        "syncStatus": "error",
+                        "lastError": error,
+                        "attempts": i64::from(attempts),
+                        "lastJobId": job_id,
+                        "updatedAt": DateTime::now(),
+                    },
+                    "$setOnInsert": {
+                        "contactId": contact.oid(),
+                        "provider": provider.as_str(),
+                        "pendingVersion": 0_i64,
+                        "syncedVersion": 0_i64,
+                    },
+                },
+            )
+            .upsert(true)
+            .await
+            .context("marking a link in error")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! The `sync_logs` collection: one entry per outcome of a sync attempt.
+
+use anyhow::Context;
+use bson::{doc, DateTime};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use crate::domain::{ContactId, Provider};
+
+/// Which way a change travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// App → CRM.
+    Outbound,
+    /// CRM → app.
+    Inbound,
+}
+
+/// One sync outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncLog {
+    /// The contact.
+    pub contact_id: ContactId,
+    /// The CRM.
+    pub provider: Provider,
+    /// Which way.
+    pub direction: Direction,
+    /// `created`, `updated`, `deleted`, `skipped` or `failed`.
+    pub outcome: String,
+    /// The CRM record, when known.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The job that did it.
+    pub job_id: String,
+    /// Attempts used.
+    pub attempts: i64,
+    /// The contact version pushed.
+    #[serde(default)]
+    pub version: i64,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime,
+}
+
+impl Store {
+    /// Appends a sync log entry.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn log_sync(&self, entry: &SyncLog) -> anyhow::Result<()> {
+        self.logs
+            .insert_one(entry)
+            .await
+            .context("writing a sync log")?;
+        Ok(())
+    }
+
+    /// The newest sync logs of a contact.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn sync_logs(&self, contact: ContactId, limit: i64) -> anyhow::Result<Vec<SyncLog>> {
+        self.logs
+            .find(doc! { "contactId": contact.oid() })
+            .sort(doc! { "at": -1 })
+            .limit(limit)
+            .await
+            .context("listing sync logs")?
+            .try_collect()
+            .await
+            .context("reading sync logs")
+    }
+}

@@ -1,0 +1,150 @@
+//! The MongoDB store: contacts, their links to CRM records, and sync logs.
+//! Errors are `anyhow` with context, except the few a caller must tell apart
+//! ([`StoreError`]). Every filter is built from typed values, never from
+//! request JSON, so operator injection has no way in.
+
+mod contacts;
+mod links;
+mod logs;
+
+use anyhow::Context;
+use bson::doc;
+use mongodb::options::IndexOptions;
+use mongodb::{Client, Collection, Database, IndexModel};
+
+pub use contacts::{Contact, ContactPatch, NewContact};
+pub use links::Link;
+pub use logs::{Direction, SyncLog};
+
+/// A failure a caller reacts to.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the write.
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything else (the database is unreachable, …).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Handle on the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    contacts: Collection<Contact>,
+    links: Collection<Link>,
+    logs: Collection<SyncLog>,
+}
+
+impl Store {
+    /// Connects and makes sure the indexes exist (idempotent).
+    ///
+    /// # Errors
+    /// When the URI is malformed, the server is unreachable or an index
+    /// cannot be created.
+    pub async fn connect(uri: &str, db: &str) -> anyhow::Result<Self> {
+        let client = Client::with_uri_str(uri)
+            .await
+            .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
+        let db = client.database(db);
+        let store = Self {
+            contacts: db.collection("contacts"),
+            links: db.collection("contact_links"),
+            logs: db.collection("sync_logs"),
+            db,
+        };
+        store.ensure_indexes().await?;
+        Ok(store)
+    }
+
+    /// Checks that the server answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    async fn ensure_indexes(&self) -> anyhow::Result<()> {
+        let unique = |keys, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name(name.to_owned())
+                        .build(),
+                )
+                .build()
+        };
+        // An email belongs to one live contact: `activeEmail` is unset on delete.
+        let active_email = IndexModel::builder()
+            .keys(doc! { "activeEmail": 1 })
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .sparse(true)
+                    .name("active_email_unique".to_owned())
+                    .build(),
+            )
+            .build();
+        self.contacts
+            .create_index(active_email)
+            .await
+            .context("creating contacts.activeEmail index")?;
+        self.links
+            .create_index(unique(
+                doc! { "contactId": 1, "provider": 1 },
+                "contact_provider_unique",
+            ))
+            .await
+            .context("creating contact_links (contactId, provider) index")?;
+        // (provider, externalId) is unique among links that have an external id.
+        let external = IndexModel::builder()
+            .keys(doc! { "provider": 1, "externalId": 1 })
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .name("provider_external_unique".to_owned())
+                    .partial_filter_expression(doc! { "externalId": { "$exists": true } })
+                    .build(),
+            )
+            .build();
+        self.links
+            .create_index(external)
+            .await
+            .context("creating contact_links (provider, externalId) index")?;
+        self.links
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "syncStatus": 1, "provider": 1 })
+                    .build(),
+            )
+            .await
+            .context("creating contact_links status index")?;
+        self.logs
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "contactId": 1, "at": -1 })
+                    .build(),
+            )
+            .await
+            .context("creating sync_logs index")?;
+        Ok(())
+    }
+}
+
+/// Whether a MongoDB error is a unique-index violation (E11000).
+pub(crate) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|w| w.iter().any(|e| e.code == 11000)),
+        _ => err.to_string().contains("E11000"),
+    }
+}

@@ -1,0 +1,8 @@
+//! The sync rules: what a job does with the app's store and the CRMs.
+//! Handlers return [`workers::JobError`]s: store failures are transient (the
+//! database may come back), CRM failures are classified by the client.
+
+pub mod outbound;
+pub mod universal;
+
+pub use outbound::{Outbound, OutboundUpsert, OUTBOUND_QUEUE};

@@ -1,0 +1,190 @@
+//! `outbound-upsert`: push the current state of one contact to one CRM.
+
+use bson::DateTime;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use workers::JobError;
+
+use super::universal::UniversalContact;
+use crate::crm::{CrmError, IntegrationApp};
+use crate::domain::{ContactId, Provider};
+use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
+
+/// Queue of outbound pushes.
+pub const OUTBOUND_QUEUE: &str = "outbound-upsert";
+
+/// Payload of an outbound push. Idempotent: the handler reads the *current*
+/// contact, so a duplicate or late job pushes the latest state, and a CRM
+/// record is found by email before one is created, so a second delivery never
+/// creates a second record. `version` is informational (added fields must be
+/// `#[serde(default)]` so queued jobs still decode).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundUpsert {
+    /// The contact to push.
+    pub contact_id: ContactId,
+    /// The CRM to push to.
+    pub provider: Provider,
+    /// The contact version when the job was queued.
+    #[serde(default)]
+    pub version: i64,
+}
+
+#[derive(Deserialize)]
+struct IdOutput {
+    id: String,
+}
+
+/// The outbound sync service.
+#[derive(Clone)]
+pub struct Outbound {
+    store: Store,
+    crm: IntegrationApp,
+}
+
+fn store_err(e: impl std::fmt::Display) -> JobError {
+    JobError::transient(format!("store: {e}"))
+}
+
+impl Outbound {
+    /// A service over the store and the Integration.app client.
+    pub fn new(store: Store, crm: IntegrationApp) -> Self {
+        Self { store, crm }
+    }
+
+    /// Runs one push.
+    ///
+    /// # Errors
+    /// Transient for store and network trouble, permanent for refusals.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, contact_id = %job.contact_id, provider = %job.provider))]
+    pub async fn run(
+        &self,
+        job: &OutboundUpsert,
+        job_id: &str,
+        attempt: u32,
+    ) -> Result<(), JobError> {
+        let Some(contact) = self
+            .store
+            .contact(job.contact_id)
+            .await
+            .map_err(store_err)?
+        else {
+            tracing::info!("contact no longer exists; nothing to push");
+            return Ok(());
+        };
+        let provider = job.provider;
+        let link = self
+            .store
+            .link(contact.id, provider)
+            .await
+            .map_err(store_err)?;
+        let known = link.as_ref().and_then(|l| l.external_id.clone());
+
+        let (external_id, outcome) = if contact.deleted_at.is_some() {
+            if let Some(ext) = &known {
+                match self
+                    .crm
+                    .run::<_, serde_json::Value>(provider, "delete-contact", &json!({ "id": ext }))
+                    .await
+                {
+                    Ok(_) | Err(CrmError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (known, "deleted")
+        } else {
+            let (ext, outcome) = self.push(&contact, provider, known).await?;
+            (Some(ext), outcome)
+        };
+
+        if let Some(ext) = &external_id {
+            match self
+                .store
+                .mark_synced(contact.id, provider, ext, contact.version, job_id)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Conflict(m)) => return Err(JobError::permanent(m)),
+                Err(StoreError::Other(e)) => return Err(store_err(e)),
+            }
+        }
+        self.store
+            .log_sync(&SyncLog {
+                contact_id: contact.id,
+                provider,
+                direction: Direction::Outbound,
+                outcome: outcome.into(),
+                external_id,
+                job_id: job_id.into(),
+                attempts: i64::from(attempt),
+                version: contact.version,
+                error: None,
+                at: DateTime::now(),
+            })
+            .await
+            .map_err(store_err)?;
+        tracing::info!(outcome, version = contact.version, "pushed");
+        Ok(())
+    }
+
+    /// Updates the linked record, or finds-or-creates one by email.
+    async fn push(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        known: Option<String>,
+    ) -> Result<(String, &'static str), JobError> {
+        let fields = UniversalContact::from(contact);
+        if let Some(ext) = known {
+            let input = json!({ "id": ext, "fields": fields });
+            match self
+                .crm
+                .run::<_, IdOutput>(provider, "update-contact", &input)
+                .await
+            {
+                Ok(out) => return Ok((out.id, "updated")),
+                // deleted on the CRM side: recreate it (the app is the source here)
+                Err(CrmError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let out: IdOutput = self
+            .crm
+            .run(provider, "upsert-contact", &json!({ "fields": fields }))
+            .await?;
+        Ok((out.id, "upserted"))
+    }
+
+    /// Records a job that ran out of attempts: link `error`, sync log.
+    pub async fn record_failure(
+        &self,
+        job: &OutboundUpsert,
+        job_id: &str,
+        attempts: u32,
+        error: &str,
+    ) {
+        let res = async {
+            self.store
+                .mark_error(job.contact_id, job.provider, error, attempts, job_id)
+                .await?;
+            self.store
+                .log_sync(&SyncLog {
+                    contact_id: job.contact_id,
+                    provider: job.provider,
+                    direction: Direction::Outbound,
+                    outcome: "failed".into(),
+                    external_id: None,
+                    job_id: job_id.into(),
+                    attempts: i64::from(attempts),
+                    version: job.version,
+                    error: Some(error.into()),
+                    at: DateTime::now(),
+                })
+                .await
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::error!(job_id, error = %e, "could not record a dead job on its link");
+        }
+    }
+}

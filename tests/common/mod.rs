@@ -1,0 +1,319 @@
+//! Black-box test harness: starts the real `contact-sync` processes
+//! (simulator, api, workers) against the Redis and MongoDB server that
+//! `scripts/test.sh` started, with a fresh database and Redis namespace per
+//! test, and talks to them over HTTP.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-token";
+pub const WS_KEY: &str = "test-workspace";
+pub const WS_SECRET: &str = "test-secret";
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6391".into())
+}
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27031/?directConnection=true".into())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Options of one test deployment.
+#[derive(Clone)]
+pub struct Options {
+    pub workers: usize,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn env(mut self, k: &str, v: impl ToString) -> Self {
+        self.env.push((k.into(), v.to_string()));
+        self
+    }
+}
+
+/// The running system of one test.
+pub struct TestApp {
+    pub api: String,
+    pub sim: String,
+    pub namespace: String,
+    pub db: String,
+    pub http: reqwest::Client,
+    pub workers: Vec<Child>,
+    others: Vec<Child>,
+    env: HashMap<String, String>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().chain(self.others.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(opts: Options) -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let sim_port = free_port();
+        let api_port = free_port();
+        let mut env: HashMap<String, String> = [
+            ("REDIS_URL", redis_url()),
+            ("REDIS_NAMESPACE", format!("t-{tag}")),
+            ("MONGODB_URI", mongodb_uri()),
+            ("MONGODB_DB", format!("t_{tag}")),
+            ("API_ADDR", format!("127.0.0.1:{api_port}")),
+            ("API_TOKEN", TOKEN.into()),
+            ("SIMULATOR_ADDR", format!("127.0.0.1:{sim_port}")),
+            (
+                "INTEGRATION_APP_URL",
+                format!("http://127.0.0.1:{sim_port}"),
+            ),
+            ("INTEGRATION_APP_WORKSPACE_KEY", WS_KEY.into()),
+            ("INTEGRATION_APP_WORKSPACE_SECRET", WS_SECRET.into()),
+            (
+                "INTEGRATION_APP_CONFIG_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/integration-app").into(),
+            ),
+            ("RETRY_BASE_MS", "50".into()),
+            ("RATE_LIMIT_HUBSPOT", "1000".into()),
+            ("RATE_LIMIT_PIPEDRIVE", "1000".into()),
+            ("WORKER_HEARTBEAT_MS", "200".into()),
+            ("WORKER_DEAD_AFTER_MS", "1500".into()),
+            ("WORKER_CONCURRENCY", "8".into()),
+            ("RUST_LOG", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in opts.env {
+            env.insert(k, v);
+        }
+        let mut app = Self {
+            api: format!("http://127.0.0.1:{api_port}"),
+            sim: format!("http://127.0.0.1:{sim_port}"),
+            namespace: format!("t-{tag}"),
+            db: format!("t_{tag}"),
+            http: reqwest::Client::new(),
+            workers: Vec::new(),
+            others: Vec::new(),
+            env,
+        };
+        let sim = app.process("simulator");
+        app.others.push(sim);
+        let api = app.process("api");
+        app.others.push(api);
+        for _ in 0..opts.workers {
+            app.add_worker();
+        }
+        app.wait_ready().await;
+        app
+    }
+
+    fn process(&self, sub: &str) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+            .arg(sub)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting contact-sync {sub}: {e}"))
+    }
+
+    /// Starts one more worker process; returns its index.
+    pub fn add_worker(&mut self) -> usize {
+        let w = self.process("worker");
+        self.workers.push(w);
+        self.workers.len() - 1
+    }
+
+    /// `kill -9` of a worker.
+    pub fn kill_worker(&mut self, i: usize) {
+        let _ = self.workers[i].kill();
+        let _ = self.workers[i].wait();
+    }
+
+    async fn wait_ready(&self) {
+        let http = self.http.clone();
+        let (api, sim) = (self.api.clone(), self.sim.clone());
+        eventually(Duration::from_secs(20), "api and simulator ready", || {
+            let (http, api, sim) = (http.clone(), api.clone(), sim.clone());
+            async move {
+                let a = http.get(format!("{api}/readyz")).send().await.ok()?;
+                let s = http.get(format!("{sim}/_sim/health")).send().await.ok()?;
+                (a.status().is_success() && s.status().is_success()).then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub async fn queue(&self) -> workers::Queue {
+        workers::Queue::connect(&redis_url(), &self.namespace)
+            .await
+            .expect("redis")
+    }
+
+    // ---- api ----
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("api reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn create(&self, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, "/api/contacts", Some(body))
+            .await
+    }
+
+    /// Creates a contact that must be accepted; returns its id.
+    pub async fn create_ok(&self, email: &str) -> String {
+        let (status, body) = self
+            .create(json!({ "firstName": "Ada", "lastName": "Lovelace", "email": email }))
+            .await;
+        assert_eq!(status, 202, "create {email}: {body}");
+        body["contact"]["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn contact(&self, id: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, &format!("/api/contacts/{id}"), None)
+            .await
+    }
+
+    /// The link of a contact with a provider.
+    pub async fn link(&self, id: &str, provider: &str) -> Option<Value> {
+        let (_, c) = self.contact(id).await;
+        c["links"]
+            .as_array()?
+            .iter()
+            .find(|l| l["provider"] == provider)
+            .cloned()
+    }
+
+    /// Waits until the link has `status`; returns it.
+    pub async fn wait_link(
+        &self,
+        id: &str,
+        provider: &str,
+        status: &str,
+        within: Duration,
+    ) -> Value {
+        eventually(
+            within,
+            &format!("{provider} link of {id} {status}"),
+            || async {
+                self.link(id, provider)
+                    .await
+                    .filter(|l| l["syncStatus"] == status)
+            },
+        )
+        .await
+    }
+
+    // ---- simulator ----
+
+    pub async fn sim_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/_sim{path}", self.sim))
+            .send()
+            .await
+            .expect("simulator reachable")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    pub async fn records(&self, connection: &str) -> Vec<Value> {
+        self.sim_get(&format!("/{connection}/records"))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        let r = self
+            .http
+            .put(format!("{}/_sim/faults", self.sim))
+            .json(&faults)
+            .send()
+            .await
+            .expect("simulator reachable");
+        assert!(r.status().is_success(), "setting faults: {}", r.status());
+    }
+
+    pub async fn calls(&self, connection: &str, action: &str) -> Vec<Value> {
+        self.sim_get(&format!("/calls?connection={connection}&action={action}"))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The email of a native record of either CRM.
+pub fn record_email(connection: &str, r: &Value) -> Option<String> {
+    match connection {
+        "hubspot" => r["properties"]["email"].as_str().map(str::to_owned),
+        _ => r["emails"][0]["value"].as_str().map(str::to_owned),
+    }
+}

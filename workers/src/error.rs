@@ -1,0 +1,89 @@
+//! Errors of this crate. Infrastructure failures are [`Error`]; a handler's
+//! failure is a [`JobError`] that says by itself whether retrying can help, so
+//! the retry policy asks the error instead of parsing strings.
+
+use std::time::Duration;
+
+/// A failure of the runtime or of Redis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis refused or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// What was read back from Redis does not have the shape this crate wrote.
+    #[error("corrupt job data: {0}")]
+    Corrupt(String),
+}
+
+/// Why a job attempt failed, and whether another attempt may succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// Worth retrying (network, 5xx, 429, a timeout). `retry_after` is the
+    /// earliest moment the other side said it will accept a new try.
+    #[error("{message}")]
+    Transient {
+        /// What went wrong, for the attempt log and the dead set.
+        message: String,
+        /// The delay the remote side asked for, if any.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (bad input, a 4xx validation error): the job goes
+    /// straight to the dead set.
+    #[error("{message}")]
+    Permanent {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl JobError {
+    /// A failure that may pass on another attempt.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A transient failure with the delay the remote side asked for.
+    pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    /// A failure no retry can fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent {
+            message: message.into(),
+        }
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    /// The delay the remote side asked for before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Transient { retry_after, .. } => *retry_after,
+            Self::Permanent { .. } => None,
+        }
+    }
+
+    /// Turns the boxed errors of tower middleware (a timeout) back into a
+    /// classified job error.
+    pub(crate) fn from_boxed(err: tower::BoxError) -> Self {
+        match err.downcast::<JobError>() {
+            Ok(job) => *job,
+            Err(other) if other.is::<tower::timeout::error::Elapsed>() => {
+                Self::transient("the attempt timed out")
+            }
+            Err(other) => Self::transient(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod keys;
+mod queue;
+mod ratelimit;
+mod retry;
+mod runtime;
+
+pub use error::{Error, JobError};
+pub use queue::{AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
+pub use ratelimit::RateLimiter;
+pub use retry::{Backoff, RetryPolicy};
+pub use runtime::{DeadLetter, Job, Runtime, RuntimeConfig};

@@ -1,0 +1,628 @@
+//! The queue client: enqueue, inspect, revive and discard jobs. The worker
+//! runtime uses the same type for its own claim / ack / settle calls, so all
+//! key handling lives here and in the Lua scripts beside it.
+//!
+//! Why not apalis-redis 1.0.0: its fetch promotes every due job with one
+//! `unpack(...)` (fails past ~8,000 due jobs, which stalls the queue), its
+//! result script re-runs failed jobs up to 25 times on its own, and completed
+//! jobs are kept forever. This module keeps a similar layout (pending list,
+//! scheduled zset, per-worker running set, dead set) but bounds every loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::keys::Keys;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Ready to be claimed.
+    Pending,
+    /// Waiting for its run time (a delayed push or a backoff).
+    Scheduled,
+    /// Claimed by a worker.
+    Running,
+    /// Finished successfully; kept for a while for inspection.
+    Done,
+    /// Out of attempts, or failed permanently; waits for an operator.
+    Dead,
+}
+
+impl JobState {
+    fn parse(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "scheduled" => Self::Scheduled,
+            "running" => Self::Running,
+            "done" => Self::Done,
+            "dead" => Self::Dead,
+            other => return Err(Error::Corrupt(format!("unknown job state {other:?}"))),
+        })
+    }
+}
+
+/// Options of one push.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    /// How many attempts the job gets before it is parked in the dead set.
+    pub max_attempts: u32,
+    /// Run no earlier than this long from now.
+    pub delay: Duration,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A job as stored, for inspection.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInfo {
+    /// The job id.
+    pub id: String,
+    /// The queue it belongs to.
+    pub queue: String,
+    /// Where it is now.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts it may use.
+    pub max_attempts: u32,
+    /// Its payload as pushed.
+    pub payload: serde_json::Value,
+    /// The last error, if an attempt failed.
+    pub error: Option<String>,
+    /// The worker that ran it last.
+    pub worker: Option<String>,
+    /// When it was pushed (ms since the epoch, Redis clock).
+    pub created_ms: i64,
+    /// When its state last changed.
+    pub updated_ms: i64,
+}
+
+/// One failed attempt, as recorded in the job's log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// Start, ms since the epoch (worker clock).
+    pub started_ms: i64,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// How many jobs a queue holds in each state, and what it has done.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueCounts {
+    /// Ready to run.
+    pub pending: u64,
+    /// Waiting for their time.
+    pub scheduled: u64,
+    /// Claimed by live or not yet reaped workers.
+    pub running: u64,
+    /// Finished jobs still kept for inspection.
+    pub done: u64,
+    /// Parked for an operator.
+    pub dead: u64,
+    /// Jobs completed since the queue was created.
+    pub completed_total: u64,
+    /// Failed attempts since the queue was created.
+    pub failed_total: u64,
+}
+
+impl QueueCounts {
+    /// Jobs that still have to run (pending, scheduled or running).
+    pub fn outstanding(&self) -> u64 {
+        self.pending + self.scheduled + self.running
+    }
+}
+
+pub(crate) struct Scripts {
+    pub(crate) push: Script,
+    pub(crate) fetch: Script,
+    pub(crate) ack: Script,
+    pub(crate) settle: Script,
+    pub(crate) reap: Script,
+    pub(crate) revive: Script,
+    pub(crate) rate_limit: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            push: Script::new(include_str!("lua/push.lua")),
+            fetch: Script::new(include_str!("lua/fetch.lua")),
+            ack: Script::new(include_str!("lua/ack.lua")),
+            settle: Script::new(include_str!("lua/settle.lua")),
+            reap: Script::new(include_str!("lua/reap.lua")),
+            revive: Script::new(include_str!("lua/revive.lua")),
+            rate_limit: Script::new(include_str!("lua/ratelimit.lua")),
+        }
+    }
+}
+
+/// What happens to a job that did not succeed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Settle {
+    /// Run again after the delay.
+    Retry(Duration),
+    /// Park in the dead set.
+    Dead,
+    /// Put back as it was, giving the interrupted attempt back.
+    Requeue,
+}
+
+/// A handle on the queues of one namespace. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) scripts: Arc<Scripts>,
+}
+
+impl Queue {
+    /// Connects to Redis at `url`; every key will start with `namespace`.
+    ///
+    /// # Errors
+    /// When the URL is malformed or Redis cannot be reached.
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self, Error> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            conn,
+            keys: Arc::new(Keys::new(namespace)),
+            scripts: Arc::new(Scripts::new()),
+        })
+    }
+
+    /// Checks that Redis answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Enqueues one job; returns its id.
+    ///
+    /// # Errors
+    /// When the payload cannot be serialised or Redis fails.
+    pub async fn push<T: Serialize>(
+        &self,
+        queue: &str,
+        payload: &T,
+        opts: PushOptions,
+    ) -> Result<String, Error> {
+        let body = serde_json::to_string(payload).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .push
+            .key(self.keys.pending(queue))
+            .key(self.keys.scheduled(queue))
+            .key(self.keys.job(&id))
+            .arg(&id)
+            .arg(queue)
+            .arg(body)
+            .arg(opts.max_attempts)
+            .arg(opts.delay.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    /// Enqueues many already-serialised payloads in pipelined batches; returns
+    /// their ids in order. For backlogs and benchmarks.
+    ///
+    /// # Errors
+    /// When Redis fails; jobs of earlier batches stay queued.
+    pub async fn push_many_raw(
+        &self,
+        queue: &str,
+        payloads: &[String],
+        opts: PushOptions,
+    ) -> Result<Vec<String>, Error> {
+        let mut conn = self.conn.clone();
+        self.scripts
+            .push
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await?;
+        let hash = self.scripts.push.get_hash().to_owned();
+        let mut ids = Vec::with_capacity(payloads.len());
+        for chunk in payloads.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for body in chunk {
+                let id = uuid::Uuid::now_v7().to_string();
+                pipe.cmd("EVALSHA")
+                    .arg(&hash)
+                    .arg(3)
+                    .arg(self.keys.pending(queue))
+                    .arg(self.keys.scheduled(queue))
+                    .arg(self.keys.job(&id))
+                    .arg(&id)
+                    .arg(queue)
+                    .arg(body)
+                    .arg(opts.max_attempts)
+                    .arg(opts.delay.as_millis() as u64)
+                    .ignore();
+                ids.push(id);
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        }
+        Ok(ids)
+    }
+
+    /// One job, or `None` when the id is unknown (or its record expired).
+    ///
+    /// # Errors
+    /// When Redis fails or the record is corrupt.
+    pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, Error> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, String> = conn.hgetall(self.keys.job(id)).await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        parse_job(id, &map).map(Some)
+    }
+
+    /// The failed attempts of a job, oldest first.
+    ///
+    /// # Errors
+    /// When Redis fails or an entry is corrupt.
+    pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, Error> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = conn.lrange(self.keys.job_log(id), 0, -1).await?;
+        raw.iter()
+            .map(|r| serde_json::from_str(r).map_err(|e| Error::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// Dead jobs of a queue, newest first.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn dead(&self, queue: &str, offset: u64, limit: u64) -> Result<Vec<JobInfo>, Error> {
+        let mut conn = self.conn.clone();
+        let stop = (offset + limit).saturating_sub(1) as isize;
+        let ids: Vec<String> = conn
+            .zrevrange(self.keys.dead(queue), offset as isize, stop)
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.job(&id).await? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends the given dead jobs back to the queue with fresh attempts;
+    /// returns how many moved (ids not in the dead set are skipped).
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn retry_dead(&self, queue: &str, ids: &[String]) -> Result<u64, Error> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.revive(queue, ids).await
+    }
+
+    /// Sends every dead job of the queue back; returns how many moved.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn retry_all_dead(&self, queue: &str) -> Result<u64, Error> {
+        self.revive(queue, &[]).await
+    }
+
+    async fn revive(&self, queue: &str, ids: &[String]) -> Result<u64, Error> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.revive.prepare_invoke();
+        inv.key(self.keys.dead(queue))
+            .key(self.keys.pending(queue))
+            .arg(self.keys.job_prefix());
+        for id in ids {
+            inv.arg(id);
+        }
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    /// Removes a job that is not running; returns false when it is unknown.
+    ///
+    /// # Errors
+    /// When Redis fails or the job is corrupt.
+    pub async fn discard(&self, id: &str) -> Result<bool, Error> {
+        let Some(job) = self.job(id).await? else {
+            return Ok(false);
+        };
+        let q = &job.queue;
+        let mut conn = self.conn.clone();
+        let () = redis::pipe()
+            .atomic()
+            .lrem(self.keys.pending(q), 0, id)
+            .zrem(self.keys.scheduled(q), id)
+            .zrem(self.keys.dead(q), id)
+            .zrem(self.keys.done(q), id)
+            .del(self.keys.job(id))
+            .del(self.keys.job_log(id))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(true)
+    }
+
+    /// Counts of one queue.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn counts(&self, queue: &str) -> Result<QueueCounts, Error> {
+        let mut conn = self.conn.clone();
+        let workers: Vec<String> = conn.zrange(self.keys.workers(queue), 0, -1).await?;
+        let head: (u64, u64, u64, u64, Option<u64>, Option<u64>) = redis::pipe()
+            .llen(self.keys.pending(queue))
+            .zcard(self.keys.scheduled(queue))
+            .zcard(self.keys.done(queue))
+            .zcard(self.keys.dead(queue))
+            .hget(self.keys.stats(queue), "completed")
+            .hget(self.keys.stats(queue), "failed")
+            .query_async(&mut conn)
+            .await?;
+        let mut pipe = redis::pipe();
+        for w in &workers {
+            pipe.scard(self.keys.running(queue, w));
+        }
+        let running: Vec<u64> = if workers.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        Ok(QueueCounts {
+            pending: head.0,
+            scheduled: head.1,
+            running: running.iter().sum(),
+            done: head.2,
+            dead: head.3,
+            completed_total: head.4.unwrap_or(0),
+            failed_total: head.5.unwrap_or(0),
+        })
+    }
+
+    /// Waits until the queue has nothing left to run, checking every 20 ms.
+    /// Returns the final counts, or `None` at the deadline.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn wait_idle(
+        &self,
+        queue: &str,
+        deadline: Duration,
+    ) -> Result<Option<QueueCounts>, Error> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let counts = self.counts(queue).await?;
+            if counts.outstanding() == 0 {
+                return Ok(Some(counts));
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // ---- the runtime's side ----
+
+    pub(crate) async fn fetch(
+        &self,
+        queue: &str,
+        worker: &str,
+        max: usize,
+    ) -> Result<Vec<(String, String, u32, u32)>, Error> {
+        let mut conn = self.conn.clone();
+        let flat: Vec<String> = self
+            .scripts
+            .fetch
+            .key(self.keys.pending(queue))
+            .key(self.keys.scheduled(queue))
+            .key(self.keys.running(queue, worker))
+            .arg(self.keys.job_prefix())
+            .arg(max)
+            .arg(1000)
+            .arg(worker)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(flat.len() / 4);
+        for c in flat.chunks_exact(4) {
+            let attempt = c[2]
+                .parse()
+                .map_err(|_| Error::Corrupt("attempts".into()))?;
+            let max = c[3].parse().map_err(|_| Error::Corrupt("max".into()))?;
+            out.push((c[0].clone(), c[1].clone(), attempt, max));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn ack(
+        &self,
+        queue: &str,
+        worker: &str,
+        ids: &[String],
+        retention: Duration,
+        keep: u64,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.ack.prepare_invoke();
+        inv.key(self.keys.running(queue, worker))
+            .key(self.keys.done(queue))
+            .key(self.keys.stats(queue))
+            .arg(self.keys.job_prefix())
+            .arg(retention.as_millis() as u64)
+            .arg(keep);
+        for id in ids {
+            inv.arg(id);
+        }
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn settle(
+        &self,
+        queue: &str,
+        worker: &str,
+        id: &str,
+        how: Settle,
+        error: &str,
+    ) -> Result<(), Error> {
+        let (outcome, delay) = match how {
+            Settle::Retry(d) => ("retry", d.as_millis() as u64),
+            Settle::Dead => ("dead", 0),
+            Settle::Requeue => ("requeue", 0),
+        };
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .settle
+            .key(self.keys.running(queue, worker))
+            .key(self.keys.scheduled(queue))
+            .key(self.keys.dead(queue))
+            .key(self.keys.pending(queue))
+            .key(self.keys.stats(queue))
+            .arg(self.keys.job_prefix())
+            .arg(id)
+            .arg(outcome)
+            .arg(delay)
+            .arg(error)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn record_attempt(&self, id: &str, rec: &AttemptRecord) -> Result<(), Error> {
+        let body = serde_json::to_string(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let () = redis::pipe()
+            .rpush(self.keys.job_log(id), body)
+            .ignore()
+            .hset(self.keys.job(id), "error", &rec.error)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn bump_attempt(&self, id: &str) -> Result<u32, Error> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hincr(self.keys.job(id), "attempts", 1).await?)
+    }
+
+    pub(crate) async fn heartbeat(
+        &self,
+        queue: &str,
+        worker: &str,
+        info: &[(&str, String)],
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let now_ms = chrono_ms();
+        let key = self.keys.worker_info(worker);
+        let () = redis::pipe()
+            .zadd(self.keys.workers(queue), worker, now_ms)
+            .ignore()
+            .hset_multiple(&key, info)
+            .ignore()
+            .hset(&key, "heartbeat", now_ms)
+            .ignore()
+            .pexpire(&key, ttl.as_millis() as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn reap(
+        &self,
+        queue: &str,
+        worker: &str,
+        dead_after: Duration,
+    ) -> Result<u64, Error> {
+        let mut conn = self.conn.clone();
+        Ok(self
+            .scripts
+            .reap
+            .key(self.keys.workers(queue))
+            .key(self.keys.pending(queue))
+            .arg(self.keys.queue_prefix(queue))
+            .arg(self.keys.job_prefix())
+            .arg(dead_after.as_millis() as u64)
+            .arg(worker)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// Leaves the pool: the worker's own claims go back to the queue first.
+    pub(crate) async fn leave(&self, queue: &str, worker: &str) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.smembers(self.keys.running(queue, worker)).await?;
+        for id in ids {
+            self.settle(queue, worker, &id, Settle::Requeue, "").await?;
+        }
+        let () = redis::pipe()
+            .zrem(self.keys.workers(queue), worker)
+            .ignore()
+            .del(self.keys.worker_info(worker))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Wall-clock ms since the epoch, for heartbeats and attempt logs.
+pub(crate) fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_job(id: &str, map: &HashMap<String, String>) -> Result<JobInfo, Error> {
+    let get = |k: &str| map.get(k).map(String::as_str);
+    let num = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let payload =
+        get("payload").ok_or_else(|| Error::Corrupt(format!("job {id} has no payload")))?;
+    Ok(JobInfo {
+        id: id.to_owned(),
+        queue: get("queue").unwrap_or_default().to_owned(),
+        state: JobState::parse(get("state").unwrap_or("pending"))?,
+        attempts: num("attempts").max(0) as u32,
+        max_attempts: num("max").max(0) as u32,
+        payload: serde_json::from_str(payload).map_err(|e| Error::Corrupt(e.to_string()))?,
+        error: get("error").filter(|e| !e.is_empty()).map(str::to_owned),
+        worker: get("worker").map(str::to_owned),
+        created_ms: num("created"),
+        updated_ms: num("updated"),
+    })
+}

@@ -1,0 +1,109 @@
+//! Retry with exponential backoff and jitter, as a `tower::retry::Policy`.
+//! Only transient errors are retried; a `Retry-After` from the remote side is
+//! honoured. Short waits happen in place; a wait longer than
+//! `max_inline_wait` is handed back to the runtime, which reschedules the job
+//! in Redis instead of holding a concurrency slot while it sleeps.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::error::JobError;
+use crate::queue::Queue;
+use crate::runtime::Job;
+
+/// Exponential backoff with "equal jitter": half the step is fixed, half random.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Delay after the first failed attempt.
+    pub base: Duration,
+    /// Upper bound of any delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after failed attempt number `attempt` (from 1), never shorter
+    /// than what the remote side asked for.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let step = self.base.saturating_mul(1u32 << exp).min(self.max);
+        let half = step / 2;
+        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+        let backoff = half + Duration::from_millis(jitter);
+        retry_after.map_or(backoff, |ra| ra.max(backoff))
+    }
+}
+
+/// The retry policy the runtime installs around every handler.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    pub(crate) backoff: Backoff,
+    pub(crate) max_inline_wait: Duration,
+    pub(crate) queue: Queue,
+}
+
+impl tower::retry::Policy<Job, (), JobError> for RetryPolicy {
+    type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn retry(&mut self, job: &mut Job, result: &mut Result<(), JobError>) -> Option<Self::Future> {
+        let err = result.as_ref().err()?;
+        if !err.is_transient() || job.attempt >= job.max_attempts {
+            return None;
+        }
+        let delay = self.backoff.delay(job.attempt, err.retry_after());
+        if delay > self.max_inline_wait {
+            return None;
+        }
+        let record = job.failure_record(err);
+        job.next_attempt(delay);
+        let queue = self.queue.clone();
+        let id = job.id.clone();
+        Some(Box::pin(async move {
+            if let Err(e) = queue.record_attempt(&id, &record).await {
+                tracing::warn!(job_id = %id, error = %e, "could not record a failed attempt");
+            }
+            tokio::time::sleep(delay).await;
+            if let Err(e) = queue.bump_attempt(&id).await {
+                tracing::warn!(job_id = %id, error = %e, "could not count the next attempt");
+            }
+        }))
+    }
+
+    fn clone_request(&mut self, job: &Job) -> Option<Job> {
+        Some(job.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        for _ in 0..50 {
+            let d1 = b.delay(1, None);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+            let d3 = b.delay(3, None);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+            let d9 = b.delay(9, None);
+            assert!(d9 <= Duration::from_millis(1000), "capped: {d9:?}");
+            let ra = b.delay(1, Some(Duration::from_secs(2)));
+            assert_eq!(ra, Duration::from_secs(2));
+        }
+    }
+}

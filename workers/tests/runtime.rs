@@ -1,0 +1,221 @@
+//! The runtime against a real Redis (REDIS_URL, as started by scripts/test.sh).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use workers::{Backoff, DeadLetter, Job, JobError, PushOptions, Queue, Runtime, RuntimeConfig};
+
+const Q: &str = "test-q";
+
+async fn queue() -> Queue {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6391".into());
+    let ns = format!("wt-{}", uuid::Uuid::new_v4().simple());
+    Queue::connect(&url, &ns).await.expect("redis reachable")
+}
+
+fn config(name: &str) -> RuntimeConfig {
+    let mut c = RuntimeConfig::new(Q, name);
+    c.concurrency = 50;
+    c.backoff = Backoff {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    };
+    c.heartbeat = Duration::from_millis(100);
+    c.dead_after = Duration::from_millis(400);
+    c.poll_interval = Duration::from_millis(10);
+    c
+}
+
+fn noop() -> impl tower::Service<
+    Job,
+    Response = (),
+    Error = JobError,
+    Future = BoxFuture<'static, Result<(), JobError>>,
+> + Clone {
+    tower::service_fn(|_job: Job| -> BoxFuture<'static, Result<(), JobError>> {
+        Box::pin(async { Ok(()) })
+    })
+}
+
+async fn stop_after(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+#[tokio::test]
+async fn a_backlog_far_past_8000_due_jobs_drains_and_finished_jobs_are_bounded() {
+    let q = queue().await;
+    let n = 20_000;
+    let payloads: Vec<String> = (0..n).map(|i| format!("{{\"i\":{i}}}")).collect();
+    // delayed, so every job sits in the scheduled set and comes due at once
+    let opts = PushOptions {
+        max_attempts: 3,
+        delay: Duration::from_millis(1),
+    };
+    q.push_many_raw(Q, &payloads, opts).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(q.counts(Q).await.unwrap().scheduled, n as u64);
+
+    let mut cfg = config("w1");
+    cfg.done_keep = 500;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(Runtime::new(q.clone(), cfg, noop()).run(stop_after(rx)));
+    let counts = q
+        .wait_idle(Q, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("drained");
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+    let counts = q.counts(Q).await.unwrap_or(counts);
+    assert_eq!(counts.completed_total, n as u64);
+    assert!(
+        counts.done <= 500,
+        "finished jobs kept within bounds: {counts:?}"
+    );
+    assert_eq!(counts.dead, 0);
+}
+
+struct Recorder(Arc<AtomicU32>);
+impl DeadLetter for Recorder {
+    fn on_dead<'a>(&'a self, _job: &'a Job, _e: &'a JobError) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+}
+
+#[tokio::test]
+async fn transient_failures_use_every_attempt_permanent_ones_only_one() {
+    let q = queue().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let dead_hooks = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let handler = tower::service_fn(move |job: Job| {
+        let c = c.clone();
+        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            if job.payload.contains("permanent") {
+                Err(JobError::permanent("refused"))
+            } else {
+                Err(JobError::transient("flaky"))
+            }
+        });
+        fut
+    });
+    let t = q
+        .push(Q, &"transient", PushOptions::default())
+        .await
+        .unwrap();
+    let p = q
+        .push(Q, &"permanent", PushOptions::default())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(
+        Runtime::new(q.clone(), config("w1"), handler)
+            .on_dead(Arc::new(Recorder(dead_hooks.clone())))
+            .run(stop_after(rx)),
+    );
+    let counts = q
+        .wait_idle(Q, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("settled");
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+    assert_eq!(counts.dead, 2);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "3 transient attempts + 1 permanent"
+    );
+    assert_eq!(dead_hooks.load(Ordering::SeqCst), 2);
+    let tj = q.job(&t).await.unwrap().unwrap();
+    assert_eq!(tj.attempts, 3);
+    assert_eq!(q.attempts(&t).await.unwrap().len(), 3);
+    assert_eq!(q.job(&p).await.unwrap().unwrap().attempts, 1);
+
+    // revived jobs get fresh attempts
+    assert_eq!(q.retry_all_dead(Q).await.unwrap(), 2);
+    let revived = q.job(&t).await.unwrap().unwrap();
+    assert_eq!(
+        (revived.attempts, revived.state),
+        (0, workers::JobState::Pending)
+    );
+    assert!(q.discard(&t).await.unwrap());
+    assert!(q.job(&t).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn shutdown_gives_unfinished_jobs_back_and_a_dead_workers_jobs_are_recovered() {
+    let q = queue().await;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = started.clone();
+    let hang = tower::service_fn(move |_job: Job| {
+        let s = s.clone();
+        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
+            s.notify_one();
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        fut
+    });
+    let id = q.push(Q, &"slow", PushOptions::default()).await.unwrap();
+
+    // graceful: the job goes back with its attempt returned
+    let mut cfg = config("graceful");
+    cfg.shutdown_grace = Duration::from_millis(100);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(Runtime::new(q.clone(), cfg, hang.clone()).run(stop_after(rx)));
+    started.notified().await;
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+    let job = q.job(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (workers::JobState::Pending, 0));
+
+    // crash: the task dies without leaving; a peer recovers the job
+    let (_never_tx, never) = tokio::sync::oneshot::channel::<()>();
+    let crashed =
+        tokio::spawn(Runtime::new(q.clone(), config("crashed"), hang).run(stop_after(never)));
+    started.notified().await;
+    crashed.abort();
+    let _ = crashed.await;
+    assert_eq!(q.counts(Q).await.unwrap().running, 1);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let peer = tokio::spawn(Runtime::new(q.clone(), config("peer"), noop()).run(stop_after(rx)));
+    let counts = q
+        .wait_idle(Q, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("recovered");
+    let _ = tx.send(());
+    peer.await.unwrap().unwrap();
+    assert_eq!(counts.completed_total, 1);
+}
+
+#[tokio::test]
+async fn the_rate_limiter_is_shared_by_every_handle() {
+    let q = queue().await;
+    let a = workers::RateLimiter::new(&q);
+    let b = workers::RateLimiter::new(&q.clone());
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::new();
+    for l in [a, b] {
+        handles.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                l.acquire("k", 4, Duration::from_millis(500)).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    // 10 grants at 4 per 500 ms need at least two full windows
+    assert!(
+        start.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        start.elapsed()
+    );
+}
