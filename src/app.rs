@@ -13,7 +13,8 @@ use workers::{Backoff, Queue, RateLimiter, Runtime, RuntimeConfig};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
-use crate::jobs::{outbound_service, Enqueuer, OutboundDeadLetter};
+use crate::inbound::{InboundSync, INBOUND_QUEUE, POLL_QUEUE};
+use crate::jobs::{inbound_service, outbound_service, poll_service, Enqueuer, OutboundDeadLetter};
 use crate::store::Store;
 use crate::sync::{Outbound, OUTBOUND_QUEUE};
 
@@ -72,6 +73,16 @@ pub async fn run_api(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = cfg.require_api_token()?;
+    let hooks = api::Integration {
+        webhook: crate::inbound::webhook::WebhookSettings {
+            client_secret: cfg.hubspot_client_secret.clone(),
+            public_base_url: cfg.public_base_url.clone(),
+        },
+        events: crate::inbound::events::EventSettings {
+            workspace_key: cfg.integration_app_workspace_key.clone(),
+            workspace_secret: cfg.integration_app_workspace_secret.clone(),
+        },
+    };
     let state = ApiState {
         store: connect_store(cfg).await?,
         enqueuer: Enqueuer::new(connect_queue(cfg).await?, cfg.retry_attempts),
@@ -81,7 +92,7 @@ pub async fn run_api(
     tracing::info!(addr = ?acceptor.local_addr(), "api listening");
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
-            api::app(state, token),
+            api::app(state, token, hooks),
             shutdown,
             Some(Duration::from_secs(10)),
         )
@@ -113,23 +124,97 @@ pub async fn run_worker(
         // a CRM call may take no longer than one job attempt
         cfg.job_timeout(),
     )?;
-    let outbound = Arc::new(Outbound::new(store, crm));
+    let enqueuer = Enqueuer::new(queue.clone(), cfg.retry_attempts);
+    let outbound = Arc::new(Outbound::new(store.clone(), crm.clone(), queue.clone()));
+    let inbound = Arc::new(InboundSync::new(
+        store,
+        crm,
+        enqueuer,
+        cfg.providers.clone(),
+        cfg.conflict_policy,
+    ));
     let name = cfg.worker_name();
-    let mut rc = RuntimeConfig::new(OUTBOUND_QUEUE, name.clone());
-    rc.concurrency = cfg.worker_concurrency;
-    rc.timeout = cfg.job_timeout();
-    rc.backoff = Backoff {
-        base: Duration::from_millis(cfg.retry_base_ms),
-        max: Duration::from_secs(300),
+    let runtime_config = |queue_name: &str| {
+        let mut rc = RuntimeConfig::new(queue_name, name.clone());
+        rc.concurrency = cfg.worker_concurrency;
+        rc.timeout = cfg.job_timeout();
+        rc.backoff = Backoff {
+            base: Duration::from_millis(cfg.retry_base_ms),
+            max: Duration::from_secs(300),
+        };
+        rc.heartbeat = Duration::from_millis(cfg.worker_heartbeat_ms);
+        rc.dead_after = Duration::from_millis(cfg.worker_dead_after_ms);
+        rc.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
+        rc.done_retention = Duration::from_secs(cfg.job_retention_secs);
+        rc
     };
-    rc.heartbeat = Duration::from_millis(cfg.worker_heartbeat_ms);
-    rc.dead_after = Duration::from_millis(cfg.worker_dead_after_ms);
-    rc.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
-    rc.done_retention = Duration::from_secs(cfg.job_retention_secs);
-    tracing::info!(worker = %name, concurrency = rc.concurrency, "worker started");
-    Runtime::new(queue, rc, outbound_service(outbound.clone()))
+    let mut poll_config = runtime_config(POLL_QUEUE);
+    // a poll walks many pages; it gets the time of many attempts
+    poll_config.timeout = cfg.job_timeout() * 20;
+    poll_config.concurrency = 2;
+    tracing::info!(worker = %name, concurrency = cfg.worker_concurrency, "worker started");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut runtimes = tokio::task::JoinSet::new();
+    runtimes.spawn(
+        Runtime::new(
+            queue.clone(),
+            runtime_config(OUTBOUND_QUEUE),
+            outbound_service(outbound.clone()),
+        )
         .on_dead(Arc::new(OutboundDeadLetter(outbound)))
-        .run(shutdown)
-        .await
-        .context("worker runtime failed")
+        .run(stopped()),
+    );
+    runtimes.spawn(
+        Runtime::new(
+            queue.clone(),
+            runtime_config(INBOUND_QUEUE),
+            inbound_service(inbound.clone()),
+        )
+        .run(stopped()),
+    );
+    runtimes.spawn(Runtime::new(queue, poll_config, poll_service(inbound)).run(stopped()));
+    tokio::pin!(shutdown);
+    let mut result = Ok(());
+    tokio::select! {
+        _ = &mut shutdown => {}
+        Some(r) = runtimes.join_next() => {
+            result = r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from));
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(r) = runtimes.join_next().await {
+        if let Err(e) = r
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.map_err(anyhow::Error::from))
+        {
+            tracing::error!(error = %format!("{e:#}"), "a runtime failed while stopping");
+        }
+    }
+    result.context("worker runtime failed")
+}
+
+/// Runs the scheduler until `shutdown` resolves.
+///
+/// # Errors
+/// When Redis cannot be reached at start-up.
+pub async fn run_scheduler(
+    cfg: &Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let enqueuer = Enqueuer::new(connect_queue(cfg).await?, cfg.retry_attempts);
+    crate::scheduler::run(
+        enqueuer,
+        cfg.poll_providers.clone(),
+        Duration::from_secs(cfg.poll_interval_secs),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }

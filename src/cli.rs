@@ -25,6 +25,8 @@ pub enum Command {
     Api,
     /// A worker of the pool: runs sync jobs.
     Worker,
+    /// Enqueues periodic polls (safe to run several).
+    Scheduler,
     /// The Integration.app stand-in with simulated HubSpot and Pipedrive.
     Simulator,
     /// Everything in one process (api, worker, simulator), for a first run.
@@ -65,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app::run_api(&cfg, listener, app::shutdown_signal()).await
         }
         Command::Worker => app::run_worker(&cfg, app::shutdown_signal()).await,
+        Command::Scheduler => app::run_scheduler(&cfg, app::shutdown_signal()).await,
         Command::Simulator => dev::run_simulator(&cfg, app::shutdown_signal()).await,
         Command::Dev => dev(cfg).await,
         Command::BenchSync {

@@ -154,6 +154,40 @@ pub struct Config {
         global = true
     )]
     pub job_retention_secs: u64,
+    /// HubSpot app client secret: verifies webhook signatures (v1/v2/v3).
+    #[arg(
+        long,
+        env = "HUBSPOT_CLIENT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub hubspot_client_secret: Option<String>,
+    /// Public base URL of the api as HubSpot calls it (e.g. behind a proxy);
+    /// v2/v3 signatures cover the full URL. Default: rebuilt from the request.
+    #[arg(long, env = "PUBLIC_BASE_URL", global = true)]
+    pub public_base_url: Option<String>,
+    /// Who wins when a contact changed in the app and in a CRM: crm-wins,
+    /// app-wins or newest-wins.
+    #[arg(
+        long,
+        env = "CONFLICT_POLICY",
+        default_value = "crm-wins",
+        global = true
+    )]
+    pub conflict_policy: crate::inbound::ConflictPolicy,
+    /// CRMs the scheduler polls for changes, comma-separated (HubSpot too,
+    /// as a safety net for lost webhooks).
+    #[arg(
+        long,
+        env = "POLL_PROVIDERS",
+        default_value = "pipedrive",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub poll_providers: Vec<Provider>,
+    /// Seconds between polls.
+    #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 600, global = true)]
+    pub poll_interval_secs: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use workers::{DeadLetter, Job, JobError, PushOptions, Queue};
 
 use crate::domain::{ContactId, Provider};
+use crate::inbound::{InboundChange, InboundSync, ProviderPoll, INBOUND_QUEUE, POLL_QUEUE};
 use crate::sync::{Outbound, OutboundUpsert, OUTBOUND_QUEUE};
 
 /// Puts sync work on the queues. Used by the api; never calls a CRM.
@@ -51,6 +52,76 @@ impl Enqueuer {
         };
         self.queue.push(OUTBOUND_QUEUE, &payload, opts).await
     }
+
+    /// Queues an inbound change; returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn inbound(&self, change: &InboundChange) -> Result<String, workers::Error> {
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue.push(INBOUND_QUEUE, change, opts).await
+    }
+
+    /// Queues a poll of `provider`; returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn poll(&self, provider: Provider, backfill: bool) -> Result<String, workers::Error> {
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue
+            .push(POLL_QUEUE, &ProviderPoll { provider, backfill }, opts)
+            .await
+    }
+}
+
+/// The tower service that runs `inbound-change` jobs.
+pub fn inbound_service(
+    sync: Arc<InboundSync>,
+) -> impl tower::Service<
+    Job,
+    Response = (),
+    Error = JobError,
+    Future = BoxFuture<'static, Result<(), JobError>>,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |job: Job| {
+        let sync = sync.clone();
+        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
+            let p: InboundChange = job.decode()?;
+            sync.change(p.provider, &p.external_id, &job.id)
+                .await
+                .map(|_| ())
+        });
+        fut
+    })
+}
+
+/// The tower service that runs `provider-poll` jobs.
+pub fn poll_service(
+    sync: Arc<InboundSync>,
+) -> impl tower::Service<
+    Job,
+    Response = (),
+    Error = JobError,
+    Future = BoxFuture<'static, Result<(), JobError>>,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |job: Job| {
+        let sync = sync.clone();
+        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
+            let p: ProviderPoll = job.decode()?;
+            sync.poll(p.provider, p.backfill, &job.id).await.map(|_| ())
+        });
+        fut
+    })
 }
 
 /// The tower service that runs `outbound-upsert` jobs.

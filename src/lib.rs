@@ -9,6 +9,8 @@ pub mod config;
 pub mod crm;
 pub mod dev;
 pub mod domain;
+pub mod inbound;
 pub mod jobs;
+pub mod scheduler;
 pub mod store;
 pub mod sync;

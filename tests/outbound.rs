@@ -297,3 +297,42 @@ async fn two_workers_share_one_rate_limit() {
         "{worst} calls within one second, limit {limit}"
     );
 }
+
+#[tokio::test]
+async fn rapid_updates_end_with_the_latest_state_in_the_crm() {
+    let app = TestApp::with(
+        Options {
+            workers: 2,
+            ..Options::default()
+        }
+        .env("PROVIDERS", "hubspot"),
+    )
+    .await;
+    app.set_faults(json!({ "latencyMs": 20 })).await;
+    let id = app.create_ok("rapid@example.com").await;
+    for i in 1..=10 {
+        let (status, body) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/contacts/{id}"),
+                Some(json!({ "jobTitle": format!("v{i}") })),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let q = app.queue().await;
+    q.wait_idle("outbound-upsert", Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("drained");
+    let link = app
+        .wait_link(&id, "hubspot", "synced", Duration::from_secs(5))
+        .await;
+    let ext = link["externalId"].as_str().unwrap();
+    let rec = app.sim_get(&format!("/hubspot/records/{ext}")).await;
+    assert_eq!(
+        rec["properties"]["jobtitle"], "v10",
+        "the newest state wins: {rec}"
+    );
+    assert_eq!(app.records("hubspot").await.len(), 1);
+}

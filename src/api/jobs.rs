@@ -7,10 +7,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::auth::ApiAuth;
 use super::errors::{fail_into, ErrorBody, Fail};
 use super::ApiState;
+use crate::domain::Provider;
+use crate::inbound::{INBOUND_QUEUE, POLL_QUEUE};
 use crate::sync::{OutboundUpsert, OUTBOUND_QUEUE};
 
 /// Queues this api knows.
-const QUEUES: [&str; 1] = [OUTBOUND_QUEUE];
+const QUEUES: [&str; 3] = [OUTBOUND_QUEUE, INBOUND_QUEUE, POLL_QUEUE];
 
 /// One failed attempt.
 #[derive(Debug, Object)]
@@ -84,6 +86,31 @@ pub struct Moved {
     /// Jobs sent back to the queue.
     pub retried: u64,
 }
+
+/// A queued job.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Queued {
+    /// The job id.
+    pub job_id: String,
+}
+
+#[derive(ApiResponse)]
+enum PollResponse {
+    /// The poll is queued.
+    #[oai(status = 202)]
+    Accepted(Json<Queued>),
+    /// Unknown provider.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Redis is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(PollResponse {
+    NotFound,
+    Unavailable
+});
 
 #[derive(ApiResponse)]
 enum JobResponse {
@@ -255,6 +282,32 @@ impl JobsApi {
         res.await.unwrap_or_else(Into::into)
     }
 
+    /// Poll a CRM for changes now, from the stored cursor.
+    #[oai(path = "/providers/:provider/poll", method = "post")]
+    async fn poll_now(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        provider: Path<String>,
+    ) -> PollResponse {
+        poll(&state, &provider.0, false)
+            .await
+            .unwrap_or_else(Into::into)
+    }
+
+    /// Re-read every record of a CRM (the cursor starts from zero).
+    #[oai(path = "/providers/:provider/backfill", method = "post")]
+    async fn backfill(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        provider: Path<String>,
+    ) -> PollResponse {
+        poll(&state, &provider.0, true)
+            .await
+            .unwrap_or_else(Into::into)
+    }
+
     /// Job counts of a queue.
     #[oai(path = "/queues/:queue/stats", method = "get")]
     async fn stats(
@@ -315,4 +368,14 @@ impl JobsApi {
         };
         res.await.unwrap_or_else(Into::into)
     }
+}
+
+async fn poll(state: &ApiState, provider: &str, backfill: bool) -> Result<PollResponse, Fail> {
+    let provider: Provider = provider.parse().map_err(Fail::not_found)?;
+    let job_id = state
+        .enqueuer
+        .poll(provider, backfill)
+        .await
+        .map_err(Fail::unavailable)?;
+    Ok(PollResponse::Accepted(Json(Queued { job_id })))
 }

@@ -45,8 +45,17 @@ enum Tag {
     Jobs,
 }
 
+/// Settings of the endpoints CRMs and Integration.app call.
+#[derive(Clone)]
+pub struct Integration {
+    /// HubSpot webhooks.
+    pub webhook: crate::inbound::webhook::WebhookSettings,
+    /// Integration.app flow events.
+    pub events: crate::inbound::events::EventSettings,
+}
+
 /// The whole HTTP app.
-pub fn app(state: ApiState, token: String) -> impl poem::Endpoint {
+pub fn app(state: ApiState, token: String, hooks: Integration) -> impl poem::Endpoint {
     let api = OpenApiService::new(
         (contacts::ContactsApi, jobs::JobsApi),
         "contact-sync",
@@ -59,6 +68,14 @@ pub fn app(state: ApiState, token: String) -> impl poem::Endpoint {
     Route::new()
         .at("/healthz", healthz)
         .at("/readyz", readyz.data(health_state))
+        .at(
+            "/api/integration/webhook/hubspot",
+            poem::post(crate::inbound::webhook::hubspot_webhook).data(hooks.webhook),
+        )
+        .at(
+            "/api/integration/events",
+            poem::post(crate::inbound::events::integration_events).data(hooks.events),
+        )
         .at("/api/openapi.json", spec)
         .nest("/api/docs", docs)
         .nest("/api", api)

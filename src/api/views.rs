@@ -89,6 +89,8 @@ pub struct SyncLogView {
     pub version: i64,
     /// Why it failed.
     pub error: Option<String>,
+    /// When both sides had changed: which side won.
+    pub conflict: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -107,6 +109,7 @@ impl From<&SyncLog> for SyncLogView {
             attempts: l.attempts,
             version: l.version,
             error: l.error.clone(),
+            conflict: l.conflict.clone(),
             at: l.at.to_chrono(),
         }
     }

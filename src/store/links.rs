@@ -37,6 +37,10 @@ pub struct Link {
     /// The newest contact version the CRM is known to hold.
     #[serde(default)]
     pub synced_version: i64,
+    /// The CRM's `updatedTime` (ms) of the newest state applied or pushed;
+    /// older inbound changes are ignored.
+    #[serde(default)]
+    pub crm_updated_ms: i64,
     /// The job that last touched the link.
     #[serde(default)]
     pub last_job_id: Option<String>,

@@ -43,6 +43,9 @@ pub struct SyncLog {
     /// Why it failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// When both sides had changed: which side won, and by which policy.
+    #[serde(default)]
+    pub conflict: Option<String>,
     /// When.
     pub at: DateTime,
 }

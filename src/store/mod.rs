@@ -4,15 +4,17 @@
 //! request JSON, so operator injection has no way in.
 
 mod contacts;
+mod inbound;
 mod links;
 mod logs;
 
 use anyhow::Context;
-use bson::doc;
+use bson::{doc, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
 pub use contacts::{Contact, ContactPatch, NewContact};
+pub use inbound::PollCursor;
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
 
@@ -34,6 +36,8 @@ pub struct Store {
     contacts: Collection<Contact>,
     links: Collection<Link>,
     logs: Collection<SyncLog>,
+    events: Collection<Document>,
+    cursors: Collection<PollCursor>,
 }
 
 impl Store {
@@ -51,6 +55,8 @@ impl Store {
             contacts: db.collection("contacts"),
             links: db.collection("contact_links"),
             logs: db.collection("sync_logs"),
+            events: db.collection("webhook_events"),
+            cursors: db.collection("sync_cursors"),
             db,
         };
         store.ensure_indexes().await?;
@@ -131,6 +137,20 @@ impl Store {
             )
             .await
             .context("creating sync_logs index")?;
+        // Webhook event ids are kept a week: HubSpot retries for 24 h.
+        let ttl = IndexModel::builder()
+            .keys(doc! { "at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .expire_after(std::time::Duration::from_secs(7 * 24 * 3600))
+                    .name("seen_ttl".to_owned())
+                    .build(),
+            )
+            .build();
+        self.events
+            .create_index(ttl)
+            .await
+            .context("creating webhook_events TTL index")?;
         Ok(())
     }
 }

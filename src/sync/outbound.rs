@@ -3,11 +3,13 @@
 use bson::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use workers::JobError;
+use std::time::Duration;
+
+use workers::{JobError, Queue};
 
 use super::universal::UniversalContact;
 use crate::crm::{CrmError, IntegrationApp};
-use crate::domain::{ContactId, Provider};
+use crate::domain::{ContactId, Provider, SyncStatus};
 use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
 
 /// Queue of outbound pushes.
@@ -35,11 +37,18 @@ struct IdOutput {
     id: String,
 }
 
+/// How long a push holds its link's lease without renewing it; a crashed
+/// holder frees the link within this long.
+const LEASE_TTL: Duration = Duration::from_secs(5);
+/// How long a push waits for another push of the same link to finish.
+const LEASE_WAIT: Duration = Duration::from_secs(15);
+
 /// The outbound sync service.
 #[derive(Clone)]
 pub struct Outbound {
     store: Store,
     crm: IntegrationApp,
+    leases: Queue,
 }
 
 fn store_err(e: impl std::fmt::Display) -> JobError {
@@ -47,9 +56,10 @@ fn store_err(e: impl std::fmt::Display) -> JobError {
 }
 
 impl Outbound {
-    /// A service over the store and the Integration.app client.
-    pub fn new(store: Store, crm: IntegrationApp) -> Self {
-        Self { store, crm }
+    /// A service over the store, the Integration.app client, and the Redis
+    /// where pushes of one link take turns.
+    pub fn new(store: Store, crm: IntegrationApp, leases: Queue) -> Self {
+        Self { store, crm, leases }
     }
 
     /// Runs one push.
@@ -58,6 +68,33 @@ impl Outbound {
     /// Transient for store and network trouble, permanent for refusals.
     #[tracing::instrument(skip_all, fields(job_id = %job_id, contact_id = %job.contact_id, provider = %job.provider))]
     pub async fn run(
+        &self,
+        job: &OutboundUpsert,
+        job_id: &str,
+        attempt: u32,
+    ) -> Result<(), JobError> {
+        // Pushes of one link take turns, so an older state can never land
+        // after a newer one; the contact is read once the lease is held.
+        let name = format!("link:{}:{}", job.contact_id, job.provider);
+        let lease = self
+            .leases
+            .lease(&name, LEASE_TTL, LEASE_WAIT)
+            .await
+            .map_err(|e| JobError::transient(format!("lease: {e}")))?
+            .ok_or_else(|| {
+                JobError::throttled(
+                    "another job is pushing this contact",
+                    Some(Duration::from_secs(1)),
+                )
+            })?;
+        let res = self.push_current(job, job_id, attempt).await;
+        if let Err(e) = lease.release().await {
+            tracing::warn!(error = %e, "releasing a link lease failed; it expires by itself");
+        }
+        res
+    }
+
+    async fn push_current(
         &self,
         job: &OutboundUpsert,
         job_id: &str,
@@ -79,6 +116,12 @@ impl Outbound {
             .await
             .map_err(store_err)?;
         let known = link.as_ref().and_then(|l| l.external_id.clone());
+        if let Some(l) = &link {
+            if l.sync_status == SyncStatus::Synced && l.synced_version >= contact.version {
+                tracing::info!(version = contact.version, "already synced; nothing to push");
+                return Ok(());
+            }
+        }
 
         let (external_id, outcome) = if contact.deleted_at.is_some() {
             if let Some(ext) = &known {
@@ -119,6 +162,7 @@ impl Outbound {
                 attempts: i64::from(attempt),
                 version: contact.version,
                 error: None,
+                conflict: None,
                 at: DateTime::now(),
             })
             .await
@@ -178,6 +222,7 @@ impl Outbound {
                     attempts: i64::from(attempts),
                     version: job.version,
                     error: Some(error.into()),
+                    conflict: None,
                     at: DateTime::now(),
                 })
                 .await

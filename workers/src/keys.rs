@@ -62,6 +62,14 @@ impl Keys {
         format!("{}:worker:{worker}", self.ns)
     }
 
+    pub(crate) fn once(&self, key: &str) -> String {
+        format!("{}:once:{key}", self.ns)
+    }
+
+    pub(crate) fn lease(&self, name: &str) -> String {
+        format!("{}:lease:{name}", self.ns)
+    }
+
     pub(crate) fn rate_limit(&self, key: &str) -> String {
         format!("{}:rl:{key}", self.ns)
     }

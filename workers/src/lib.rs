@@ -2,12 +2,14 @@
 
 mod error;
 mod keys;
+mod lease;
 mod queue;
 mod ratelimit;
 mod retry;
 mod runtime;
 
 pub use error::{Error, JobError};
+pub use lease::Lease;
 pub use queue::{AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
 pub use ratelimit::RateLimiter;
 pub use retry::{Backoff, RetryPolicy};

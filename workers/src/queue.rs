@@ -143,6 +143,7 @@ pub(crate) struct Scripts {
     pub(crate) reap: Script,
     pub(crate) revive: Script,
     pub(crate) rate_limit: Script,
+    pub(crate) lease: Script,
 }
 
 impl Scripts {
@@ -155,6 +156,7 @@ impl Scripts {
             reap: Script::new(include_str!("lua/reap.lua")),
             revive: Script::new(include_str!("lua/revive.lua")),
             rate_limit: Script::new(include_str!("lua/ratelimit.lua")),
+            lease: Script::new(include_str!("lua/lease.lua")),
         }
     }
 }
@@ -381,24 +383,43 @@ impl Queue {
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts, Error> {
         let mut conn = self.conn.clone();
         let workers: Vec<String> = conn.zrange(self.keys.workers(queue), 0, -1).await?;
-        let head: (u64, u64, u64, u64, Option<u64>, Option<u64>) = redis::pipe()
+        // One atomic read, so a job moving between states is never missed
+        // or counted twice.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .llen(self.keys.pending(queue))
             .zcard(self.keys.scheduled(queue))
             .zcard(self.keys.done(queue))
             .zcard(self.keys.dead(queue))
             .hget(self.keys.stats(queue), "completed")
-            .hget(self.keys.stats(queue), "failed")
-            .query_async(&mut conn)
-            .await?;
-        let mut pipe = redis::pipe();
+            .hget(self.keys.stats(queue), "failed");
         for w in &workers {
             pipe.scard(self.keys.running(queue, w));
         }
-        let running: Vec<u64> = if workers.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut conn).await?
+        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let num = |v: &redis::Value| -> u64 {
+            match v {
+                redis::Value::Int(n) => (*n).max(0) as u64,
+                redis::Value::BulkString(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                _ => 0,
+            }
         };
+        let head: Vec<u64> = values.iter().take(6).map(num).collect();
+        if head.len() < 6 {
+            return Err(Error::Corrupt("short reply to the counts pipeline".into()));
+        }
+        let head = (
+            head[0],
+            head[1],
+            head[2],
+            head[3],
+            Some(head[4]),
+            Some(head[5]),
+        );
+        let running: Vec<u64> = values.iter().skip(6).map(num).collect();
         Ok(QueueCounts {
             pending: head.0,
             scheduled: head.1,
@@ -431,6 +452,25 @@ impl Queue {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Claims `key` once for `ttl`: true for the first caller, false for
+    /// every other caller until it expires (de-duplicates scheduler ticks
+    /// across replicas).
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.once(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
     }
 
     // ---- the runtime's side ----

@@ -9,10 +9,18 @@ use workers::{Backoff, DeadLetter, Job, JobError, PushOptions, Queue, Runtime, R
 
 const Q: &str = "test-q";
 
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6391".into())
+}
+
 async fn queue() -> Queue {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6391".into());
-    let ns = format!("wt-{}", uuid::Uuid::new_v4().simple());
-    Queue::connect(&url, &ns).await.expect("redis reachable")
+    queue_in(&format!("wt-{}", uuid::Uuid::new_v4().simple())).await
+}
+
+async fn queue_in(ns: &str) -> Queue {
+    Queue::connect(&redis_url(), ns)
+        .await
+        .expect("redis reachable")
 }
 
 fn config(name: &str) -> RuntimeConfig {
@@ -218,4 +226,48 @@ async fn the_rate_limiter_is_shared_by_every_handle() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_lease_is_exclusive_and_a_lost_holder_frees_it_within_its_ttl() {
+    let ns = format!("wt-{}", uuid::Uuid::new_v4().simple());
+    let q = queue_in(&ns).await;
+    let ttl = Duration::from_millis(300);
+    let first = q
+        .lease("r", ttl, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        q.lease("r", ttl, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none(),
+        "held, and renewed past its ttl"
+    );
+    first.release().await.unwrap();
+    // a holder that vanishes without releasing: its process (here, its own
+    // runtime) stops, and with it the renewals
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let q2 = queue_in(&ns).await;
+            let lease = q2
+                .lease("r", ttl, Duration::ZERO)
+                .await
+                .unwrap()
+                .expect("released");
+            std::mem::forget(lease);
+        });
+        drop(rt);
+    })
+    .join()
+    .unwrap();
+    let t = tokio::time::Instant::now();
+    let third = q.lease("r", ttl, Duration::from_secs(2)).await.unwrap();
+    assert!(third.is_some(), "expired");
+    assert!(t.elapsed() <= Duration::from_secs(1));
 }

@@ -1,0 +1,393 @@
+//! Applying one CRM record to the app's store.
+
+use std::time::Duration;
+
+use bson::DateTime;
+use serde_json::json;
+use workers::{JobError, Queue};
+
+use super::record::CrmRecord;
+use crate::crm::{CrmError, IntegrationApp};
+use crate::domain::{Email, Provider};
+use crate::jobs::Enqueuer;
+use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
+use crate::sync::universal::UniversalContact;
+
+/// Who wins when a contact changed in the app and in a CRM since they last
+/// agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConflictPolicy {
+    /// The CRM's version is kept (the default).
+    CrmWins,
+    /// The app's version is kept and pushed to the CRM again.
+    AppWins,
+    /// The side changed last wins (by timestamp).
+    NewestWins,
+}
+
+impl ConflictPolicy {
+    fn name(self) -> &'static str {
+        match self {
+            Self::CrmWins => "crm-wins",
+            Self::AppWins => "app-wins",
+            Self::NewestWins => "newest-wins",
+        }
+    }
+}
+
+/// What applying a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A new local contact.
+    Created,
+    /// Local values changed.
+    Updated,
+    /// The local contact was deleted.
+    Deleted,
+    /// Nothing to do: an echo of our own push, or already applied.
+    Unchanged,
+    /// Older than what was applied already.
+    Stale,
+    /// Not applied: the app's version won a conflict.
+    Kept,
+    /// Not applicable (no email, deleted and never linked).
+    Skipped,
+}
+
+impl Applied {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+            Self::Unchanged => "unchanged",
+            Self::Stale => "stale",
+            Self::Kept => "kept",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// The inbound sync service.
+#[derive(Clone)]
+pub struct InboundSync {
+    pub(crate) store: Store,
+    pub(crate) crm: IntegrationApp,
+    pub(crate) enqueuer: Enqueuer,
+    pub(crate) providers: Vec<Provider>,
+    pub(crate) policy: ConflictPolicy,
+    pub(crate) leases: Queue,
+}
+
+fn store_err(e: impl std::fmt::Display) -> JobError {
+    JobError::transient(format!("store: {e}"))
+}
+
+fn norm(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Whether the contact already holds the record's values (then the change
+/// is our own push coming back, or already applied).
+fn same_values(c: &Contact, f: &UniversalContact) -> bool {
+    norm(&c.first_name) == norm(&f.first_name)
+        && norm(&c.last_name) == norm(&f.last_name)
+        && norm(&c.phone) == norm(&f.primary_phone)
+        && norm(&c.company_name) == norm(&f.company_name)
+        && norm(&c.job_title) == norm(&f.job_title)
+        && f.primary_email
+            .as_deref()
+            .and_then(|e| Email::parse(e).ok())
+            .is_none_or(|e| e == c.email)
+}
+
+const LEASE_TTL: Duration = Duration::from_secs(5);
+const LEASE_WAIT: Duration = Duration::from_secs(15);
+
+impl InboundSync {
+    /// A service over the store, the CRM client and the queues.
+    pub fn new(
+        store: Store,
+        crm: IntegrationApp,
+        enqueuer: Enqueuer,
+        providers: Vec<Provider>,
+        policy: ConflictPolicy,
+    ) -> Self {
+        let leases = enqueuer.queue().clone();
+        Self {
+            store,
+            crm,
+            enqueuer,
+            providers,
+            policy,
+            leases,
+        }
+    }
+
+    /// Handles an `inbound-change`: fetch the record, apply it.
+    ///
+    /// # Errors
+    /// Transient for store and network trouble, permanent for refusals.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, provider = %provider, external_id = %external_id))]
+    pub async fn change(
+        &self,
+        provider: Provider,
+        external_id: &str,
+        job_id: &str,
+    ) -> Result<Applied, JobError> {
+        let record = match self
+            .crm
+            .run::<_, serde_json::Value>(provider, "get-contact", &json!({ "id": external_id }))
+            .await
+        {
+            Ok(v) => Some(CrmRecord::parse(&v).map_err(JobError::permanent)?),
+            Err(CrmError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.apply(provider, external_id, record, job_id).await
+    }
+
+    /// Applies the current state of one CRM record (`None`: gone).
+    ///
+    /// # Errors
+    /// Transient for store trouble, permanent for conflicts.
+    pub async fn apply(
+        &self,
+        provider: Provider,
+        external_id: &str,
+        record: Option<CrmRecord>,
+        job_id: &str,
+    ) -> Result<Applied, JobError> {
+        let lease = self
+            .leases
+            .lease(
+                &format!("ext:{provider}:{external_id}"),
+                LEASE_TTL,
+                LEASE_WAIT,
+            )
+            .await
+            .map_err(|e| JobError::transient(format!("lease: {e}")))?
+            .ok_or_else(|| {
+                JobError::throttled(
+                    "another job is applying this record",
+                    Some(Duration::from_secs(1)),
+                )
+            })?;
+        let res = self.apply_held(provider, external_id, record, job_id).await;
+        if let Err(e) = lease.release().await {
+            tracing::warn!(error = %e, "releasing a record lease failed; it expires by itself");
+        }
+        let (applied, contact, conflict) = res?;
+        if let Some(contact) = contact {
+            if !matches!(
+                applied,
+                Applied::Unchanged | Applied::Stale | Applied::Skipped
+            ) {
+                self.store
+                    .log_sync(&SyncLog {
+                        contact_id: contact.id,
+                        provider,
+                        direction: Direction::Inbound,
+                        outcome: applied.as_str().into(),
+                        external_id: Some(external_id.into()),
+                        job_id: job_id.into(),
+                        attempts: 1,
+                        version: contact.version,
+                        error: None,
+                        conflict,
+                        at: DateTime::now(),
+                    })
+                    .await
+                    .map_err(store_err)?;
+            }
+        }
+        tracing::info!(outcome = applied.as_str(), "inbound change");
+        Ok(applied)
+    }
+
+    async fn apply_held(
+        &self,
+        provider: Provider,
+        external_id: &str,
+        record: Option<CrmRecord>,
+        job_id: &str,
+    ) -> Result<(Applied, Option<Contact>, Option<String>), JobError> {
+        let link = self
+            .store
+            .link_by_external(provider, external_id)
+            .await
+            .map_err(store_err)?;
+        let linked = match &link {
+            Some(l) => self.store.contact(l.contact_id).await.map_err(store_err)?,
+            None => None,
+        };
+        let record = match record {
+            Some(r) if !r.deleted => r,
+            gone => {
+                // Deleted (or merged away) in the CRM.
+                let Some(contact) = linked.filter(|c| c.deleted_at.is_none()) else {
+                    return Ok((Applied::Skipped, None, None));
+                };
+                let crm_ms = gone.map_or(0, |r| r.updated_ms);
+                let deleted = self
+                    .store
+                    .delete_contact(contact.id)
+                    .await
+                    .map_err(store_err)?
+                    .ok_or_else(|| JobError::transient("contact vanished while deleting"))?;
+                self.mark(provider, &deleted, external_id, crm_ms).await?;
+                self.push_to_others(&deleted, provider).await?;
+                return Ok((Applied::Deleted, Some(deleted), None));
+            }
+        };
+        if let Some(l) = &link {
+            if record.updated_ms > 0 && record.updated_ms <= l.crm_updated_ms {
+                return Ok((Applied::Stale, linked, None));
+            }
+        }
+        let email = record
+            .fields
+            .primary_email
+            .as_deref()
+            .and_then(|e| Email::parse(e).ok());
+
+        // The local side: the linked contact, or a live one with this email.
+        let contact = match linked {
+            Some(c) if c.deleted_at.is_some() => {
+                // Deleted in the app; its deletion is on its way to the CRM.
+                return Ok((Applied::Skipped, Some(c), None));
+            }
+            Some(c) => Some(c),
+            None => match &email {
+                Some(e) => self
+                    .store
+                    .live_contact_by_email(e)
+                    .await
+                    .map_err(store_err)?,
+                None => None,
+            },
+        };
+
+        let Some(contact) = contact else {
+            let Some(email) = email else {
+                tracing::warn!("CRM record has no usable email; not imported");
+                return Ok((Applied::Skipped, None, None));
+            };
+            let created = self.create(&record, email).await?;
+            self.mark(provider, &created, external_id, record.updated_ms)
+                .await?;
+            self.push_to_others(&created, provider).await?;
+            return Ok((Applied::Created, Some(created), None));
+        };
+
+        if same_values(&contact, &record.fields) {
+            self.mark(provider, &contact, external_id, record.updated_ms)
+                .await?;
+            return Ok((Applied::Unchanged, Some(contact), None));
+        }
+
+        // Both sides changed since they last agreed?
+        let synced = link.as_ref().map_or(0, |l| l.synced_version);
+        let conflict = link.is_some() && contact.version > synced;
+        let crm_wins = match self.policy {
+            _ if !conflict => true,
+            ConflictPolicy::CrmWins => true,
+            ConflictPolicy::AppWins => false,
+            ConflictPolicy::NewestWins => {
+                record.updated_ms >= contact.updated_at.timestamp_millis()
+            }
+        };
+        let note = conflict.then(|| {
+            let side = if crm_wins { provider.as_str() } else { "app" };
+            format!("{}: kept {side}'s version", self.policy.name())
+        });
+        if !crm_wins {
+            // The app's version stands; make sure it reaches this CRM.
+            self.store
+                .mark_pending(contact.id, &[provider], contact.version)
+                .await
+                .map_err(store_err)?;
+            self.enqueuer
+                .outbound(contact.id, provider, contact.version)
+                .await
+                .map_err(|e| JobError::transient(format!("queue: {e}")))?;
+            return Ok((Applied::Kept, Some(contact), note));
+        }
+        let updated = match self
+            .store
+            .apply_fields(contact.id, &record.fields, email.as_ref())
+            .await
+        {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok((Applied::Skipped, Some(contact), None)),
+            Err(StoreError::Conflict(m)) => return Err(JobError::permanent(m)),
+            Err(StoreError::Other(e)) => return Err(store_err(e)),
+        };
+        self.mark(provider, &updated, external_id, record.updated_ms)
+            .await?;
+        self.push_to_others(&updated, provider).await?;
+        tracing::debug!(job_id, "applied CRM values");
+        Ok((Applied::Updated, Some(updated), note))
+    }
+
+    async fn create(&self, record: &CrmRecord, email: Email) -> Result<Contact, JobError> {
+        let f = &record.fields;
+        let clean = |v: &Option<String>| norm(v).map(str::to_owned);
+        let new = crate::store::NewContact {
+            first_name: clean(&f.first_name),
+            last_name: clean(&f.last_name),
+            email,
+            phone: clean(&f.primary_phone),
+            company_name: clean(&f.company_name),
+            job_title: clean(&f.job_title),
+        };
+        match self.store.insert_contact(new).await {
+            Ok(c) => Ok(c),
+            // created concurrently by another change: retry finds and links it
+            Err(StoreError::Conflict(m)) => Err(JobError::transient(m)),
+            Err(StoreError::Other(e)) => Err(store_err(e)),
+        }
+    }
+
+    async fn mark(
+        &self,
+        provider: Provider,
+        contact: &Contact,
+        external_id: &str,
+        crm_ms: i64,
+    ) -> Result<(), JobError> {
+        match self
+            .store
+            .mark_inbound(contact.id, provider, external_id, contact.version, crm_ms)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(m)) => Err(JobError::permanent(m)),
+            Err(StoreError::Other(e)) => Err(store_err(e)),
+        }
+    }
+
+    /// Queues the change for every provider but the one it came from.
+    async fn push_to_others(&self, contact: &Contact, from: Provider) -> Result<(), JobError> {
+        let others: Vec<Provider> = self
+            .providers
+            .iter()
+            .copied()
+            .filter(|p| *p != from)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .mark_pending(contact.id, &others, contact.version)
+            .await
+            .map_err(store_err)?;
+        for p in others {
+            self.enqueuer
+                .outbound(contact.id, p, contact.version)
+                .await
+                .map_err(|e| JobError::transient(format!("queue: {e}")))?;
+        }
+        Ok(())
+    }
+}

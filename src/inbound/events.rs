@@ -1,0 +1,142 @@
+//! `POST /api/integration/events`: Integration.app flows call this on
+//! data-record-created/updated/deleted. Authenticated by the
+//! `x-integration-app-token` JWT signed with the workspace secret.
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use poem::http::StatusCode;
+use poem::web::{Data, Json};
+use poem::{handler, IntoResponse, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::jobs::InboundChange;
+use crate::api::ApiState;
+use crate::domain::Provider;
+
+/// The workspace credentials the token is checked against.
+#[derive(Clone)]
+pub struct EventSettings {
+    /// Expected `iss`.
+    pub workspace_key: Option<String>,
+    /// Signing secret.
+    pub workspace_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventBody {
+    external_record_id: serde_json::Value,
+    #[serde(default)]
+    integration_key: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    instance_key: Option<String>,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    Json(json!({ "error": code, "message": message.into() }))
+        .with_status(status)
+        .into_response()
+}
+
+/// The events endpoint.
+#[handler]
+pub async fn integration_events(
+    req: &Request,
+    body: poem::Body,
+    state: Data<&ApiState>,
+    settings: Data<&EventSettings>,
+) -> Response {
+    let (Some(key), Some(secret)) = (&settings.workspace_key, &settings.workspace_secret) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_configured",
+            "the Integration.app workspace is not configured",
+        );
+    };
+    let Some(token) = req.header("x-integration-app-token") else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing x-integration-app-token header",
+        );
+    };
+    let mut v = Validation::new(Algorithm::HS256);
+    v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+    v.set_issuer(&[key]);
+    v.set_required_spec_claims(&["exp", "iss"]);
+    if let Err(e) =
+        decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("invalid x-integration-app-token: {e}"),
+        );
+    }
+    let Ok(bytes) = body.into_vec().await else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "could not read the body",
+        );
+    };
+    let ev: EventBody = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid event: {e}"),
+            )
+        }
+    };
+    let provider = match ev
+        .integration_key
+        .as_deref()
+        .or_else(|| req.uri().query().and_then(|q| q.strip_prefix("provider=")))
+        .map(str::parse::<Provider>)
+    {
+        Some(Ok(p)) => p,
+        Some(Err(m)) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "integrationKey (or ?provider=) is required",
+            )
+        }
+    };
+    let external_id = match &ev.external_record_id {
+        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 200 => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "externalRecordId must be a non-empty string or number",
+            )
+        }
+    };
+    let _ = (&ev.event, &ev.data, &ev.instance_key);
+    let job = InboundChange {
+        provider,
+        external_id,
+        occurred_at: chrono::Utc::now().timestamp_millis(),
+        event_ids: Vec::new(),
+    };
+    match state.enqueuer.inbound(&job).await {
+        Ok(id) => Json(json!({ "jobId": id })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "queueing an Integration.app event failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "could not queue the event; retry",
+            )
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `POST /api/integration/webhook/hubspot`: HubSpot's webhook deliveries.
+//! Authenticated by signature (not by bearer token). A valid batch is
+//! de-duplicated event by event, grouped into one `inbound-change` job per
+//! contact, durably queued, and only then answered 200.
+
+use std::collections::BTreeMap;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Json};
+use poem::{handler, Body, IntoResponse, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::jobs::InboundChange;
+use super::signature::{verify, SignedRequest};
+use crate::api::ApiState;
+use crate::domain::Provider;
+
+/// Most events HubSpot puts in one request.
+pub const MAX_EVENTS: usize = 100;
+
+/// Webhook settings the api needs.
+#[derive(Clone)]
+pub struct WebhookSettings {
+    /// The HubSpot app's client secret; `None` refuses every delivery.
+    pub client_secret: Option<String>,
+    /// The public base URL HubSpot calls (behind a proxy the Host header
+    /// is not the public one); `None` rebuilds it from the request.
+    pub public_base_url: Option<String>,
+}
+
+/// One HubSpot event (only what the app uses; the rest is ignored).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    event_id: serde_json::Value,
+    #[serde(default)]
+    subscription_type: String,
+    #[serde(default)]
+    occurred_at: i64,
+    object_id: serde_json::Value,
+    #[serde(default)]
+    property_name: Option<String>,
+    #[serde(default)]
+    merged_object_ids: Vec<serde_json::Value>,
+    #[serde(default)]
+    primary_object_id: Option<serde_json::Value>,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    Json(json!({ "error": code, "message": message.into() }))
+        .with_status(status)
+        .into_response()
+}
+
+fn id_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn public_uri(req: &Request, base: Option<&str>) -> String {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    match base {
+        Some(b) => format!("{}{path}", b.trim_end_matches('/')),
+        None => {
+            let host = req.header("host").unwrap_or("localhost");
+            let scheme = req.header("x-forwarded-proto").unwrap_or("http");
+            format!("{scheme}://{host}{path}")
+        }
+    }
+}
+
+/// The webhook endpoint.
+#[handler]
+pub async fn hubspot_webhook(
+    req: &Request,
+    body: Body,
+    state: Data<&ApiState>,
+    settings: Data<&WebhookSettings>,
+) -> Response {
+    let Some(secret) = settings.client_secret.as_deref() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_configured",
+            "HUBSPOT_CLIENT_SECRET is not set",
+        );
+    };
+    let Ok(bytes) = body.into_vec().await else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "could not read the body",
+        );
+    };
+    let uri = public_uri(req, settings.public_base_url.as_deref());
+    let signed = SignedRequest {
+        v3: req.header("x-hubspot-signature-v3"),
+        timestamp: req.header("x-hubspot-request-timestamp"),
+        legacy: req.header("x-hubspot-signature"),
+        version: req.header("x-hubspot-signature-version"),
+        method: req.method().as_str(),
+        uri: &uri,
+        body: &bytes,
+    };
+    if let Err(e) = verify(secret, &signed, chrono::Utc::now().timestamp_millis()) {
+        tracing::warn!(reason = %e, "refused a HubSpot webhook");
+        return error(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string());
+    }
+    let events: Vec<Event> = match serde_json::from_slice(&bytes) {
+        Ok(ev) => ev,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("body is not a HubSpot event array: {e}"),
+            )
+        }
+    };
+    if events.len() > MAX_EVENTS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("at most {MAX_EVENTS} events per request"),
+        );
+    }
+    match accept(&state, &events).await {
+        Ok(jobs) => Json(json!({ "accepted": events.len(), "jobs": jobs })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "queueing webhook events failed");
+            // HubSpot retries non-2xx answers, so nothing is lost.
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "could not queue the events; retry",
+            )
+        }
+    }
+}
+
+/// Records the events, then queues one job per contact with a new event.
+async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
+    // eventId alone is not unique: the key is the event's whole identity.
+    let keys: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "hubspot:{}:{}:{}:{}:{}",
+                e.event_id,
+                e.object_id,
+                e.subscription_type,
+                e.occurred_at,
+                e.property_name.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    let fresh = state.store.record_events(&keys).await?;
+    let mut per_record: BTreeMap<String, InboundChange> = BTreeMap::new();
+    let mut touch = |id: Option<String>, e: &Event| {
+        if let Some(id) = id {
+            let job = per_record
+                .entry(id.clone())
+                .or_insert_with(|| InboundChange {
+                    provider: Provider::Hubspot,
+                    external_id: id,
+                    occurred_at: 0,
+                    event_ids: Vec::new(),
+                });
+            job.occurred_at = job.occurred_at.max(e.occurred_at);
+            job.event_ids.push(e.event_id.to_string());
+        }
+    };
+    for (e, new) in events.iter().zip(fresh) {
+        if !new {
+            continue;
+        }
+        touch(id_text(&e.object_id), e);
+        if let Some(p) = &e.primary_object_id {
+            touch(id_text(p), e);
+        }
+        for m in &e.merged_object_ids {
+            touch(id_text(m), e);
+        }
+    }
+    let n = per_record.len();
+    for job in per_record.into_values() {
+        state.enqueuer.inbound(&job).await?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,235 @@
+//! Store operations of inbound sync: finding the local side of a CRM record,
+//! applying CRM values, idempotency of webhook events, and poll cursors.
+
+use anyhow::Context;
+use bson::{doc, DateTime, Document};
+use futures::TryStreamExt;
+use mongodb::options::ReturnDocument;
+use serde::{Deserialize, Serialize};
+
+use super::{is_duplicate_key, Contact, Link, Store, StoreError};
+use crate::domain::{ContactId, Email, Provider};
+use crate::sync::universal::UniversalContact;
+
+/// Where a provider's poll stands: records changed at or after `since_ms`
+/// are listed next; `boundary_ids` were already applied at exactly
+/// `since_ms` (the listing bound is inclusive).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PollCursor {
+    /// Last modified time reached, ms since the epoch.
+    pub since_ms: i64,
+    /// Records applied at exactly `since_ms`.
+    pub boundary_ids: Vec<String>,
+    /// When the cursor last moved.
+    #[serde(default)]
+    pub updated_at: Option<DateTime>,
+    /// When the last poll finished.
+    #[serde(default)]
+    pub last_poll_at: Option<DateTime>,
+}
+
+fn fields_doc(f: &UniversalContact) -> (Document, Document) {
+    let mut set = Document::new();
+    let mut unset = Document::new();
+    let mut put = |name: &str, v: &Option<String>| match v.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => {
+            set.insert(name, s);
+        }
+        _ => {
+            unset.insert(name, "");
+        }
+    };
+    put("firstName", &f.first_name);
+    put("lastName", &f.last_name);
+    put("phone", &f.primary_phone);
+    put("companyName", &f.company_name);
+    put("jobTitle", &f.job_title);
+    (set, unset)
+}
+
+impl Store {
+    /// The link that points at a CRM record.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn link_by_external(
+        &self,
+        provider: Provider,
+        external_id: &str,
+    ) -> anyhow::Result<Option<Link>> {
+        self.links
+            .find_one(doc! { "provider": provider.as_str(), "externalId": external_id })
+            .await
+            .context("reading a link by external id")
+    }
+
+    /// The live contact with this email.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn live_contact_by_email(&self, email: &Email) -> anyhow::Result<Option<Contact>> {
+        self.contacts
+            .find_one(doc! { "activeEmail": email.as_str() })
+            .await
+            .context("reading a contact by email")
+    }
+
+    /// Writes CRM values onto a live contact (a new version); `None` if the
+    /// contact is gone.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the new email belongs to another contact.
+    pub async fn apply_fields(
+        &self,
+        id: ContactId,
+        fields: &UniversalContact,
+        email: Option<&Email>,
+    ) -> Result<Option<Contact>, StoreError> {
+        let (mut set, unset) = fields_doc(fields);
+        set.insert("updatedAt", DateTime::now());
+        if let Some(e) = email {
+            set.insert("email", e.as_str());
+            set.insert("activeEmail", e.as_str());
+        }
+        let mut update = doc! { "$set": set, "$inc": { "version": 1_i64 } };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        let res = self
+            .contacts
+            .find_one_and_update(
+                doc! { "_id": id.oid(), "deletedAt": { "$exists": false } },
+                update,
+            )
+            .return_document(ReturnDocument::After)
+            .await;
+        match res {
+            Ok(c) => Ok(c),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(
+                "email belongs to another contact".into(),
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context("applying CRM values").into()),
+        }
+    }
+
+    /// Records that the link mirrors the CRM record at `crm_updated_ms`, and
+    /// that the contact's `version` came from (or is already in) the CRM.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the record is linked to another contact.
+    pub async fn mark_inbound(
+        &self,
+        contact: ContactId,
+        provider: Provider,
+        external_id: &str,
+        version: i64,
+        crm_updated_ms: i64,
+    ) -> Result<(), StoreError> {
+        let now = DateTime::now();
+        let res = self
+            .links
+            .update_one(
+                doc! { "_id": format!("{contact}:{provider}") },
+                doc! {
+                    "$set": { "externalId": external_id, "updatedAt": now, "lastSyncedAt": now },
+                    "$max": { "syncedVersion": version, "pendingVersion": version, "crmUpdatedMs": crm_updated_ms },
+                    "$setOnInsert": { "contactId": contact.oid(), "provider": provider.as_str(), "attempts": 0_i64 },
+                },
+            )
+            .upsert(true)
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "{provider} record {external_id} is linked to another contact"
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("recording an inbound change")
+                    .into())
+            }
+        }
+        self.links
+            .update_one(
+                doc! { "_id": format!("{contact}:{provider}"), "pendingVersion": { "$lte": version } },
+                doc! { "$set": { "syncStatus": "synced", "lastError": null } },
+            )
+            .await
+            .context("marking a link synced")?;
+        Ok(())
+    }
+
+    /// Remembers webhook event keys; returns which of them are new. A key
+    /// seen before (a redelivery or a replay) is not new.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn record_events(&self, keys: &[String]) -> anyhow::Result<Vec<bool>> {
+        let mut fresh = Vec::with_capacity(keys.len());
+        for key in keys {
+            let res = self
+                .events
+                .insert_one(doc! { "_id": key, "at": DateTime::now() })
+                .await;
+            match res {
+                Ok(_) => fresh.push(true),
+                Err(e) if is_duplicate_key(&e) => fresh.push(false),
+                Err(e) => return Err(anyhow::Error::new(e).context("recording webhook events")),
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// The poll cursor of a provider (zero when it never polled).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn cursor(&self, provider: Provider) -> anyhow::Result<PollCursor> {
+        Ok(self
+            .cursors
+            .find_one(doc! { "_id": provider.as_str() })
+            .await
+            .context("reading a poll cursor")?
+            .unwrap_or_default())
+    }
+
+    /// Moves the poll cursor (after the page it covers was applied).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn save_cursor(
+        &self,
+        provider: Provider,
+        since_ms: i64,
+        boundary: &[String],
+        done: bool,
+    ) -> anyhow::Result<()> {
+        let mut set = doc! { "sinceMs": since_ms, "boundaryIds": boundary.to_vec(), "updatedAt": DateTime::now() };
+        if done {
+            set.insert("lastPollAt", DateTime::now());
+        }
+        self.cursors
+            .update_one(doc! { "_id": provider.as_str() }, doc! { "$set": set })
+            .upsert(true)
+            .await
+            .context("saving a poll cursor")?;
+        Ok(())
+    }
+
+    /// Contacts linked to a provider (for tests and operators).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn links_of_provider(&self, provider: Provider) -> anyhow::Result<Vec<Link>> {
+        self.links
+            .find(doc! { "provider": provider.as_str() })
+            .await
+            .context("listing links")?
+            .try_collect()
+            .await
+            .context("reading links")
+    }
+}
