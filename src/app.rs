@@ -125,14 +125,15 @@ pub async fn run_worker(
         cfg.job_timeout(),
     )?;
     let enqueuer = Enqueuer::new(queue.clone(), cfg.retry_attempts);
-    let outbound = Arc::new(Outbound::new(store.clone(), crm.clone(), queue.clone()));
     let inbound = Arc::new(InboundSync::new(
-        store,
-        crm,
+        store.clone(),
+        crm.clone(),
         enqueuer,
         cfg.providers.clone(),
         cfg.conflict_policy,
     ));
+    let outbound =
+        Arc::new(Outbound::new(store, crm, queue.clone()).with_conflicts(inbound.clone()));
     let name = cfg.worker_name();
     let runtime_config = |queue_name: &str| {
         let mut rc = RuntimeConfig::new(queue_name, name.clone());

@@ -26,7 +26,8 @@ pub enum ConflictPolicy {
 }
 
 impl ConflictPolicy {
-    fn name(self) -> &'static str {
+    /// The policy's name, as configured.
+    pub fn name(self) -> &'static str {
         match self {
             Self::CrmWins => "crm-wins",
             Self::AppWins => "app-wins",
@@ -75,7 +76,8 @@ pub struct InboundSync {
     pub(crate) crm: IntegrationApp,
     pub(crate) enqueuer: Enqueuer,
     pub(crate) providers: Vec<Provider>,
-    pub(crate) policy: ConflictPolicy,
+    /// Who wins a conflict.
+    pub policy: ConflictPolicy,
     pub(crate) leases: Queue,
 }
 
@@ -88,17 +90,18 @@ fn norm(v: &Option<String>) -> Option<&str> {
 }
 
 /// Whether the contact already holds the record's values (then the change
-/// is our own push coming back, or already applied).
+/// is our own push coming back, or already applied). A CRM record without a
+/// usable email does not change the contact's email.
 fn same_values(c: &Contact, f: &UniversalContact) -> bool {
-    norm(&c.first_name) == norm(&f.first_name)
-        && norm(&c.last_name) == norm(&f.last_name)
-        && norm(&c.phone) == norm(&f.primary_phone)
-        && norm(&c.company_name) == norm(&f.company_name)
-        && norm(&c.job_title) == norm(&f.job_title)
-        && f.primary_email
-            .as_deref()
-            .and_then(|e| Email::parse(e).ok())
-            .is_none_or(|e| e == c.email)
+    let mut f = f.clone();
+    if f.primary_email
+        .as_deref()
+        .and_then(|e| Email::parse(e).ok())
+        .is_none()
+    {
+        f.primary_email = Some(c.email.as_str().to_owned());
+    }
+    UniversalContact::from(c).same_values(&f)
 }
 
 const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -356,9 +359,17 @@ impl InboundSync {
         external_id: &str,
         crm_ms: i64,
     ) -> Result<(), JobError> {
+        let fields = UniversalContact::from(contact);
         match self
             .store
-            .mark_inbound(contact.id, provider, external_id, contact.version, crm_ms)
+            .mark_inbound(
+                contact.id,
+                provider,
+                external_id,
+                contact.version,
+                crm_ms,
+                &fields,
+            )
             .await
         {
             Ok(()) => Ok(()),

@@ -125,14 +125,16 @@ impl Store {
         external_id: &str,
         version: i64,
         crm_updated_ms: i64,
+        fields: &UniversalContact,
     ) -> Result<(), StoreError> {
         let now = DateTime::now();
+        let snapshot = bson::to_bson(fields).context("encoding synced fields")?;
         let res = self
             .links
             .update_one(
                 doc! { "_id": format!("{contact}:{provider}") },
                 doc! {
-                    "$set": { "externalId": external_id, "updatedAt": now, "lastSyncedAt": now },
+                    "$set": { "externalId": external_id, "updatedAt": now, "lastSyncedAt": now, "syncedFields": snapshot },
                     "$max": { "syncedVersion": version, "pendingVersion": version, "crmUpdatedMs": crm_updated_ms },
                     "$setOnInsert": { "contactId": contact.oid(), "provider": provider.as_str(), "attempts": 0_i64 },
                 },

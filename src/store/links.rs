@@ -41,6 +41,10 @@ pub struct Link {
     /// older inbound changes are ignored.
     #[serde(default)]
     pub crm_updated_ms: i64,
+    /// The contact values both sides held at the last sync: a CRM record
+    /// that differs from them was changed in the CRM since.
+    #[serde(default)]
+    pub synced_fields: Option<crate::sync::universal::UniversalContact>,
     /// The job that last touched the link.
     #[serde(default)]
     pub last_job_id: Option<String>,
@@ -166,9 +170,14 @@ impl Store {
         external_id: &str,
         version: i64,
         job_id: &str,
+        fields: Option<&crate::sync::universal::UniversalContact>,
     ) -> Result<(), StoreError> {
         let id = link_id(contact, provider);
         let now = DateTime::now();
+        let snapshot = match fields {
+            Some(f) => bson::to_bson(f).context("encoding synced fields")?,
+            None => bson::Bson::Null,
+        };
         let res = self
             .links
             .update_one(
@@ -179,6 +188,7 @@ impl Store {
                         "lastSyncedAt": now,
                         "updatedAt": now,
                         "lastJobId": job_id,
+                        "syncedFields": snapshot,
                     },
                     "$max": { "syncedVersion": version },
                     "$setOnInsert": {

@@ -3,6 +3,7 @@
 use bson::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
 use workers::{JobError, Queue};
@@ -10,7 +11,9 @@ use workers::{JobError, Queue};
 use super::universal::UniversalContact;
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::{ContactId, Provider, SyncStatus};
-use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
+use crate::inbound::record::CrmRecord;
+use crate::inbound::{ConflictPolicy, InboundSync};
+use crate::store::{Contact, Direction, Link, Store, StoreError, SyncLog};
 
 /// Queue of outbound pushes.
 pub const OUTBOUND_QUEUE: &str = "outbound-upsert";
@@ -49,6 +52,8 @@ pub struct Outbound {
     store: Store,
     crm: IntegrationApp,
     leases: Queue,
+    /// Applies CRM-side changes found before a push (conflicts).
+    inbound: Option<Arc<InboundSync>>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> JobError {
@@ -59,7 +64,19 @@ impl Outbound {
     /// A service over the store, the Integration.app client, and the Redis
     /// where pushes of one link take turns.
     pub fn new(store: Store, crm: IntegrationApp, leases: Queue) -> Self {
-        Self { store, crm, leases }
+        Self {
+            store,
+            crm,
+            leases,
+            inbound: None,
+        }
+    }
+
+    /// Checks for CRM-side changes before each update and settles conflicts
+    /// with `inbound`'s policy.
+    pub fn with_conflicts(mut self, inbound: Arc<InboundSync>) -> Self {
+        self.inbound = Some(inbound);
+        self
     }
 
     /// Runs one push.
@@ -123,6 +140,14 @@ impl Outbound {
             }
         }
 
+        if let (Some(ext), Some(l)) = (&known, &link) {
+            if contact.deleted_at.is_none()
+                && self.crm_changed_first(&contact, l, ext, job_id).await?
+            {
+                return Ok(());
+            }
+        }
+
         let (external_id, outcome) = if contact.deleted_at.is_some() {
             if let Some(ext) = &known {
                 match self
@@ -143,7 +168,14 @@ impl Outbound {
         if let Some(ext) = &external_id {
             match self
                 .store
-                .mark_synced(contact.id, provider, ext, contact.version, job_id)
+                .mark_synced(
+                    contact.id,
+                    provider,
+                    ext,
+                    contact.version,
+                    job_id,
+                    Some(&UniversalContact::from(&contact)),
+                )
                 .await
             {
                 Ok(()) => {}
@@ -169,6 +201,53 @@ impl Outbound {
             .map_err(store_err)?;
         tracing::info!(outcome, version = contact.version, "pushed");
         Ok(())
+    }
+
+    /// Conflict check before overwriting a CRM record: if the record no
+    /// longer holds the values of the last sync, it changed in the CRM too.
+    /// Unless the app's version wins by policy, the CRM's change is applied
+    /// through inbound sync (which logs the conflict) and nothing is pushed.
+    /// Returns whether that happened.
+    async fn crm_changed_first(
+        &self,
+        contact: &Contact,
+        link: &Link,
+        ext: &str,
+        job_id: &str,
+    ) -> Result<bool, JobError> {
+        let (Some(inbound), Some(snapshot)) = (&self.inbound, &link.synced_fields) else {
+            return Ok(false);
+        };
+        if inbound.policy == ConflictPolicy::AppWins {
+            return Ok(false);
+        }
+        let raw = match self
+            .crm
+            .run::<_, serde_json::Value>(link.provider, "get-contact", &json!({ "id": ext }))
+            .await
+        {
+            Ok(v) => v,
+            Err(CrmError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let record = CrmRecord::parse(&raw).map_err(JobError::permanent)?;
+        if !record.deleted && record.fields.same_values(snapshot) {
+            return Ok(false);
+        }
+        let crm_first = match inbound.policy {
+            ConflictPolicy::NewestWins => {
+                record.updated_ms >= contact.updated_at.timestamp_millis()
+            }
+            _ => true,
+        };
+        if !crm_first {
+            return Ok(false);
+        }
+        tracing::info!("the CRM record changed since the last sync; applying it first");
+        inbound
+            .apply(link.provider, ext, Some(record), job_id)
+            .await?;
+        Ok(true)
     }
 
     /// Updates the linked record, or finds-or-creates one by email.

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 pub const TOKEN: &str = "test-token";
 pub const WS_KEY: &str = "test-workspace";
 pub const WS_SECRET: &str = "test-secret";
+pub const HS_SECRET: &str = "test-hubspot-client-secret";
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6391".into())
@@ -118,6 +119,7 @@ impl TestApp {
                 "INTEGRATION_APP_CONFIG_DIR",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/integration-app").into(),
             ),
+            ("HUBSPOT_CLIENT_SECRET", HS_SECRET.into()),
             ("RETRY_BASE_MS", "50".into()),
             ("RATE_LIMIT_HUBSPOT", "1000".into()),
             ("RATE_LIMIT_PIPEDRIVE", "1000".into()),
@@ -290,6 +292,73 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    pub async fn sim_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/_sim{path}", self.sim));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("simulator reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends a HubSpot webhook batch signed with v1 and v3, as HubSpot does.
+    pub async fn hubspot_webhook(&self, events: &Value) -> (u16, Value) {
+        let body = events.to_string();
+        let ts = chrono_ms().to_string();
+        self.webhook_raw(
+            body.as_bytes(),
+            &signed_headers(HS_SECRET, &self.webhook_url(), body.as_bytes(), &ts),
+        )
+        .await
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("{}/api/integration/webhook/hubspot", self.api)
+    }
+
+    pub async fn webhook_raw(&self, body: &[u8], headers: &[(String, String)]) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(self.webhook_url())
+            .header("Content-Type", "application/json")
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req.send().await.expect("api reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Live local contacts.
+    pub async fn contacts(&self) -> Vec<Value> {
+        let (status, body) = self
+            .call(reqwest::Method::GET, "/api/contacts?perPage=200", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn contact_by_email(&self, email: &str) -> Option<Value> {
+        self.contacts()
+            .await
+            .into_iter()
+            .find(|c| c["email"] == email)
+    }
+
     pub async fn set_faults(&self, faults: Value) {
         let r = self
             .http
@@ -316,4 +385,37 @@ pub fn record_email(connection: &str, r: &Value) -> Option<String> {
         "hubspot" => r["properties"]["email"].as_str().map(str::to_owned),
         _ => r["emails"][0]["value"].as_str().map(str::to_owned),
     }
+}
+
+pub fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// v1 and v3 signature headers for a POST of `body` to `uri`.
+pub fn signed_headers(secret: &str, uri: &str, body: &[u8], ts: &str) -> Vec<(String, String)> {
+    use sha2::Digest;
+    let mut v1 = sha2::Sha256::new();
+    v1.update(secret.as_bytes());
+    v1.update(body);
+    vec![
+        ("X-HubSpot-Signature-Version".into(), "v1".into()),
+        ("X-HubSpot-Signature".into(), hex::encode(v1.finalize())),
+        (
+            "X-HubSpot-Signature-v3".into(),
+            contact_sync::inbound::signature::sign_v3(secret, "POST", uri, body, ts),
+        ),
+        ("X-HubSpot-Request-Timestamp".into(), ts.into()),
+    ]
+}
+
+/// One HubSpot event.
+pub fn hs_event(event_id: u64, kind: &str, object_id: &str, source: &str) -> Value {
+    json!({
+        "eventId": event_id, "subscriptionId": 1, "portalId": 62515, "appId": 54321,
+        "occurredAt": chrono_ms(), "subscriptionType": kind, "attemptNumber": 0,
+        "objectId": object_id.parse::<u64>().unwrap_or(0), "changeSource": source,
+    })
 }

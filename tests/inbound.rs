@@ -1,0 +1,466 @@
+//! Inbound sync: HubSpot webhooks, Pipedrive polling, conflicts, echoes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, hs_event, signed_headers, Options, TestApp, HS_SECRET};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn hubspot_record(app: &TestApp, email: &str, first: &str) -> String {
+    let (status, rec) = app
+        .sim_send(
+            Method::POST,
+            "/hubspot/records",
+            Some(json!({ "properties": { "email": email, "firstname": first } })),
+        )
+        .await;
+    assert_eq!(status, 201, "{rec}");
+    rec["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| rec["id"].to_string())
+}
+
+async fn wait_contact(
+    app: &TestApp,
+    email: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(Duration::from_secs(5), what, || async {
+        app.contact_by_email(email).await.filter(|c| check(c))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn signatures_are_checked_and_nothing_is_queued_for_a_bad_request() {
+    let app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let url = app.webhook_url();
+    let body = json!([hs_event(1, "contact.propertyChange", "901", "CRM_UI")]).to_string();
+    let now = common::chrono_ms();
+    let good = signed_headers(HS_SECRET, &url, body.as_bytes(), &now.to_string());
+    let only = |names: &[&str], h: &[(String, String)]| -> Vec<(String, String)> {
+        h.iter()
+            .filter(|(k, _)| names.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    };
+    let v3 = only(
+        &["X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp"],
+        &good,
+    );
+    let v1 = only(&["X-HubSpot-Signature-v3", "X-HubSpot-Signature"], &good)
+        .into_iter()
+        .filter(|(k, _)| k == "X-HubSpot-Signature")
+        .collect::<Vec<_>>();
+    let mut changed = body.clone().into_bytes();
+    let last = changed.len() - 2;
+    changed[last] = b'9';
+    let old_ts = (now - 6 * 60 * 1000).to_string();
+    let old = signed_headers(HS_SECRET, &url, body.as_bytes(), &old_ts);
+    let wrong_secret = signed_headers("not-the-secret", &url, body.as_bytes(), &now.to_string());
+    let bad_json = b"[{\"eventId\": ".to_vec();
+    let bad_json_sig = signed_headers(HS_SECRET, &url, &bad_json, &now.to_string());
+    let wrong_sig = vec![
+        (
+            "X-HubSpot-Signature-v3".to_string(),
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string(),
+        ),
+        ("X-HubSpot-Request-Timestamp".to_string(), now.to_string()),
+    ];
+    let cases: Vec<(&[u8], Vec<(String, String)>, u16, &str)> = vec![
+        (
+            changed.as_slice(),
+            v3.clone(),
+            401,
+            "body changed by one byte (v3)",
+        ),
+        (
+            changed.as_slice(),
+            v1.clone(),
+            401,
+            "body changed by one byte (v1)",
+        ),
+        (
+            body.as_bytes(),
+            only(
+                &["X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp"],
+                &old,
+            ),
+            401,
+            "timestamp 6 minutes old",
+        ),
+        (body.as_bytes(), vec![], 401, "no signature header"),
+        (
+            body.as_bytes(),
+            only(&["X-HubSpot-Signature-v3"], &good),
+            401,
+            "v3 without timestamp",
+        ),
+        (
+            body.as_bytes(),
+            wrong_secret.clone(),
+            401,
+            "signed with a wrong secret",
+        ),
+        (body.as_bytes(), wrong_sig, 401, "wrong signature"),
+        (
+            bad_json.as_slice(),
+            bad_json_sig,
+            400,
+            "malformed JSON, valid signature",
+        ),
+    ];
+    for (b, headers, want, why) in cases {
+        let (status, resp) = app.webhook_raw(b, &headers).await;
+        assert_eq!(status, want, "{why}: {resp}");
+        assert!(resp["error"].is_string(), "{why}: JSON error: {resp}");
+    }
+    let q = app.queue().await;
+    assert_eq!(
+        q.counts("inbound-change").await.unwrap().pending,
+        0,
+        "nothing queued for refused requests"
+    );
+
+    // v3 alone and v1 alone are accepted; the second delivery of the same
+    // events (HubSpot retries, or a replayed v1 request) queues nothing new
+    let (status, resp) = app.webhook_raw(body.as_bytes(), &v3).await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(q.counts("inbound-change").await.unwrap().pending, 1);
+    let (status, resp) = app.webhook_raw(body.as_bytes(), &v1).await;
+    assert_eq!(status, 200, "replayed v1: {resp}");
+    assert_eq!(
+        q.counts("inbound-change").await.unwrap().pending,
+        1,
+        "no duplicate work"
+    );
+}
+
+#[tokio::test]
+async fn hubspot_published_v1_vector_is_accepted() {
+    let app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env(
+            "HUBSPOT_CLIENT_SECRET",
+            "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy",
+        ),
+    )
+    .await;
+    let body = r#"[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM","changeFlag":"NEW","appId":54321}]"#;
+    let headers = vec![
+        (
+            "X-HubSpot-Signature".to_string(),
+            "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de".to_string(),
+        ),
+        ("X-HubSpot-Signature-Version".to_string(), "v1".to_string()),
+    ];
+    let (status, resp) = app.webhook_raw(body.as_bytes(), &headers).await;
+    assert_eq!(status, 200, "{resp}");
+    let job = app.queue().await.counts("inbound-change").await.unwrap();
+    assert_eq!(job.pending, 1);
+}
+
+#[tokio::test]
+async fn a_contact_created_in_hubspot_appears_locally_and_reaches_pipedrive_once() {
+    let app = TestApp::spawn().await;
+    let id = hubspot_record(&app, "hs.new@example.com", "Hana").await;
+    let started = std::time::Instant::now();
+    let (status, _) = app
+        .hubspot_webhook(&json!([hs_event(10, "contact.creation", &id, "CRM_UI")]))
+        .await;
+    assert_eq!(status, 200);
+    let c = wait_contact(&app, "hs.new@example.com", "imported contact", |c| {
+        c["firstName"] == "Hana"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "within 2 s: {:?}",
+        started.elapsed()
+    );
+    let cid = c["id"].as_str().unwrap().to_owned();
+    app.wait_link(&cid, "pipedrive", "synced", Duration::from_secs(3))
+        .await;
+    let hs = app.link(&cid, "hubspot").await.unwrap();
+    assert_eq!(hs["externalId"], id.as_str(), "{hs}");
+    assert_eq!(app.records("pipedrive").await.len(), 1);
+    assert_eq!(
+        app.calls("pipedrive", "upsert-contact").await.len(),
+        1,
+        "pushed to the other CRM once"
+    );
+    let writes = app.calls("hubspot", "upsert-contact").await.len()
+        + app.calls("hubspot", "update-contact").await.len();
+    assert_eq!(writes, 0, "not pushed back to where it came from");
+
+    // a deletion in HubSpot deletes locally, and in Pipedrive
+    let (status, _) = app
+        .sim_send(Method::DELETE, &format!("/hubspot/records/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    app.hubspot_webhook(&json!([hs_event(11, "contact.deletion", &id, "CRM_UI")]))
+        .await;
+    eventually(Duration::from_secs(5), "deleted locally", || async {
+        app.contact_by_email("hs.new@example.com")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(5), "deleted in pipedrive", || async {
+        app.records("pipedrive").await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn our_own_push_coming_back_as_a_webhook_is_not_pushed_again() {
+    let app = TestApp::spawn().await;
+    let cid = app.create_ok("echo@example.com").await;
+    let link = app
+        .wait_link(&cid, "hubspot", "synced", Duration::from_secs(3))
+        .await;
+    app.wait_link(&cid, "pipedrive", "synced", Duration::from_secs(3))
+        .await;
+    let ext = link["externalId"].as_str().unwrap().to_owned();
+    let before: usize = futures_count(&app).await;
+    // HubSpot reports the change our push made (changeSource INTEGRATION)
+    app.hubspot_webhook(&json!([hs_event(
+        20,
+        "contact.creation",
+        &ext,
+        "INTEGRATION"
+    )]))
+    .await;
+    let q = app.queue().await;
+    q.wait_idle("inbound-change", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("applied");
+    q.wait_idle("outbound-upsert", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("drained");
+    assert_eq!(
+        futures_count(&app).await,
+        before,
+        "no second outbound push to either CRM"
+    );
+    let (_, c) = app.contact(&cid).await;
+    assert_eq!(c["version"], 1, "the echo changed nothing locally: {c}");
+}
+
+async fn futures_count(app: &TestApp) -> usize {
+    let mut n = 0;
+    for conn in ["hubspot", "pipedrive"] {
+        for action in ["upsert-contact", "update-contact", "delete-contact"] {
+            n += app.calls(conn, action).await.len();
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn five_deliveries_and_out_of_order_events_leave_one_in_order_state() {
+    let app = TestApp::spawn().await;
+    let id = hubspot_record(&app, "dup@example.com", "First").await;
+    let (status, _) = app
+        .sim_send(
+            Method::PATCH,
+            &format!("/hubspot/records/{id}"),
+            Some(json!({ "properties": { "firstname": "Second" } })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // the newer event first, then the older one, each delivered five times
+    let newer = json!([hs_event(31, "contact.propertyChange", &id, "CRM_UI")]);
+    let older = json!([hs_event(30, "contact.creation", &id, "CRM_UI")]);
+    for _ in 0..5 {
+        assert_eq!(app.hubspot_webhook(&newer).await.0, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(app.hubspot_webhook(&older).await.0, 200);
+    }
+    let q = app.queue().await;
+    q.wait_idle("inbound-change", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("applied");
+    q.wait_idle("outbound-upsert", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("drained");
+    let matches: Vec<Value> = app
+        .contacts()
+        .await
+        .into_iter()
+        .filter(|c| c["email"] == "dup@example.com")
+        .collect();
+    assert_eq!(matches.len(), 1, "one contact");
+    assert_eq!(matches[0]["firstName"], "Second", "the newest state");
+    assert_eq!(app.records("pipedrive").await.len(), 1);
+    assert_eq!(
+        app.calls("pipedrive", "upsert-contact").await.len(),
+        1,
+        "one push to the other CRM"
+    );
+}
+
+#[tokio::test]
+async fn pipedrive_changes_arrive_by_polling() {
+    let app = TestApp::spawn().await;
+    let (status, rec) = app
+        .sim_send(
+            Method::POST,
+            "/pipedrive/records",
+            Some(json!({ "first_name": "Piper", "last_name": "Drive", "emails": [{ "value": "piper@example.com", "primary": true, "label": "work" }] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{rec}");
+    let pid = rec["id"].to_string();
+    let poll = || async {
+        let (status, body) = app
+            .call(Method::POST, "/api/providers/pipedrive/poll", None)
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let q = app.queue().await;
+        q.wait_idle("provider-poll", Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("polled");
+    };
+    poll().await;
+    let c = wait_contact(&app, "piper@example.com", "imported by poll", |c| {
+        c["lastName"] == "Drive"
+    })
+    .await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    app.wait_link(&cid, "hubspot", "synced", Duration::from_secs(3))
+        .await;
+
+    app.sim_send(
+        Method::PATCH,
+        &format!("/pipedrive/records/{pid}"),
+        Some(json!({ "last_name": "Polled" })),
+    )
+    .await;
+    poll().await;
+    wait_contact(&app, "piper@example.com", "changed by poll", |c| {
+        c["lastName"] == "Polled"
+    })
+    .await;
+
+    // a poll with nothing new changes nothing (the inclusive bound is de-duplicated)
+    let before = futures_count(&app).await;
+    poll().await;
+    let (_, c) = app.contact(&cid).await;
+    let version = c["version"].clone();
+    poll().await;
+    assert_eq!(app.contact(&cid).await.1["version"], version);
+    app.queue()
+        .await
+        .wait_idle("outbound-upsert", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        futures_count(&app).await <= before + 1,
+        "no repeated pushes"
+    );
+
+    app.sim_send(Method::DELETE, &format!("/pipedrive/records/{pid}"), None)
+        .await;
+    poll().await;
+    eventually(Duration::from_secs(5), "deleted by poll", || async {
+        app.contact_by_email("piper@example.com")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_conflict_keeps_hubspots_version_under_crm_wins() {
+    let mut app = TestApp::spawn().await;
+    let cid = app.create_ok("conflict@example.com").await;
+    let link = app
+        .wait_link(&cid, "hubspot", "synced", Duration::from_secs(3))
+        .await;
+    app.wait_link(&cid, "pipedrive", "synced", Duration::from_secs(3))
+        .await;
+    let ext = link["externalId"].as_str().unwrap().to_owned();
+
+    // both sides change before either syncs
+    app.kill_worker(0);
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/contacts/{cid}"),
+            Some(json!({ "jobTitle": "From the app" })),
+        )
+        .await;
+    assert_eq!(status, 202);
+    app.sim_send(
+        Method::PATCH,
+        &format!("/hubspot/records/{ext}"),
+        Some(json!({ "properties": { "jobtitle": "From HubSpot" } })),
+    )
+    .await;
+    app.hubspot_webhook(&json!([hs_event(
+        40,
+        "contact.propertyChange",
+        &ext,
+        "CRM_UI"
+    )]))
+    .await;
+    app.add_worker();
+
+    eventually(
+        Duration::from_secs(10),
+        "HubSpot's value locally",
+        || async {
+            let (_, c) = app.contact(&cid).await;
+            (c["jobTitle"] == "From HubSpot").then_some(())
+        },
+    )
+    .await;
+    let q = app.queue().await;
+    q.wait_idle("inbound-change", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("applied");
+    q.wait_idle("outbound-upsert", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("drained");
+    let rec = app.sim_get(&format!("/hubspot/records/{ext}")).await;
+    assert_eq!(
+        rec["properties"]["jobtitle"], "From HubSpot",
+        "HubSpot keeps its value: {rec}"
+    );
+    let pd = app.records("pipedrive").await;
+    assert_eq!(
+        pd[0]["job_title"], "From HubSpot",
+        "the winner reaches the other CRM: {pd:?}"
+    );
+    let (_, logs) = app
+        .call(Method::GET, &format!("/api/contacts/{cid}/sync-logs"), None)
+        .await;
+    assert!(
+        logs.as_array().unwrap().iter().any(|l| l["conflict"]
+            .as_str()
+            .is_some_and(|c| c.contains("crm-wins") && c.contains("hubspot"))),
+        "the sync log says which side won: {logs}"
+    );
+}
