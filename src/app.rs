@@ -13,6 +13,7 @@ use workers::{Backoff, Queue, RateLimiter, Runtime, RuntimeConfig};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
+use crate::domain::Provider;
 use crate::inbound::{InboundSync, INBOUND_QUEUE, POLL_QUEUE};
 use crate::jobs::{inbound_service, outbound_service, poll_service, Enqueuer, OutboundDeadLetter};
 use crate::store::Store;
@@ -73,6 +74,10 @@ pub async fn run_api(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = cfg.require_api_token()?;
+    let tokens = api::auth::Tokens::new(
+        std::iter::once(token.as_str()).chain(cfg.operator_tokens.iter().map(String::as_str)),
+        cfg.viewer_tokens.iter().map(String::as_str),
+    );
     let hooks = api::Integration {
         webhook: crate::inbound::webhook::WebhookSettings {
             client_secret: cfg.hubspot_client_secret.clone(),
@@ -87,12 +92,16 @@ pub async fn run_api(
         store: connect_store(cfg).await?,
         enqueuer: Enqueuer::new(connect_queue(cfg).await?, cfg.retry_attempts),
         providers: cfg.providers.clone(),
+        rate_limits: Provider::ALL
+            .iter()
+            .map(|&p| (p, cfg.rate_limit(p)))
+            .collect(),
     };
     let acceptor = TcpAcceptor::from_tokio(tokio::net::TcpListener::from_std(listener)?)?;
     tracing::info!(addr = ?acceptor.local_addr(), "api listening");
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
-            api::app(state, token, hooks),
+            api::app(state, tokens, hooks),
             shutdown,
             Some(Duration::from_secs(10)),
         )

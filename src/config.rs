@@ -54,6 +54,24 @@ pub struct Config {
     /// Bearer token required on /api/* (the api refuses to start without it).
     #[arg(long, env = "API_TOKEN", global = true, hide_env_values = true)]
     pub api_token: Option<String>,
+    /// More operator tokens (read and change), comma-separated.
+    #[arg(
+        long,
+        env = "OPERATOR_TOKENS",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
+    pub operator_tokens: Vec<String>,
+    /// Read-only tokens, comma-separated.
+    #[arg(
+        long,
+        env = "VIEWER_TOKENS",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
+    pub viewer_tokens: Vec<String>,
     /// Base URL of Integration.app (or of the simulator).
     #[arg(
         long,

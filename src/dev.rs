@@ -43,6 +43,8 @@ fn simulator_config(cfg: &Config) -> anyhow::Result<simulator::SimulatorConfig> 
         workspace_key: key,
         workspace_secret: secret,
         config_dir: cfg.integration_app_config_dir.clone(),
+        webhooks: None,
+        events: None,
     })
 }
 

@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
-use super::auth::ApiAuth;
+use super::auth::{ApiAuth, ViewerAuth};
 use super::errors::{fail_into, ErrorBody, Fail};
 use super::text::Text;
 use super::views::{ContactView, LinkView, SyncLogView};
@@ -251,7 +251,7 @@ impl ContactsApi {
     async fn get(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        _auth: ViewerAuth,
         id: Path<String>,
     ) -> GetResponse {
         let res = async {
@@ -278,7 +278,7 @@ impl ContactsApi {
     async fn list(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        _auth: ViewerAuth,
         /// Page number, from 1.
         #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
         page: Query<Option<u32>>,
@@ -373,7 +373,7 @@ impl ContactsApi {
     async fn sync_logs(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        _auth: ViewerAuth,
         id: Path<String>,
     ) -> LogsResponse {
         let res = async {

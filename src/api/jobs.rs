@@ -4,7 +4,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::auth::ApiAuth;
+use super::auth::{ApiAuth, ViewerAuth};
 use super::errors::{fail_into, ErrorBody, Fail};
 use super::ApiState;
 use crate::domain::Provider;
@@ -12,7 +12,7 @@ use crate::inbound::{INBOUND_QUEUE, POLL_QUEUE};
 use crate::sync::{OutboundUpsert, OUTBOUND_QUEUE};
 
 /// Queues this api knows.
-const QUEUES: [&str; 3] = [OUTBOUND_QUEUE, INBOUND_QUEUE, POLL_QUEUE];
+pub(super) const QUEUES: [&str; 3] = [OUTBOUND_QUEUE, INBOUND_QUEUE, POLL_QUEUE];
 
 /// One failed attempt.
 #[derive(Debug, Object)]
@@ -113,6 +113,27 @@ fail_into!(PollResponse {
 });
 
 #[derive(ApiResponse)]
+enum DiscardResponse {
+    /// Removed.
+    #[oai(status = 200)]
+    Ok(Json<super::ops::Count>),
+    /// No such job.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The job is running.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Redis is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(DiscardResponse {
+    NotFound,
+    Conflict,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
 enum JobResponse {
     /// The job.
     #[oai(status = 200)]
@@ -184,7 +205,7 @@ fail_into!(DeadResponse {
     Unavailable
 });
 
-fn known_queue(q: &str) -> Result<&'static str, Fail> {
+pub(super) fn known_queue(q: &str) -> Result<&'static str, Fail> {
     QUEUES
         .iter()
         .find(|k| **k == q)
@@ -192,7 +213,7 @@ fn known_queue(q: &str) -> Result<&'static str, Fail> {
         .ok_or_else(|| Fail::not_found(format!("no queue {q:?} (known: {})", QUEUES.join(", "))))
 }
 
-fn view(job: workers::JobInfo, attempts: Vec<workers::AttemptRecord>) -> JobView {
+pub(super) fn view(job: workers::JobInfo, attempts: Vec<workers::AttemptRecord>) -> JobView {
     JobView {
         state: serde_json::to_value(job.state)
             .ok()
@@ -230,7 +251,7 @@ impl JobsApi {
     async fn job(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        _auth: ViewerAuth,
         id: Path<String>,
     ) -> JobResponse {
         let res = async {
@@ -242,6 +263,34 @@ impl JobsApi {
                 .ok_or_else(|| Fail::not_found(format!("no job {:?}", id.0)))?;
             let attempts = q.attempts(&id.0).await.map_err(Fail::unavailable)?;
             Ok::<_, Fail>(JobResponse::Ok(Json(view(job, attempts))))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Discard one job that is not running.
+    #[oai(path = "/jobs/:id", method = "delete")]
+    async fn discard(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> DiscardResponse {
+        let res = async {
+            match state
+                .enqueuer
+                .queue()
+                .discard_job(&id.0)
+                .await
+                .map_err(Fail::unavailable)?
+            {
+                workers::Discard::Removed => {
+                    Ok(DiscardResponse::Ok(Json(super::ops::Count { count: 1 })))
+                }
+                workers::Discard::Unknown => Err(Fail::not_found(format!("no job {:?}", id.0))),
+                workers::Discard::Running => {
+                    Err(Fail::conflict(format!("job {} is running", id.0)))
+                }
+            }
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -313,7 +362,7 @@ impl JobsApi {
     async fn stats(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        _auth: ViewerAuth,
         queue: Path<String>,
     ) -> StatsResponse {
         let res = async {
@@ -343,7 +392,7 @@ impl JobsApi {
     async fn dead(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        _auth: ViewerAuth,
         queue: Path<String>,
         /// Jobs to skip.
         #[oai(validator(maximum(value = "1000000")))]

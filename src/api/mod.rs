@@ -5,6 +5,7 @@ pub mod auth;
 mod contacts;
 pub mod errors;
 mod jobs;
+mod ops;
 mod text;
 mod views;
 
@@ -18,7 +19,7 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::domain::Provider;
 use crate::jobs::Enqueuer;
 use crate::store::Store;
-use auth::ApiToken;
+use auth::Tokens;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub enqueuer: Enqueuer,
     /// CRMs every contact is synced to.
     pub providers: Vec<Provider>,
+    /// Pool-wide calls per second allowed per CRM (shown to operators).
+    pub rate_limits: std::collections::HashMap<Provider, u32>,
 }
 
 #[derive(Tags)]
@@ -43,6 +46,8 @@ enum Tag {
     Contacts,
     /// Sync jobs and queues.
     Jobs,
+    /// Operators: queues, workers, links, sync logs, connections.
+    Operators,
 }
 
 /// Settings of the endpoints CRMs and Integration.app call.
@@ -55,9 +60,9 @@ pub struct Integration {
 }
 
 /// The whole HTTP app.
-pub fn app(state: ApiState, token: String, hooks: Integration) -> impl poem::Endpoint {
+pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::Endpoint {
     let api = OpenApiService::new(
-        (contacts::ContactsApi, jobs::JobsApi),
+        (contacts::ContactsApi, jobs::JobsApi, ops::OpsApi),
         "contact-sync",
         env!("CARGO_PKG_VERSION"),
     )
@@ -80,7 +85,7 @@ pub fn app(state: ApiState, token: String, hooks: Integration) -> impl poem::End
         .nest("/api/docs", docs)
         .nest("/api", api)
         .data(state)
-        .data(ApiToken(token))
+        .data(tokens)
         .around(limit_body)
         .with(Tracing)
         .catch_all_error(errors::json_error)

@@ -136,7 +136,7 @@ impl Store {
                 doc! {
                     "$set": { "externalId": external_id, "updatedAt": now, "lastSyncedAt": now, "syncedFields": snapshot },
                     "$max": { "syncedVersion": version, "pendingVersion": version, "crmUpdatedMs": crm_updated_ms },
-                    "$setOnInsert": { "contactId": contact.oid(), "provider": provider.as_str(), "attempts": 0_i64 },
+                    "$setOnInsert": { "contactId": contact.oid(), "provider": provider.as_str(), "attempts": 0_i64, "syncStatus": "pending" },
                 },
             )
             .upsert(true)

@@ -7,6 +7,7 @@ mod contacts;
 mod inbound;
 mod links;
 mod logs;
+mod ops;
 
 use anyhow::Context;
 use bson::{doc, Document};
@@ -17,6 +18,7 @@ pub use contacts::{Contact, ContactPatch, NewContact};
 pub use inbound::PollCursor;
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
+pub use ops::{LogFilter, ProviderHealth};
 
 /// A failure a caller reacts to.
 #[derive(Debug, thiserror::Error)]
