@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod inspect;
 mod keys;
 mod lease;
 mod queue;
@@ -9,6 +10,7 @@ mod retry;
 mod runtime;
 
 pub use error::{Error, JobError};
+pub use inspect::{Discard, Throughput, WorkerInfo};
 pub use lease::Lease;
 pub use queue::{AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
 pub use ratelimit::RateLimiter;

@@ -1,0 +1,257 @@
+//! Operator views and actions on the queues: jobs by state, live workers,
+//! throughput, purging, filtered revival. Listing reads a bounded page;
+//! nothing here scans without a limit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::queue::{chrono_ms, JobInfo, JobState, Queue};
+
+/// A worker of the pool, as it last reported.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerInfo {
+    /// Unique name.
+    pub name: String,
+    /// Queue it serves.
+    pub queue: String,
+    /// Host it runs on.
+    pub host: Option<String>,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// Jobs it may run at once.
+    pub concurrency: Option<u32>,
+    /// Last heartbeat, ms since the epoch.
+    pub last_heartbeat_ms: i64,
+    /// Jobs it holds now.
+    pub in_flight: u64,
+}
+
+/// What discarding a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Removed.
+    Removed,
+    /// No such job.
+    Unknown,
+    /// Running now; it cannot be removed under a worker's feet.
+    Running,
+}
+
+/// Throughput of a queue over the last minutes.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Throughput {
+    /// Minutes covered (the current one included).
+    pub minutes: u32,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts failed.
+    pub failed: u64,
+}
+
+impl Queue {
+    /// Jobs of a queue in one state, a page at a time (newest first for
+    /// done and dead, next-to-run first for pending and scheduled).
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<JobInfo>, Error> {
+        let mut conn = self.conn.clone();
+        let (start, stop) = (offset as isize, (offset + limit).saturating_sub(1) as isize);
+        let ids: Vec<String> = match state {
+            JobState::Pending => {
+                // claimed from the right: the next to run is the last element
+                let len: isize = conn.llen(self.keys.pending(queue)).await?;
+                let (a, b) = ((len - 1 - stop).max(0), len - 1 - start);
+                if b < 0 {
+                    Vec::new()
+                } else {
+                    let mut v: Vec<String> = conn.lrange(self.keys.pending(queue), a, b).await?;
+                    v.reverse();
+                    v
+                }
+            }
+            JobState::Scheduled => conn.zrange(self.keys.scheduled(queue), start, stop).await?,
+            JobState::Done => conn.zrevrange(self.keys.done(queue), start, stop).await?,
+            JobState::Dead => conn.zrevrange(self.keys.dead(queue), start, stop).await?,
+            JobState::Running => {
+                let mut all = Vec::new();
+                for w in self.worker_names(queue).await? {
+                    let ids: Vec<String> = conn.smembers(self.keys.running(queue, &w)).await?;
+                    all.extend(ids);
+                }
+                all.sort();
+                all.into_iter()
+                    .skip(offset as usize)
+                    .take(limit as usize)
+                    .collect()
+            }
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.job(&id).await? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn worker_names(&self, queue: &str) -> Result<Vec<String>, Error> {
+        let mut conn = self.conn.clone();
+        Ok(conn.zrange(self.keys.workers(queue), 0, -1).await?)
+    }
+
+    /// The workers of a queue with their last heartbeat and load.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn workers(&self, queue: &str) -> Result<Vec<WorkerInfo>, Error> {
+        let mut conn = self.conn.clone();
+        let beats: Vec<(String, f64)> = conn
+            .zrange_withscores(self.keys.workers(queue), 0, -1)
+            .await?;
+        let mut out = Vec::with_capacity(beats.len());
+        for (name, beat) in beats {
+            let info: HashMap<String, String> = conn.hgetall(self.keys.worker_info(&name)).await?;
+            let in_flight: u64 = conn.scard(self.keys.running(queue, &name)).await?;
+            out.push(WorkerInfo {
+                queue: queue.to_owned(),
+                host: info.get("host").cloned(),
+                pid: info.get("pid").and_then(|p| p.parse().ok()),
+                concurrency: info.get("concurrency").and_then(|p| p.parse().ok()),
+                last_heartbeat_ms: beat as i64,
+                in_flight,
+                name,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Completed jobs and failed attempts over the last `minutes` minutes.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn throughput(&self, queue: &str, minutes: u32) -> Result<Throughput, Error> {
+        let now_min = chrono_ms() / 60_000;
+        let mut fields = Vec::new();
+        for m in 0..i64::from(minutes.max(1)) {
+            fields.push(format!("completed:{}", now_min - m));
+            fields.push(format!("failed:{}", now_min - m));
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(self.keys.stats(queue))
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await?;
+        let mut t = Throughput {
+            minutes: minutes.max(1),
+            ..Throughput::default()
+        };
+        for (i, v) in values.into_iter().enumerate() {
+            if i % 2 == 0 {
+                t.completed += v.unwrap_or(0);
+            } else {
+                t.failed += v.unwrap_or(0);
+            }
+        }
+        Ok(t)
+    }
+
+    /// Age of the job that has waited longest in `pending`, if any.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn oldest_pending_age(&self, queue: &str) -> Result<Option<Duration>, Error> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = conn.lindex(self.keys.pending(queue), -1).await?;
+        let Some(id) = id else { return Ok(None) };
+        let created: Option<i64> = conn.hget(self.keys.job(&id), "updated").await?;
+        Ok(created.map(|c| Duration::from_millis((chrono_ms() - c).max(0) as u64)))
+    }
+
+    /// Removes a job that is not running.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn discard_job(&self, id: &str) -> Result<Discard, Error> {
+        match self.job(id).await? {
+            None => Ok(Discard::Unknown),
+            Some(j) if j.state == JobState::Running => Ok(Discard::Running),
+            Some(_) => Ok(if self.discard(id).await? {
+                Discard::Removed
+            } else {
+                Discard::Unknown
+            }),
+        }
+    }
+
+    /// Deletes finished jobs older than `age`; returns how many.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn purge_done(&self, queue: &str, age: Duration) -> Result<u64, Error> {
+        let cutoff = chrono_ms() - age.as_millis() as i64;
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrangebyscore(self.keys.done(queue), "-inf", cutoff)
+            .await?;
+        for chunk in ids.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.del(self.keys.job(id)).ignore();
+                pipe.del(self.keys.job_log(id)).ignore();
+                pipe.zrem(self.keys.done(queue), id).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        }
+        Ok(ids.len() as u64)
+    }
+
+    /// Revives the dead jobs of a queue whose last error contains `needle`
+    /// (all of them when `None`); returns how many moved.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn retry_dead_matching(
+        &self,
+        queue: &str,
+        needle: Option<&str>,
+    ) -> Result<u64, Error> {
+        let Some(needle) = needle.filter(|n| !n.is_empty()) else {
+            return self.retry_all_dead(queue).await;
+        };
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.zrange(self.keys.dead(queue), 0, -1).await?;
+        let mut matching = Vec::new();
+        for id in ids {
+            let err: Option<String> = conn.hget(self.keys.job(&id), "error").await?;
+            if err.is_some_and(|e| e.contains(needle)) {
+                matching.push(id);
+            }
+        }
+        self.retry_dead(queue, &matching).await
+    }
+
+    /// Grants used in the current window of a rate limiter.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn rate_limit_use(&self, key: &str, window: Duration) -> Result<u64, Error> {
+        let mut conn = self.conn.clone();
+        let now_us = chrono_ms() * 1000;
+        let from = now_us - window.as_micros() as i64;
+        Ok(conn.zcount(self.keys.rate_limit(key), from, "+inf").await?)
+    }
+}
