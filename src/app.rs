@@ -88,9 +88,11 @@ pub async fn run_api(
             workspace_secret: cfg.integration_app_workspace_secret.clone(),
         },
     };
+    let queue = connect_queue(cfg).await?;
     let state = ApiState {
         store: connect_store(cfg).await?,
-        enqueuer: Enqueuer::new(connect_queue(cfg).await?, cfg.retry_attempts),
+        metrics: workers::Metrics::new(&queue),
+        enqueuer: Enqueuer::new(queue, cfg.retry_attempts),
         providers: cfg.providers.clone(),
         rate_limits: Provider::ALL
             .iter()
@@ -126,13 +128,15 @@ pub async fn run_worker(
         pipedrive: cfg.rate_limit_pipedrive,
         window: Duration::from_millis(1100),
     };
+    let metrics = workers::Metrics::new(&queue);
     let crm = IntegrationApp::new(
         &cfg.integration_app_url,
         TokenMinter::new(&key, &secret, &cfg.integration_app_customer_id),
         Some(limits),
         // a CRM call may take no longer than one job attempt
         cfg.job_timeout(),
-    )?;
+    )?
+    .with_metrics(metrics.clone());
     let enqueuer = Enqueuer::new(queue.clone(), cfg.retry_attempts);
     let inbound = Arc::new(InboundSync::new(
         store.clone(),
@@ -179,6 +183,7 @@ pub async fn run_worker(
             outbound_service(outbound.clone()),
         )
         .on_dead(Arc::new(OutboundDeadLetter(outbound)))
+        .metrics(metrics.clone())
         .run(stopped()),
     );
     runtimes.spawn(
@@ -187,9 +192,14 @@ pub async fn run_worker(
             runtime_config(INBOUND_QUEUE),
             inbound_service(inbound.clone()),
         )
+        .metrics(metrics.clone())
         .run(stopped()),
     );
-    runtimes.spawn(Runtime::new(queue, poll_config, poll_service(inbound)).run(stopped()));
+    runtimes.spawn(
+        Runtime::new(queue, poll_config, poll_service(inbound))
+            .metrics(metrics.clone())
+            .run(stopped()),
+    );
     tokio::pin!(shutdown);
     let mut result = Ok(());
     tokio::select! {
@@ -199,6 +209,7 @@ pub async fn run_worker(
         }
     }
     let _ = stop_tx.send(true);
+    let _ = metrics.flush().await;
     while let Some(r) = runtimes.join_next().await {
         if let Err(e) = r
             .map_err(anyhow::Error::from)

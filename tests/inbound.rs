@@ -8,6 +8,9 @@ use common::{eventually, hs_event, signed_headers, Options, TestApp, HS_SECRET};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// body, headers, expected status, why
+type Case<'a> = (&'a [u8], Vec<(String, String)>, u16, &'a str);
+
 async fn hubspot_record(app: &TestApp, email: &str, first: &str) -> String {
     let (status, rec) = app
         .sim_send(
@@ -75,7 +78,7 @@ async fn signatures_are_checked_and_nothing_is_queued_for_a_bad_request() {
         ),
         ("X-HubSpot-Request-Timestamp".to_string(), now.to_string()),
     ];
-    let cases: Vec<(&[u8], Vec<(String, String)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             changed.as_slice(),
             v3.clone(),

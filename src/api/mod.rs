@@ -5,6 +5,7 @@ pub mod auth;
 mod contacts;
 pub mod errors;
 mod jobs;
+mod metrics;
 mod ops;
 mod text;
 mod views;
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub enqueuer: Enqueuer,
     /// CRMs every contact is synced to.
     pub providers: Vec<Provider>,
+    /// Pool-wide metrics.
+    pub metrics: workers::Metrics,
     /// Pool-wide calls per second allowed per CRM (shown to operators).
     pub rate_limits: std::collections::HashMap<Provider, u32>,
 }
@@ -73,6 +76,7 @@ pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::En
     Route::new()
         .at("/healthz", healthz)
         .at("/readyz", readyz.data(health_state))
+        .at("/metrics", poem::get(metrics::metrics))
         .at(
             "/api/integration/webhook/hubspot",
             poem::post(crate::inbound::webhook::hubspot_webhook).data(hooks.webhook),

@@ -391,6 +391,7 @@ impl OpsApi {
 
     /// Links, `error` first.
     #[oai(path = "/links", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per query parameter
     async fn links(
         &self,
         state: poem::web::Data<&ApiState>,
@@ -488,6 +489,7 @@ impl OpsApi {
 
     /// Sync log entries, newest first.
     #[oai(path = "/sync-logs", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per query parameter
     async fn sync_logs(
         &self,
         state: poem::web::Data<&ApiState>,

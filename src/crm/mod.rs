@@ -87,6 +87,7 @@ pub struct IntegrationApp {
     base: Arc<str>,
     tokens: Arc<TokenMinter>,
     limits: Option<CrmLimits>,
+    metrics: Option<workers::Metrics>,
 }
 
 impl IntegrationApp {
@@ -110,7 +111,27 @@ impl IntegrationApp {
             base: base_url.trim_end_matches('/').into(),
             tokens: Arc::new(tokens),
             limits,
+            metrics: None,
         })
+    }
+
+    /// Counts calls by provider, action and status, and rate-limit waits.
+    pub fn with_metrics(mut self, metrics: workers::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, provider: Provider, action: &str, status: &str) {
+        if let Some(m) = &self.metrics {
+            m.inc(
+                "crm_calls_total",
+                &[
+                    ("provider", provider.as_str()),
+                    ("action", action),
+                    ("status", status),
+                ],
+            );
+        }
     }
 
     /// Runs `action` on the provider's connection with `input` as the body.
@@ -134,6 +155,14 @@ impl IntegrationApp {
                 .await
                 .map_err(|e| CrmError::Transient(format!("rate limiter unavailable: {e}")))?;
             if !waited.is_zero() {
+                if let Some(m) = &self.metrics {
+                    m.inc("rate_limit_waits_total", &[("provider", provider.as_str())]);
+                    m.observe(
+                        "rate_limit_wait_seconds",
+                        &[("provider", provider.as_str())],
+                        waited.as_secs_f64(),
+                    );
+                }
                 tracing::debug!(%provider, waited_ms = waited.as_millis() as u64, "waited for the rate limit");
             }
         }
@@ -148,8 +177,12 @@ impl IntegrationApp {
             .json(input)
             .send()
             .await
-            .map_err(|e| CrmError::Transient(format!("{action} on {provider}: {e}")))?;
+            .map_err(|e| {
+                self.count(provider, action, "network_error");
+                CrmError::Transient(format!("{action} on {provider}: {e}"))
+            })?;
         let status = resp.status();
+        self.count(provider, action, status.as_str());
         if status.is_success() {
             let body: RunResponse<O> = resp.json().await.map_err(|e| {
                 CrmError::Permanent(format!("{action} on {provider}: unexpected response: {e}"))

@@ -50,6 +50,17 @@ pub async fn integration_events(
     state: Data<&ApiState>,
     settings: Data<&EventSettings>,
 ) -> Response {
+    let resp = handle(req, body, &state, &settings).await;
+    super::webhook::count(&state, "integration-app", resp.status());
+    resp
+}
+
+async fn handle(
+    req: &Request,
+    body: poem::Body,
+    state: &ApiState,
+    settings: &EventSettings,
+) -> Response {
     let (Some(key), Some(secret)) = (&settings.workspace_key, &settings.workspace_secret) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -85,6 +85,17 @@ pub async fn hubspot_webhook(
     state: Data<&ApiState>,
     settings: Data<&WebhookSettings>,
 ) -> Response {
+    let resp = handle(req, body, &state, &settings).await;
+    count(&state, "hubspot", resp.status());
+    resp
+}
+
+async fn handle(
+    req: &Request,
+    body: Body,
+    state: &ApiState,
+    settings: &WebhookSettings,
+) -> Response {
     let Some(secret) = settings.client_secret.as_deref() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +141,7 @@ pub async fn hubspot_webhook(
             format!("at most {MAX_EVENTS} events per request"),
         );
     }
-    match accept(&state, &events).await {
+    match accept(state, &events).await {
         Ok(jobs) => Json(json!({ "accepted": events.len(), "jobs": jobs })).into_response(),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "queueing webhook events failed");
@@ -193,4 +204,18 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
         state.enqueuer.inbound(&job).await?;
     }
     Ok(n)
+}
+
+/// Counts a webhook request by its result.
+pub(crate) fn count(state: &ApiState, source: &str, status: StatusCode) {
+    let result = match status.as_u16() {
+        200..=299 => "accepted",
+        401 => "invalid_signature",
+        400..=499 => "bad_request",
+        _ => "unavailable",
+    };
+    state.metrics.inc(
+        "webhook_requests_total",
+        &[("source", source), ("result", result)],
+    );
 }

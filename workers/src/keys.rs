@@ -62,6 +62,10 @@ impl Keys {
         format!("{}:worker:{worker}", self.ns)
     }
 
+    pub(crate) fn metrics(&self) -> String {
+        format!("{}:metrics", self.ns)
+    }
+
     pub(crate) fn once(&self, key: &str) -> String {
         format!("{}:once:{key}", self.ns)
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::error::JobError;
+use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::runtime::Job;
 
@@ -51,6 +52,7 @@ pub struct RetryPolicy {
     pub(crate) backoff: Backoff,
     pub(crate) max_inline_wait: Duration,
     pub(crate) queue: Queue,
+    pub(crate) metrics: Option<Metrics>,
 }
 
 impl tower::retry::Policy<Job, (), JobError> for RetryPolicy {
@@ -67,6 +69,9 @@ impl tower::retry::Policy<Job, (), JobError> for RetryPolicy {
         }
         let record = job.failure_record(err);
         job.next_attempt(delay);
+        if let Some(m) = &self.metrics {
+            m.inc("job_retries_total", &[("queue", &job.queue)]);
+        }
         let queue = self.queue.clone();
         let id = job.id.clone();
         Some(Box::pin(async move {

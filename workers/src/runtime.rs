@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::error::{Error, JobError};
+use crate::metrics::Metrics;
 use crate::queue::{chrono_ms, AttemptRecord, Queue, Settle};
 use crate::retry::{Backoff, RetryPolicy};
 
@@ -132,6 +133,7 @@ pub struct Runtime<S> {
     cfg: RuntimeConfig,
     handler: S,
     dead_letter: Option<Arc<dyn DeadLetter>>,
+    metrics: Option<Metrics>,
 }
 
 impl<S> Runtime<S>
@@ -146,7 +148,14 @@ where
             cfg,
             handler,
             dead_letter: None,
+            metrics: None,
         }
+    }
+
+    /// Records job outcomes, retries and durations into `metrics`.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Installs the hook called when a job is parked dead.
@@ -195,6 +204,7 @@ where
             backoff: cfg.backoff,
             max_inline_wait: cfg.max_inline_wait,
             queue: queue.clone(),
+            metrics: self.metrics.clone(),
         };
         let service = ServiceBuilder::new()
             .retry(policy)
@@ -257,6 +267,7 @@ where
                     self.dead_letter.clone(),
                     in_flight.clone(),
                     cfg.backoff,
+                    self.metrics.clone(),
                     permit,
                 ));
             }
@@ -306,6 +317,7 @@ async fn run_one<S>(
     dead_letter: Option<Arc<dyn DeadLetter>>,
     in_flight: Arc<Mutex<HashSet<Arc<str>>>>,
     backoff: Backoff,
+    metrics: Option<Metrics>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     S: Service<Job, Response = (), Error = JobError> + Send,
@@ -318,11 +330,21 @@ async fn run_one<S>(
         tracing::Instrument::instrument(async move { service.oneshot(job).await }, span.clone())
             .await
     };
-    match outcome {
+    let seconds = job.started.elapsed().as_secs_f64();
+    let outcome_name = match outcome {
         Ok(()) => {
             let _ = ack.send(id.clone());
+            "completed"
         }
         Err(err) => settle_failure(&job, &err, &queue, backoff, dead_letter.as_deref()).await,
+    };
+    if let Some(m) = &metrics {
+        let q: &str = &job.queue;
+        m.inc("jobs_total", &[("queue", q), ("outcome", outcome_name)]);
+        if outcome_name == "rescheduled" {
+            m.inc("job_retries_total", &[("queue", q)]);
+        }
+        m.observe("job_duration_seconds", &[("queue", q)], seconds);
     }
     lock(&in_flight).remove(&id);
 }
@@ -335,7 +357,7 @@ async fn settle_failure(
     queue: &Queue,
     backoff: Backoff,
     hook: Option<&dyn DeadLetter>,
-) {
+) -> &'static str {
     // The retry layer may have moved on to later attempts; the job id and
     // queue are what matter here, and the final attempt number is in Redis.
     let mut attempt_job = job.clone();
@@ -361,6 +383,11 @@ async fn settle_failure(
         .await
     {
         tracing::error!(job_id = %job.id, error = %e, "could not settle a failed job; it will be recovered");
+    }
+    if retry {
+        "rescheduled"
+    } else {
+        "dead"
     }
 }
 

@@ -1,0 +1,135 @@
+//! `GET /metrics` in the Prometheus text format: pool-wide counters and
+//! histograms (written by every process into Redis), plus gauges read now —
+//! jobs per queue and state, links per provider and status.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{handler, IntoResponse, Response};
+
+use super::jobs::QUEUES;
+use super::ApiState;
+use crate::domain::{Provider, SyncStatus};
+
+fn base_name(series: &str) -> &str {
+    let name = series.split('{').next().unwrap_or(series);
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(b) = name.strip_suffix(suffix) {
+            return b;
+        }
+    }
+    name
+}
+
+fn kind(base: &str) -> &'static str {
+    if base.ends_with("_total") {
+        "counter"
+    } else {
+        "histogram"
+    }
+}
+
+/// Renders every metric.
+async fn render(state: &ApiState) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let q = state.enqueuer.queue();
+    writeln!(out, "# HELP queue_jobs Jobs per queue and state.")?;
+    writeln!(out, "# TYPE queue_jobs gauge")?;
+    let mut oldest = Vec::new();
+    for name in QUEUES {
+        let c = q.counts(name).await?;
+        for (st, n) in [
+            ("pending", c.pending),
+            ("scheduled", c.scheduled),
+            ("running", c.running),
+            ("done", c.done),
+            ("dead", c.dead),
+        ] {
+            writeln!(out, "queue_jobs{{queue=\"{name}\",state=\"{st}\"}} {n}")?;
+        }
+        oldest.push((
+            name,
+            q.oldest_pending_age(name)
+                .await?
+                .map_or(0.0, |d| d.as_secs_f64()),
+        ));
+    }
+    writeln!(
+        out,
+        "# HELP queue_oldest_pending_seconds Age of the oldest pending job."
+    )?;
+    writeln!(out, "# TYPE queue_oldest_pending_seconds gauge")?;
+    for (name, secs) in oldest {
+        writeln!(
+            out,
+            "queue_oldest_pending_seconds{{queue=\"{name}\"}} {secs}"
+        )?;
+    }
+    writeln!(
+        out,
+        "# HELP links Contact links per provider and sync status."
+    )?;
+    writeln!(out, "# TYPE links gauge")?;
+    for p in Provider::ALL {
+        let h = state.store.provider_health(p).await?;
+        for s in [SyncStatus::Pending, SyncStatus::Synced, SyncStatus::Error] {
+            let n = h.links.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
+            writeln!(
+                out,
+                "links{{provider=\"{p}\",status=\"{}\"}} {n}",
+                s.as_str()
+            )?;
+        }
+    }
+    state.metrics.flush().await?;
+    let series = state.metrics.read().await?;
+    let mut typed = BTreeSet::new();
+    for (name, value) in &series {
+        let base = base_name(name);
+        if typed.insert(base.to_owned()) {
+            writeln!(out, "# TYPE {base} {}", kind(base))?;
+        }
+        writeln!(out, "{name} {value}")?;
+    }
+    Ok(out)
+}
+
+/// The metrics endpoint (no token: scrapers usually reach it on an internal
+/// network; put it behind the proxy's auth if that is not so).
+#[handler]
+pub async fn metrics(state: Data<&ApiState>) -> Response {
+    match render(&state).await {
+        Ok(text) => Response::builder()
+            .content_type("text/plain; version=0.0.4")
+            .body(text),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "rendering metrics failed");
+            poem::web::Json(
+                serde_json::json!({ "error": "unavailable", "message": "metrics are unavailable" }),
+            )
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_types() {
+        assert_eq!(
+            base_name("job_duration_seconds_bucket{queue=\"a\",le=\"0.1\"}"),
+            "job_duration_seconds"
+        );
+        assert_eq!(kind("job_duration_seconds"), "histogram");
+        assert_eq!(
+            base_name("crm_calls_total{provider=\"hubspot\"}"),
+            "crm_calls_total"
+        );
+        assert_eq!(kind("crm_calls_total"), "counter");
+    }
+}
