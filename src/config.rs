@@ -115,6 +115,14 @@ pub struct Config {
         global = true
     )]
     pub simulator_addr: SocketAddr,
+    /// Where the simulator sends HubSpot webhooks (unset: none are sent;
+    /// `dev` points it at its own api).
+    #[arg(long, env = "SIMULATOR_WEBHOOK_URL", global = true)]
+    pub simulator_webhook_url: Option<String>,
+    /// Where the simulator sends Integration.app flow events for Pipedrive
+    /// changes (unset: none are sent).
+    #[arg(long, env = "SIMULATOR_EVENTS_URL", global = true)]
+    pub simulator_events_url: Option<String>,
     /// CRMs every contact is synced to, comma-separated.
     #[arg(
         long,

@@ -1,4 +1,4 @@
-//! The all-in-one stack (simulator + api + worker in one process) used by
+//! The all-in-one stack (simulator + api + worker + scheduler in one process) used by
 //! `contact-sync dev` and by the sync benchmark.
 
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ pub struct Stack {
     stop: tokio::sync::watch::Sender<bool>,
     api: JoinHandle<anyhow::Result<()>>,
     worker: JoinHandle<anyhow::Result<()>>,
+    scheduler: JoinHandle<anyhow::Result<()>>,
     sim: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -34,6 +35,7 @@ pub fn with_dev_defaults(mut cfg: Config) -> Config {
     fill(&mut cfg.integration_app_workspace_key, "dev-workspace");
     fill(&mut cfg.integration_app_workspace_secret, "dev-secret");
     fill(&mut cfg.api_token, "dev-token");
+    fill(&mut cfg.hubspot_client_secret, "dev-hubspot-secret");
     cfg
 }
 
@@ -43,8 +45,17 @@ fn simulator_config(cfg: &Config) -> anyhow::Result<simulator::SimulatorConfig> 
         workspace_key: key,
         workspace_secret: secret,
         config_dir: cfg.integration_app_config_dir.clone(),
-        webhooks: None,
-        events: None,
+        webhooks: match (&cfg.simulator_webhook_url, &cfg.hubspot_client_secret) {
+            (Some(url), Some(secret)) => Some(simulator::WebhookConfig::new(url, secret)),
+            _ => None,
+        },
+        events: cfg
+            .simulator_events_url
+            .as_ref()
+            .map(|url| simulator::EventsConfig {
+                customer_id: cfg.integration_app_customer_id.clone(),
+                ..simulator::EventsConfig::new(url)
+            }),
     })
 }
 
@@ -72,6 +83,11 @@ impl Stack {
         cfg.integration_app_url = format!("http://{sim_addr}");
         let api_listener = app::bind(cfg.api_addr, "API_ADDR")?;
         let api_addr = api_listener.local_addr()?;
+        // the simulated CRMs report their changes to this api
+        cfg.simulator_webhook_url
+            .get_or_insert_with(|| format!("http://{api_addr}/api/integration/webhook/hubspot"));
+        cfg.simulator_events_url
+            .get_or_insert_with(|| format!("http://{api_addr}/api/integration/events"));
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
@@ -89,6 +105,8 @@ impl Stack {
         let api = tokio::spawn(async move { app::run_api(&c, api_listener, s).await });
         let (c, s) = (cfg.clone(), stopped());
         let worker = tokio::spawn(async move { app::run_worker(&c, s).await });
+        let (c, s) = (cfg.clone(), stopped());
+        let scheduler = tokio::spawn(async move { app::run_scheduler(&c, s).await });
         Ok(Self {
             api_addr,
             sim_addr,
@@ -97,6 +115,7 @@ impl Stack {
             stop,
             api,
             worker,
+            scheduler,
             sim,
         })
     }
@@ -112,6 +131,7 @@ impl Stack {
             r = &mut self.worker => r.map_err(anyhow::Error::from).and_then(|r| r),
         };
         let _ = self.stop.send(true);
+        let _ = self.scheduler.await;
         let _ = self.sim.await;
         res
     }
@@ -121,6 +141,7 @@ impl Stack {
         let _ = self.stop.send(true);
         let _ = self.api.await;
         let _ = self.worker.await;
+        let _ = self.scheduler.await;
         let _ = self.sim.await;
     }
 }

@@ -19,6 +19,8 @@ use crate::faults::FaultConfig;
 use crate::state::State;
 use crate::store::StoreError;
 
+mod webhooks;
+
 /// The routes below `/_sim`.
 pub(crate) fn routes() -> Route {
     Route::new()
@@ -26,6 +28,7 @@ pub(crate) fn routes() -> Route {
         .at("/faults", get(get_faults).put(put_faults))
         .at("/calls", get(list_calls).delete(clear_calls))
         .at("/reset", post(reset))
+        .nest("/webhooks", webhooks::routes())
         .at(
             "/:connection/records",
             get(list_records).post(create_record),
@@ -34,6 +37,7 @@ pub(crate) fn routes() -> Route {
             "/:connection/records/:id",
             get(get_record).patch(patch_record).delete(delete_record),
         )
+        .at("/:connection/records/:id/merge", post(merge_record))
 }
 
 /// Errors are full responses (`{"error": …}` with their status).
@@ -183,4 +187,32 @@ fn delete_record(
         .delete(&id, Origin::Admin)
         .map_err(store_error)?;
     Ok(Response::builder().status(StatusCode::NO_CONTENT).finish())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Merge {
+    merge_into: Value,
+}
+
+#[handler]
+fn merge_record(
+    Data(state): Data<&Arc<State>>,
+    Path((conn, id)): Path<(String, String)>,
+    body: Vec<u8>,
+) -> AdminResult {
+    let conn = connection(&conn)?;
+    let Merge { merge_into } = parse_json(&body)?;
+    let into = match merge_into {
+        Value::String(s) => s,
+        Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "mergeInto must be a record id",
+            ))
+        }
+    };
+    let kept = state.store(conn).merge(&id, &into).map_err(store_error)?;
+    ok(StatusCode::OK, &kept)
 }

@@ -16,6 +16,7 @@ mod run;
 mod schema;
 mod state;
 mod store;
+mod webhooks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use poem::{post, EndpointExt, Route, Server};
 
 use crate::error::admin_error;
 use crate::state::State;
+pub use crate::webhooks::{EventsConfig, WebhookConfig};
 
 /// How long a graceful shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -45,6 +47,12 @@ pub struct SimulatorConfig {
     /// The `integration-app/` directory with the action specs and field
     /// mappings.
     pub config_dir: PathBuf,
+    /// Where the HubSpot account sends its signed contact webhooks; `None`
+    /// sends none.
+    pub webhooks: Option<WebhookConfig>,
+    /// Where the Pipedrive connection's flows post record events; `None`
+    /// posts none.
+    pub events: Option<EventsConfig>,
 }
 
 impl std::fmt::Debug for SimulatorConfig {
@@ -53,6 +61,8 @@ impl std::fmt::Debug for SimulatorConfig {
             .field("workspace_key", &self.workspace_key)
             .field("workspace_secret", &"<redacted>")
             .field("config_dir", &self.config_dir)
+            .field("webhooks", &self.webhooks)
+            .field("events", &self.events)
             .finish()
     }
 }
@@ -85,14 +95,15 @@ pub async fn serve(
         .context("serving the simulator")
 }
 
-/// For embedding: the endpoint alone (state inside).
+/// For embedding: the endpoint alone (state inside). With webhooks or
+/// events configured it must be called inside a tokio runtime, which runs
+/// their deliveries until the endpoint is dropped.
 ///
 /// # Errors
-/// The config in `cfg.config_dir` does not load.
+/// The config in `cfg.config_dir` does not load, an outbound URL is
+/// malformed, or deliveries have no runtime to run on.
 pub fn endpoint(cfg: SimulatorConfig) -> anyhow::Result<BoxEndpoint<'static>> {
-    let state = Arc::new(
-        State::new(&cfg).with_context(|| format!("loading {}", cfg.config_dir.display()))?,
-    );
+    let state = Arc::new(State::new(&cfg).context("starting the simulator")?);
     let route = Route::new()
         .at(
             "/connections/:connection/actions/:action/run",

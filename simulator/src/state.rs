@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use crate::auth::Auth;
 use crate::calls::CallLog;
 use crate::changes::{ChangeListener, LogChanges};
@@ -10,6 +12,7 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::faults::Faults;
 use crate::store::Store;
+use crate::webhooks::Outbox;
 use crate::SimulatorConfig;
 
 /// Shared by all requests.
@@ -19,19 +22,25 @@ pub(crate) struct State {
     pub(crate) faults: Faults,
     pub(crate) calls: CallLog,
     pub(crate) clock: Clock,
+    /// Webhooks and flow events to the app.
+    pub(crate) outbox: Outbox,
     hubspot: Store,
     pipedrive: Store,
 }
 
 impl State {
-    /// Loads `integration-app/` and sets up empty stores.
+    /// Loads `integration-app/`, sets up empty stores and starts the
+    /// outbound deliveries.
     ///
     /// # Errors
-    /// The config does not load.
+    /// The config does not load or the deliveries cannot start.
     pub(crate) fn new(cfg: &SimulatorConfig) -> anyhow::Result<Self> {
-        let config = Config::load(&cfg.config_dir)?;
+        let config = Config::load(&cfg.config_dir)
+            .with_context(|| format!("loading {}", cfg.config_dir.display()))?;
         let clock = Clock::new();
-        let listeners: Vec<Arc<dyn ChangeListener>> = vec![Arc::new(LogChanges)];
+        let (outbox, senders) = Outbox::start(cfg, clock)?;
+        let mut listeners: Vec<Arc<dyn ChangeListener>> = vec![Arc::new(LogChanges)];
+        listeners.extend(senders);
         let store = |conn| Store::new(conn, config.mapping(conn), clock, listeners.clone());
         Ok(Self {
             auth: Auth::new(&cfg.workspace_key, &cfg.workspace_secret),
@@ -40,6 +49,7 @@ impl State {
             faults: Faults::default(),
             calls: CallLog::default(),
             clock,
+            outbox,
             config,
         })
     }
@@ -51,12 +61,13 @@ impl State {
         }
     }
 
-    /// Forgets records, faults and calls.
+    /// Forgets records, faults, calls and deliveries (see `Outbox::reset`).
     pub(crate) fn reset(&self) {
         Connection::ALL.iter().for_each(|c| self.store(*c).clear());
         self.faults
             .replace(Default::default())
             .expect("the default fault settings are valid");
         self.calls.clear();
+        self.outbox.reset();
     }
 }

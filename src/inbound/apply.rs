@@ -289,6 +289,14 @@ impl InboundSync {
             return Ok((Applied::Unchanged, Some(contact), None));
         }
 
+        // The record holds exactly what was last synced with this CRM: it is
+        // our own push coming back (perhaps after the contact moved on), not
+        // a change made in the CRM.
+        let last_synced = link.as_ref().and_then(|l| l.synced_fields.as_ref());
+        if last_synced.is_some_and(|f| f.same_values(&record.fields)) {
+            return Ok((Applied::Unchanged, Some(contact), None));
+        }
+
         // Both sides changed since they last agreed?
         let synced = link.as_ref().map_or(0, |l| l.synced_version);
         let conflict = link.is_some() && contact.version > synced;

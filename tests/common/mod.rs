@@ -120,6 +120,14 @@ impl TestApp {
                 concat!(env!("CARGO_MANIFEST_DIR"), "/integration-app").into(),
             ),
             ("HUBSPOT_CLIENT_SECRET", HS_SECRET.into()),
+            (
+                "SIMULATOR_WEBHOOK_URL",
+                format!("http://127.0.0.1:{api_port}/api/integration/webhook/hubspot"),
+            ),
+            (
+                "SIMULATOR_EVENTS_URL",
+                format!("http://127.0.0.1:{api_port}/api/integration/events"),
+            ),
             ("RETRY_BASE_MS", "50".into()),
             ("RATE_LIMIT_HUBSPOT", "1000".into()),
             ("RATE_LIMIT_PIPEDRIVE", "1000".into()),

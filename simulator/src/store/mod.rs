@@ -4,21 +4,22 @@
 //! (an upsert's lookup-then-write in particular) is atomic. Errors are a
 //! `thiserror` enum the action and admin layers turn into their responses.
 
-use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::changes::{ChangeEvent, ChangeKind, ChangeListener, Origin};
 use crate::clock::Clock;
-use crate::connection::{time_ms, Connection};
+use crate::connection::Connection;
 use crate::mapping::FieldMapping;
 
 mod index;
 mod native;
+mod universal;
 
 use index::Inner;
 pub(crate) use index::Position;
+pub(crate) use universal::universal_record;
 
 /// A stored record: system fields apart, the rest of the native record in
 /// `body`.
@@ -110,7 +111,7 @@ impl Store {
         rec.email = self.email_of(&rec);
         inner.index(&rec);
         inner.records.insert(id, rec.clone());
-        self.notify(&rec, ChangeKind::Created, origin);
+        self.notify(None, &rec, ChangeKind::Created, origin);
         rec
     }
 
@@ -128,6 +129,7 @@ impl Store {
         let mut rec = inner.records.remove(&id).expect("caller checked the id");
         inner.unindex(&rec);
         rec.updated_ms = now;
+        let before = rec.body.clone();
         change(&mut rec);
         rec.email = if rec.deleted_ms.is_some() {
             None
@@ -136,7 +138,7 @@ impl Store {
         };
         inner.index(&rec);
         inner.records.insert(id, rec.clone());
-        self.notify(&rec, kind, origin);
+        self.notify(Some(&before), &rec, kind, origin);
         rec
     }
 
@@ -148,13 +150,20 @@ impl Store {
             .and_then(normalize_email)
     }
 
-    fn notify(&self, rec: &Record, kind: ChangeKind, origin: Origin) {
+    fn notify(
+        &self,
+        before: Option<&Map<String, Value>>,
+        rec: &Record,
+        kind: ChangeKind,
+        origin: Origin,
+    ) {
         let event = ChangeEvent {
             connection: self.conn,
-            record_id: rec.id,
             kind,
             origin,
-            at_ms: rec.updated_ms,
+            before,
+            record: rec,
+            mapping: &self.mapping,
         };
         self.listeners.iter().for_each(|l| l.record_changed(&event));
     }
@@ -241,65 +250,5 @@ impl Store {
                 Ok(())
             }
         }
-    }
-
-    /// The universal record `{id, fields, createdTime, updatedTime, deletedTime?}`.
-    fn universal(&self, rec: &Record) -> Value {
-        let mut out = json!({
-            "id": rec.id.to_string(),
-            "fields": self.universal_fields(rec),
-            "createdTime": time_ms(rec.created_ms),
-            "updatedTime": time_ms(rec.updated_ms),
-        });
-        if let Some(at) = rec.deleted_ms {
-            out["deletedTime"] = json!(time_ms(at));
-        }
-        out
-    }
-
-    /// One record, deleted or not, as a universal record.
-    ///
-    /// # Errors
-    /// `NotFound` for an unknown id.
-    pub(crate) fn get_universal(&self, id: &str) -> Result<Value, StoreError> {
-        let inner = self.lock();
-        let rec = inner
-            .records
-            .get(&parse_id(id)?)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        Ok(self.universal(rec))
-    }
-
-    /// Up to `limit` universal records (deleted included) with
-    /// updatedTime >= `since_ms` and position after `after`, in
-    /// (updatedTime, id) order, plus the position to continue from when more
-    /// remain.
-    pub(crate) fn list_universal(
-        &self,
-        since_ms: Option<i64>,
-        after: Option<Position>,
-        limit: usize,
-    ) -> (Vec<Value>, Option<Position>) {
-        let inner = self.lock();
-        let start = match (since_ms, after) {
-            (Some(since), Some(pos)) if (since, 0) > pos => Bound::Included((since, 0)),
-            (_, Some(pos)) => Bound::Excluded(pos),
-            (Some(since), None) => Bound::Included((since, 0)),
-            (None, None) => Bound::Unbounded,
-        };
-        let mut page: Vec<Position> = inner
-            .by_updated
-            .range((start, Bound::Unbounded))
-            .take(limit + 1)
-            .copied()
-            .collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
-        let next = if more { page.last().copied() } else { None };
-        let records = page
-            .iter()
-            .map(|(_, id)| self.universal(&inner.records[id]))
-            .collect();
-        (records, next)
     }
 }

@@ -37,6 +37,29 @@ impl Store {
         Ok(self.conn.render(&rec))
     }
 
+    /// Merges the live record `id` into the live record `into`, as a HubSpot
+    /// user merging two contacts: `id` is deleted (archived), `into` is kept
+    /// unchanged. Returns the kept record.
+    ///
+    /// # Errors
+    /// `NotFound` when either record is unknown or deleted, `Invalid` when
+    /// both are the same record.
+    pub(crate) fn merge(&self, id: &str, into: &str) -> Result<Value, StoreError> {
+        let mut inner = self.lock();
+        let merged = Self::live_id(&inner, id)?;
+        let primary = Self::live_id(&inner, into)?;
+        if merged == primary {
+            return Err(StoreError::Invalid(
+                "a record cannot be merged into itself".into(),
+            ));
+        }
+        let kind = ChangeKind::Merged { into: primary };
+        self.modify(&mut inner, merged, kind, Origin::Admin, |rec| {
+            rec.deleted_ms = Some(rec.updated_ms);
+        });
+        Ok(self.conn.render(&inner.records[&primary]))
+    }
+
     /// One native record, deleted or not.
     pub(crate) fn get_native(&self, id: &str) -> Option<Value> {
         let inner = self.lock();

@@ -57,10 +57,20 @@ pub fn good_token() -> String {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(None, None).await
+    }
+
+    /// A simulator sending webhooks and flow events as configured.
+    pub async fn spawn_with(
+        webhooks: Option<simulator::WebhookConfig>,
+        events: Option<simulator::EventsConfig>,
+    ) -> Self {
         let cfg = simulator::SimulatorConfig {
             workspace_key: KEY.into(),
             workspace_secret: SECRET.into(),
             config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration-app"),
+            webhooks,
+            events,
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

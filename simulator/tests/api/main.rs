@@ -4,6 +4,10 @@
 mod actions;
 mod admin;
 mod auth;
+mod delivery;
 mod faults;
+mod flow_events;
 mod helpers;
 mod listing;
+mod receiver;
+mod webhooks;

@@ -1,0 +1,117 @@
+//! The background task between the listeners and the app: it batches HubSpot
+//! events (100 at most, or whatever came within the batch window of the
+//! first), and runs each batch's delivery, retries included, as a task of
+//! its own, at most `MAX_IN_FLIGHT` requests at a time.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::log::{Batch, Kind};
+use super::outbox::{Item, Queued, Shared};
+use super::MAX_BATCH;
+
+/// HubSpot events waiting for their batch to close.
+struct Pending {
+    events: Vec<Value>,
+    generation: u64,
+    due: Option<Instant>,
+}
+
+/// Runs until the queue closes, then finishes the deliveries in flight.
+/// Aborting it aborts them too.
+pub(super) async fn run(shared: Arc<Shared>, mut rx: UnboundedReceiver<Queued>) {
+    let window = shared.hubspot.as_ref().map(|h| h.batch_window);
+    let mut pending = Pending {
+        events: Vec::new(),
+        generation: 0,
+        due: None,
+    };
+    let mut deliveries = JoinSet::new();
+    loop {
+        let due = pending.due;
+        tokio::select! {
+            queued = rx.recv() => {
+                let Some(Queued { generation, item }) = queued else { break };
+                match item {
+                    Item::HubSpot(event) => {
+                        if pending.due.is_some() && pending.generation != generation {
+                            flush(&shared, &mut pending, &mut deliveries);
+                        }
+                        if pending.due.is_none() {
+                            pending.due = Some(Instant::now() + window.unwrap_or_default());
+                            pending.generation = generation;
+                        }
+                        pending.events.push(event);
+                        if pending.events.len() >= MAX_BATCH {
+                            flush(&shared, &mut pending, &mut deliveries);
+                        }
+                    }
+                    Item::Flow(body) => {
+                        let batch = shared.new_batch(Kind::Events, generation, vec![body]);
+                        deliveries.spawn(deliver(shared.clone(), batch));
+                    }
+                    Item::Again(batch) => {
+                        deliveries.spawn(deliver(shared.clone(), batch));
+                    }
+                }
+            }
+            () = async { sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
+                flush(&shared, &mut pending, &mut deliveries);
+            }
+            Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
+        }
+    }
+    flush(&shared, &mut pending, &mut deliveries);
+    while deliveries.join_next().await.is_some() {}
+}
+
+/// Closes the pending batch and starts its delivery, unless a reset came
+/// since its events were queued.
+fn flush(shared: &Arc<Shared>, pending: &mut Pending, deliveries: &mut JoinSet<()>) {
+    pending.due = None;
+    let events = std::mem::take(&mut pending.events);
+    if events.is_empty() || pending.generation != shared.generation() {
+        return;
+    }
+    let batch = shared.new_batch(Kind::HubSpot, pending.generation, events);
+    deliveries.spawn(deliver(shared.clone(), batch));
+}
+
+/// Delivers `batch` until the app takes it (any 2xx) or the retries run
+/// out. Each attempt waits for a free slot and for deliveries not to be
+/// paused; a reset meanwhile drops the batch.
+async fn deliver(shared: Arc<Shared>, batch: Batch) {
+    let retry = match batch.kind {
+        Kind::HubSpot => shared.hubspot.as_ref().map(|t| t.retry),
+        Kind::Events => shared.events.as_ref().map(|t| t.retry),
+    };
+    let Some(retry) = retry else { return };
+    for n in 0..=retry.max_retries {
+        if n > 0 {
+            sleep(retry.delay(n)).await;
+        }
+        shared.wait_unpaused().await;
+        let Ok(_slot) = shared.permits.acquire().await else {
+            return;
+        };
+        // Paused again while waiting for the slot.
+        shared.wait_unpaused().await;
+        if batch.generation != shared.generation() {
+            return;
+        }
+        let attempt = shared.attempt(&batch, n).await;
+        if attempt.status.is_some_and(|s| (200..300).contains(&s)) {
+            return;
+        }
+    }
+    tracing::warn!(
+        batch_id = batch.id,
+        kind = ?batch.kind,
+        retries = retry.max_retries,
+        "dropping an outbound batch the app did not take"
+    );
+}
