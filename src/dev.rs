@@ -45,13 +45,17 @@ fn simulator_config(cfg: &Config) -> anyhow::Result<simulator::SimulatorConfig> 
         workspace_key: key,
         workspace_secret: secret,
         config_dir: cfg.integration_app_config_dir.clone(),
-        webhooks: match (&cfg.simulator_webhook_url, &cfg.hubspot_client_secret) {
+        webhooks: match (
+            cfg.simulator_webhook_url.as_ref().filter(|u| !u.is_empty()),
+            &cfg.hubspot_client_secret,
+        ) {
             (Some(url), Some(secret)) => Some(simulator::WebhookConfig::new(url, secret)),
             _ => None,
         },
         events: cfg
             .simulator_events_url
             .as_ref()
+            .filter(|u| !u.is_empty())
             .map(|url| simulator::EventsConfig {
                 customer_id: cfg.integration_app_customer_id.clone(),
                 ..simulator::EventsConfig::new(url)

@@ -467,3 +467,148 @@ async fn a_conflict_keeps_hubspots_version_under_crm_wins() {
         "the sync log says which side won: {logs}"
     );
 }
+
+#[tokio::test]
+async fn hubspot_webhooks_from_the_simulator_import_and_nothing_echoes() {
+    let app = TestApp::spawn().await;
+    let started = std::time::Instant::now();
+    hubspot_record(&app, "auto@example.com", "Auto").await;
+    wait_contact(&app, "auto@example.com", "imported from the webhook", |c| {
+        c["firstName"] == "Auto"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "within 2 s: {:?}",
+        started.elapsed()
+    );
+    // the push to Pipedrive comes back as a flow event; wait for it to be delivered
+    eventually(
+        Duration::from_secs(5),
+        "pipedrive echo delivered",
+        || async {
+            let log = app.sim_get("/webhooks?kind=events").await;
+            log.as_array()?
+                .iter()
+                .any(|d| d["status"] == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let q = app.queue().await;
+    for queue in ["inbound-change", "outbound-upsert", "inbound-change"] {
+        q.wait_idle(queue, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("idle");
+    }
+    let writes = |conn: &'static str| {
+        let app = &app;
+        async move {
+            app.calls(conn, "upsert-contact").await.len()
+                + app.calls(conn, "update-contact").await.len()
+        }
+    };
+    assert_eq!(
+        writes("pipedrive").await,
+        1,
+        "reached Pipedrive exactly once"
+    );
+    assert_eq!(writes("hubspot").await, 0, "did not come back to HubSpot");
+    let matches = app
+        .contacts()
+        .await
+        .into_iter()
+        .filter(|c| c["email"] == "auto@example.com")
+        .count();
+    assert_eq!(matches, 1);
+}
+
+#[tokio::test]
+async fn a_poll_killed_half_way_resumes_from_its_cursor() {
+    let mut app = TestApp::with(
+        Options {
+            workers: 1,
+            ..Options::default()
+        }
+        .env("SIMULATOR_EVENTS_URL", "")
+        .env("PROVIDERS", "pipedrive")
+        .env("WORKER_CONCURRENCY", 2),
+    )
+    .await;
+    let n = 150;
+    for i in 0..n {
+        let (status, rec) = app
+            .sim_send(
+                Method::POST,
+                "/pipedrive/records",
+                Some(json!({ "first_name": format!("P{i}"), "emails": [{ "value": format!("p{i}@example.com"), "primary": true }] })),
+            )
+            .await;
+        assert_eq!(status, 201, "{rec}");
+    }
+    // slow CRM calls so the poll is still running when the worker dies
+    app.set_faults(json!({ "latencyMs": 15 })).await;
+    let (status, _) = app
+        .call(Method::POST, "/api/providers/pipedrive/poll", None)
+        .await;
+    assert_eq!(status, 202);
+    eventually(Duration::from_secs(60), "first page applied", || async {
+        (app.contacts().await.len() >= 100).then_some(())
+    })
+    .await;
+    app.kill_worker(0);
+    let imported_at_kill = app.contacts_all().await.len();
+    assert!(
+        imported_at_kill < n,
+        "killed half-way ({imported_at_kill} of {n})"
+    );
+    app.set_faults(json!({})).await;
+    app.add_worker();
+    // the interrupted job is recovered; an operator may also poll again
+    let (status, _) = app
+        .call(Method::POST, "/api/providers/pipedrive/poll", None)
+        .await;
+    assert_eq!(status, 202);
+    let q = app.queue().await;
+    eventually(Duration::from_secs(60), "every record imported", || async {
+        let c = q.counts("provider-poll").await.ok()?;
+        (c.outstanding() == 0 && app.contacts_all().await.len() >= n).then_some(())
+    })
+    .await;
+    let contacts = app.contacts_all().await;
+    let mut emails: Vec<String> = contacts
+        .iter()
+        .filter_map(|c| c["email"].as_str().map(str::to_owned))
+        .collect();
+    emails.sort();
+    emails.dedup();
+    assert_eq!(contacts.len(), n, "no record missed or imported twice");
+    assert_eq!(emails.len(), n);
+    let (status, logs) = app
+        .call(
+            Method::GET,
+            "/api/sync-logs?provider=pipedrive&outcome=created&limit=500",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    // a record applied just before the kill may have lost its log line, but
+    // none is created twice
+    assert!(
+        logs.as_array().unwrap().len() <= n,
+        "no record created twice"
+    );
+    let (_, updated) = app
+        .call(
+            Method::GET,
+            "/api/sync-logs?provider=pipedrive&outcome=updated&limit=500",
+            None,
+        )
+        .await;
+    assert_eq!(
+        updated.as_array().unwrap().len(),
+        0,
+        "nothing applied twice"
+    );
+}

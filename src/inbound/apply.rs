@@ -286,6 +286,7 @@ impl InboundSync {
         if same_values(&contact, &record.fields) {
             self.mark(provider, &contact, external_id, record.updated_ms)
                 .await?;
+            self.ensure_others(&contact, provider).await?;
             return Ok((Applied::Unchanged, Some(contact), None));
         }
 
@@ -294,6 +295,7 @@ impl InboundSync {
         // a change made in the CRM.
         let last_synced = link.as_ref().and_then(|l| l.synced_fields.as_ref());
         if last_synced.is_some_and(|f| f.same_values(&record.fields)) {
+            self.ensure_others(&contact, provider).await?;
             return Ok((Applied::Unchanged, Some(contact), None));
         }
 
@@ -384,6 +386,35 @@ impl InboundSync {
             Err(StoreError::Conflict(m)) => Err(JobError::permanent(m)),
             Err(StoreError::Other(e)) => Err(store_err(e)),
         }
+    }
+
+    /// Queues a push to every other provider whose link is missing or not
+    /// synced at the contact's version. A change applied just before a crash
+    /// may not have been queued; pushes are idempotent, so a duplicate costs
+    /// one skipped job.
+    async fn ensure_others(&self, contact: &Contact, from: Provider) -> Result<(), JobError> {
+        let links = self
+            .store
+            .links_of(&[contact.id])
+            .await
+            .map_err(store_err)?;
+        for &p in self.providers.iter().filter(|p| **p != from) {
+            let behind = links
+                .iter()
+                .find(|l| l.provider == p)
+                .is_none_or(|l| l.synced_version < contact.version);
+            if behind {
+                self.store
+                    .mark_pending(contact.id, &[p], contact.version)
+                    .await
+                    .map_err(store_err)?;
+                self.enqueuer
+                    .outbound(contact.id, p, contact.version)
+                    .await
+                    .map_err(|e| JobError::transient(format!("queue: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// Queues the change for every provider but the one it came from.

@@ -13,6 +13,13 @@ use super::apply::InboundSync;
 use super::record::CrmRecord;
 use crate::domain::Provider;
 
+/// A poll's lease lapses this long after its worker dies.
+const POLL_LEASE_TTL: Duration = Duration::from_secs(5);
+/// A poll waits this long for a running one: longer than the lease, so a
+/// poll whose worker died is taken over (from the cursor), while a poll that
+/// is really running makes this one step aside.
+const POLL_LEASE_WAIT: Duration = Duration::from_secs(7);
+
 /// Records asked for per page.
 const PAGE: u32 = 100;
 
@@ -60,11 +67,7 @@ impl InboundSync {
         // One poll per provider at a time, pool-wide.
         let Some(lease) = self
             .leases
-            .lease(
-                &format!("poll:{provider}"),
-                Duration::from_secs(10),
-                Duration::ZERO,
-            )
+            .lease(&format!("poll:{provider}"), POLL_LEASE_TTL, POLL_LEASE_WAIT)
             .await
             .map_err(|e| JobError::transient(format!("lease: {e}")))?
         else {

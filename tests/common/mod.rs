@@ -360,6 +360,27 @@ impl TestApp {
         body["items"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Every live local contact, page by page.
+    pub async fn contacts_all(&self) -> Vec<Value> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (status, body) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/contacts?perPage=200&page={page}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                break;
+            }
+            all.extend(items);
+        }
+        all
+    }
+
     pub async fn contact_by_email(&self, email: &str) -> Option<Value> {
         self.contacts()
             .await
@@ -426,4 +447,53 @@ pub fn hs_event(event_id: u64, kind: &str, object_id: &str, source: &str) -> Val
         "occurredAt": chrono_ms(), "subscriptionType": kind, "attemptNumber": 0,
         "objectId": object_id.parse::<u64>().unwrap_or(0), "changeSource": source,
     })
+}
+
+/// What one run of a `contact-sync` operator command printed.
+pub struct CliRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout parsed as JSON (for `--json` runs).
+    pub fn json(&self) -> Value {
+        assert!(self.success, "command failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl TestApp {
+    /// Runs `contact-sync <args>` against this api with the operator token.
+    pub async fn cli(&self, args: &[&str]) -> CliRun {
+        self.cli_env(args, &[("CONTACT_SYNC_TOKEN", TOKEN)]).await
+    }
+
+    /// Runs `contact-sync <args>` against this api with only `env` for the
+    /// token variables (`CONTACT_SYNC_TOKEN`, `API_TOKEN`).
+    pub async fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+        run_cli(args, &self.api, env).await
+    }
+}
+
+/// Runs `contact-sync <args>` against the api at `url`.
+pub async fn run_cli(args: &[&str], url: &str, env: &[(&str, &str)]) -> CliRun {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .args(args)
+        .env_remove("CONTACT_SYNC_TOKEN")
+        .env_remove("API_TOKEN")
+        .env("CONTACT_SYNC_URL", url)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running contact-sync {args:?}: {e}"));
+    CliRun {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
