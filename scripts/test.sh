@@ -5,6 +5,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 eval "$(scripts/services.sh test)"
+# The console's browser test drives Debian's Chromium.
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  echo "installing chromium for the console's browser test" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+fi
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
 cargo build --bin contact-sync
 cargo test --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"

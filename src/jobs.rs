@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use workers::{DeadLetter, Job, JobError, PushOptions, Queue};
+use workers::{DeadLetter, Job, JobError, JobState, PushOptions, Queue};
 
 use crate::domain::{ContactId, Provider};
 use crate::inbound::{InboundChange, InboundSync, ProviderPoll, INBOUND_QUEUE, POLL_QUEUE};
+use crate::store::Store;
 use crate::sync::{Outbound, OutboundUpsert, OUTBOUND_QUEUE};
 
 /// Puts sync work on the queues. Used by the api; never calls a CRM.
@@ -31,26 +32,56 @@ impl Enqueuer {
         &self.queue
     }
 
-    /// Queues a push of `contact` at `version` to `provider`; returns the job id.
+    /// Marks the contact's links with `providers` pending at `version` and
+    /// queues one push per provider; returns `(provider, job id)` pairs.
+    ///
+    /// Each link records the id of the job that will bring it up to date
+    /// before that job is pushed, so a link left `pending` by a crash
+    /// between the two steps points at a job that does not exist and can be
+    /// told apart from one whose push is merely waiting for a retry.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails; links already marked stay `pending`.
+    pub async fn push_contact(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        providers: &[Provider],
+        version: i64,
+    ) -> anyhow::Result<Vec<(Provider, String)>> {
+        let jobs: Vec<(Provider, String)> = providers
+            .iter()
+            .map(|&p| (p, workers::new_job_id()))
+            .collect();
+        store.mark_pending(contact, &jobs, version).await?;
+        for (provider, id) in &jobs {
+            let payload = OutboundUpsert {
+                contact_id: contact,
+                provider: *provider,
+                version,
+            };
+            let opts = PushOptions {
+                max_attempts: self.max_attempts,
+                id: Some(id.clone()),
+                ..PushOptions::default()
+            };
+            self.queue.push(OUTBOUND_QUEUE, &payload, opts).await?;
+        }
+        Ok(jobs)
+    }
+
+    /// Whether the job is still to run (queued, waiting for a retry, or
+    /// running). Unknown and finished jobs are not.
     ///
     /// # Errors
     /// When Redis fails.
-    pub async fn outbound(
-        &self,
-        contact: ContactId,
-        provider: Provider,
-        version: i64,
-    ) -> Result<String, workers::Error> {
-        let payload = OutboundUpsert {
-            contact_id: contact,
-            provider,
-            version,
-        };
-        let opts = PushOptions {
-            max_attempts: self.max_attempts,
-            ..PushOptions::default()
-        };
-        self.queue.push(OUTBOUND_QUEUE, &payload, opts).await
+    pub async fn is_live(&self, job_id: &str) -> Result<bool, workers::Error> {
+        Ok(self.queue.job(job_id).await?.is_some_and(|j| {
+            matches!(
+                j.state,
+                JobState::Pending | JobState::Scheduled | JobState::Running
+            )
+        }))
     }
 
     /// Queues an inbound change; returns the job id.

@@ -139,17 +139,22 @@ async fn a_record_that_always_fails_ends_in_error_then_retry_fixes_it() {
     );
 
     // the job waits in the dead set with its errors
-    let (status, dead) = app
-        .call(Method::GET, "/api/queues/outbound-upsert/dead", None)
-        .await;
-    assert_eq!(status, 200);
-    let job = dead
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["id"] == job_id.as_str())
-        .expect("dead job")
-        .clone();
+    // (the link turns `error` just before the job is parked)
+    let job = eventually(
+        Duration::from_secs(3),
+        "the job in the dead set",
+        || async {
+            let (status, dead) = app
+                .call(Method::GET, "/api/queues/outbound-upsert/dead", None)
+                .await;
+            assert_eq!(status, 200);
+            dead.as_array()?
+                .iter()
+                .find(|j| j["id"] == job_id.as_str())
+                .cloned()
+        },
+    )
+    .await;
     assert_eq!(job["attempts"], 3);
     assert_eq!(job["failedAttempts"].as_array().unwrap().len(), 3, "{job}");
     let (_, logs) = app

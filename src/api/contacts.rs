@@ -415,22 +415,17 @@ impl ContactsApi {
 impl ApiState {
     /// Marks the links pending and queues one push per provider.
     async fn accept(&self, contact: Contact) -> Result<WriteResponse, Fail> {
-        self.store
-            .mark_pending(contact.id, &self.providers, contact.version)
+        let jobs = self
+            .enqueuer
+            .push_contact(&self.store, contact.id, &self.providers, contact.version)
             .await
-            .map_err(Fail::unavailable)?;
-        let mut jobs = Vec::with_capacity(self.providers.len());
-        for &provider in &self.providers {
-            let job_id = self
-                .enqueuer
-                .outbound(contact.id, provider, contact.version)
-                .await
-                .map_err(Fail::unavailable)?;
-            jobs.push(QueuedJob {
+            .map_err(Fail::unavailable)?
+            .into_iter()
+            .map(|(provider, job_id)| QueuedJob {
                 provider: provider.to_string(),
                 job_id,
-            });
-        }
+            })
+            .collect::<Vec<_>>();
         let links = self
             .store
             .links_of(&[contact.id])

@@ -317,7 +317,7 @@ impl JobsApi {
                 if let Ok(p) = serde_json::from_value::<OutboundUpsert>(job.payload.clone()) {
                     state
                         .store
-                        .mark_pending(p.contact_id, &[p.provider], 0)
+                        .mark_pending(p.contact_id, &[(p.provider, job.id.clone())], 0)
                         .await
                         .map_err(Fail::unavailable)?;
                 }

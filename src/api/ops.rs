@@ -587,16 +587,10 @@ impl ApiState {
         contact: &crate::store::Contact,
         providers: &[Provider],
     ) -> Result<(), Fail> {
-        self.store
-            .mark_pending(contact.id, providers, contact.version)
+        self.enqueuer
+            .push_contact(&self.store, contact.id, providers, contact.version)
             .await
             .map_err(Fail::unavailable)?;
-        for &p in providers {
-            self.enqueuer
-                .outbound(contact.id, p, contact.version)
-                .await
-                .map_err(Fail::unavailable)?;
-        }
         Ok(())
     }
 }

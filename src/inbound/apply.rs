@@ -85,6 +85,10 @@ fn store_err(e: impl std::fmt::Display) -> JobError {
     JobError::transient(format!("store: {e}"))
 }
 
+fn queue_err(e: impl std::fmt::Display) -> JobError {
+    JobError::transient(format!("queue: {e}"))
+}
+
 fn norm(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
@@ -316,14 +320,7 @@ impl InboundSync {
         });
         if !crm_wins {
             // The app's version stands; make sure it reaches this CRM.
-            self.store
-                .mark_pending(contact.id, &[provider], contact.version)
-                .await
-                .map_err(store_err)?;
-            self.enqueuer
-                .outbound(contact.id, provider, contact.version)
-                .await
-                .map_err(|e| JobError::transient(format!("queue: {e}")))?;
+            self.push(&contact, &[provider]).await?;
             return Ok((Applied::Kept, Some(contact), note));
         }
         let updated = match self
@@ -398,23 +395,27 @@ impl InboundSync {
             .links_of(&[contact.id])
             .await
             .map_err(store_err)?;
+        let mut lost = Vec::new();
         for &p in self.providers.iter().filter(|p| **p != from) {
-            let behind = links
-                .iter()
-                .find(|l| l.provider == p)
-                .is_none_or(|l| l.synced_version < contact.version);
-            if behind {
-                self.store
-                    .mark_pending(contact.id, &[p], contact.version)
-                    .await
-                    .map_err(store_err)?;
-                self.enqueuer
-                    .outbound(contact.id, p, contact.version)
-                    .await
-                    .map_err(|e| JobError::transient(format!("queue: {e}")))?;
+            let link = links.iter().find(|l| l.provider == p);
+            let behind = link.is_none_or(|l| l.synced_version < contact.version);
+            if !behind {
+                continue;
+            }
+            // A push for this version that is queued, running or waiting
+            // out a retry will get there; queueing another would only race it.
+            let awaited = match link {
+                Some(l) if l.pending_version >= contact.version => match &l.pending_job_id {
+                    Some(id) => self.enqueuer.is_live(id).await.map_err(queue_err)?,
+                    None => false,
+                },
+                _ => false,
+            };
+            if !awaited {
+                lost.push(p);
             }
         }
-        Ok(())
+        self.push(contact, &lost).await
     }
 
     /// Queues the change for every provider but the one it came from.
@@ -425,19 +426,18 @@ impl InboundSync {
             .copied()
             .filter(|p| *p != from)
             .collect();
-        if others.is_empty() {
+        self.push(contact, &others).await
+    }
+
+    /// Marks the links pending and queues a push per provider.
+    async fn push(&self, contact: &Contact, providers: &[Provider]) -> Result<(), JobError> {
+        if providers.is_empty() {
             return Ok(());
         }
-        self.store
-            .mark_pending(contact.id, &others, contact.version)
+        self.enqueuer
+            .push_contact(&self.store, contact.id, providers, contact.version)
             .await
-            .map_err(store_err)?;
-        for p in others {
-            self.enqueuer
-                .outbound(contact.id, p, contact.version)
-                .await
-                .map_err(|e| JobError::transient(format!("queue: {e}")))?;
-        }
+            .map_err(|e| JobError::transient(format!("queue: {e}")))?;
         Ok(())
     }
 }

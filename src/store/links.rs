@@ -48,6 +48,9 @@ pub struct Link {
     /// The job that last touched the link.
     #[serde(default)]
     pub last_job_id: Option<String>,
+    /// The job queued to bring the link up to date.
+    #[serde(default)]
+    pub pending_job_id: Option<String>,
     /// When the CRM last accepted a push.
     #[serde(default)]
     pub last_synced_at: Option<DateTime>,
@@ -60,22 +63,28 @@ fn link_id(contact: ContactId, provider: Provider) -> String {
 }
 
 impl Store {
-    /// Marks the links `pending` for a change at `version` (creating them).
+    /// Marks the links `pending` for a change at `version` (creating them),
+    /// each with the id of the job that is to push it.
     ///
     /// # Errors
     /// When the database fails.
     pub async fn mark_pending(
         &self,
         contact: ContactId,
-        providers: &[Provider],
+        jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
-        for &provider in providers {
+        for (provider, job_id) in jobs {
+            let provider = *provider;
             self.links
                 .update_one(
                     doc! { "_id": link_id(contact, provider) },
                     doc! {
-                        "$set": { "syncStatus": "pending", "updatedAt": DateTime::now() },
+                        "$set": {
+                            "syncStatus": "pending",
+                            "pendingJobId": job_id,
+                            "updatedAt": DateTime::now(),
+                        },
                         "$max": { "pendingVersion": version },
                         "$setOnInsert": {
                             "contactId": contact.oid(),

@@ -14,7 +14,7 @@ pub use error::{Error, JobError};
 pub use inspect::{Discard, Throughput, WorkerInfo};
 pub use lease::Lease;
 pub use metrics::{series, Metrics, BUCKETS};
-pub use queue::{AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
+pub use queue::{new_job_id, AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
 pub use ratelimit::RateLimiter;
 pub use retry::{Backoff, RetryPolicy};
 pub use runtime::{DeadLetter, Job, Runtime, RuntimeConfig};

@@ -49,12 +49,20 @@ impl JobState {
 }
 
 /// Options of one push.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PushOptions {
     /// How many attempts the job gets before it is parked in the dead set.
     pub max_attempts: u32,
     /// Run no earlier than this long from now.
     pub delay: Duration,
+    /// The id to give the job (so a caller can record it before the push);
+    /// a fresh UUIDv7 when `None`.
+    pub id: Option<String>,
+}
+
+/// A fresh job id: a UUIDv7, so ids sort by creation time.
+pub fn new_job_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 impl Default for PushOptions {
@@ -62,6 +70,7 @@ impl Default for PushOptions {
         Self {
             max_attempts: 3,
             delay: Duration::ZERO,
+            id: None,
         }
     }
 }
@@ -216,7 +225,7 @@ impl Queue {
         opts: PushOptions,
     ) -> Result<String, Error> {
         let body = serde_json::to_string(payload).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = opts.id.unwrap_or_else(new_job_id);
         let mut conn = self.conn.clone();
         let _: i64 = self
             .scripts
@@ -256,7 +265,7 @@ impl Queue {
         for chunk in payloads.chunks(1000) {
             let mut pipe = redis::pipe();
             for body in chunk {
-                let id = uuid::Uuid::now_v7().to_string();
+                let id = new_job_id();
                 pipe.cmd("EVALSHA")
                     .arg(&hash)
                     .arg(3)

@@ -36,8 +36,10 @@ pub struct Job {
     pub max_attempts: u32,
     /// The worker running it.
     pub worker: Arc<str>,
-    started: tokio::time::Instant,
-    started_ms: i64,
+    /// When the current attempt started (monotonic, wall clock ms). Shared
+    /// by the clones the retry layer makes, so the runtime's copy knows when
+    /// the last attempt began.
+    clock: Arc<Mutex<(tokio::time::Instant, i64)>>,
 }
 
 impl Job {
@@ -52,19 +54,22 @@ impl Job {
     }
 
     pub(crate) fn failure_record(&self, err: &JobError) -> AttemptRecord {
+        let (started, started_ms) = *lock(&self.clock);
         AttemptRecord {
             attempt: self.attempt,
             worker: self.worker.to_string(),
-            started_ms: self.started_ms,
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            started_ms,
+            duration_ms: started.elapsed().as_millis() as u64,
             error: err.to_string(),
         }
     }
 
     pub(crate) fn next_attempt(&mut self, after: Duration) {
         self.attempt += 1;
-        self.started = tokio::time::Instant::now() + after;
-        self.started_ms = chrono_ms() + after.as_millis() as i64;
+        *lock(&self.clock) = (
+            tokio::time::Instant::now() + after,
+            chrono_ms() + after.as_millis() as i64,
+        );
     }
 }
 
@@ -255,8 +260,7 @@ where
                     attempt,
                     max_attempts,
                     worker: worker.clone(),
-                    started: tokio::time::Instant::now(),
-                    started_ms: chrono_ms(),
+                    clock: Arc::new(Mutex::new((tokio::time::Instant::now(), chrono_ms()))),
                 };
                 lock(&in_flight).insert(id);
                 tasks.spawn(run_one(
@@ -330,7 +334,7 @@ async fn run_one<S>(
         tracing::Instrument::instrument(async move { service.oneshot(job).await }, span.clone())
             .await
     };
-    let seconds = job.started.elapsed().as_secs_f64();
+    let seconds = lock(&job.clock).0.elapsed().as_secs_f64();
     let outcome_name = match outcome {
         Ok(()) => {
             let _ = ack.send(id.clone());
