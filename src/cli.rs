@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
+use crate::ops_cli::{self, JobsCommand, LinksCommand, Target};
 use crate::{app, dev};
 
 /// Two-way contact sync between MongoDB and CRMs through Integration.app.
@@ -40,6 +41,36 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Operator: list, inspect, retry, discard and purge jobs (through the api).
+    Jobs {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: JobsCommand,
+        /// The api to talk to.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Operator: list contacts' links with the CRMs and push them again.
+    Links {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: LinksCommand,
+        /// The api to talk to.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Operator: the live workers of every queue.
+    Workers {
+        /// The api to talk to.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Operator: queue depths and throughput, CRM connection health.
+    Stats {
+        /// The api to talk to.
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -74,6 +105,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             contacts,
             concurrency,
         } => crate::bench::bench_sync(cfg, contacts, concurrency).await,
+        Command::Jobs { cmd, target } => ops_cli::jobs(&target, cmd).await,
+        Command::Links { cmd, target } => ops_cli::links(&target, cmd).await,
+        Command::Workers { target } => ops_cli::workers(&target).await,
+        Command::Stats { target } => ops_cli::stats(&target).await,
     }
 }
 

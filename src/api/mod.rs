@@ -88,6 +88,7 @@ pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::En
         .at("/api/openapi.json", spec)
         .nest("/api/docs", docs)
         .nest("/api", api)
+        .nest("/console", crate::console::endpoint())
         .data(state)
         .data(tokens)
         .around(limit_body)
