@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks: queue throughput and backlog drain of the workers runtime, then
-# outbound sync throughput through the whole stack. Uses the services of
+# outbound sync, inbound apply and webhook ingest through the real stack. Uses the services of
 # services.sh (a fast MongoDB: set MONGODB_URI to a mongod or secantusd-rs).
 #   scripts/bench.sh [JOBS] [CONTACTS]
 set -euo pipefail
@@ -18,3 +18,13 @@ echo "== queue: $jobs no-op jobs, two runtimes, concurrency 50 each"
 target/release/examples/queue_bench "$jobs" 50 2
 echo "== outbound sync: $contacts contacts to hubspot + pipedrive"
 RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync bench-sync --contacts "$contacts" --concurrency 32
+echo "== inbound apply: $contacts HubSpot changes"
+RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync bench-inbound --changes "$contacts"
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq wrk >&2 || true
+fi
+wrk_flag=""; command -v wrk >/dev/null && wrk_flag="--wrk"
+echo "== webhook ingest: signed 100-event batches, ${WEBHOOK_RATE:-100}/s for 10 s (api alone)"
+RUST_LOG=warn target/release/contact-sync bench-webhooks --rate "${WEBHOOK_RATE:-100}" --seconds 10 $wrk_flag

@@ -103,3 +103,319 @@ pub async fn bench_sync(
     stack.stop().await;
     Ok(())
 }
+
+/// A latency summary of sorted microsecond samples.
+fn percentile(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    sorted_us[i] as f64 / 1000.0
+}
+
+/// One HubSpot delivery: `events` property changes of distinct contacts,
+/// with distinct event ids, so none is a duplicate of another.
+fn webhook_batch(seq: usize, events: usize) -> Vec<u8> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let batch: Vec<serde_json::Value> = (0..events)
+        .map(|i| {
+            let n = seq * events + i;
+            serde_json::json!({
+                "eventId": n,
+                "subscriptionId": 1,
+                "portalId": 62515,
+                "appId": 1,
+                "occurredAt": now,
+                "subscriptionType": "contact.propertyChange",
+                "attemptNumber": 0,
+                "objectId": 1_000_000 + n,
+                "changeSource": "CRM",
+                "propertyName": "firstname",
+                "propertyValue": "Bench",
+            })
+        })
+        .collect();
+    serde_json::to_vec(&batch).expect("a JSON array")
+}
+
+/// `contact-sync bench-webhooks`: the api alone, fed signed 100-event
+/// HubSpot batches at a steady rate (open loop: a slow answer does not slow
+/// the sender, so latency is measured from when each request was due).
+/// With `wrk`, also prints wrk's figures for pre-signed batches.
+///
+/// # Errors
+/// When the api does not start.
+pub async fn bench_webhooks(
+    mut cfg: Config,
+    rate: u32,
+    seconds: u64,
+    events: usize,
+    wrk: bool,
+) -> anyhow::Result<()> {
+    use crate::inbound::signature::sign_v3;
+
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    cfg.redis_namespace = format!("bench-{tag}");
+    cfg.mongodb_db = format!("bench_{tag}");
+    let secret = cfg
+        .hubspot_client_secret
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "bench-client-secret".into());
+    cfg.hubspot_client_secret = Some(secret.clone());
+    cfg.public_base_url = None;
+    cfg.api_token.get_or_insert_with(|| "bench-token".into());
+    let listener = crate::app::bind("127.0.0.1:0".parse()?, "API_ADDR")?;
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let api_cfg = cfg.clone();
+    let api = tokio::spawn(async move {
+        let mut rx = stop_rx;
+        crate::app::run_api(&api_cfg, listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let base = format!("http://{addr}");
+    let url = format!("{base}/api/integration/webhook/hubspot");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the api did not get ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let total = (u64::from(rate) * seconds) as usize;
+    let signed = |seq: usize| {
+        let body = webhook_batch(seq, events);
+        let ts = chrono::Utc::now().timestamp_millis().to_string();
+        let sig = sign_v3(&secret, "POST", &url, &body, &ts);
+        (body, ts, sig)
+    };
+    let requests: Vec<_> = (0..total).map(signed).collect();
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (body, ts, sig)) in requests.into_iter().enumerate() {
+        let due = started + period * i as u32;
+        tokio::time::sleep_until(due).await;
+        let (http, url) = (http.clone(), url.clone());
+        tasks.spawn(async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-hubspot-request-timestamp", ts)
+                .header("x-hubspot-signature-v3", sig)
+                .body(body)
+                .send()
+                .await;
+            let status = r.map(|r| r.status().as_u16()).unwrap_or(0);
+            (status, due.elapsed().as_micros() as u64)
+        });
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut failed = 0usize;
+    while let Some(r) = tasks.join_next().await {
+        let (status, us) = r?;
+        if status != 200 {
+            failed += 1;
+        }
+        latencies.push(us);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let queue = workers::Queue::connect(&cfg.redis_url, &cfg.redis_namespace).await?;
+    let queued = queue.counts(crate::inbound::INBOUND_QUEUE).await?;
+    println!("mongodb: {}", cfg.mongodb_uri);
+    println!(
+        "webhooks: {total} signed batches of {events} events at {rate}/s for {seconds} s: \
+         {:.0} requests/s, {:.0} events/s, {failed} not 200",
+        total as f64 / elapsed,
+        (total * events) as f64 / elapsed,
+    );
+    println!(
+        "latency (from when each request was due): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+    );
+    println!("inbound-change jobs queued: {}", queued.pending);
+
+    if wrk {
+        run_wrk(&url, &secret, seconds, events, total).await?;
+    }
+    let _ = stop.send(true);
+    let _ = api.await;
+    Ok(())
+}
+
+/// Runs `wrk` (closed loop, 16 connections) over pre-signed batches that a
+/// generated Lua script rotates through.
+async fn run_wrk(
+    url: &str,
+    secret: &str,
+    seconds: u64,
+    events: usize,
+    offset: usize,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+
+    use crate::inbound::signature::sign_v3;
+
+    // Enough distinct batches that wrk never repeats one in the run.
+    let batches = 20_000usize;
+    let mut lua = String::from("local reqs = {}\n");
+    for i in 0..batches {
+        let body = webhook_batch(offset + i, events);
+        let ts = chrono::Utc::now().timestamp_millis().to_string();
+        let sig = sign_v3(secret, "POST", url, &body, &ts);
+        let body = String::from_utf8(body)?;
+        writeln!(
+            lua,
+            "reqs[{}] = wrk.format(\"POST\", nil, {{[\"Content-Type\"]=\"application/json\", \
+             [\"X-HubSpot-Request-Timestamp\"]=\"{ts}\", [\"X-HubSpot-Signature-v3\"]=\"{sig}\"}}, [[{body}]])",
+            i + 1
+        )?;
+    }
+    lua.push_str(
+        "local n = 0\n\
+         function setup(thread) thread:set(\"id\", n); n = n + 1 end\n\
+         function init(args) i = id end\n\
+         request = function() i = i + 2; return reqs[(i % #reqs) + 1] end\n\
+         local bad = 0\n\
+         response = function(status) if status ~= 200 then bad = bad + 1 end end\n",
+    );
+    let path = std::env::temp_dir().join(format!("contact-sync-wrk-{}.lua", std::process::id()));
+    std::fs::write(&path, lua)?;
+    println!("== wrk -t2 -c16 -d{seconds}s --latency ({events}-event signed batches)");
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .await
+        .context("running wrk (apt-get install -y wrk)")?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// `contact-sync bench-inbound`: inbound apply throughput. `changes`
+/// contacts are created in simulated HubSpot (its webhooks off), one
+/// `inbound-change` job per record is queued at once, and the clock runs
+/// until every one is applied locally (link `synced`); the pushes of those
+/// contacts on to Pipedrive are timed too.
+///
+/// # Errors
+/// When the stack does not start or the run does not finish in 10 minutes.
+pub async fn bench_inbound(mut cfg: Config, changes: usize) -> anyhow::Result<()> {
+    use crate::domain::Provider;
+    use crate::inbound::InboundChange;
+
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    cfg.redis_namespace = format!("bench-{tag}");
+    cfg.mongodb_db = format!("bench_{tag}");
+    cfg.api_addr = "127.0.0.1:0".parse()?;
+    cfg.simulator_addr = "127.0.0.1:0".parse()?;
+    cfg.rate_limit_hubspot = 1_000_000;
+    cfg.rate_limit_pipedrive = 1_000_000;
+    // the jobs are queued by the benchmark, not by the simulator's webhooks
+    cfg.simulator_webhook_url = Some(String::new());
+    cfg.simulator_events_url = Some(String::new());
+    cfg.poll_providers = Vec::new();
+    let stack = Stack::start(cfg.clone()).await?;
+    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let http = reqwest::Client::new();
+    let sim = format!("http://{}/_sim/hubspot/records", stack.sim_addr);
+
+    let slots = Arc::new(Semaphore::new(32));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..changes {
+        let permit = slots.clone().acquire_owned().await?;
+        let (http, sim) = (http.clone(), sim.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let body = serde_json::json!({ "properties": {
+                "email": format!("inbound{i}@example.com"),
+                "firstname": "Inbound",
+                "lastname": format!("{i}"),
+            }});
+            let r = http.post(sim).json(&body).send().await?;
+            anyhow::ensure!(
+                r.status().as_u16() == 201,
+                "simulator create: {}",
+                r.status()
+            );
+            let rec: serde_json::Value = r.json().await?;
+            let id = rec["id"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| rec["id"].to_string());
+            Ok::<_, anyhow::Error>(id)
+        });
+    }
+    let mut ids = Vec::with_capacity(changes);
+    while let Some(r) = tasks.join_next().await {
+        ids.push(r??);
+    }
+    let jobs: Vec<InboundChange> = ids
+        .into_iter()
+        .map(|external_id| InboundChange {
+            provider: Provider::Hubspot,
+            external_id,
+            occurred_at: chrono::Utc::now().timestamp_millis(),
+            event_ids: Vec::new(),
+        })
+        .collect();
+    let queue = workers::Queue::connect(&cfg.redis_url, &cfg.redis_namespace).await?;
+    let enqueuer = crate::jobs::Enqueuer::new(queue, cfg.retry_attempts);
+
+    let started = Instant::now();
+    enqueuer.inbound_many(&jobs).await?;
+    let want = changes as u64;
+    let deadline = started + Duration::from_secs(600);
+    let mut applied_at = None;
+    loop {
+        let synced = store.count_links(SyncStatus::Synced).await?;
+        if applied_at.is_none() && store.count_contacts().await? >= want {
+            applied_at = Some(started.elapsed());
+        }
+        if synced >= 2 * want {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {synced} of {} links synced after 10 minutes",
+            2 * want
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = started.elapsed();
+    let applied = applied_at.unwrap_or(total);
+    println!("mongodb: {}", cfg.mongodb_uri);
+    println!(
+        "inbound: {changes} HubSpot changes applied locally in {:.2} s = {:.0} changes/s \
+         (get-contact, compare, create contact + link), worker concurrency {}",
+        applied.as_secs_f64(),
+        changes as f64 / applied.as_secs_f64(),
+        cfg.worker_concurrency
+    );
+    println!(
+        "        and pushed on to Pipedrive: all {changes} synced there after {:.2} s = {:.0} contacts/s end to end",
+        total.as_secs_f64(),
+        changes as f64 / total.as_secs_f64(),
+    );
+    stack.stop().await;
+    Ok(())
+}

@@ -41,6 +41,27 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Benchmark: HubSpot webhook ingest by the api alone, at a steady rate.
+    BenchWebhooks {
+        /// Requests per second to send.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// How long to send.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Events per request (HubSpot sends at most 100).
+        #[arg(long, default_value_t = 100)]
+        events: usize,
+        /// Also run `wrk` (closed loop) over pre-signed batches.
+        #[arg(long)]
+        wrk: bool,
+    },
+    /// Benchmark: inbound apply throughput (changes/s).
+    BenchInbound {
+        /// HubSpot records to create and apply.
+        #[arg(long, default_value_t = 2000)]
+        changes: usize,
+    },
     /// Operator: list, inspect, retry, discard and purge jobs (through the api).
     Jobs {
         /// What to do.
@@ -105,6 +126,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             contacts,
             concurrency,
         } => crate::bench::bench_sync(cfg, contacts, concurrency).await,
+        Command::BenchWebhooks {
+            rate,
+            seconds,
+            events,
+            wrk,
+        } => crate::bench::bench_webhooks(cfg, rate, seconds, events, wrk).await,
+        Command::BenchInbound { changes } => crate::bench::bench_inbound(cfg, changes).await,
         Command::Jobs { cmd, target } => ops_cli::jobs(&target, cmd).await,
         Command::Links { cmd, target } => ops_cli::links(&target, cmd).await,
         Command::Workers { target } => ops_cli::workers(&target).await,

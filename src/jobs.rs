@@ -96,6 +96,27 @@ impl Enqueuer {
         self.queue.push(INBOUND_QUEUE, change, opts).await
     }
 
+    /// Queues many inbound changes in one pipelined round trip; returns the
+    /// job ids in order.
+    ///
+    /// # Errors
+    /// When Redis fails; jobs of earlier batches stay queued.
+    pub async fn inbound_many(
+        &self,
+        changes: &[InboundChange],
+    ) -> Result<Vec<String>, workers::Error> {
+        let bodies = changes
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue.push_many_raw(INBOUND_QUEUE, &bodies, opts).await
+    }
+
     /// Queues a poll of `provider`; returns the job id.
     ///
     /// # Errors

@@ -156,9 +156,84 @@ impl InboundSync {
 
     /// Applies the current state of one CRM record (`None`: gone).
     ///
+    /// A record already linked is applied under its link's lease, the one
+    /// pushes take: a push that has written the CRM but not yet recorded it
+    /// on the link must finish first, or its echo would look like a change
+    /// made in the CRM. (Leases are taken link first, then record, in both
+    /// directions, so neither waits on the other in a cycle.)
+    ///
     /// # Errors
     /// Transient for store trouble, permanent for conflicts.
+    #[tracing::instrument(skip_all, fields(provider = %provider, external_id = %external_id, contact_id = tracing::field::Empty))]
     pub async fn apply(
+        &self,
+        provider: Provider,
+        external_id: &str,
+        record: Option<CrmRecord>,
+        job_id: &str,
+    ) -> Result<Applied, JobError> {
+        // The contact the record belongs to: by link, else (a push that
+        // created the record may not have recorded its id yet) by email.
+        let owner = match self
+            .store
+            .link_by_external(provider, external_id)
+            .await
+            .map_err(store_err)?
+        {
+            Some(l) => Some(l.contact_id),
+            None => match record
+                .as_ref()
+                .and_then(|r| r.fields.primary_email.as_deref())
+                .and_then(|e| Email::parse(e).ok())
+            {
+                Some(e) => self
+                    .store
+                    .live_contact_by_email(&e)
+                    .await
+                    .map_err(store_err)?
+                    .map(|c| c.id),
+                None => None,
+            },
+        };
+        if let Some(contact) = owner {
+            tracing::Span::current().record("contact_id", tracing::field::display(contact));
+        }
+        let link_lease = match owner {
+            Some(contact) => Some(
+                self.leases
+                    .lease(
+                        &crate::sync::link_lease_name(contact, provider),
+                        LEASE_TTL,
+                        LEASE_WAIT,
+                    )
+                    .await
+                    .map_err(|e| JobError::transient(format!("lease: {e}")))?
+                    .ok_or_else(|| {
+                        JobError::throttled(
+                            "another job is pushing this contact",
+                            Some(Duration::from_secs(1)),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let res = self
+            .apply_during_push(provider, external_id, record, job_id)
+            .await;
+        if let Some(lease) = link_lease {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(error = %e, "releasing a link lease failed; it expires by itself");
+            }
+        }
+        res
+    }
+
+    /// [`Self::apply`] for a caller that already holds the link's lease (a
+    /// push that found the CRM record changed).
+    ///
+    /// # Errors
+    /// Transient for store trouble, permanent for conflicts.
+    pub async fn apply_during_push(
         &self,
         provider: Provider,
         external_id: &str,
@@ -249,6 +324,13 @@ impl InboundSync {
         };
         if let Some(l) = &link {
             if record.updated_ms > 0 && record.updated_ms <= l.crm_updated_ms {
+                return Ok((Applied::Stale, linked, None));
+            }
+            // Read before the app's latest push landed: that push replaced
+            // it, and a CRM change made since has its own, newer event.
+            if l.last_pushed_at
+                .is_some_and(|t| record.fetched_ms < t.timestamp_millis())
+            {
                 return Ok((Applied::Stale, linked, None));
             }
         }

@@ -15,6 +15,9 @@ pub struct CrmRecord {
     pub updated_ms: i64,
     /// Deleted (archived) in the CRM.
     pub deleted: bool,
+    /// When it was read from the CRM (our clock, ms): a state read before
+    /// the app's latest push to the record is older than that push.
+    pub fetched_ms: i64,
 }
 
 fn time_ms(v: &Value) -> Option<i64> {
@@ -50,6 +53,7 @@ impl CrmRecord {
             deleted: !v["deletedTime"].is_null() || v["deleted"] == Value::Bool(true),
             id,
             fields,
+            fetched_ms: chrono::Utc::now().timestamp_millis(),
         })
     }
 }

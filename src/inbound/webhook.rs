@@ -171,7 +171,7 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             )
         })
         .collect();
-    let fresh = state.store.record_events(&keys).await?;
+    let fresh_flags = state.store.record_events(&keys).await?;
     let mut per_record: BTreeMap<String, InboundChange> = BTreeMap::new();
     let mut touch = |id: Option<String>, e: &Event| {
         if let Some(id) = id {
@@ -187,7 +187,7 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             job.event_ids.push(e.event_id.to_string());
         }
     };
-    for (e, new) in events.iter().zip(fresh) {
+    for (e, &new) in events.iter().zip(&fresh_flags) {
         if !new {
             continue;
         }
@@ -199,11 +199,23 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             touch(id_text(m), e);
         }
     }
-    let n = per_record.len();
-    for job in per_record.into_values() {
-        state.enqueuer.inbound(&job).await?;
+    let jobs: Vec<InboundChange> = per_record.into_values().collect();
+    if jobs.is_empty() {
+        return Ok(0);
     }
-    Ok(n)
+    if let Err(e) = state.enqueuer.inbound_many(&jobs).await {
+        // HubSpot will retry; the retry must find these events new again.
+        let new: Vec<String> = keys
+            .into_iter()
+            .zip(&fresh_flags)
+            .filter_map(|(k, &new)| new.then_some(k))
+            .collect();
+        if let Err(forget) = state.store.forget_events(&new).await {
+            tracing::error!(error = %format!("{forget:#}"), "could not forget unqueued webhook events");
+        }
+        return Err(e.into());
+    }
+    Ok(jobs.len())
 }
 
 /// Counts a webhook request by its result.

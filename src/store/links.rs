@@ -51,9 +51,12 @@ pub struct Link {
     /// The job queued to bring the link up to date.
     #[serde(default)]
     pub pending_job_id: Option<String>,
-    /// When the CRM last accepted a push.
+    /// When the link last synced, either way.
     #[serde(default)]
     pub last_synced_at: Option<DateTime>,
+    /// When the CRM last accepted a push from the app.
+    #[serde(default)]
+    pub last_pushed_at: Option<DateTime>,
     /// Last change of this document.
     pub updated_at: DateTime,
 }
@@ -166,6 +169,17 @@ impl Store {
             .context("counting links")
     }
 
+    /// How many contacts the store holds.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn count_contacts(&self) -> anyhow::Result<u64> {
+        self.contacts
+            .count_documents(doc! {})
+            .await
+            .context("counting contacts")
+    }
+
     /// Records a successful push of `version`. The link turns `synced` only if
     /// no newer change is waiting.
     ///
@@ -195,6 +209,7 @@ impl Store {
                     "$set": {
                         "externalId": external_id,
                         "lastSyncedAt": now,
+                        "lastPushedAt": now,
                         "updatedAt": now,
                         "lastJobId": job_id,
                         "syncedFields": snapshot,

@@ -40,6 +40,11 @@ struct IdOutput {
     id: String,
 }
 
+/// The lease pushes and inbound changes of one link take turns on.
+pub fn link_lease_name(contact: ContactId, provider: Provider) -> String {
+    format!("link:{contact}:{provider}")
+}
+
 /// How long a push holds its link's lease without renewing it; a crashed
 /// holder frees the link within this long.
 const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -92,7 +97,7 @@ impl Outbound {
     ) -> Result<(), JobError> {
         // Pushes of one link take turns, so an older state can never land
         // after a newer one; the contact is read once the lease is held.
-        let name = format!("link:{}:{}", job.contact_id, job.provider);
+        let name = link_lease_name(job.contact_id, job.provider);
         let lease = self
             .leases
             .lease(&name, LEASE_TTL, LEASE_WAIT)
@@ -245,7 +250,7 @@ impl Outbound {
         }
         tracing::info!("the CRM record changed since the last sync; applying it first");
         inbound
-            .apply(link.provider, ext, Some(record), job_id)
+            .apply_during_push(link.provider, ext, Some(record), job_id)
             .await?;
         Ok(true)
     }
