@@ -183,6 +183,7 @@ pub async fn run_worker(
             outbound_service(outbound.clone()),
         )
         .on_dead(Arc::new(OutboundDeadLetter(outbound)))
+        .span(crate::jobs::outbound_span)
         .metrics(metrics.clone())
         .run(stopped()),
     );
@@ -192,11 +193,13 @@ pub async fn run_worker(
             runtime_config(INBOUND_QUEUE),
             inbound_service(inbound.clone()),
         )
+        .span(crate::jobs::inbound_span)
         .metrics(metrics.clone())
         .run(stopped()),
     );
     runtimes.spawn(
         Runtime::new(queue, poll_config, poll_service(inbound))
+            .span(crate::jobs::poll_span)
             .metrics(metrics.clone())
             .run(stopped()),
     );

@@ -132,6 +132,40 @@ impl Enqueuer {
     }
 }
 
+/// The span of an `outbound-upsert` job: the job, the contact and the CRM.
+pub fn outbound_span(job: &Job) -> tracing::Span {
+    match job.decode::<OutboundUpsert>() {
+        Ok(p) => {
+            tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+            contact_id = %p.contact_id, provider = %p.provider)
+        }
+        Err(_) => workers::job_span(job),
+    }
+}
+
+/// The span of an `inbound-change` job: the job, the CRM and its record
+/// (the contact is added once it is known).
+pub fn inbound_span(job: &Job) -> tracing::Span {
+    match job.decode::<InboundChange>() {
+        Ok(p) => {
+            tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+            provider = %p.provider, external_id = %p.external_id)
+        }
+        Err(_) => workers::job_span(job),
+    }
+}
+
+/// The span of a `provider-poll` job: the job and the CRM.
+pub fn poll_span(job: &Job) -> tracing::Span {
+    match job.decode::<ProviderPoll>() {
+        Ok(p) => {
+            tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+            provider = %p.provider)
+        }
+        Err(_) => workers::job_span(job),
+    }
+}
+
 /// The tower service that runs `inbound-change` jobs.
 pub fn inbound_service(
     sync: Arc<InboundSync>,

@@ -135,7 +135,6 @@ impl InboundSync {
     ///
     /// # Errors
     /// Transient for store and network trouble, permanent for refusals.
-    #[tracing::instrument(skip_all, fields(job_id = %job_id, provider = %provider, external_id = %external_id))]
     pub async fn change(
         &self,
         provider: Provider,
@@ -164,7 +163,7 @@ impl InboundSync {
     ///
     /// # Errors
     /// Transient for store trouble, permanent for conflicts.
-    #[tracing::instrument(skip_all, fields(provider = %provider, external_id = %external_id, contact_id = tracing::field::Empty))]
+    #[tracing::instrument(skip_all, fields(contact_id = tracing::field::Empty))]
     pub async fn apply(
         &self,
         provider: Provider,

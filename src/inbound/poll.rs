@@ -56,7 +56,6 @@ impl InboundSync {
     /// # Errors
     /// Transient for store and network trouble; the cursor keeps what was
     /// applied, so a retry resumes there.
-    #[tracing::instrument(skip_all, fields(job_id = %job_id, provider = %provider))]
     pub async fn poll(
         &self,
         provider: Provider,

@@ -88,7 +88,6 @@ impl Outbound {
     ///
     /// # Errors
     /// Transient for store and network trouble, permanent for refusals.
-    #[tracing::instrument(skip_all, fields(job_id = %job_id, contact_id = %job.contact_id, provider = %job.provider))]
     pub async fn run(
         &self,
         job: &OutboundUpsert,

@@ -180,6 +180,23 @@ impl TestApp {
         self.workers.len() - 1
     }
 
+    /// Starts one more worker process with extra environment, its log
+    /// (stderr) written to `log`; returns its index.
+    pub fn add_worker_logging(&mut self, env: &[(&str, &str)], log: &std::path::Path) -> usize {
+        let file = std::fs::File::create(log).expect("worker log file");
+        let w = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+            .arg("worker")
+            .envs(&self.env)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting contact-sync worker");
+        self.workers.push(w);
+        self.workers.len() - 1
+    }
+
     /// `kill -9` of a worker.
     pub fn kill_worker(&mut self, i: usize) {
         let _ = self.workers[i].kill();

@@ -17,4 +17,4 @@ pub use metrics::{series, Metrics, BUCKETS};
 pub use queue::{new_job_id, AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
 pub use ratelimit::RateLimiter;
 pub use retry::{Backoff, RetryPolicy};
-pub use runtime::{DeadLetter, Job, Runtime, RuntimeConfig};
+pub use runtime::{job_span, DeadLetter, Job, MakeSpan, Runtime, RuntimeConfig};

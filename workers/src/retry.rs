@@ -67,6 +67,7 @@ impl tower::retry::Policy<Job, (), JobError> for RetryPolicy {
         if delay > self.max_inline_wait {
             return None;
         }
+        tracing::warn!(attempt = job.attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "attempt failed; retrying");
         let record = job.failure_record(err);
         job.next_attempt(delay);
         if let Some(m) = &self.metrics {

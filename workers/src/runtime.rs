@@ -139,6 +139,15 @@ pub struct Runtime<S> {
     handler: S,
     dead_letter: Option<Arc<dyn DeadLetter>>,
     metrics: Option<Metrics>,
+    make_span: Option<MakeSpan>,
+}
+
+/// Makes the span a job runs in (see [`Runtime::span`]).
+pub type MakeSpan = Arc<dyn Fn(&Job) -> tracing::Span + Send + Sync>;
+
+/// The default job span: `job` with its id, queue and attempt.
+pub fn job_span(job: &Job) -> tracing::Span {
+    tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt)
 }
 
 impl<S> Runtime<S>
@@ -154,7 +163,16 @@ where
             handler,
             dead_letter: None,
             metrics: None,
+            make_span: None,
         }
+    }
+
+    /// Makes the span each job runs in, retries and dead-lettering
+    /// included, so every log line of a job carries what `make` puts in it
+    /// (say, ids decoded from the payload). Default: [`job_span`].
+    pub fn span(mut self, make: impl Fn(&Job) -> tracing::Span + Send + Sync + 'static) -> Self {
+        self.make_span = Some(Arc::new(make));
+        self
     }
 
     /// Records job outcomes, retries and durations into `metrics`.
@@ -263,8 +281,13 @@ where
                     clock: Arc::new(Mutex::new((tokio::time::Instant::now(), chrono_ms()))),
                 };
                 lock(&in_flight).insert(id);
+                let span = self
+                    .make_span
+                    .as_ref()
+                    .map_or_else(|| job_span(&job), |f| f(&job));
                 tasks.spawn(run_one(
                     job,
+                    span,
                     service.clone(),
                     queue.clone(),
                     ack_tx.clone(),
@@ -315,6 +338,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[allow(clippy::too_many_arguments)]
 async fn run_one<S>(
     job: Job,
+    span: tracing::Span,
     service: S,
     queue: Queue,
     ack: mpsc::UnboundedSender<Arc<str>>,
@@ -328,7 +352,6 @@ async fn run_one<S>(
     S::Future: Send,
 {
     let id = job.id.clone();
-    let span = tracing::info_span!("job", job_id = %id, queue = %job.queue, attempt = job.attempt);
     let outcome = {
         let job = job.clone();
         tracing::Instrument::instrument(async move { service.oneshot(job).await }, span.clone())
@@ -340,7 +363,13 @@ async fn run_one<S>(
             let _ = ack.send(id.clone());
             "completed"
         }
-        Err(err) => settle_failure(&job, &err, &queue, backoff, dead_letter.as_deref()).await,
+        Err(err) => {
+            tracing::Instrument::instrument(
+                settle_failure(&job, &err, &queue, backoff, dead_letter.as_deref()),
+                span,
+            )
+            .await
+        }
     };
     if let Some(m) = &metrics {
         let q: &str = &job.queue;
@@ -374,7 +403,9 @@ async fn settle_failure(
     }
     let retry = err.is_transient() && attempt_job.attempt < job.max_attempts;
     let how = if retry {
-        Settle::Retry(backoff.delay(attempt_job.attempt, err.retry_after()))
+        let delay = backoff.delay(attempt_job.attempt, err.retry_after());
+        tracing::warn!(attempt = attempt_job.attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "attempt failed; rescheduled");
+        Settle::Retry(delay)
     } else {
         tracing::warn!(job_id = %job.id, attempts = attempt_job.attempt, error = %err, "job is dead");
         if let Some(hook) = hook {
