@@ -26,5 +26,5 @@ if ! command -v wrk >/dev/null; then
   $sudo apt-get install -y -qq wrk >&2 || true
 fi
 wrk_flag=""; command -v wrk >/dev/null && wrk_flag="--wrk"
-echo "== webhook ingest: signed 100-event batches, ${WEBHOOK_RATE:-100}/s for 10 s (api alone)"
-RUST_LOG=warn target/release/contact-sync bench-webhooks --rate "${WEBHOOK_RATE:-100}" --seconds 10 $wrk_flag
+echo "== webhook ingest: signed 100-event batches, ${WEBHOOK_RATE:-200}/s for 10 s (api alone)"
+RUST_LOG=warn target/release/contact-sync bench-webhooks --rate "${WEBHOOK_RATE:-200}" --seconds 10 $wrk_flag
