@@ -7,4 +7,4 @@ cd "$root"
 eval "$(scripts/services.sh dev)"
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
 cargo build --release --bin contact-sync
-exec target/release/contact-sync dev
+exec "${CARGO_TARGET_DIR:-target}/release/contact-sync" dev
