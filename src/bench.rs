@@ -290,7 +290,10 @@ async fn run_wrk(
         .to_owned();
     // Distinct batches (about 24 KB each); past them wrk repeats batches,
     // which the api answers as duplicates (cheaper): see the jobs count.
-    let batches: usize = std::env::var("WRK_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000);
+    let batches: usize = std::env::var("WRK_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4_000);
     let mut lua = String::from("local reqs = {}\n");
     for i in 0..batches {
         let body = webhook_batch(offset + i, events);

@@ -313,4 +313,16 @@ async fn bad_input_is_refused_with_a_json_error_and_nothing_is_written() {
         spec["paths"]["/api/contacts"].is_object() || spec["paths"]["/contacts"].is_object(),
         "spec lists contacts"
     );
+    // the errors seen above are documented, with their body
+    let create = &spec["paths"]["/contacts"]["post"]["responses"];
+    for status in ["202", "400", "401", "403", "413", "415"] {
+        assert!(
+            create.get(status).is_some(),
+            "POST /contacts documents {status}: {create}"
+        );
+    }
+    assert_eq!(
+        create["401"]["content"]["application/json; charset=utf-8"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
 }

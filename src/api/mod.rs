@@ -7,8 +7,11 @@ pub mod errors;
 mod jobs;
 mod metrics;
 mod ops;
+mod spec;
 mod text;
 mod views;
+
+use std::sync::Arc;
 
 use futures::StreamExt;
 use poem::http::StatusCode;
@@ -70,7 +73,7 @@ pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::En
         env!("CARGO_PKG_VERSION"),
     )
     .server("/api");
-    let spec = api.spec_endpoint();
+    let spec = Arc::new(spec::with_common_errors(&api.spec()));
     let docs = api.swagger_ui();
     let health_state = state.clone();
     Route::new()
@@ -85,7 +88,14 @@ pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::En
             "/api/integration/events",
             poem::post(crate::inbound::events::integration_events).data(hooks.events),
         )
-        .at("/api/openapi.json", spec)
+        .at(
+            "/api/openapi.json",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec.as_str().to_owned())
+            })),
+        )
         .nest("/api/docs", docs)
         .nest("/api", api)
         .nest("/console", crate::console::endpoint())
