@@ -56,13 +56,33 @@ fn mark_optional_nullable(doc: &mut Value) {
     }
 }
 
-/// `spec` (the generated document) with the common error responses and
-/// nullable optional properties.
+/// Unsigned integers (`format: uint*`) are refused below zero, which
+/// poem-openapi does not say; add `minimum: 0` wherever such a schema is.
+fn mark_unsigned(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let unsigned = o
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.starts_with("uint"));
+            if unsigned && o.get("type").and_then(Value::as_str) == Some("integer") {
+                o.entry("minimum").or_insert(json!(0));
+            }
+            o.values_mut().for_each(mark_unsigned);
+        }
+        Value::Array(a) => a.iter_mut().for_each(mark_unsigned),
+        _ => {}
+    }
+}
+
+/// `spec` (the generated document) with the common error responses,
+/// nullable optional properties and non-negative unsigned integers.
 pub fn with_common_errors(spec: &str) -> String {
     let Ok(mut doc) = serde_json::from_str::<Value>(spec) else {
         return spec.to_owned();
     };
     mark_optional_nullable(&mut doc);
+    mark_unsigned(&mut doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return spec.to_owned();
     };
@@ -157,5 +177,17 @@ mod tests {
         assert_eq!(props["inner"]["allOf"][0]["$ref"], "#/components/schemas/B");
         assert_eq!(props["inner"]["nullable"], true);
         assert_eq!(props["inner"]["description"], "d");
+    }
+
+    #[test]
+    fn unsigned_integers_have_a_minimum() {
+        let spec = json!({ "paths": { "/x": { "get": { "parameters": [
+            { "name": "offset", "schema": { "type": "integer", "format": "uint64" } },
+            { "name": "delta", "schema": { "type": "integer", "format": "int64" } }
+        ], "responses": {} } } } });
+        let out: Value = serde_json::from_str(&with_common_errors(&spec.to_string())).unwrap();
+        let params = &out["paths"]["/x"]["get"]["parameters"];
+        assert_eq!(params[0]["schema"]["minimum"], 0);
+        assert!(params[1]["schema"].get("minimum").is_none());
     }
 }
