@@ -13,6 +13,26 @@ use crate::dev::Stack;
 use crate::domain::SyncStatus;
 use crate::store::Store;
 
+/// Waits (at most 30 s) until the api at `base` answers `/readyz`.
+async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the api at {base} did not get ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs the benchmark with `contacts` creates, `concurrency` at a time.
 ///
 /// # Errors
@@ -37,18 +57,7 @@ pub async fn bench_sync(
     let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
     let http = reqwest::Client::new();
     let base = format!("http://{}", stack.api_addr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().is_success())
-        .ok()
-        != Some(true)
-    {
-        anyhow::ensure!(Instant::now() < deadline, "the stack did not get ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await?;
 
     let started = Instant::now();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -184,18 +193,7 @@ pub async fn bench_webhooks(
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().is_success())
-        .ok()
-        != Some(true)
-    {
-        anyhow::ensure!(Instant::now() < deadline, "the api did not get ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await?;
 
     let total = (u64::from(rate) * seconds) as usize;
     let signed = |seq: usize| {

@@ -1,7 +1,5 @@
 //! Applying one CRM record to the app's store.
 
-use std::time::Duration;
-
 use bson::DateTime;
 use serde_json::json;
 use workers::{JobError, Queue};
@@ -12,6 +10,7 @@ use crate::domain::{Email, Provider};
 use crate::jobs::Enqueuer;
 use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
 use crate::sync::universal::UniversalContact;
+use crate::sync::{hold_lease, link_lease_name};
 
 /// Who wins when a contact changed in the app and in a CRM since they last
 /// agreed.
@@ -108,9 +107,6 @@ fn same_values(c: &Contact, f: &UniversalContact) -> bool {
     UniversalContact::from(c).same_values(&f)
 }
 
-const LEASE_TTL: Duration = Duration::from_secs(5);
-const LEASE_WAIT: Duration = Duration::from_secs(15);
-
 impl InboundSync {
     /// A service over the store, the CRM client and the queues.
     pub fn new(
@@ -199,20 +195,12 @@ impl InboundSync {
         }
         let link_lease = match owner {
             Some(contact) => Some(
-                self.leases
-                    .lease(
-                        &crate::sync::link_lease_name(contact, provider),
-                        LEASE_TTL,
-                        LEASE_WAIT,
-                    )
-                    .await
-                    .map_err(|e| JobError::transient(format!("lease: {e}")))?
-                    .ok_or_else(|| {
-                        JobError::throttled(
-                            "another job is pushing this contact",
-                            Some(Duration::from_secs(1)),
-                        )
-                    })?,
+                hold_lease(
+                    &self.leases,
+                    &link_lease_name(contact, provider),
+                    "another job is pushing this contact",
+                )
+                .await?,
             ),
             None => None,
         };
@@ -239,21 +227,12 @@ impl InboundSync {
         record: Option<CrmRecord>,
         job_id: &str,
     ) -> Result<Applied, JobError> {
-        let lease = self
-            .leases
-            .lease(
-                &format!("ext:{provider}:{external_id}"),
-                LEASE_TTL,
-                LEASE_WAIT,
-            )
-            .await
-            .map_err(|e| JobError::transient(format!("lease: {e}")))?
-            .ok_or_else(|| {
-                JobError::throttled(
-                    "another job is applying this record",
-                    Some(Duration::from_secs(1)),
-                )
-            })?;
+        let lease = hold_lease(
+            &self.leases,
+            &format!("ext:{provider}:{external_id}"),
+            "another job is applying this record",
+        )
+        .await?;
         let res = self.apply_held(provider, external_id, record, job_id).await;
         if let Err(e) = lease.release().await {
             tracing::warn!(error = %e, "releasing a record lease failed; it expires by itself");

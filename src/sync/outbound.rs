@@ -45,11 +45,28 @@ pub fn link_lease_name(contact: ContactId, provider: Provider) -> String {
     format!("link:{contact}:{provider}")
 }
 
-/// How long a push holds its link's lease without renewing it; a crashed
-/// holder frees the link within this long.
+/// How long a job holds a lease without renewing it; a crashed holder
+/// frees it within this long.
 const LEASE_TTL: Duration = Duration::from_secs(5);
-/// How long a push waits for another push of the same link to finish.
+/// How long a job waits for another job holding the same lease.
 const LEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// Takes the pool-wide lease `name` for a job, waiting for its holder;
+/// when it stays busy, the job is retried a second later (`busy` says why).
+///
+/// # Errors
+/// Transient when Redis fails; throttled when the lease stays busy.
+pub async fn hold_lease(
+    leases: &Queue,
+    name: &str,
+    busy: &'static str,
+) -> Result<workers::Lease, JobError> {
+    leases
+        .lease(name, LEASE_TTL, LEASE_WAIT)
+        .await
+        .map_err(|e| JobError::transient(format!("lease: {e}")))?
+        .ok_or_else(|| JobError::throttled(busy, Some(Duration::from_secs(1))))
+}
 
 /// The outbound sync service.
 #[derive(Clone)]
@@ -97,17 +114,7 @@ impl Outbound {
         // Pushes of one link take turns, so an older state can never land
         // after a newer one; the contact is read once the lease is held.
         let name = link_lease_name(job.contact_id, job.provider);
-        let lease = self
-            .leases
-            .lease(&name, LEASE_TTL, LEASE_WAIT)
-            .await
-            .map_err(|e| JobError::transient(format!("lease: {e}")))?
-            .ok_or_else(|| {
-                JobError::throttled(
-                    "another job is pushing this contact",
-                    Some(Duration::from_secs(1)),
-                )
-            })?;
+        let lease = hold_lease(&self.leases, &name, "another job is pushing this contact").await?;
         let res = self.push_current(job, job_id, attempt).await;
         if let Err(e) = lease.release().await {
             tracing::warn!(error = %e, "releasing a link lease failed; it expires by itself");
