@@ -13,6 +13,23 @@ use crate::dev::Stack;
 use crate::domain::SyncStatus;
 use crate::store::Store;
 
+/// A fresh Redis namespace and database, so a run starts empty and leaves
+/// the others alone.
+fn isolate(cfg: &mut Config) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    cfg.redis_namespace = format!("bench-{tag}");
+    cfg.mongodb_db = format!("bench_{tag}");
+}
+
+/// Free ports for the api and simulator, and no CRM rate limit.
+fn unthrottled_stack(cfg: &mut Config) -> anyhow::Result<()> {
+    cfg.api_addr = "127.0.0.1:0".parse()?;
+    cfg.simulator_addr = "127.0.0.1:0".parse()?;
+    cfg.rate_limit_hubspot = 1_000_000;
+    cfg.rate_limit_pipedrive = 1_000_000;
+    Ok(())
+}
+
 /// Waits (at most 30 s) until the api at `base` answers `/readyz`.
 async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -42,13 +59,8 @@ pub async fn bench_sync(
     contacts: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    cfg.redis_namespace = format!("bench-{tag}");
-    cfg.mongodb_db = format!("bench_{tag}");
-    cfg.api_addr = "127.0.0.1:0".parse()?;
-    cfg.simulator_addr = "127.0.0.1:0".parse()?;
-    cfg.rate_limit_hubspot = 1_000_000;
-    cfg.rate_limit_pipedrive = 1_000_000;
+    isolate(&mut cfg);
+    unthrottled_stack(&mut cfg)?;
     // outbound alone: the simulated CRMs do not report the pushes back
     cfg.simulator_webhook_url = Some(String::new());
     cfg.simulator_events_url = Some(String::new());
@@ -166,9 +178,7 @@ pub async fn bench_webhooks(
 ) -> anyhow::Result<()> {
     use crate::inbound::signature::sign_v3;
 
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    cfg.redis_namespace = format!("bench-{tag}");
-    cfg.mongodb_db = format!("bench_{tag}");
+    isolate(&mut cfg);
     let secret = cfg
         .hubspot_client_secret
         .clone()
@@ -343,13 +353,8 @@ pub async fn bench_inbound(mut cfg: Config, changes: usize) -> anyhow::Result<()
     use crate::domain::Provider;
     use crate::inbound::InboundChange;
 
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    cfg.redis_namespace = format!("bench-{tag}");
-    cfg.mongodb_db = format!("bench_{tag}");
-    cfg.api_addr = "127.0.0.1:0".parse()?;
-    cfg.simulator_addr = "127.0.0.1:0".parse()?;
-    cfg.rate_limit_hubspot = 1_000_000;
-    cfg.rate_limit_pipedrive = 1_000_000;
+    isolate(&mut cfg);
+    unthrottled_stack(&mut cfg)?;
     // the jobs are queued by the benchmark, not by the simulator's webhooks
     cfg.simulator_webhook_url = Some(String::new());
     cfg.simulator_events_url = Some(String::new());

@@ -10,7 +10,7 @@ use crate::domain::{Email, Provider};
 use crate::jobs::Enqueuer;
 use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
 use crate::sync::universal::UniversalContact;
-use crate::sync::{hold_lease, link_lease_name};
+use crate::sync::{link_lease_name, with_lease};
 
 /// Who wins when a contact changed in the app and in a CRM since they last
 /// agreed.
@@ -193,26 +193,19 @@ impl InboundSync {
         if let Some(contact) = owner {
             tracing::Span::current().record("contact_id", tracing::field::display(contact));
         }
-        let link_lease = match owner {
-            Some(contact) => Some(
-                hold_lease(
+        let work = self.apply_during_push(provider, external_id, record, job_id);
+        match owner {
+            Some(contact) => {
+                with_lease(
                     &self.leases,
                     &link_lease_name(contact, provider),
                     "another job is pushing this contact",
+                    work,
                 )
-                .await?,
-            ),
-            None => None,
-        };
-        let res = self
-            .apply_during_push(provider, external_id, record, job_id)
-            .await;
-        if let Some(lease) = link_lease {
-            if let Err(e) = lease.release().await {
-                tracing::warn!(error = %e, "releasing a link lease failed; it expires by itself");
+                .await
             }
+            None => work.await,
         }
-        res
     }
 
     /// [`Self::apply`] for a caller that already holds the link's lease (a
@@ -227,17 +220,13 @@ impl InboundSync {
         record: Option<CrmRecord>,
         job_id: &str,
     ) -> Result<Applied, JobError> {
-        let lease = hold_lease(
+        let (applied, contact, conflict) = with_lease(
             &self.leases,
             &format!("ext:{provider}:{external_id}"),
             "another job is applying this record",
+            self.apply_held(provider, external_id, record, job_id),
         )
         .await?;
-        let res = self.apply_held(provider, external_id, record, job_id).await;
-        if let Err(e) = lease.release().await {
-            tracing::warn!(error = %e, "releasing a record lease failed; it expires by itself");
-        }
-        let (applied, contact, conflict) = res?;
         if let Some(contact) = contact {
             if !matches!(
                 applied,

@@ -116,6 +116,17 @@ fn email_conflict(email: &Email) -> StoreError {
 }
 
 impl Store {
+    /// How many contacts the store holds.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn count_contacts(&self) -> anyhow::Result<u64> {
+        self.contacts
+            .count_documents(doc! {})
+            .await
+            .context("counting contacts")
+    }
+
     /// Inserts a contact at version 1.
     ///
     /// # Errors

@@ -169,17 +169,6 @@ impl Store {
             .context("counting links")
     }
 
-    /// How many contacts the store holds.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn count_contacts(&self) -> anyhow::Result<u64> {
-        self.contacts
-            .count_documents(doc! {})
-            .await
-            .context("counting contacts")
-    }
-
     /// Records a successful push of `version`. The link turns `synced` only if
     /// no newer change is waiting.
     ///

@@ -5,4 +5,4 @@
 pub mod outbound;
 pub mod universal;
 
-pub use outbound::{hold_lease, link_lease_name, Outbound, OutboundUpsert, OUTBOUND_QUEUE};
+pub use outbound::{link_lease_name, with_lease, Outbound, OutboundUpsert, OUTBOUND_QUEUE};

@@ -51,21 +51,30 @@ const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How long a job waits for another job holding the same lease.
 const LEASE_WAIT: Duration = Duration::from_secs(15);
 
-/// Takes the pool-wide lease `name` for a job, waiting for its holder;
-/// when it stays busy, the job is retried a second later (`busy` says why).
+/// Runs `work` holding the pool-wide lease `name`, waiting for its holder,
+/// and frees the lease after (a lease that cannot be freed expires by
+/// itself). When the lease stays busy the job is retried a second later
+/// (`busy` says why).
 ///
 /// # Errors
-/// Transient when Redis fails; throttled when the lease stays busy.
-pub async fn hold_lease(
+/// Transient when Redis fails; throttled when the lease stays busy; else
+/// whatever `work` returns.
+pub async fn with_lease<T>(
     leases: &Queue,
     name: &str,
     busy: &'static str,
-) -> Result<workers::Lease, JobError> {
-    leases
+    work: impl std::future::Future<Output = Result<T, JobError>>,
+) -> Result<T, JobError> {
+    let lease = leases
         .lease(name, LEASE_TTL, LEASE_WAIT)
         .await
         .map_err(|e| JobError::transient(format!("lease: {e}")))?
-        .ok_or_else(|| JobError::throttled(busy, Some(Duration::from_secs(1))))
+        .ok_or_else(|| JobError::throttled(busy, Some(Duration::from_secs(1))))?;
+    let res = work.await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(lease = name, error = %e, "releasing a lease failed; it expires by itself");
+    }
+    res
 }
 
 /// The outbound sync service.
@@ -113,13 +122,13 @@ impl Outbound {
     ) -> Result<(), JobError> {
         // Pushes of one link take turns, so an older state can never land
         // after a newer one; the contact is read once the lease is held.
-        let name = link_lease_name(job.contact_id, job.provider);
-        let lease = hold_lease(&self.leases, &name, "another job is pushing this contact").await?;
-        let res = self.push_current(job, job_id, attempt).await;
-        if let Err(e) = lease.release().await {
-            tracing::warn!(error = %e, "releasing a link lease failed; it expires by itself");
-        }
-        res
+        with_lease(
+            &self.leases,
+            &link_lease_name(job.contact_id, job.provider),
+            "another job is pushing this contact",
+            self.push_current(job, job_id, attempt),
+        )
+        .await
     }
 
     async fn push_current(
