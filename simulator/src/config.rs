@@ -33,6 +33,8 @@ pub(crate) enum ActionKind {
     Get,
     /// `list-data-records`, with the `updatedSince` filter added here.
     List,
+    /// `match-data-record`, matched on `primaryEmail`: the live record or null.
+    Match,
 }
 
 impl ActionKind {
@@ -43,6 +45,7 @@ impl ActionKind {
             "delete-data-record" => Self::Delete,
             "find-data-record-by-id" => Self::Get,
             "list-data-records" => Self::List,
+            "match-data-record" => Self::Match,
             other => bail!("unsupported action type {other:?}"),
         })
     }
@@ -54,6 +57,7 @@ impl ActionKind {
             Self::Update => &["id", "fields"],
             Self::Delete | Self::Get => &["id"],
             Self::List => &[],
+            Self::Match => &["query"],
         }
     }
 }
@@ -177,7 +181,7 @@ fn load_action(path: &Path) -> anyhow::Result<(String, ActionSpec)> {
             "config.fieldMapping.key must be {COLLECTION:?}"
         );
     }
-    if kind == ActionKind::Upsert {
+    if matches!(kind, ActionKind::Upsert | ActionKind::Match) {
         ensure!(
             matches!(str_at("/lookup/fieldKey"), None | Some("primaryEmail")),
             "config.lookup.fieldKey: only primaryEmail is supported"
@@ -212,7 +216,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shipped_config_declares_the_five_actions() {
+    fn shipped_config_declares_the_six_actions() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration-app");
         let cfg = Config::load(&dir).expect("integration-app loads");
         let cases = [
@@ -221,6 +225,7 @@ mod tests {
             ("delete-contact", ActionKind::Delete),
             ("get-contact", ActionKind::Get),
             ("list-contacts", ActionKind::List),
+            ("find-contact", ActionKind::Match),
         ];
         for (key, kind) in cases {
             assert_eq!(cfg.action(key).map(|a| a.kind), Some(kind), "action {key}");

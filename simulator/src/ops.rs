@@ -1,4 +1,4 @@
-//! The five action kinds, run against one connection's store with the
+//! The six action kinds, run against one connection's store with the
 //! action's resolved `config` (its formulas evaluated on the input).
 
 use serde_json::{json, Map, Value};
@@ -60,6 +60,13 @@ pub(crate) fn run(kind: ActionKind, store: &Store, args: &Value) -> Result<Value
         }
         ActionKind::Get => Ok(store.get_universal(&required_id(args)?)?),
         ActionKind::List => list(store, args),
+        ActionKind::Match => {
+            let email = args
+                .pointer("/query/primaryEmail")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ActionError::bad_request("query.primaryEmail is required"))?;
+            Ok(store.find_universal_by_email(email).unwrap_or(Value::Null))
+        }
     }
 }
 

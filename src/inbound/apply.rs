@@ -9,6 +9,7 @@ use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::{Email, Provider};
 use crate::jobs::Enqueuer;
 use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
+use crate::sync::merge::{self, Winner};
 use crate::sync::universal::UniversalContact;
 use crate::sync::{link_lease_name, with_lease};
 
@@ -90,21 +91,6 @@ fn queue_err(e: impl std::fmt::Display) -> JobError {
 
 fn norm(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// Whether the contact already holds the record's values (then the change
-/// is our own push coming back, or already applied). A CRM record without a
-/// usable email does not change the contact's email.
-fn same_values(c: &Contact, f: &UniversalContact) -> bool {
-    let mut f = f.clone();
-    if f.primary_email
-        .as_deref()
-        .and_then(|e| Email::parse(e).ok())
-        .is_none()
-    {
-        f.primary_email = Some(c.email.as_str().to_owned());
-    }
-    UniversalContact::from(c).same_values(&f)
 }
 
 impl InboundSync {
@@ -284,7 +270,17 @@ impl InboundSync {
                     .await
                     .map_err(store_err)?
                     .ok_or_else(|| JobError::transient("contact vanished while deleting"))?;
-                self.mark(provider, &deleted, external_id, crm_ms).await?;
+                let holds = UniversalContact::from(&deleted);
+                self.mark(
+                    provider,
+                    &deleted,
+                    external_id,
+                    crm_ms,
+                    &holds,
+                    true,
+                    link.as_ref(),
+                )
+                .await?;
                 self.push_to_others(&deleted, provider).await?;
                 return Ok((Applied::Deleted, Some(deleted), None));
             }
@@ -330,62 +326,115 @@ impl InboundSync {
                 return Ok((Applied::Skipped, None, None));
             };
             let created = self.create(&record, email).await?;
-            self.mark(provider, &created, external_id, record.updated_ms)
-                .await?;
+            let holds = merge::apply(&record.fields, &Vec::new());
+            self.mark(
+                provider,
+                &created,
+                external_id,
+                record.updated_ms,
+                &holds,
+                true,
+                None,
+            )
+            .await?;
             self.push_to_others(&created, provider).await?;
             return Ok((Applied::Created, Some(created), None));
         };
 
-        if same_values(&contact, &record.fields) {
-            self.mark(provider, &contact, external_id, record.updated_ms)
-                .await?;
-            self.ensure_others(&contact, provider).await?;
-            return Ok((Applied::Unchanged, Some(contact), None));
+        // Field by field against what both held at the last sync (or, for
+        // a contact met by email, with no base: gaps are filled both ways).
+        let mut crm_fields = record.fields.clone();
+        if email.is_none() {
+            // a CRM record without a usable email never changes the app's
+            crm_fields.primary_email = Some(contact.email.as_str().to_owned());
         }
-
-        // The record holds exactly what was last synced with this CRM: it is
-        // our own push coming back (perhaps after the contact moved on), not
-        // a change made in the CRM.
-        let last_synced = link.as_ref().and_then(|l| l.synced_fields.as_ref());
-        if last_synced.is_some_and(|f| f.same_values(&record.fields)) {
-            self.ensure_others(&contact, provider).await?;
-            return Ok((Applied::Unchanged, Some(contact), None));
-        }
-
-        // Both sides changed since they last agreed?
-        let synced = link.as_ref().map_or(0, |l| l.synced_version);
-        let conflict = link.is_some() && contact.version > synced;
-        let crm_wins = match self.policy {
-            _ if !conflict => true,
-            ConflictPolicy::CrmWins => true,
-            ConflictPolicy::AppWins => false,
-            ConflictPolicy::NewestWins => {
-                record.updated_ms >= contact.updated_at.timestamp_millis()
-            }
-        };
-        let note = conflict.then(|| {
-            let side = if crm_wins { provider.as_str() } else { "app" };
-            format!("{}: kept {side}'s version", self.policy.name())
+        let base = link.as_ref().and_then(|l| match &l.push_intent {
+            Some(intent) if intent.same_values(&crm_fields) => Some(intent),
+            _ => l.synced_fields.as_ref(),
         });
-        if !crm_wins {
-            // The app's version stands; make sure it reaches this CRM.
-            self.push(&contact, &[provider]).await?;
-            return Ok((Applied::Kept, Some(contact), note));
+        let winner = match self.policy {
+            ConflictPolicy::CrmWins => Winner::Crm,
+            ConflictPolicy::AppWins => Winner::App,
+            ConflictPolicy::NewestWins
+                if record.updated_ms >= contact.updated_at.timestamp_millis() =>
+            {
+                Winner::Crm
+            }
+            ConflictPolicy::NewestWins => Winner::App,
+        };
+        let plan = merge::merge(base, &UniversalContact::from(&contact), &crm_fields, winner);
+        // What the CRM holds now: the base the next push diffs against.
+        let crm_holds = merge::apply(&crm_fields, &Vec::new());
+        let note = plan.note(self.policy.name(), provider.as_str());
+
+        if plan.to_app.is_empty() {
+            // Our own push coming back, a change applied already, or one
+            // the app's values win: nothing changes locally.
+            let synced = plan.to_crm.is_empty();
+            self.mark(
+                provider,
+                &contact,
+                external_id,
+                record.updated_ms,
+                &crm_holds,
+                synced,
+                link.as_ref(),
+            )
+            .await?;
+            if synced {
+                self.ensure_others(&contact, provider).await?;
+                return Ok((Applied::Unchanged, Some(contact), None));
+            }
+            // the app holds values this CRM lacks: make sure they get there
+            self.ensure(&contact, &self.providers.clone()).await?;
+            let applied = if plan.conflicts.is_empty() {
+                Applied::Unchanged
+            } else {
+                Applied::Kept
+            };
+            return Ok((applied, Some(contact), note));
         }
+
         let updated = match self
             .store
-            .apply_fields(contact.id, &record.fields, email.as_ref())
+            .update_contact_at(
+                contact.id,
+                Some(contact.version),
+                &merge::patch_of(&plan.to_app),
+            )
             .await
         {
             Ok(Some(c)) => c,
-            Ok(None) => return Ok((Applied::Skipped, Some(contact), None)),
+            // changed meanwhile (or deleted): the retry merges the newer state
+            Ok(None) => {
+                return Err(JobError::transient(
+                    "the contact changed while a CRM change was applied",
+                ))
+            }
             Err(StoreError::Conflict(m)) => return Err(JobError::permanent(m)),
             Err(StoreError::Other(e)) => return Err(store_err(e)),
         };
-        self.mark(provider, &updated, external_id, record.updated_ms)
-            .await?;
+        let synced = plan.to_crm.is_empty();
+        self.mark(
+            provider,
+            &updated,
+            external_id,
+            record.updated_ms,
+            &crm_holds,
+            synced,
+            link.as_ref(),
+        )
+        .await?;
         self.push_to_others(&updated, provider).await?;
-        tracing::debug!(job_id, "applied CRM values");
+        if !synced {
+            self.push(&updated, &[provider]).await?;
+        }
+        tracing::debug!(
+            job_id,
+            to_app = plan.to_app.len(),
+            to_crm = plan.to_crm.len(),
+            "applied CRM values"
+        );
         Ok((Applied::Updated, Some(updated), note))
     }
 
@@ -408,23 +457,34 @@ impl InboundSync {
         }
     }
 
+    /// Records on the link that it mirrors the CRM record, which holds
+    /// `crm_holds`; `synced` says whether the CRM also holds the contact's
+    /// current version (else the link's synced version stays where it was).
+    #[allow(clippy::too_many_arguments)]
     async fn mark(
         &self,
         provider: Provider,
         contact: &Contact,
         external_id: &str,
         crm_ms: i64,
+        crm_holds: &UniversalContact,
+        synced: bool,
+        link: Option<&crate::store::Link>,
     ) -> Result<(), JobError> {
-        let fields = UniversalContact::from(contact);
+        let version = if synced {
+            contact.version
+        } else {
+            link.map_or(0, |l| l.synced_version)
+        };
         match self
             .store
             .mark_inbound(
                 contact.id,
                 provider,
                 external_id,
-                contact.version,
+                version,
                 crm_ms,
-                &fields,
+                crm_holds,
             )
             .await
         {
@@ -439,13 +499,25 @@ impl InboundSync {
     /// may not have been queued; pushes are idempotent, so a duplicate costs
     /// one skipped job.
     async fn ensure_others(&self, contact: &Contact, from: Provider) -> Result<(), JobError> {
+        let others: Vec<Provider> = self
+            .providers
+            .iter()
+            .copied()
+            .filter(|p| *p != from)
+            .collect();
+        self.ensure(contact, &others).await
+    }
+
+    /// Queues a push to each of `providers` whose link is behind the
+    /// contact and has no live job to bring it up to date.
+    async fn ensure(&self, contact: &Contact, providers: &[Provider]) -> Result<(), JobError> {
         let links = self
             .store
             .links_of(&[contact.id])
             .await
             .map_err(store_err)?;
         let mut lost = Vec::new();
-        for &p in self.providers.iter().filter(|p| **p != from) {
+        for &p in providers {
             let link = links.iter().find(|l| l.provider == p);
             let behind = link.is_none_or(|l| l.synced_version < contact.version);
             if !behind {
@@ -468,7 +540,11 @@ impl InboundSync {
     }
 
     /// Queues the change for every provider but the one it came from.
-    async fn push_to_others(&self, contact: &Contact, from: Provider) -> Result<(), JobError> {
+    pub(crate) async fn push_to_others(
+        &self,
+        contact: &Contact,
+        from: Provider,
+    ) -> Result<(), JobError> {
         let others: Vec<Provider> = self
             .providers
             .iter()

@@ -174,12 +174,28 @@ impl Store {
         id: ContactId,
         patch: &ContactPatch,
     ) -> Result<Option<Contact>, StoreError> {
+        self.update_contact_at(id, None, patch).await
+    }
+
+    /// Applies a patch to a live contact that is still at `version` (any
+    /// version when `None`); `None` when there is no such contact, so a
+    /// merge computed from an older read is never written over a newer one.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the new email belongs to another contact.
+    pub async fn update_contact_at(
+        &self,
+        id: ContactId,
+        version: Option<i64>,
+        patch: &ContactPatch,
+    ) -> Result<Option<Contact>, StoreError> {
+        let mut filter = doc! { "_id": id.oid(), "deletedAt": { "$exists": false } };
+        if let Some(v) = version {
+            filter.insert("version", v);
+        }
         let res = self
             .contacts
-            .find_one_and_update(
-                doc! { "_id": id.oid(), "deletedAt": { "$exists": false } },
-                patch.to_update(),
-            )
+            .find_one_and_update(filter, patch.to_update())
             .return_document(ReturnDocument::After)
             .await;
         match res {

@@ -2,9 +2,8 @@
 //! applying CRM values, idempotency of webhook events, and poll cursors.
 
 use anyhow::Context;
-use bson::{doc, DateTime, Document};
+use bson::{doc, DateTime};
 use futures::TryStreamExt;
-use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
 
 use super::{is_duplicate_key, Contact, Link, Store, StoreError};
@@ -27,25 +26,6 @@ pub struct PollCursor {
     /// When the last poll finished.
     #[serde(default)]
     pub last_poll_at: Option<DateTime>,
-}
-
-fn fields_doc(f: &UniversalContact) -> (Document, Document) {
-    let mut set = Document::new();
-    let mut unset = Document::new();
-    let mut put = |name: &str, v: &Option<String>| match v.as_deref().map(str::trim) {
-        Some(s) if !s.is_empty() => {
-            set.insert(name, s);
-        }
-        _ => {
-            unset.insert(name, "");
-        }
-    };
-    put("firstName", &f.first_name);
-    put("lastName", &f.last_name);
-    put("phone", &f.primary_phone);
-    put("companyName", &f.company_name);
-    put("jobTitle", &f.job_title);
-    (set, unset)
 }
 
 impl Store {
@@ -73,44 +53,6 @@ impl Store {
             .find_one(doc! { "activeEmail": email.as_str() })
             .await
             .context("reading a contact by email")
-    }
-
-    /// Writes CRM values onto a live contact (a new version); `None` if the
-    /// contact is gone.
-    ///
-    /// # Errors
-    /// [`StoreError::Conflict`] when the new email belongs to another contact.
-    pub async fn apply_fields(
-        &self,
-        id: ContactId,
-        fields: &UniversalContact,
-        email: Option<&Email>,
-    ) -> Result<Option<Contact>, StoreError> {
-        let (mut set, unset) = fields_doc(fields);
-        set.insert("updatedAt", DateTime::now());
-        if let Some(e) = email {
-            set.insert("email", e.as_str());
-            set.insert("activeEmail", e.as_str());
-        }
-        let mut update = doc! { "$set": set, "$inc": { "version": 1_i64 } };
-        if !unset.is_empty() {
-            update.insert("$unset", unset);
-        }
-        let res = self
-            .contacts
-            .find_one_and_update(
-                doc! { "_id": id.oid(), "deletedAt": { "$exists": false } },
-                update,
-            )
-            .return_document(ReturnDocument::After)
-            .await;
-        match res {
-            Ok(c) => Ok(c),
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(
-                "email belongs to another contact".into(),
-            )),
-            Err(e) => Err(anyhow::Error::new(e).context("applying CRM values").into()),
-        }
     }
 
     /// Records that the link mirrors the CRM record at `crm_updated_ms`, and

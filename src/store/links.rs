@@ -45,6 +45,12 @@ pub struct Link {
     /// that differs from them was changed in the CRM since.
     #[serde(default)]
     pub synced_fields: Option<crate::sync::universal::UniversalContact>,
+    /// What a push in progress is about to write to the CRM, recorded
+    /// before the write: if the worker dies after the CRM accepted it but
+    /// before this link recorded it, a CRM record holding these values is
+    /// recognised as the app's own push, not as a change made in the CRM.
+    #[serde(default)]
+    pub push_intent: Option<crate::sync::universal::UniversalContact>,
     /// The job that last touched the link.
     #[serde(default)]
     pub last_job_id: Option<String>,
@@ -169,6 +175,39 @@ impl Store {
             .context("counting links")
     }
 
+    /// Records what a push is about to write to the CRM (see
+    /// [`Link::push_intent`]).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn record_push_intent(
+        &self,
+        contact: ContactId,
+        provider: Provider,
+        fields: &crate::sync::universal::UniversalContact,
+    ) -> anyhow::Result<()> {
+        let intent = bson::to_bson(fields).context("encoding a push intent")?;
+        self.links
+            .update_one(
+                doc! { "_id": link_id(contact, provider) },
+                doc! {
+                    "$set": { "pushIntent": intent, "updatedAt": DateTime::now() },
+                    "$setOnInsert": {
+                        "contactId": contact.oid(),
+                        "provider": provider.as_str(),
+                        "syncStatus": "pending",
+                        "pendingVersion": 0_i64,
+                        "syncedVersion": 0_i64,
+                        "attempts": 0_i64,
+                    },
+                },
+            )
+            .upsert(true)
+            .await
+            .with_context(|| format!("recording a push intent on {contact}:{provider}"))?;
+        Ok(())
+    }
+
     /// Records a successful push of `version`. The link turns `synced` only if
     /// no newer change is waiting.
     ///
@@ -203,6 +242,7 @@ impl Store {
                         "lastJobId": job_id,
                         "syncedFields": snapshot,
                     },
+                    "$unset": { "pushIntent": "" },
                     "$max": { "syncedVersion": version },
                     "$setOnInsert": {
                         "contactId": contact.oid(),

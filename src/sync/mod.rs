@@ -2,6 +2,7 @@
 //! Handlers return [`workers::JobError`]s: store failures are transient (the
 //! database may come back), CRM failures are classified by the client.
 
+pub mod merge;
 pub mod outbound;
 pub mod universal;
 

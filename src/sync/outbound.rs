@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use workers::{JobError, Queue};
 
+use super::merge::{self, Merge, Winner};
 use super::universal::UniversalContact;
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::{ContactId, Provider, SyncStatus};
@@ -37,7 +38,40 @@ pub struct OutboundUpsert {
 
 #[derive(Deserialize)]
 struct IdOutput {
+    #[allow(dead_code)]
     id: String,
+}
+
+#[derive(Deserialize)]
+struct UpsertOutput {
+    id: String,
+    #[serde(default)]
+    created: bool,
+}
+
+/// How many times a push merges again because the contact changed while
+/// it was being merged, before it gives the attempt up.
+const MERGE_ROUNDS: usize = 5;
+
+/// Where a push writes.
+enum Target {
+    /// No record has the contact's email: create one.
+    Create,
+    /// A record with the contact's email existed before the first push.
+    Found { ext: String, plan: Merge },
+    /// The linked record.
+    Linked { ext: String, plan: Merge },
+}
+
+/// The values both sides held when they last agreed: the CRM record
+/// matching a push that was never recorded is that push; else the snapshot
+/// of the last sync.
+fn base_of<'a>(link: Option<&'a Link>, crm: &UniversalContact) -> Option<&'a UniversalContact> {
+    let link = link?;
+    match &link.push_intent {
+        Some(intent) if intent.same_values(crm) => Some(intent),
+        _ => link.synced_fields.as_ref(),
+    }
 }
 
 /// The lease pushes and inbound changes of one link take turns on.
@@ -137,72 +171,330 @@ impl Outbound {
         job_id: &str,
         attempt: u32,
     ) -> Result<(), JobError> {
-        let Some(contact) = self
-            .store
-            .contact(job.contact_id)
-            .await
-            .map_err(store_err)?
-        else {
-            tracing::info!("contact no longer exists; nothing to push");
-            return Ok(());
-        };
-        let provider = job.provider;
-        let link = self
-            .store
-            .link(contact.id, provider)
-            .await
-            .map_err(store_err)?;
-        let known = link.as_ref().and_then(|l| l.external_id.clone());
-        if let Some(l) = &link {
-            if l.sync_status == SyncStatus::Synced && l.synced_version >= contact.version {
-                tracing::info!(version = contact.version, "already synced; nothing to push");
+        // A merge is computed from one read of the contact and written only
+        // if the contact is still at that version; when it moved on, the
+        // merge is done again from the newer state.
+        for _ in 0..MERGE_ROUNDS {
+            let Some(contact) = self
+                .store
+                .contact(job.contact_id)
+                .await
+                .map_err(store_err)?
+            else {
+                tracing::info!("contact no longer exists; nothing to push");
                 return Ok(());
-            }
-        }
-
-        if let (Some(ext), Some(l)) = (&known, &link) {
-            if contact.deleted_at.is_none()
-                && self.crm_changed_first(&contact, l, ext, job_id).await?
-            {
-                return Ok(());
-            }
-        }
-
-        let (external_id, outcome) = if contact.deleted_at.is_some() {
-            if let Some(ext) = &known {
-                match self
-                    .crm
-                    .run::<_, serde_json::Value>(provider, "delete-contact", &json!({ "id": ext }))
-                    .await
-                {
-                    Ok(_) | Err(CrmError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
+            };
+            let link = self
+                .store
+                .link(contact.id, job.provider)
+                .await
+                .map_err(store_err)?;
+            if let Some(l) = &link {
+                if l.sync_status == SyncStatus::Synced && l.synced_version >= contact.version {
+                    tracing::info!(version = contact.version, "already synced; nothing to push");
+                    return Ok(());
                 }
             }
-            (known, "deleted")
-        } else {
-            let (ext, outcome) = self.push(&contact, provider, known).await?;
-            (Some(ext), outcome)
+            let done = if contact.deleted_at.is_some() {
+                self.push_deletion(&contact, job.provider, link.as_ref(), job_id, attempt)
+                    .await?;
+                true
+            } else {
+                self.push_merged(&contact, job.provider, link.as_ref(), job_id, attempt)
+                    .await?
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        Err(JobError::transient(
+            "the contact kept changing while it was merged with its CRM record",
+        ))
+    }
+
+    async fn push_deletion(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        link: Option<&Link>,
+        job_id: &str,
+        attempt: u32,
+    ) -> Result<(), JobError> {
+        let known = link.and_then(|l| l.external_id.clone());
+        if let Some(ext) = &known {
+            match self
+                .crm
+                .run::<_, serde_json::Value>(provider, "delete-contact", &json!({ "id": ext }))
+                .await
+            {
+                Ok(_) | Err(CrmError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.record_synced(contact, provider, ext, job_id, None)
+                .await?;
+        }
+        self.log(contact, provider, known, "deleted", job_id, attempt, None)
+            .await
+    }
+
+    /// Pushes one live contact: reads the CRM side, merges field by field,
+    /// writes each side only what it lacks. Returns `false` when the contact
+    /// changed meanwhile and the merge has to be done again.
+    async fn push_merged(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        link: Option<&Link>,
+        job_id: &str,
+        attempt: u32,
+    ) -> Result<bool, JobError> {
+        let app = UniversalContact::from(contact);
+        let known = link.and_then(|l| l.external_id.clone());
+        let snapshot = link.and_then(|l| l.synced_fields.as_ref());
+
+        let target = match (&known, snapshot) {
+            // The app wins every conflict, so the CRM need not be read: only
+            // what the app changed since the last sync is sent, and fields
+            // changed in the CRM alone are left as they are.
+            (Some(ext), Some(base)) if self.policy() == ConflictPolicy::AppWins => {
+                let to_crm = merge::diff(base, &app);
+                Target::Linked {
+                    ext: ext.clone(),
+                    plan: Merge {
+                        result: merge::apply(base, &to_crm),
+                        to_crm,
+                        ..Merge::default()
+                    },
+                }
+            }
+            (Some(ext), _) => match self.read(provider, ext).await? {
+                Some(record) if record.deleted => {
+                    if self.policy() != ConflictPolicy::AppWins {
+                        if let Some(inbound) = &self.inbound {
+                            tracing::info!("the CRM record was deleted; applying that first");
+                            inbound
+                                .apply_during_push(provider, ext, Some(record), job_id)
+                                .await?;
+                            return Ok(true);
+                        }
+                    }
+                    self.first_link(contact, provider, link, &app).await?
+                }
+                Some(record) => {
+                    let base = base_of(link, &record.fields);
+                    let plan =
+                        merge::merge(base, &app, &record.fields, self.winner(contact, &record));
+                    Target::Linked {
+                        ext: ext.clone(),
+                        plan,
+                    }
+                }
+                // gone from the CRM: the app is the source here, so the
+                // record is found again by email or created anew
+                None => self.first_link(contact, provider, link, &app).await?,
+            },
+            (None, _) => self.first_link(contact, provider, link, &app).await?,
         };
 
-        if let Some(ext) = &external_id {
+        let plan = match &target {
+            Target::Linked { plan, .. } | Target::Found { plan, .. } => plan.clone(),
+            Target::Create => Merge {
+                to_crm: merge::present(&app),
+                result: merge::apply(&UniversalContact::default(), &merge::present(&app)),
+                ..Merge::default()
+            },
+        };
+
+        // The app takes the CRM's values first: if the contact moved on
+        // meanwhile, nothing has been written anywhere and the merge is
+        // done again.
+        let contact = if plan.to_app.is_empty() {
+            contact.clone()
+        } else {
             match self
                 .store
-                .mark_synced(
+                .update_contact_at(
                     contact.id,
-                    provider,
-                    ext,
-                    contact.version,
-                    job_id,
-                    Some(&UniversalContact::from(&contact)),
+                    Some(contact.version),
+                    &merge::patch_of(&plan.to_app),
                 )
                 .await
             {
-                Ok(()) => {}
+                Ok(Some(updated)) => {
+                    if let Some(inbound) = &self.inbound {
+                        inbound.push_to_others(&updated, provider).await?;
+                    }
+                    updated
+                }
+                Ok(None) => return Ok(false),
                 Err(StoreError::Conflict(m)) => return Err(JobError::permanent(m)),
                 Err(StoreError::Other(e)) => return Err(store_err(e)),
             }
+        };
+
+        if !plan.to_crm.is_empty() {
+            // Written down before the CRM is, so a push that lands but is
+            // not recorded (a crash, the database failing) is known as ours.
+            self.store
+                .record_push_intent(contact.id, provider, &plan.result)
+                .await
+                .map_err(store_err)?;
         }
+        let (ext, outcome) = match target {
+            Target::Create => {
+                let out: UpsertOutput = self
+                    .crm
+                    .run(
+                        provider,
+                        "upsert-contact",
+                        &json!({ "fields": merge::fields_json(&plan.to_crm) }),
+                    )
+                    .await?;
+                (out.id, if out.created { "created" } else { "upserted" })
+            }
+            Target::Found { ext, .. } | Target::Linked { ext, .. } => {
+                let first = link.and_then(|l| l.external_id.as_deref()) != Some(ext.as_str());
+                if !plan.to_crm.is_empty() {
+                    let input = json!({ "id": ext, "fields": merge::fields_json(&plan.to_crm) });
+                    match self
+                        .crm
+                        .run::<_, IdOutput>(provider, "update-contact", &input)
+                        .await
+                    {
+                        Ok(_) => {}
+                        // deleted in the CRM since it was read: do it again
+                        Err(CrmError::NotFound(_)) => return Ok(false),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let outcome = match (first, plan.to_crm.is_empty()) {
+                    (true, _) => "linked",
+                    (false, false) => "updated",
+                    (false, true) if plan.to_app.is_empty() => "unchanged",
+                    (false, true) => "merged",
+                };
+                (ext, outcome)
+            }
+        };
+        self.record_synced(&contact, provider, &ext, job_id, Some(&plan.result))
+            .await?;
+        let note = plan.note(self.policy().name(), provider.as_str());
+        self.log(
+            &contact,
+            provider,
+            Some(ext),
+            outcome,
+            job_id,
+            attempt,
+            note,
+        )
+        .await?;
+        tracing::info!(
+            outcome,
+            version = contact.version,
+            to_crm = plan.to_crm.len(),
+            to_app = plan.to_app.len(),
+            "pushed"
+        );
+        Ok(true)
+    }
+
+    /// The CRM side of a contact with no usable link: an existing record
+    /// with its email (merged with, never overwritten blindly) or none.
+    async fn first_link(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        link: Option<&Link>,
+        app: &UniversalContact,
+    ) -> Result<Target, JobError> {
+        let found = self
+            .crm
+            .run::<_, serde_json::Value>(
+                provider,
+                "find-contact",
+                &json!({ "email": contact.email.as_str() }),
+            )
+            .await?;
+        if found.is_null() {
+            return Ok(Target::Create);
+        }
+        let record = CrmRecord::parse(&found).map_err(JobError::permanent)?;
+        // Our own earlier push that was never recorded is a base, not a
+        // stranger's record.
+        let base = link
+            .and_then(|l| l.push_intent.as_ref())
+            .filter(|i| i.same_values(&record.fields));
+        let plan = merge::merge(base, app, &record.fields, self.winner(contact, &record));
+        Ok(Target::Found {
+            ext: record.id,
+            plan,
+        })
+    }
+
+    async fn read(&self, provider: Provider, ext: &str) -> Result<Option<CrmRecord>, JobError> {
+        match self
+            .crm
+            .run::<_, serde_json::Value>(provider, "get-contact", &json!({ "id": ext }))
+            .await
+        {
+            Ok(v) => Ok(Some(CrmRecord::parse(&v).map_err(JobError::permanent)?)),
+            Err(CrmError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn policy(&self) -> ConflictPolicy {
+        self.inbound
+            .as_ref()
+            .map_or(ConflictPolicy::CrmWins, |i| i.policy)
+    }
+
+    /// Who keeps a field both sides changed.
+    fn winner(&self, contact: &Contact, record: &CrmRecord) -> Winner {
+        match self.policy() {
+            ConflictPolicy::CrmWins => Winner::Crm,
+            ConflictPolicy::AppWins => Winner::App,
+            ConflictPolicy::NewestWins => {
+                if record.updated_ms >= contact.updated_at.timestamp_millis() {
+                    Winner::Crm
+                } else {
+                    Winner::App
+                }
+            }
+        }
+    }
+
+    async fn record_synced(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        ext: &str,
+        job_id: &str,
+        fields: Option<&UniversalContact>,
+    ) -> Result<(), JobError> {
+        match self
+            .store
+            .mark_synced(contact.id, provider, ext, contact.version, job_id, fields)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(m)) => Err(JobError::permanent(m)),
+            Err(StoreError::Other(e)) => Err(store_err(e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn log(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        external_id: Option<String>,
+        outcome: &str,
+        job_id: &str,
+        attempt: u32,
+        conflict: Option<String>,
+    ) -> Result<(), JobError> {
         self.store
             .log_sync(&SyncLog {
                 contact_id: contact.id,
@@ -214,88 +506,11 @@ impl Outbound {
                 attempts: i64::from(attempt),
                 version: contact.version,
                 error: None,
-                conflict: None,
+                conflict,
                 at: DateTime::now(),
             })
             .await
-            .map_err(store_err)?;
-        tracing::info!(outcome, version = contact.version, "pushed");
-        Ok(())
-    }
-
-    /// Conflict check before overwriting a CRM record: if the record no
-    /// longer holds the values of the last sync, it changed in the CRM too.
-    /// Unless the app's version wins by policy, the CRM's change is applied
-    /// through inbound sync (which logs the conflict) and nothing is pushed.
-    /// Returns whether that happened.
-    async fn crm_changed_first(
-        &self,
-        contact: &Contact,
-        link: &Link,
-        ext: &str,
-        job_id: &str,
-    ) -> Result<bool, JobError> {
-        let (Some(inbound), Some(snapshot)) = (&self.inbound, &link.synced_fields) else {
-            return Ok(false);
-        };
-        if inbound.policy == ConflictPolicy::AppWins {
-            return Ok(false);
-        }
-        let raw = match self
-            .crm
-            .run::<_, serde_json::Value>(link.provider, "get-contact", &json!({ "id": ext }))
-            .await
-        {
-            Ok(v) => v,
-            Err(CrmError::NotFound(_)) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        let record = CrmRecord::parse(&raw).map_err(JobError::permanent)?;
-        if !record.deleted && record.fields.same_values(snapshot) {
-            return Ok(false);
-        }
-        let crm_first = match inbound.policy {
-            ConflictPolicy::NewestWins => {
-                record.updated_ms >= contact.updated_at.timestamp_millis()
-            }
-            _ => true,
-        };
-        if !crm_first {
-            return Ok(false);
-        }
-        tracing::info!("the CRM record changed since the last sync; applying it first");
-        inbound
-            .apply_during_push(link.provider, ext, Some(record), job_id)
-            .await?;
-        Ok(true)
-    }
-
-    /// Updates the linked record, or finds-or-creates one by email.
-    async fn push(
-        &self,
-        contact: &Contact,
-        provider: Provider,
-        known: Option<String>,
-    ) -> Result<(String, &'static str), JobError> {
-        let fields = UniversalContact::from(contact);
-        if let Some(ext) = known {
-            let input = json!({ "id": ext, "fields": fields });
-            match self
-                .crm
-                .run::<_, IdOutput>(provider, "update-contact", &input)
-                .await
-            {
-                Ok(out) => return Ok((out.id, "updated")),
-                // deleted on the CRM side: recreate it (the app is the source here)
-                Err(CrmError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let out: IdOutput = self
-            .crm
-            .run(provider, "upsert-contact", &json!({ "fields": fields }))
-            .await?;
-        Ok((out.id, "upserted"))
+            .map_err(store_err)
     }
 
     /// Records a job that ran out of attempts: link `error`, sync log.

@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use serde_json::{json, Value};
 
-use super::{parse_id, Position, Record, Store, StoreError};
+use super::{normalize_email, parse_id, Position, Record, Store, StoreError};
 use crate::connection::{time_ms, Connection};
 use crate::mapping::FieldMapping;
 
@@ -38,6 +38,15 @@ impl Store {
             .get(&parse_id(id)?)
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         Ok(self.universal(rec))
+    }
+
+    /// The live record whose primary email is `email` (case-insensitive),
+    /// as a universal record; the oldest one if several share it.
+    pub(crate) fn find_universal_by_email(&self, email: &str) -> Option<Value> {
+        let email = normalize_email(email)?;
+        let inner = self.lock();
+        let id = inner.by_email.get(&email)?.first().copied()?;
+        inner.records.get(&id).map(|rec| self.universal(rec))
     }
 
     /// Up to `limit` universal records (deleted included) with
