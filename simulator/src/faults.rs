@@ -18,6 +18,11 @@ use crate::error::ActionError;
 pub(crate) struct FaultConfig {
     /// Delay before every action call is handled.
     latency_ms: u64,
+    /// Delay *after* a call has been carried out, before it is answered:
+    /// the write has landed but its caller has not heard yet (as when a
+    /// response is lost or late), so a caller that dies meanwhile never
+    /// learns its write succeeded.
+    respond_late_ms: u64,
     /// Probability (0..=1) that a call fails as if the CRM answered 500.
     error_rate: f64,
     /// Every action call answers 503.
@@ -94,6 +99,10 @@ impl Faults {
 
     pub(crate) fn latency(&self) -> Duration {
         Duration::from_millis(self.lock().config.latency_ms)
+    }
+
+    pub(crate) fn respond_late(&self) -> Duration {
+        Duration::from_millis(self.lock().config.respond_late_ms)
     }
 
     pub(crate) fn outage(&self) -> bool {

@@ -55,7 +55,13 @@ async fn handle(
         record_id: None,
     };
     let resp = match execute(state, authorization, body, &mut call) {
-        Ok(output) => json_response(StatusCode::CREATED, &json!({ "output": output })),
+        Ok(output) => {
+            let late = state.faults.respond_late();
+            if !late.is_zero() {
+                tokio::time::sleep(late).await;
+            }
+            json_response(StatusCode::CREATED, &json!({ "output": output }))
+        }
         Err(e) => e.into_response(),
     };
     call.status = resp.status().as_u16();
