@@ -15,7 +15,10 @@ use crate::config::Config;
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
 use crate::domain::Provider;
 use crate::inbound::{InboundSync, INBOUND_QUEUE, POLL_QUEUE};
-use crate::jobs::{inbound_service, outbound_service, poll_service, Enqueuer, OutboundDeadLetter};
+use crate::jobs::{
+    inbound_service, outbound_service, poll_service, Enqueuer, InboundDeadLetter,
+    OutboundDeadLetter, PollDeadLetter,
+};
 use crate::store::Store;
 use crate::sync::{Outbound, OUTBOUND_QUEUE};
 
@@ -193,12 +196,14 @@ pub async fn run_worker(
             runtime_config(INBOUND_QUEUE),
             inbound_service(inbound.clone()),
         )
+        .on_dead(Arc::new(InboundDeadLetter(inbound.clone())))
         .span(crate::jobs::inbound_span)
         .metrics(metrics.clone())
         .run(stopped()),
     );
     runtimes.spawn(
-        Runtime::new(queue, poll_config, poll_service(inbound))
+        Runtime::new(queue, poll_config, poll_service(inbound.clone()))
+            .on_dead(Arc::new(PollDeadLetter(inbound)))
             .span(crate::jobs::poll_span)
             .metrics(metrics.clone())
             .run(stopped()),

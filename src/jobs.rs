@@ -250,3 +250,58 @@ impl DeadLetter for OutboundDeadLetter {
         })
     }
 }
+
+/// Dead-letter hook of `inbound-change`: a sync log entry, and the link in
+/// `error` when the record is linked.
+pub struct InboundDeadLetter(pub Arc<InboundSync>);
+
+impl DeadLetter for InboundDeadLetter {
+    fn on_dead<'a>(&'a self, job: &'a Job, error: &'a JobError) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let res = match job.decode::<InboundChange>() {
+                Ok(p) => {
+                    self.0
+                        .record_failure(
+                            p.provider,
+                            Some(&p.external_id),
+                            &job.id,
+                            job.attempt,
+                            &error.to_string(),
+                        )
+                        .await
+                }
+                Err(e) => Err(anyhow::anyhow!("dead job has an unreadable payload: {e}")),
+            };
+            if let Err(e) = res {
+                tracing::error!(job_id = %job.id, error = %format!("{e:#}"), "could not record a dead inbound change");
+            }
+        })
+    }
+}
+
+/// Dead-letter hook of `provider-poll`: a sync log entry for the CRM.
+pub struct PollDeadLetter(pub Arc<InboundSync>);
+
+impl DeadLetter for PollDeadLetter {
+    fn on_dead<'a>(&'a self, job: &'a Job, error: &'a JobError) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let res = match job.decode::<ProviderPoll>() {
+                Ok(p) => {
+                    self.0
+                        .record_failure(
+                            p.provider,
+                            None,
+                            &job.id,
+                            job.attempt,
+                            &format!("poll failed: {error}"),
+                        )
+                        .await
+                }
+                Err(e) => Err(anyhow::anyhow!("dead job has an unreadable payload: {e}")),
+            };
+            if let Err(e) = res {
+                tracing::error!(job_id = %job.id, error = %format!("{e:#}"), "could not record a dead poll");
+            }
+        })
+    }
+}

@@ -87,3 +87,156 @@ async fn a_push_that_landed_but_was_not_recorded_does_not_revert_a_later_edit() 
     let p = app.records("pipedrive").await;
     assert_eq!(p[0]["first_name"], "V3", "{p:?}");
 }
+
+async fn sync_logs(app: &TestApp, query: &str) -> Vec<Value> {
+    let (status, logs) = app
+        .call(Method::GET, &format!("/api/sync-logs?{query}"), None)
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    logs.as_array().cloned().unwrap_or_default()
+}
+
+async fn poll_pipedrive(app: &TestApp) {
+    let (status, body) = app
+        .call(Method::POST, "/api/providers/pipedrive/poll", None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    settle(app).await;
+}
+
+#[tokio::test]
+async fn a_dead_inbound_change_marks_the_link_and_is_logged() {
+    let app = TestApp::spawn().await;
+    let cid = app.create_ok("erin@example.com").await;
+    let link = app
+        .wait_link(&cid, "hubspot", "synced", Duration::from_secs(10))
+        .await;
+    let ext = link["externalId"].as_str().unwrap().to_owned();
+    settle(&app).await;
+    // HubSpot announces a change, but reading that record keeps failing
+    app.set_faults(json!({ "failRecords": [ext] })).await;
+    let (status, _) = app
+        .hubspot_webhook(&json!([common::hs_event(
+            77,
+            "contact.propertyChange",
+            &ext,
+            "CRM_UI"
+        )]))
+        .await;
+    assert_eq!(status, 200);
+    let link = app
+        .wait_link(&cid, "hubspot", "error", Duration::from_secs(15))
+        .await;
+    assert!(
+        link["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("502") || e.contains("500")),
+        "{link}"
+    );
+    let logs = sync_logs(&app, &format!("contactId={cid}&outcome=failed")).await;
+    assert!(
+        logs.iter()
+            .any(|l| l["direction"] == "inbound" && l["externalId"] == ext.as_str()),
+        "{logs:?}"
+    );
+    let (_, dead) = app
+        .call(
+            Method::GET,
+            "/api/queues/inbound-change/jobs?state=dead",
+            None,
+        )
+        .await;
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
+}
+
+#[tokio::test]
+async fn a_poll_logs_and_skips_a_record_it_cannot_apply_and_goes_on() {
+    let app = TestApp::spawn().await;
+    let person = |first: &str, email: &str| json!({ "first_name": first, "emails": [{ "value": email, "primary": true, "label": "work" }] });
+    let (_, one) = app
+        .sim_send(
+            Method::POST,
+            "/pipedrive/records",
+            Some(person("Carol", "carol@example.com")),
+        )
+        .await;
+    poll_pipedrive(&app).await;
+    let carol = eventually(Duration::from_secs(10), "Carol imported", || async {
+        app.contact_by_email("carol@example.com").await
+    })
+    .await;
+    let cid = carol["id"].as_str().unwrap().to_owned();
+    // a second person with Carol's email, then a new person after it
+    let (_, two) = app
+        .sim_send(
+            Method::POST,
+            "/pipedrive/records",
+            Some(person("Caroline", "carol@example.com")),
+        )
+        .await;
+    app.sim_send(
+        Method::POST,
+        "/pipedrive/records",
+        Some(person("Dave", "dave@example.com")),
+    )
+    .await;
+    poll_pipedrive(&app).await;
+
+    eventually(
+        Duration::from_secs(10),
+        "Dave imported past the duplicate",
+        || async { app.contact_by_email("dave@example.com").await },
+    )
+    .await;
+    let (_, c) = app.contact(&cid).await;
+    assert_eq!(
+        c["firstName"], "Carol",
+        "the duplicate was not merged in: {c}"
+    );
+    let link = app.link(&cid, "pipedrive").await.unwrap();
+    assert_eq!(
+        link["externalId"],
+        one["id"].to_string().as_str(),
+        "Carol stays linked to her own record: {link}"
+    );
+    let logs = sync_logs(&app, "provider=pipedrive&outcome=failed").await;
+    let dup = two["id"].to_string();
+    assert!(
+        logs.iter().any(|l| l["externalId"] == dup.as_str()
+            && l["error"].as_str().is_some_and(|e| e.contains("linked to"))),
+        "the skipped duplicate is logged: {logs:?}"
+    );
+    let (_, dead) = app
+        .call(
+            Method::GET,
+            "/api/queues/provider-poll/jobs?state=dead",
+            None,
+        )
+        .await;
+    assert_eq!(
+        dead.as_array().map(Vec::len),
+        Some(0),
+        "the poll did not die: {dead}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_poll_is_logged() {
+    let app = TestApp::spawn().await;
+    app.set_faults(json!({ "errorRate": 1.0 })).await;
+    let (status, _) = app
+        .call(Method::POST, "/api/providers/pipedrive/poll", None)
+        .await;
+    assert_eq!(status, 202);
+    let logs = eventually(Duration::from_secs(15), "the dead poll logged", || async {
+        let logs = sync_logs(&app, "provider=pipedrive&outcome=failed").await;
+        (!logs.is_empty()).then_some(logs)
+    })
+    .await;
+    assert!(
+        logs[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("poll failed")),
+        "{logs:?}"
+    );
+}

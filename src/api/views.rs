@@ -73,6 +73,8 @@ impl From<&Link> for LinkView {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct SyncLogView {
+    /// The contact, when known.
+    pub contact_id: Option<String>,
     /// The CRM.
     pub provider: String,
     /// `outbound` or `inbound`.
@@ -98,6 +100,7 @@ pub struct SyncLogView {
 impl From<&SyncLog> for SyncLogView {
     fn from(l: &SyncLog) -> Self {
         Self {
+            contact_id: l.contact_id.map(|c| c.to_string()),
             provider: l.provider.to_string(),
             direction: serde_json::to_value(l.direction)
                 .ok()

@@ -220,7 +220,7 @@ impl InboundSync {
             ) {
                 self.store
                     .log_sync(&SyncLog {
-                        contact_id: contact.id,
+                        contact_id: Some(contact.id),
                         provider,
                         direction: Direction::Inbound,
                         outcome: applied.as_str().into(),
@@ -319,6 +319,19 @@ impl InboundSync {
                 None => None,
             },
         };
+        if let (None, Some(c)) = (&link, &contact) {
+            // A second CRM record with the email of a contact already linked
+            // to another one (a duplicate in the CRM): linking it would
+            // steal the link, merging it would mix two people. Refused, so
+            // the caller logs it and moves on.
+            let own = self.store.link(c.id, provider).await.map_err(store_err)?;
+            if let Some(other) = own.and_then(|l| l.external_id).filter(|x| x != external_id) {
+                return Err(JobError::permanent(format!(
+                    "{provider} record {external_id} has the email of contact {}, which is linked to {provider} record {other}; not applied",
+                    c.id
+                )));
+            }
+        }
 
         let Some(contact) = contact else {
             let Some(email) = email else {
@@ -436,6 +449,46 @@ impl InboundSync {
             "applied CRM values"
         );
         Ok((Applied::Updated, Some(updated), note))
+    }
+
+    /// Records a CRM record that could not be applied (a dead
+    /// `inbound-change`, or a record a poll skipped): a sync log entry, and
+    /// the link in `error` when the record is linked to a contact.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn record_failure(
+        &self,
+        provider: Provider,
+        external_id: Option<&str>,
+        job_id: &str,
+        attempts: u32,
+        error: &str,
+    ) -> anyhow::Result<()> {
+        let link = match external_id {
+            Some(ext) => self.store.link_by_external(provider, ext).await?,
+            None => None,
+        };
+        if let Some(l) = &link {
+            self.store
+                .mark_error(l.contact_id, provider, error, attempts, job_id)
+                .await?;
+        }
+        self.store
+            .log_sync(&SyncLog {
+                contact_id: link.map(|l| l.contact_id),
+                provider,
+                direction: Direction::Inbound,
+                outcome: "failed".into(),
+                external_id: external_id.map(str::to_owned),
+                job_id: job_id.into(),
+                attempts: i64::from(attempts),
+                version: 0,
+                error: Some(error.into()),
+                conflict: None,
+                at: DateTime::now(),
+            })
+            .await
     }
 
     async fn create(&self, record: &CrmRecord, email: Email) -> Result<Contact, JobError> {

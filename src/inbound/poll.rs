@@ -40,6 +40,8 @@ pub struct PollReport {
     pub applied: usize,
     /// Records skipped at the inclusive boundary.
     pub skipped: usize,
+    /// Records that could not be applied (logged and passed over).
+    pub failed: usize,
     /// Another poll of the provider was running; this one did nothing.
     pub busy: bool,
 }
@@ -92,14 +94,32 @@ impl InboundSync {
             report.listed += page.records.len();
             let (mut since, mut boundary) = (cursor.since_ms, cursor.boundary_ids.clone());
             for raw in &page.records {
-                let rec = CrmRecord::parse(raw).map_err(JobError::permanent)?;
+                let rec = match CrmRecord::parse(raw) {
+                    Ok(rec) => rec,
+                    Err(e) => {
+                        // unreadable: logged, and the poll goes on
+                        self.skip_record(provider, raw["id"].as_str(), job_id, &e)
+                            .await?;
+                        report.failed += 1;
+                        continue;
+                    }
+                };
                 if rec.updated_ms == cursor.since_ms && cursor.boundary_ids.contains(&rec.id) {
                     report.skipped += 1;
                     continue;
                 }
                 let (id, at) = (rec.id.clone(), rec.updated_ms);
-                self.apply(provider, &id, Some(rec), job_id).await?;
-                report.applied += 1;
+                match self.apply(provider, &id, Some(rec), job_id).await {
+                    Ok(_) => report.applied += 1,
+                    // One record the app cannot apply (a duplicate, a
+                    // refusal) must not hold back every record after it.
+                    Err(e) if !e.is_transient() => {
+                        self.skip_record(provider, Some(&id), job_id, &e.to_string())
+                            .await?;
+                        report.failed += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
                 if at > since {
                     since = at;
                     boundary.clear();
@@ -127,8 +147,26 @@ impl InboundSync {
             listed = report.listed,
             applied = report.applied,
             skipped = report.skipped,
+            failed = report.failed,
             "poll done"
         );
         Ok(report)
+    }
+
+    async fn skip_record(
+        &self,
+        provider: Provider,
+        external_id: Option<&str>,
+        job_id: &str,
+        error: &str,
+    ) -> Result<(), JobError> {
+        tracing::warn!(
+            external_id,
+            error,
+            "CRM record not applied; the poll goes on"
+        );
+        self.record_failure(provider, external_id, job_id, 1, error)
+            .await
+            .map_err(|e| JobError::transient(format!("store: {e:#}")))
     }
 }

@@ -22,8 +22,10 @@ pub enum Direction {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncLog {
-    /// The contact.
-    pub contact_id: ContactId,
+    /// The contact, when known (a CRM record the app could not apply may
+    /// belong to none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<ContactId>,
     /// The CRM.
     pub provider: Provider,
     /// Which way.

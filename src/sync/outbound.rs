@@ -497,7 +497,7 @@ impl Outbound {
     ) -> Result<(), JobError> {
         self.store
             .log_sync(&SyncLog {
-                contact_id: contact.id,
+                contact_id: Some(contact.id),
                 provider,
                 direction: Direction::Outbound,
                 outcome: outcome.into(),
@@ -527,7 +527,7 @@ impl Outbound {
                 .await?;
             self.store
                 .log_sync(&SyncLog {
-                    contact_id: job.contact_id,
+                    contact_id: Some(job.contact_id),
                     provider: job.provider,
                     direction: Direction::Outbound,
                     outcome: "failed".into(),
