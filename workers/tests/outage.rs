@@ -209,8 +209,11 @@ async fn a_redis_restart_mid_run_loses_no_job_and_runs_none_twice() {
     .await;
     let down_at = Instant::now();
     redis.kill();
-    // down for longer than `dead_after`: every heartbeat is stale when it returns
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Down for longer than `dead_after`, so every heartbeat is stale when it
+    // returns, and longer than the connection manager's reconnect retries
+    // (about 3.5 s), during which calls wait rather than fail: the runtime
+    // must live through failed claims, acks and heartbeats.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let ran_while_down = done();
     let redis = OwnRedis::start(port, &dir);
     redis.wait_ready().await;
