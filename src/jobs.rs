@@ -235,7 +235,11 @@ pub fn outbound_service(
 pub struct OutboundDeadLetter(pub Arc<Outbound>);
 
 impl DeadLetter for OutboundDeadLetter {
-    fn on_dead<'a>(&'a self, job: &'a Job, error: &'a JobError) -> BoxFuture<'a, ()> {
+    fn on_dead<'a>(
+        &'a self,
+        job: &'a Job,
+        error: &'a JobError,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             match job.decode::<OutboundUpsert>() {
                 Ok(p) => {
@@ -247,6 +251,7 @@ impl DeadLetter for OutboundDeadLetter {
                     tracing::error!(job_id = %job.id, error = %e, "dead job has an unreadable payload")
                 }
             }
+            Ok(())
         })
     }
 }

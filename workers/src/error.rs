@@ -1,6 +1,15 @@
 //! Errors of this crate. Infrastructure failures are [`Error`]; a handler's
 //! failure is a [`JobError`] that says by itself whether retrying can help, so
 //! the retry policy asks the error instead of parsing strings.
+//!
+//! Three kinds of job failure, told apart by who is at fault:
+//! - [`JobError::Transient`]: the remote side failed this time (network, 5xx,
+//!   429, a timeout); the attempt counts and the job is retried.
+//! - [`JobError::Permanent`]: nothing will change (bad input); dead at once.
+//! - [`JobError::Unavailable`]: one of the worker's *own* dependencies (its
+//!   database, its cache) is down. Not the job's fault: the attempt is given
+//!   back, the job waits a short capped backoff in Redis, and the runtime
+//!   pauses its claims so the backlog does not hammer the dependency.
 
 use std::time::Duration;
 
@@ -36,6 +45,15 @@ pub enum JobError {
         /// What went wrong.
         message: String,
     },
+    /// A dependency of the worker itself is unavailable; the job is fine.
+    /// Uses no attempt, however long the outage lasts.
+    #[error("{message}")]
+    Unavailable {
+        /// Which dependency, and how it failed.
+        message: String,
+        /// Wait at least this long before trying the job again, if known.
+        retry_after: Option<Duration>,
+    },
 }
 
 impl JobError {
@@ -62,15 +80,34 @@ impl JobError {
         }
     }
 
-    /// Whether another attempt may succeed.
+    /// One of the worker's own dependencies (say, its database) is down:
+    /// the job is postponed without using an attempt.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Whether another attempt may succeed. False for
+    /// [`Unavailable`](Self::Unavailable), which is not an attempt's failure
+    /// at all (see [`is_unavailable`](Self::is_unavailable)).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient { .. })
     }
 
-    /// The delay the remote side asked for before the next attempt.
+    /// Whether a dependency of the worker was down, rather than the job failing.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// The delay the remote side (or the dependency) asked for before the
+    /// next attempt.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Transient { retry_after, .. } => *retry_after,
+            Self::Transient { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
             Self::Permanent { .. } => None,
         }
     }

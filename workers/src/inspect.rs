@@ -9,7 +9,8 @@ use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::queue::{chrono_ms, JobInfo, JobState, Queue};
+use crate::keys::STATS_SLOTS;
+use crate::queue::{JobInfo, JobState, Queue};
 
 /// A worker of the pool, as it last reported.
 #[derive(Debug, Clone, Serialize)]
@@ -25,7 +26,7 @@ pub struct WorkerInfo {
     pub pid: Option<u32>,
     /// Jobs it may run at once.
     pub concurrency: Option<u32>,
-    /// Last heartbeat, ms since the epoch.
+    /// Last heartbeat, ms since the epoch (Redis clock).
     pub last_heartbeat_ms: i64,
     /// Jobs it holds now.
     pub in_flight: u64,
@@ -138,32 +139,33 @@ impl Queue {
         Ok(out)
     }
 
-    /// Completed jobs and failed attempts over the last `minutes` minutes.
+    /// Completed jobs and failed attempts over the last `minutes` minutes
+    /// (the current one included; at most 60, the length of the ring the
+    /// counts are kept in).
     ///
     /// # Errors
     /// When Redis fails.
     pub async fn throughput(&self, queue: &str, minutes: u32) -> Result<Throughput, Error> {
-        let now_min = chrono_ms() / 60_000;
-        let mut fields = Vec::new();
-        for m in 0..i64::from(minutes.max(1)) {
-            fields.push(format!("completed:{}", now_min - m));
-            fields.push(format!("failed:{}", now_min - m));
-        }
+        let minutes = minutes.clamp(1, STATS_SLOTS);
         let mut conn = self.conn.clone();
-        let values: Vec<Option<u64>> = redis::cmd("HMGET")
-            .arg(self.keys.stats(queue))
-            .arg(&fields)
+        // the ring is written with the Redis clock, so it is read with it too
+        let ((secs, _micros), stats): ((i64, i64), HashMap<String, i64>) = redis::pipe()
+            .cmd("TIME")
+            .hgetall(self.keys.stats(queue))
             .query_async(&mut conn)
             .await?;
+        let now_min = secs / 60;
+        let field = |name: &str, slot: i64| stats.get(&format!("{name}:{slot}")).copied();
         let mut t = Throughput {
-            minutes: minutes.max(1),
+            minutes,
             ..Throughput::default()
         };
-        for (i, v) in values.into_iter().enumerate() {
-            if i % 2 == 0 {
-                t.completed += v.unwrap_or(0);
-            } else {
-                t.failed += v.unwrap_or(0);
+        for minute in (now_min - i64::from(minutes) + 1)..=now_min {
+            let slot = minute.rem_euclid(i64::from(STATS_SLOTS));
+            // a slot still holding an older lap's minute counts nothing
+            if field("m", slot) == Some(minute) {
+                t.completed += field("c", slot).unwrap_or(0).max(0) as u64;
+                t.failed += field("f", slot).unwrap_or(0).max(0) as u64;
             }
         }
         Ok(t)
@@ -178,7 +180,8 @@ impl Queue {
         let id: Option<String> = conn.lindex(self.keys.pending(queue), -1).await?;
         let Some(id) = id else { return Ok(None) };
         let created: Option<i64> = conn.hget(self.keys.job(&id), "updated").await?;
-        Ok(created.map(|c| Duration::from_millis((chrono_ms() - c).max(0) as u64)))
+        let now = self.server_ms().await?;
+        Ok(created.map(|c| Duration::from_millis((now - c).max(0) as u64)))
     }
 
     /// Removes a job that is not running.
@@ -202,7 +205,7 @@ impl Queue {
     /// # Errors
     /// When Redis fails.
     pub async fn purge_done(&self, queue: &str, age: Duration) -> Result<u64, Error> {
-        let cutoff = chrono_ms() - age.as_millis() as i64;
+        let cutoff = self.server_ms().await? - age.as_millis() as i64;
         let mut conn = self.conn.clone();
         let ids: Vec<String> = conn
             .zrangebyscore(self.keys.done(queue), "-inf", cutoff)
@@ -250,7 +253,7 @@ impl Queue {
     /// When Redis fails.
     pub async fn rate_limit_use(&self, key: &str, window: Duration) -> Result<u64, Error> {
         let mut conn = self.conn.clone();
-        let now_us = chrono_ms() * 1000;
+        let now_us = self.server_ms().await? * 1000;
         let from = now_us - window.as_micros() as i64;
         Ok(conn.zcount(self.keys.rate_limit(key), from, "+inf").await?)
     }

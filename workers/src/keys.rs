@@ -1,6 +1,12 @@
 //! The Redis key layout, in one place. Every key starts with the namespace so
 //! several deployments (or test runs) can share one Redis.
 
+/// Minute slots of the per-queue throughput ring in the stats hash.
+pub(crate) const STATS_SLOTS: u32 = 60;
+
+/// Entries kept in a job's attempt log (the newest).
+pub(crate) const LOG_KEEP: i64 = 25;
+
 /// Builds the keys of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -72,6 +78,14 @@ impl Keys {
 
     pub(crate) fn lease(&self, name: &str) -> String {
         format!("{}:lease:{name}", self.ns)
+    }
+
+    /// Prefix of the de-duplication keys of [`Queue::push_unique`]:
+    /// `{ns}:seen:{key}`.
+    ///
+    /// [`Queue::push_unique`]: crate::Queue::push_unique
+    pub(crate) fn seen_prefix(&self) -> String {
+        format!("{}:seen:", self.ns)
     }
 
     pub(crate) fn rate_limit(&self, key: &str) -> String {

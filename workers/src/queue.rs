@@ -7,12 +7,16 @@
 //! result script re-runs failed jobs up to 25 times on its own, and completed
 //! jobs are kept forever. This module keeps a similar layout (pending list,
 //! scheduled zset, per-worker running set, dead set) but bounds every loop.
+//!
+//! Times stored in Redis come from the Redis clock (`TIME` inside the
+//! scripts, or [`Queue::server_ms`]), so no two processes ever compare their
+//! own clocks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +35,8 @@ pub enum JobState {
     Running,
     /// Finished successfully; kept for a while for inspection.
     Done,
-    /// Out of attempts, or failed permanently; waits for an operator.
+    /// Out of attempts, failed permanently, or killed its worker too often;
+    /// waits for an operator.
     Dead,
 }
 
@@ -89,6 +94,12 @@ pub struct JobInfo {
     pub attempts: u32,
     /// Attempts it may use.
     pub max_attempts: u32,
+    /// Times a worker died (stopped heart-beating) while running it; at
+    /// `RuntimeConfig::max_stalls` it is dead-lettered instead of run again.
+    pub stalls: u32,
+    /// Times in a row it was put off without using an attempt (a dependency
+    /// was unavailable, or dead-lettering it failed); drives their backoff.
+    pub postponed: u32,
     /// Its payload as pushed.
     pub payload: serde_json::Value,
     /// The last error, if an attempt failed.
@@ -101,7 +112,10 @@ pub struct JobInfo {
     pub updated_ms: i64,
 }
 
-/// One failed attempt, as recorded in the job's log.
+/// One failed attempt, as recorded in the job's log (the last
+/// [`LOG_KEEP`](crate::keys::LOG_KEEP) = 25 are kept). An attempt cut short by
+/// its worker's death is recorded by the worker that recovered the job, with
+/// the error "worker {name} stopped while running it".
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptRecord {
@@ -109,7 +123,8 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// The worker that ran it.
     pub worker: String,
-    /// Start, ms since the epoch (worker clock).
+    /// Start, ms since the epoch (the worker's clock; the Redis clock for an
+    /// attempt cut short by a worker's death). For reading only.
     pub started_ms: i64,
     /// How long it ran.
     pub duration_ms: u64,
@@ -146,6 +161,7 @@ impl QueueCounts {
 
 pub(crate) struct Scripts {
     pub(crate) push: Script,
+    pub(crate) heartbeat: Script,
     pub(crate) fetch: Script,
     pub(crate) ack: Script,
     pub(crate) settle: Script,
@@ -159,6 +175,7 @@ impl Scripts {
     fn new() -> Self {
         Self {
             push: Script::new(include_str!("lua/push.lua")),
+            heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             fetch: Script::new(include_str!("lua/fetch.lua")),
             ack: Script::new(include_str!("lua/ack.lua")),
             settle: Script::new(include_str!("lua/settle.lua")),
@@ -168,17 +185,6 @@ impl Scripts {
             lease: Script::new(include_str!("lua/lease.lua")),
         }
     }
-}
-
-/// What happens to a job that did not succeed.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Settle {
-    /// Run again after the delay.
-    Retry(Duration),
-    /// Park in the dead set.
-    Dead,
-    /// Put back as it was, giving the interrupted attempt back.
-    Requeue,
 }
 
 /// A handle on the queues of one namespace. Cheap to clone.
@@ -196,7 +202,11 @@ impl Queue {
     /// When the URL is malformed or Redis cannot be reached.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, Error> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // The manager reconnects by itself after Redis restarts; the cap keeps
+        // its backoff between attempts short so a worker is back within about
+        // a second of Redis.
+        let config = ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
             keys: Arc::new(Keys::new(namespace)),
@@ -225,26 +235,20 @@ impl Queue {
         opts: PushOptions,
     ) -> Result<String, Error> {
         let body = serde_json::to_string(payload).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let id = opts.id.unwrap_or_else(new_job_id);
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .scripts
-            .push
-            .key(self.keys.pending(queue))
-            .key(self.keys.scheduled(queue))
-            .key(self.keys.job(&id))
-            .arg(&id)
-            .arg(queue)
-            .arg(body)
-            .arg(opts.max_attempts)
-            .arg(opts.delay.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
+        let id = opts.id.clone().unwrap_or_else(new_job_id);
+        self.push_script(
+            queue,
+            &[(id.clone(), body, String::new())],
+            &opts,
+            Duration::ZERO,
+        )
+        .await?;
         Ok(id)
     }
 
-    /// Enqueues many already-serialised payloads in pipelined batches; returns
-    /// their ids in order. For backlogs and benchmarks.
+    /// Enqueues many already-serialised payloads, a thousand per script call;
+    /// returns their ids in order. For backlogs and benchmarks (`opts.id` is
+    /// ignored: each job gets a fresh id).
     ///
     /// # Errors
     /// When Redis fails; jobs of earlier batches stay queued.
@@ -254,35 +258,72 @@ impl Queue {
         payloads: &[String],
         opts: PushOptions,
     ) -> Result<Vec<String>, Error> {
-        let mut conn = self.conn.clone();
-        self.scripts
-            .push
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await?;
-        let hash = self.scripts.push.get_hash().to_owned();
         let mut ids = Vec::with_capacity(payloads.len());
         for chunk in payloads.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for body in chunk {
-                let id = new_job_id();
-                pipe.cmd("EVALSHA")
-                    .arg(&hash)
-                    .arg(3)
-                    .arg(self.keys.pending(queue))
-                    .arg(self.keys.scheduled(queue))
-                    .arg(self.keys.job(&id))
-                    .arg(&id)
-                    .arg(queue)
-                    .arg(body)
-                    .arg(opts.max_attempts)
-                    .arg(opts.delay.as_millis() as u64)
-                    .ignore();
-                ids.push(id);
-            }
-            let () = pipe.query_async(&mut conn).await?;
+            let jobs: Vec<(String, String, String)> = chunk
+                .iter()
+                .map(|body| (new_job_id(), body.clone(), String::new()))
+                .collect();
+            self.push_script(queue, &jobs, &opts, Duration::ZERO)
+                .await?;
+            ids.extend(jobs.into_iter().map(|(id, _, _)| id));
         }
         Ok(ids)
+    }
+
+    /// Enqueues each `(dedup key, payload JSON)` item whose key was not seen
+    /// in the last `seen_ttl`, in one script call; returns per item the new
+    /// job's id, or `None` for a duplicate (of an earlier call or of an
+    /// earlier item of this one). An item's key is marked seen (in
+    /// `{ns}:seen:{key}`, holding the job id, for `seen_ttl`) exactly when its
+    /// job is created, so a webhook delivered twice makes one job.
+    /// `opts.id` is ignored.
+    ///
+    /// # Errors
+    /// When Redis fails; then nothing of this call was written.
+    pub async fn push_unique(
+        &self,
+        queue: &str,
+        items: &[(String, String)],
+        opts: PushOptions,
+        seen_ttl: Duration,
+    ) -> Result<Vec<Option<String>>, Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some((key, _)) = items.iter().find(|(key, _)| key.is_empty()) {
+            return Err(Error::Corrupt(format!("empty de-duplication key {key:?}")));
+        }
+        let jobs: Vec<(String, String, String)> = items
+            .iter()
+            .map(|(key, body)| (new_job_id(), body.clone(), key.clone()))
+            .collect();
+        self.push_script(queue, &jobs, &opts, seen_ttl.max(Duration::from_millis(1)))
+            .await
+    }
+
+    /// Runs the push script over `(id, payload, dedup key or "")` triples.
+    async fn push_script(
+        &self,
+        queue: &str,
+        jobs: &[(String, String, String)],
+        opts: &PushOptions,
+        seen_ttl: Duration,
+    ) -> Result<Vec<Option<String>>, Error> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.push.prepare_invoke();
+        inv.key(self.keys.pending(queue))
+            .key(self.keys.scheduled(queue))
+            .arg(self.keys.job_prefix())
+            .arg(self.keys.seen_prefix())
+            .arg(queue)
+            .arg(opts.max_attempts)
+            .arg(opts.delay.as_millis() as u64)
+            .arg(seen_ttl.as_millis() as u64);
+        for (id, body, dedup) in jobs {
+            inv.arg(id).arg(body).arg(dedup);
+        }
+        Ok(inv.invoke_async(&mut conn).await?)
     }
 
     /// One job, or `None` when the id is unknown (or its record expired).
@@ -349,16 +390,34 @@ impl Queue {
         self.revive(queue, &[]).await
     }
 
+    /// Revives `ids`, or with none every dead job, a bounded batch per call.
     async fn revive(&self, queue: &str, ids: &[String]) -> Result<u64, Error> {
+        const BATCH: u64 = 1000;
         let mut conn = self.conn.clone();
-        let mut inv = self.scripts.revive.prepare_invoke();
-        inv.key(self.keys.dead(queue))
-            .key(self.keys.pending(queue))
-            .arg(self.keys.job_prefix());
-        for id in ids {
-            inv.arg(id);
+        let mut moved = 0;
+        for chunk in ids
+            .chunks(BATCH as usize)
+            .map(Some)
+            .chain(ids.is_empty().then_some(None))
+        {
+            loop {
+                let mut inv = self.scripts.revive.prepare_invoke();
+                inv.key(self.keys.dead(queue))
+                    .key(self.keys.pending(queue))
+                    .arg(self.keys.job_prefix())
+                    .arg(BATCH);
+                for id in chunk.unwrap_or_default() {
+                    inv.arg(id);
+                }
+                let (taken, n): (u64, u64) = inv.invoke_async(&mut conn).await?;
+                moved += n;
+                // given ids are one call; "all" repeats until a batch comes short
+                if chunk.is_some() || taken < BATCH {
+                    break;
+                }
+            }
         }
-        Ok(inv.invoke_async(&mut conn).await?)
+        Ok(moved)
     }
 
     /// Removes a job that is not running; returns false when it is unknown.
@@ -463,6 +522,17 @@ impl Queue {
         }
     }
 
+    /// The Redis clock, ms since the epoch: the one clock every process of
+    /// the pool compares times with.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn server_ms(&self) -> Result<i64, Error> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     /// Claims `key` once for `ttl`: true for the first caller, false for
     /// every other caller until it expires (de-duplicates scheduler ticks
     /// across replicas).
@@ -481,175 +551,10 @@ impl Queue {
             .await?;
         Ok(set.is_some())
     }
-
-    // ---- the runtime's side ----
-
-    pub(crate) async fn fetch(
-        &self,
-        queue: &str,
-        worker: &str,
-        max: usize,
-    ) -> Result<Vec<(String, String, u32, u32)>, Error> {
-        let mut conn = self.conn.clone();
-        let flat: Vec<String> = self
-            .scripts
-            .fetch
-            .key(self.keys.pending(queue))
-            .key(self.keys.scheduled(queue))
-            .key(self.keys.running(queue, worker))
-            .arg(self.keys.job_prefix())
-            .arg(max)
-            .arg(1000)
-            .arg(worker)
-            .invoke_async(&mut conn)
-            .await?;
-        let mut out = Vec::with_capacity(flat.len() / 4);
-        for c in flat.chunks_exact(4) {
-            let attempt = c[2]
-                .parse()
-                .map_err(|_| Error::Corrupt("attempts".into()))?;
-            let max = c[3].parse().map_err(|_| Error::Corrupt("max".into()))?;
-            out.push((c[0].clone(), c[1].clone(), attempt, max));
-        }
-        Ok(out)
-    }
-
-    pub(crate) async fn ack(
-        &self,
-        queue: &str,
-        worker: &str,
-        ids: &[String],
-        retention: Duration,
-        keep: u64,
-    ) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.scripts.ack.prepare_invoke();
-        inv.key(self.keys.running(queue, worker))
-            .key(self.keys.done(queue))
-            .key(self.keys.stats(queue))
-            .arg(self.keys.job_prefix())
-            .arg(retention.as_millis() as u64)
-            .arg(keep);
-        for id in ids {
-            inv.arg(id);
-        }
-        let _: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(())
-    }
-
-    pub(crate) async fn settle(
-        &self,
-        queue: &str,
-        worker: &str,
-        id: &str,
-        how: Settle,
-        error: &str,
-    ) -> Result<(), Error> {
-        let (outcome, delay) = match how {
-            Settle::Retry(d) => ("retry", d.as_millis() as u64),
-            Settle::Dead => ("dead", 0),
-            Settle::Requeue => ("requeue", 0),
-        };
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .scripts
-            .settle
-            .key(self.keys.running(queue, worker))
-            .key(self.keys.scheduled(queue))
-            .key(self.keys.dead(queue))
-            .key(self.keys.pending(queue))
-            .key(self.keys.stats(queue))
-            .arg(self.keys.job_prefix())
-            .arg(id)
-            .arg(outcome)
-            .arg(delay)
-            .arg(error)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn record_attempt(&self, id: &str, rec: &AttemptRecord) -> Result<(), Error> {
-        let body = serde_json::to_string(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let mut conn = self.conn.clone();
-        let () = redis::pipe()
-            .rpush(self.keys.job_log(id), body)
-            .ignore()
-            .hset(self.keys.job(id), "error", &rec.error)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn bump_attempt(&self, id: &str) -> Result<u32, Error> {
-        let mut conn = self.conn.clone();
-        Ok(conn.hincr(self.keys.job(id), "attempts", 1).await?)
-    }
-
-    pub(crate) async fn heartbeat(
-        &self,
-        queue: &str,
-        worker: &str,
-        info: &[(&str, String)],
-        ttl: Duration,
-    ) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let now_ms = chrono_ms();
-        let key = self.keys.worker_info(worker);
-        let () = redis::pipe()
-            .zadd(self.keys.workers(queue), worker, now_ms)
-            .ignore()
-            .hset_multiple(&key, info)
-            .ignore()
-            .hset(&key, "heartbeat", now_ms)
-            .ignore()
-            .pexpire(&key, ttl.as_millis() as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn reap(
-        &self,
-        queue: &str,
-        worker: &str,
-        dead_after: Duration,
-    ) -> Result<u64, Error> {
-        let mut conn = self.conn.clone();
-        Ok(self
-            .scripts
-            .reap
-            .key(self.keys.workers(queue))
-            .key(self.keys.pending(queue))
-            .arg(self.keys.queue_prefix(queue))
-            .arg(self.keys.job_prefix())
-            .arg(dead_after.as_millis() as u64)
-            .arg(worker)
-            .invoke_async(&mut conn)
-            .await?)
-    }
-
-    /// Leaves the pool: the worker's own claims go back to the queue first.
-    pub(crate) async fn leave(&self, queue: &str, worker: &str) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn.smembers(self.keys.running(queue, worker)).await?;
-        for id in ids {
-            self.settle(queue, worker, &id, Settle::Requeue, "").await?;
-        }
-        let () = redis::pipe()
-            .zrem(self.keys.workers(queue), worker)
-            .ignore()
-            .del(self.keys.worker_info(worker))
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
 }
 
-/// Wall-clock ms since the epoch, for heartbeats and attempt logs.
+/// This process's wall-clock ms since the epoch, for attempt logs only:
+/// anything compared across processes uses the Redis clock.
 pub(crate) fn chrono_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -668,6 +573,8 @@ fn parse_job(id: &str, map: &HashMap<String, String>) -> Result<JobInfo, Error> 
         state: JobState::parse(get("state").unwrap_or("pending"))?,
         attempts: num("attempts").max(0) as u32,
         max_attempts: num("max").max(0) as u32,
+        stalls: num("stalls").max(0) as u32,
+        postponed: num("postponed").max(0) as u32,
         payload: serde_json::from_str(payload).map_err(|e| Error::Corrupt(e.to_string()))?,
         error: get("error").filter(|e| !e.is_empty()).map(str::to_owned),
         worker: get("worker").map(str::to_owned),

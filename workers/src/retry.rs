@@ -11,9 +11,9 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::error::JobError;
+use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
-use crate::runtime::Job;
 
 /// Exponential backoff with "equal jitter": half the step is fixed, half random.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +60,8 @@ impl tower::retry::Policy<Job, (), JobError> for RetryPolicy {
 
     fn retry(&mut self, job: &mut Job, result: &mut Result<(), JobError>) -> Option<Self::Future> {
         let err = result.as_ref().err()?;
+        // an unavailable dependency is not retried in place: the runtime
+        // postpones the job in Redis and pauses its claims
         if !err.is_transient() || job.attempt >= job.max_attempts {
             return None;
         }

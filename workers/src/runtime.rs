@@ -5,80 +5,27 @@
 //!
 //! The concurrency bound is enforced at claim time: a job is only taken from
 //! Redis when a slot is free, so nothing waits claimed-but-idle in memory.
+//!
+//! Redis may go away at any time. Claims back off while it is down; finished
+//! and failed jobs are written as soon as it is back (see `outcome` and
+//! `upkeep`); claims whose reply was lost are found and given back.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder};
 
+use crate::claim::{Settle, SettleLimits};
 use crate::error::{Error, JobError};
+use crate::job::{lock, DeadLetter, Job};
 use crate::metrics::Metrics;
-use crate::queue::{chrono_ms, AttemptRecord, Queue, Settle};
+use crate::outcome::{run_one, Pause, Shared};
+use crate::queue::{chrono_ms, Queue};
 use crate::retry::{Backoff, RetryPolicy};
-
-/// One claimed job, as the handler sees it.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The job id.
-    pub id: Arc<str>,
-    /// The queue it came from.
-    pub queue: Arc<str>,
-    /// The payload as pushed (JSON).
-    pub payload: Arc<str>,
-    /// This attempt's number, from 1.
-    pub attempt: u32,
-    /// Attempts the job may use in all.
-    pub max_attempts: u32,
-    /// The worker running it.
-    pub worker: Arc<str>,
-    /// When the current attempt started (monotonic, wall clock ms). Shared
-    /// by the clones the retry layer makes, so the runtime's copy knows when
-    /// the last attempt began.
-    clock: Arc<Mutex<(tokio::time::Instant, i64)>>,
-}
-
-impl Job {
-    /// Decodes the payload. A payload that does not decode will never decode,
-    /// so the error is permanent.
-    ///
-    /// # Errors
-    /// When the payload does not match `T`.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, JobError> {
-        serde_json::from_str(&self.payload)
-            .map_err(|e| JobError::permanent(format!("payload does not decode: {e}")))
-    }
-
-    pub(crate) fn failure_record(&self, err: &JobError) -> AttemptRecord {
-        let (started, started_ms) = *lock(&self.clock);
-        AttemptRecord {
-            attempt: self.attempt,
-            worker: self.worker.to_string(),
-            started_ms,
-            duration_ms: started.elapsed().as_millis() as u64,
-            error: err.to_string(),
-        }
-    }
-
-    pub(crate) fn next_attempt(&mut self, after: Duration) {
-        self.attempt += 1;
-        *lock(&self.clock) = (
-            tokio::time::Instant::now() + after,
-            chrono_ms() + after.as_millis() as i64,
-        );
-    }
-}
-
-/// Called once when a job is parked in the dead set, before it is parked, so
-/// the application can record the failure where its users look.
-pub trait DeadLetter: Send + Sync + 'static {
-    /// The job ran out of attempts or failed permanently with `error`.
-    fn on_dead<'a>(&'a self, job: &'a Job, error: &'a JobError) -> BoxFuture<'a, ()>;
-}
+use crate::upkeep::{ack_loop, heartbeat_loop};
 
 /// How one runtime behaves.
 #[derive(Debug, Clone)]
@@ -99,7 +46,9 @@ pub struct RuntimeConfig {
     pub poll_interval: Duration,
     /// How often this worker says it is alive (and looks for dead peers).
     pub heartbeat: Duration,
-    /// A peer silent this long is dead; its jobs go back to the queue.
+    /// A peer silent this long is dead; its jobs go back to the queue. A
+    /// worker only looks for dead peers once its own heartbeats have
+    /// succeeded without a gap for this long (see `upkeep`).
     pub dead_after: Duration,
     /// On shutdown, how long in-flight jobs may take to finish.
     pub shutdown_grace: Duration,
@@ -109,9 +58,34 @@ pub struct RuntimeConfig {
     pub done_keep: u64,
     /// Most jobs claimed in one round trip.
     pub fetch_batch: usize,
+    /// A job whose workers died this many times while running it is
+    /// dead-lettered ("worker died while running it") instead of run again.
+    /// At least 1.
+    pub max_stalls: u32,
+    /// After a handler reports [`JobError::Unavailable`], no new job is
+    /// claimed for this long, so a down dependency is not hammered by the
+    /// whole backlog.
+    pub unavailable_pause: Duration,
+    /// How long a job put off without using an attempt (a dependency was
+    /// unavailable, or the dead-letter hook failed) waits: `base` doubling
+    /// per postponement in a row, up to `max`, with jitter.
+    pub postpone_backoff: Backoff,
+    /// How long dead jobs (and their attempt logs) are kept. Zero: no limit.
+    pub dead_retention: Duration,
+    /// At most this many dead jobs are kept per queue, the oldest dropped
+    /// first. Zero: no limit.
+    pub dead_keep: u64,
 }
 
 impl RuntimeConfig {
+    pub(crate) fn settle_limits(&self) -> SettleLimits {
+        SettleLimits {
+            postpone: self.postpone_backoff,
+            dead_retention: self.dead_retention,
+            dead_keep: self.dead_keep,
+        }
+    }
+
     /// Defaults for `queue` under `worker_name`.
     pub fn new(queue: impl Into<String>, worker_name: impl Into<String>) -> Self {
         Self {
@@ -128,6 +102,14 @@ impl RuntimeConfig {
             done_retention: Duration::from_secs(3600),
             done_keep: 10_000,
             fetch_batch: 64,
+            max_stalls: 3,
+            unavailable_pause: Duration::from_secs(1),
+            postpone_backoff: Backoff {
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(5),
+            },
+            dead_retention: Duration::from_secs(180 * 24 * 3600),
+            dead_keep: 10_000,
         }
     }
 }
@@ -191,15 +173,21 @@ where
     /// jobs finish within the grace period and gives the rest back.
     ///
     /// # Errors
-    /// When Redis fails at start-up or while leaving the pool.
+    /// When Redis fails at start-up, or is still unreachable when leaving the
+    /// pool (the jobs left claimed are then recovered like a dead worker's).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
         let cfg = Arc::new(self.cfg);
         let queue = self.queue;
         let qname: Arc<str> = cfg.queue.as_str().into();
         let worker: Arc<str> = cfg.worker_name.as_str().into();
+        let limits = cfg.settle_limits();
 
-        // A previous life under the same name may have left claims behind.
-        queue.leave(&qname, &worker).await?;
+        // A previous life under the same name died with these claims: they
+        // count as stalls, as if a peer had recovered them.
+        let recovered = queue.recover_own(&qname, &worker).await?;
+        if recovered > 0 {
+            tracing::warn!(queue = %qname, worker = %worker, jobs = recovered, "recovered the jobs a previous run of this worker left behind");
+        }
         let info = [
             ("queue", cfg.queue.clone()),
             ("concurrency", cfg.concurrency.to_string()),
@@ -218,10 +206,12 @@ where
             queue.clone(),
             cfg.clone(),
             info.to_vec(),
+            tokio::time::Instant::now(),
             stop_rx,
         )));
+        let held: Arc<Mutex<HashSet<Arc<str>>>> = Arc::default();
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Arc<str>>();
-        let acker = tokio::spawn(ack_loop(queue.clone(), cfg.clone(), ack_rx));
+        let acker = tokio::spawn(ack_loop(queue.clone(), cfg.clone(), ack_rx, held.clone()));
 
         let policy = RetryPolicy {
             backoff: cfg.backoff,
@@ -234,12 +224,31 @@ where
             .map_err(JobError::from_boxed)
             .timeout(cfg.timeout)
             .service(self.handler);
+        let shared = Arc::new(Shared {
+            queue: queue.clone(),
+            cfg: cfg.clone(),
+            limits,
+            ack: ack_tx,
+            dead_letter: self.dead_letter,
+            metrics: self.metrics,
+            held: held.clone(),
+            pause: Pause::default(),
+        });
 
         let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-        let in_flight: Arc<Mutex<HashSet<Arc<str>>>> = Arc::default();
         let mut tasks = JoinSet::new();
+        // After a failed claim the reply may have been lost with the jobs
+        // claimed in Redis: look for them before claiming again.
+        let mut check_claims = false;
+        let mut failures = 0u32;
         tokio::pin!(shutdown);
         loop {
+            if let Some(until) = shared.pause.until() {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep_until(until) => continue,
+                }
+            }
             let first = tokio::select! {
                 _ = &mut shutdown => break,
                 permit = slots.clone().acquire_owned() => match permit {
@@ -247,6 +256,10 @@ where
                     Err(_) => break,
                 },
             };
+            if shared.pause.until().is_some() {
+                // the slot was freed by a job that found a dependency down
+                continue;
+            }
             let mut permits = vec![first];
             while permits.len() < cfg.fetch_batch.max(1) {
                 match slots.clone().try_acquire_owned() {
@@ -254,47 +267,58 @@ where
                     Err(_) => break,
                 }
             }
-            let claimed = match queue.fetch(&qname, &worker, permits.len()).await {
-                Ok(jobs) => jobs,
+            let claimed = match give_back_lost_claims(&shared, check_claims).await {
+                Ok(()) => {
+                    check_claims = false;
+                    queue
+                        .fetch(&qname, &worker, permits.len(), cfg.max_stalls)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let claimed = match claimed {
+                Ok(jobs) => {
+                    failures = 0;
+                    jobs
+                }
                 Err(e) => {
+                    check_claims = true;
+                    failures += 1;
                     tracing::warn!(queue = %qname, error = %e, "claiming jobs failed");
                     Vec::new()
                 }
             };
             if claimed.is_empty() {
                 drop(permits);
+                // an empty queue is polled; a failing Redis is backed off from
+                let wait = cfg.poll_interval * 2u32.pow(failures.min(5));
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(cfg.poll_interval) => continue,
+                    _ = tokio::time::sleep(wait.min(Duration::from_secs(2)).max(cfg.poll_interval)) => continue,
                 }
             }
             permits.truncate(claimed.len());
-            for ((id, payload, attempt, max_attempts), permit) in claimed.into_iter().zip(permits) {
-                let id: Arc<str> = id.into();
-                let job = Job {
-                    id: id.clone(),
-                    queue: qname.clone(),
-                    payload: payload.into(),
-                    attempt,
-                    max_attempts,
-                    worker: worker.clone(),
-                    clock: Arc::new(Mutex::new((tokio::time::Instant::now(), chrono_ms()))),
-                };
-                lock(&in_flight).insert(id);
+            for (c, permit) in claimed.into_iter().zip(permits) {
+                let id: Arc<str> = c.id.into();
+                let job = Job::new(
+                    id.clone(),
+                    qname.clone(),
+                    c.payload.into(),
+                    c.attempt,
+                    c.max_attempts,
+                    worker.clone(),
+                );
+                lock(&held).insert(id);
                 let span = self
                     .make_span
                     .as_ref()
                     .map_or_else(|| job_span(&job), |f| f(&job));
                 tasks.spawn(run_one(
+                    shared.clone(),
                     job,
+                    c.bury,
                     span,
                     service.clone(),
-                    queue.clone(),
-                    ack_tx.clone(),
-                    self.dead_letter.clone(),
-                    in_flight.clone(),
-                    cfg.backoff,
-                    self.metrics.clone(),
                     permit,
                 ));
             }
@@ -310,17 +334,52 @@ where
         if !drained {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-            tracing::warn!(queue = %qname, jobs = lock(&in_flight).len(), "grace period over: unfinished jobs go back to the queue");
+            tracing::warn!(queue = %qname, jobs = lock(&held).len(), "grace period over: unfinished jobs go back to the queue");
         }
-        drop(ack_tx);
+        // the last sender goes with `shared`: the ack loop drains and ends
+        drop(shared);
         if let Err(e) = acker.await {
             tracing::warn!(error = %e, "ack task ended abnormally");
         }
         let _ = stop_tx.send(true);
         let _ = (&mut beat.0).await;
         // Whatever is still claimed (aborted jobs) goes back with its attempt.
-        queue.leave(&qname, &worker).await
+        let deadline = tokio::time::Instant::now() + cfg.shutdown_grace;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match queue.leave(&qname, &worker, &limits).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + wait >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "leaving the pool failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
     }
+}
+
+/// Gives back jobs claimed in Redis under this worker that it does not know
+/// of: a claim whose reply was lost. They never ran, so their attempt is
+/// given back. Does nothing unless `check`.
+async fn give_back_lost_claims(shared: &Shared, check: bool) -> Result<(), Error> {
+    if !check {
+        return Ok(());
+    }
+    let (q, w) = (&shared.cfg.queue, &shared.cfg.worker_name);
+    for id in shared.queue.claimed_by(q, w).await? {
+        if lock(&shared.held).contains(id.as_str()) {
+            continue;
+        }
+        // a job acknowledged meanwhile is no longer claimed: this is a no-op
+        shared
+            .queue
+            .settle(q, w, &id, Settle::Requeue, "", &shared.limits)
+            .await?;
+        tracing::warn!(job_id = %id, "gave back a job claimed by a call whose reply was lost");
+    }
+    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -328,164 +387,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_one<S>(
-    job: Job,
-    span: tracing::Span,
-    service: S,
-    queue: Queue,
-    ack: mpsc::UnboundedSender<Arc<str>>,
-    dead_letter: Option<Arc<dyn DeadLetter>>,
-    in_flight: Arc<Mutex<HashSet<Arc<str>>>>,
-    backoff: Backoff,
-    metrics: Option<Metrics>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) where
-    S: Service<Job, Response = (), Error = JobError> + Send,
-    S::Future: Send,
-{
-    let id = job.id.clone();
-    let outcome = {
-        let job = job.clone();
-        tracing::Instrument::instrument(async move { service.oneshot(job).await }, span.clone())
-            .await
-    };
-    let seconds = lock(&job.clock).0.elapsed().as_secs_f64();
-    let outcome_name = match outcome {
-        Ok(()) => {
-            let _ = ack.send(id.clone());
-            "completed"
-        }
-        Err(err) => {
-            tracing::Instrument::instrument(
-                settle_failure(&job, &err, &queue, backoff, dead_letter.as_deref()),
-                span,
-            )
-            .await
-        }
-    };
-    if let Some(m) = &metrics {
-        let q: &str = &job.queue;
-        m.inc("jobs_total", &[("queue", q), ("outcome", outcome_name)]);
-        if outcome_name == "rescheduled" {
-            m.inc("job_retries_total", &[("queue", q)]);
-        }
-        m.observe("job_duration_seconds", &[("queue", q)], seconds);
-    }
-    lock(&in_flight).remove(&id);
-}
-
-/// The retry layer has given up (or handed back a long wait): record the
-/// attempt, then reschedule the job or park it dead.
-async fn settle_failure(
-    job: &Job,
-    err: &JobError,
-    queue: &Queue,
-    backoff: Backoff,
-    hook: Option<&dyn DeadLetter>,
-) -> &'static str {
-    // The retry layer may have moved on to later attempts; the job id and
-    // queue are what matter here, and the final attempt number is in Redis.
-    let mut attempt_job = job.clone();
-    if let Ok(Some(info)) = queue.job(&job.id).await {
-        attempt_job.attempt = info.attempts;
-    }
-    let record = attempt_job.failure_record(err);
-    if let Err(e) = queue.record_attempt(&job.id, &record).await {
-        tracing::warn!(job_id = %job.id, error = %e, "could not record a failed attempt");
-    }
-    let retry = err.is_transient() && attempt_job.attempt < job.max_attempts;
-    let how = if retry {
-        let delay = backoff.delay(attempt_job.attempt, err.retry_after());
-        tracing::warn!(attempt = attempt_job.attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "attempt failed; rescheduled");
-        Settle::Retry(delay)
-    } else {
-        tracing::warn!(job_id = %job.id, attempts = attempt_job.attempt, error = %err, "job is dead");
-        if let Some(hook) = hook {
-            hook.on_dead(&attempt_job, err).await;
-        }
-        Settle::Dead
-    };
-    if let Err(e) = queue
-        .settle(&job.queue, &job.worker, &job.id, how, &err.to_string())
-        .await
-    {
-        tracing::error!(job_id = %job.id, error = %e, "could not settle a failed job; it will be recovered");
-    }
-    if retry {
-        "rescheduled"
-    } else {
-        "dead"
-    }
-}
-
-async fn ack_loop(
-    queue: Queue,
-    cfg: Arc<RuntimeConfig>,
-    mut rx: mpsc::UnboundedReceiver<Arc<str>>,
-) {
-    let mut batch: Vec<String> = Vec::with_capacity(1024);
-    while let Some(first) = rx.recv().await {
-        batch.push(first.to_string());
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(id) => batch.push(id.to_string()),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = queue
-            .ack(
-                &cfg.queue,
-                &cfg.worker_name,
-                &batch,
-                cfg.done_retention,
-                cfg.done_keep,
-            )
-            .await
-        {
-            // The jobs stay claimed by this worker; if it dies they are
-            // recovered and run again (delivery is at least once).
-            tracing::error!(error = %e, jobs = batch.len(), "acknowledging jobs failed");
-        }
-        batch.clear();
-    }
-}
-
-async fn heartbeat_loop(
-    queue: Queue,
-    cfg: Arc<RuntimeConfig>,
-    info: Vec<(&'static str, String)>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(cfg.heartbeat) => {}
-        }
-        if let Err(e) = queue
-            .heartbeat(&cfg.queue, &cfg.worker_name, &info, cfg.dead_after * 2)
-            .await
-        {
-            tracing::warn!(error = %e, "heartbeat failed");
-            continue;
-        }
-        match queue
-            .reap(&cfg.queue, &cfg.worker_name, cfg.dead_after)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(queue = %cfg.queue, jobs = n, "recovered jobs of a dead worker")
-            }
-            Err(e) => tracing::warn!(error = %e, "looking for dead workers failed"),
-        }
     }
 }
 

@@ -88,9 +88,14 @@ async fn a_backlog_far_past_8000_due_jobs_drains_and_finished_jobs_are_bounded()
 
 struct Recorder(Arc<AtomicU32>);
 impl DeadLetter for Recorder {
-    fn on_dead<'a>(&'a self, _job: &'a Job, _e: &'a JobError) -> BoxFuture<'a, ()> {
+    fn on_dead<'a>(
+        &'a self,
+        _job: &'a Job,
+        _e: &'a JobError,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         })
     }
 }

@@ -1,10 +1,18 @@
 -- Promote due scheduled jobs (a bounded batch, never an unbounded unpack), then
--- claim up to ARGV[2] ready jobs for this worker. Claiming counts the attempt.
+-- claim up to ARGV[2] ready jobs for this worker.
+-- Claiming to run counts the attempt. A job that must not run again is claimed
+-- without counting one and returned with the reason it is to be dead-lettered:
+-- its attempts are used up or it stalled ARGV[5] times (both only after a
+-- worker died while running it), or an earlier dead-lettering failed (the
+-- reason it recorded in `burying`).
 -- KEYS[1] pending list, KEYS[2] scheduled zset, KEYS[3] this worker's running set
--- ARGV[1] job key prefix, ARGV[2] max jobs, ARGV[3] promote limit, ARGV[4] worker
--- Returns a flat array: id, payload, attempt, max attempts, repeated.
+-- ARGV[1] job key prefix, ARGV[2] max jobs, ARGV[3] promote limit, ARGV[4] worker,
+-- ARGV[5] max stalls
+-- Returns a flat array: id, payload, attempt, max attempts, bury reason ('' to
+-- run it), repeated.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local max_stalls = tonumber(ARGV[5])
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 for i = 1, #due do
   redis.call('RPUSH', KEYS[1], due[i])
@@ -16,16 +24,30 @@ for _ = 1, tonumber(ARGV[2]) do
   local id = redis.call('RPOP', KEYS[1])
   if not id then break end
   local key = ARGV[1] .. id
-  local fields = redis.call('HMGET', key, 'payload', 'max')
+  local f = redis.call('HMGET', key, 'payload', 'max', 'attempts', 'stalls', 'burying')
   -- a job discarded while it waited has no hash any more: skip it
-  if fields[1] then
-    local attempt = redis.call('HINCRBY', key, 'attempts', 1)
+  if f[1] then
+    local max = math.max(tonumber(f[2]) or 1, 1)
+    local attempt = tonumber(f[3]) or 0
+    local reason = f[5] or ''
+    if reason == '' and (attempt >= max or (tonumber(f[4]) or 0) >= max_stalls) then
+      reason = 'worker died while running it'
+    end
+    -- `claim` says whether this claim counted an attempt, so giving the job
+    -- back (settle.lua 'requeue') returns one only if it was taken
+    if reason == '' then
+      attempt = redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('HSET', key, 'started', now, 'claim', 'run')
+    else
+      redis.call('HSET', key, 'claim', 'bury')
+    end
     redis.call('HSET', key, 'state', 'running', 'worker', ARGV[4], 'updated', now)
     redis.call('SADD', KEYS[3], id)
     out[#out + 1] = id
-    out[#out + 1] = fields[1]
+    out[#out + 1] = f[1]
     out[#out + 1] = tostring(attempt)
-    out[#out + 1] = fields[2]
+    out[#out + 1] = tostring(max)
+    out[#out + 1] = reason
   end
 end
 return out

@@ -1,16 +1,35 @@
--- Enqueue one job: store its hash, then make it ready now or schedule it.
--- KEYS[1] pending list, KEYS[2] scheduled zset, KEYS[3] job hash
--- ARGV[1] id, ARGV[2] queue, ARGV[3] payload, ARGV[4] max attempts, ARGV[5] delay ms
+-- Enqueue jobs: store each hash, then make the job ready now or schedule it.
+-- A job with a dedup key is created only if that key was not seen within its
+-- TTL; the key and the job are written together, so an event counts as seen
+-- exactly when its job exists.
+-- KEYS[1] pending list, KEYS[2] scheduled zset
+-- ARGV[1] job key prefix, ARGV[2] seen key prefix, ARGV[3] queue,
+-- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms,
+-- ARGV[7..] triples: id, payload, dedup key ('' for none)
+-- Returns, per job, its id, or false when its dedup key was already seen.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local delay = tonumber(ARGV[5])
 local state = 'pending'
 if delay > 0 then state = 'scheduled' end
-redis.call('HSET', KEYS[3], 'queue', ARGV[2], 'payload', ARGV[3], 'state', state,
-  'attempts', 0, 'max', ARGV[4], 'created', now, 'updated', now)
-if delay > 0 then
-  redis.call('ZADD', KEYS[2], now + delay, ARGV[1])
-else
-  redis.call('LPUSH', KEYS[1], ARGV[1])
+local out = {}
+for i = 7, #ARGV, 3 do
+  local id, payload, dedup = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local fresh = true
+  if dedup ~= '' then
+    fresh = redis.call('SET', ARGV[2] .. dedup, id, 'NX', 'PX', ARGV[6])
+  end
+  if fresh then
+    redis.call('HSET', ARGV[1] .. id, 'queue', ARGV[3], 'payload', payload, 'state', state,
+      'attempts', 0, 'max', ARGV[4], 'created', now, 'updated', now)
+    if delay > 0 then
+      redis.call('ZADD', KEYS[2], now + delay, id)
+    else
+      redis.call('LPUSH', KEYS[1], id)
+    end
+    out[#out + 1] = id
+  else
+    out[#out + 1] = false
+  end
 end
-return now
+return out

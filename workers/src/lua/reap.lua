@@ -1,26 +1,47 @@
--- Give the jobs of workers that stopped heart-beating back to the queue.
--- KEYS[1] workers zset (name -> last heartbeat ms), KEYS[2] pending list
+-- Give the jobs of workers that stopped heart-beating back to the queue, each
+-- with one more stall counted (the attempt that was running stays counted) and
+-- a line in its attempt log, so a job that kills its worker every time is
+-- dead-lettered by the next claim instead of cycling forever.
+-- KEYS[1] workers zset (name -> last heartbeat, Redis clock), KEYS[2] pending list
 -- ARGV[1] queue key prefix, ARGV[2] job key prefix, ARGV[3] heartbeat age ms
--- that counts as dead, ARGV[4] the calling worker (never reaps itself)
+-- that counts as dead, ARGV[4] the calling worker, ARGV[5] mode: 'peers'
+-- (reap silent peers, never the caller) or 'own' (the caller's previous life
+-- left claims behind: recover them), ARGV[6] attempt log length kept
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+local gone
+if ARGV[5] == 'own' then
+  gone = { ARGV[4] }
+else
+  -- a bounded batch of dead workers per call; the rest wait for the next beat
+  gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, 10)
+end
+local keep_log = tonumber(ARGV[6])
 local n = 0
 for i = 1, #gone do
   local w = gone[i]
-  if w ~= ARGV[4] then
+  if ARGV[5] == 'own' or w ~= ARGV[4] then
     local running = ARGV[1] .. 'running:' .. w
     local ids = redis.call('SMEMBERS', running)
     for j = 1, #ids do
       local key = ARGV[2] .. ids[j]
-      if redis.call('EXISTS', key) == 1 then
-        redis.call('HSET', key, 'state', 'pending', 'updated', now, 'error', 'worker ' .. w .. ' stopped while running it')
+      local f = redis.call('HMGET', key, 'payload', 'attempts', 'started')
+      if f[1] then
+        local err = 'worker ' .. w .. ' stopped while running it'
+        local started = tonumber(f[3]) or now
+        redis.call('HINCRBY', key, 'stalls', 1)
+        redis.call('HSET', key, 'state', 'pending', 'updated', now, 'error', err)
+        redis.call('RPUSH', key .. ':log', string.format(
+          '{"attempt":%d,"worker":%s,"startedMs":%d,"durationMs":%d,"error":%s}',
+          tonumber(f[2]) or 0, cjson.encode(w), started, math.max(now - started, 0),
+          cjson.encode(err)))
+        redis.call('LTRIM', key .. ':log', -keep_log, -1)
         redis.call('RPUSH', KEYS[2], ids[j])
         n = n + 1
       end
     end
     redis.call('DEL', running)
-    redis.call('ZREM', KEYS[1], w)
+    if ARGV[5] ~= 'own' then redis.call('ZREM', KEYS[1], w) end
   end
 end
 return n

@@ -1,24 +1,31 @@
--- Send dead jobs back to the queue with a fresh set of attempts.
+-- Send dead jobs back to the queue with a fresh set of attempts and stalls.
 -- KEYS[1] dead zset, KEYS[2] pending list
--- ARGV[1] job key prefix, ARGV[2..] ids (none: every dead job of the queue)
+-- ARGV[1] job key prefix, ARGV[2] batch size when no ids are given,
+-- ARGV[3..] ids (none: the oldest ARGV[2] dead jobs of the queue)
+-- Returns { ids taken from the dead set, jobs sent back }.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local ids = {}
-if #ARGV >= 2 then
-  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ARGV >= 3 then
+  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
-  ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 end
-local n = 0
+local taken, n = 0, 0
 for i = 1, #ids do
   if redis.call('ZREM', KEYS[1], ids[i]) == 1 then
+    taken = taken + 1
     local key = ARGV[1] .. ids[i]
     if redis.call('EXISTS', key) == 1 then
-      redis.call('HSET', key, 'state', 'pending', 'attempts', 0, 'updated', now)
-      redis.call('HDEL', key, 'finished')
+      -- a dead job's record expires with the dead retention; a live one must not
+      redis.call('PERSIST', key)
+      redis.call('PERSIST', key .. ':log')
+      redis.call('HSET', key, 'state', 'pending', 'attempts', 0, 'stalls', 0, 'postponed', 0,
+        'updated', now)
+      redis.call('HDEL', key, 'finished', 'burying')
       redis.call('RPUSH', KEYS[2], ids[i])
       n = n + 1
     end
   end
 end
-return n
+return { taken, n }

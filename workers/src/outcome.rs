@@ -1,0 +1,177 @@
+//! What happens to a claimed job once it has run (or must not run): ack it,
+//! retry it later, postpone it, or dead-letter it. Redis writes that end a
+//! claim are repeated until Redis answers, so a blinking Redis never strands
+//! a job in this worker's running set.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tower::{Service, ServiceExt};
+use tracing::Instrument;
+
+use crate::claim::{Settle, SettleLimits};
+use crate::error::{Error, JobError};
+use crate::job::{lock, DeadLetter, Job};
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::runtime::RuntimeConfig;
+
+/// What every job task of one runtime shares.
+pub(crate) struct Shared {
+    pub(crate) queue: Queue,
+    pub(crate) cfg: Arc<RuntimeConfig>,
+    pub(crate) limits: SettleLimits,
+    pub(crate) ack: mpsc::UnboundedSender<Arc<str>>,
+    pub(crate) dead_letter: Option<Arc<dyn DeadLetter>>,
+    pub(crate) metrics: Option<Metrics>,
+    /// Ids this worker holds claimed in Redis: from the claim until their ack
+    /// or settle has been written. What is claimed in Redis but not here was
+    /// claimed by a call whose reply was lost.
+    pub(crate) held: Arc<Mutex<HashSet<Arc<str>>>>,
+    pub(crate) pause: Pause,
+}
+
+/// A pause in claiming, set when a dependency is down.
+#[derive(Clone, Default)]
+pub(crate) struct Pause(Arc<Mutex<Option<tokio::time::Instant>>>);
+
+impl Pause {
+    fn extend(&self, by: Duration) {
+        let until = tokio::time::Instant::now() + by;
+        let mut p = lock(&self.0);
+        *p = Some(p.map_or(until, |old| old.max(until)));
+    }
+
+    /// The end of the pause, if one is on.
+    pub(crate) fn until(&self) -> Option<tokio::time::Instant> {
+        lock(&self.0).filter(|u| *u > tokio::time::Instant::now())
+    }
+}
+
+/// Runs one claimed job (or, with `bury`, only dead-letters it) and settles it.
+pub(crate) async fn run_one<S>(
+    shared: Arc<Shared>,
+    job: Job,
+    bury: Option<String>,
+    span: tracing::Span,
+    service: S,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: Service<Job, Response = (), Error = JobError> + Send,
+    S::Future: Send,
+{
+    let outcome = match bury {
+        Some(reason) => {
+            async {
+                tracing::warn!(attempts = job.attempt, reason = %reason, "job is not run again; dead-lettering it");
+                dead_letter(&shared, &job, &JobError::permanent(reason)).await
+            }
+            .instrument(span)
+            .await
+        }
+        None => {
+            let result = service.oneshot(job.clone()).instrument(span.clone()).await;
+            let outcome = match result {
+                Ok(()) => {
+                    // the ack loop lets go of the id once the ack is written
+                    let _ = shared.ack.send(job.id.clone());
+                    "completed"
+                }
+                Err(err) => settle_failure(&shared, &job, &err).instrument(span).await,
+            };
+            if let Some(m) = &shared.metrics {
+                let q: &str = &job.queue;
+                m.observe("job_duration_seconds", &[("queue", q)], job.elapsed().as_secs_f64());
+            }
+            outcome
+        }
+    };
+    if let Some(m) = &shared.metrics {
+        let q: &str = &job.queue;
+        m.inc("jobs_total", &[("queue", q), ("outcome", outcome)]);
+        if outcome == "rescheduled" {
+            m.inc("job_retries_total", &[("queue", q)]);
+        }
+    }
+}
+
+/// The retry layer has given up (or handed back a long wait): record the
+/// attempt, then postpone, reschedule or dead-letter the job. Returns the
+/// outcome for the metrics.
+async fn settle_failure(shared: &Shared, job: &Job, err: &JobError) -> &'static str {
+    if err.is_unavailable() {
+        let pause = shared.cfg.unavailable_pause;
+        tracing::warn!(error = %err, pause_ms = pause.as_millis() as u64, "a dependency is unavailable: job postponed, its attempt given back, claims paused");
+        shared.pause.extend(pause);
+        let least = err.retry_after().unwrap_or_default();
+        settle(shared, job, Settle::Postpone(least), &err.to_string()).await;
+        return "postponed";
+    }
+    // The retry layer ran its attempts on clones; the last one is what counts.
+    let mut last = job.clone();
+    last.attempt = job.last_attempt();
+    let record = last.failure_record(err);
+    if let Err(e) = shared.queue.record_attempt(&job.id, &record).await {
+        tracing::warn!(error = %e, "could not record a failed attempt");
+    }
+    if err.is_transient() && last.attempt < job.max_attempts {
+        let delay = shared.cfg.backoff.delay(last.attempt, err.retry_after());
+        tracing::warn!(attempt = last.attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "attempt failed; rescheduled");
+        settle(shared, job, Settle::Retry(delay), &err.to_string()).await;
+        return "rescheduled";
+    }
+    tracing::warn!(attempts = last.attempt, error = %err, "job is dead");
+    dead_letter(shared, &last, err).await
+}
+
+/// Calls the application's hook, then parks the job dead; if the hook fails,
+/// the job waits (no attempt used) and comes back to be dead-lettered again.
+async fn dead_letter(shared: &Shared, job: &Job, err: &JobError) -> &'static str {
+    if let Some(hook) = &shared.dead_letter {
+        if let Err(e) = hook.on_dead(job, err).await {
+            tracing::warn!(error = %e, "the dead-letter hook failed; it is called again after a backoff");
+            if e.is_unavailable() {
+                shared.pause.extend(shared.cfg.unavailable_pause);
+            }
+            settle(shared, job, Settle::Bury, &err.to_string()).await;
+            return "postponed";
+        }
+    }
+    settle(shared, job, Settle::Dead, &err.to_string()).await;
+    "dead"
+}
+
+/// Writes how a failed job ends, retrying until Redis answers, then lets go
+/// of its id.
+async fn settle(shared: &Shared, job: &Job, how: Settle, error: &str) {
+    let (q, w, id) = (&job.queue, &job.worker, &job.id);
+    until_written("settling a job", || {
+        shared.queue.settle(q, w, id, how, error, &shared.limits)
+    })
+    .await;
+    lock(&shared.held).remove(id);
+}
+
+/// Repeats a Redis write with a capped backoff until it succeeds. The writes
+/// it is used for act only on jobs still claimed by this worker, so a repeat
+/// after a lost reply changes nothing.
+pub(crate) async fn until_written<F, Fut>(what: &str, mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What the queues keep, and for how long: nothing grows without bound.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{config, namespace, raw, redis_url, stop_after, Handler, Q};
+use workers::{Job, JobError, PushOptions, Queue, Runtime, RuntimeConfig};
+
+/// Runs `cfg` over the queue with a handler failing by its payload
+/// ("transient" or "permanent"; anything else succeeds) until idle.
+async fn drain(q: &Queue, cfg: RuntimeConfig) {
+    let handler = tower::service_fn(|job: Job| -> Handler {
+        Box::pin(async move {
+            match job.decode::<String>()?.as_str() {
+                "transient" => Err(JobError::transient("flaky")),
+                "permanent" => Err(JobError::permanent("refused")),
+                _ => Ok(()),
+            }
+        })
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(Runtime::new(q.clone(), cfg, handler).run(stop_after(rx)));
+    q.wait_idle(Q, Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("drained");
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn dead_jobs_are_kept_within_count_and_age_and_attempt_logs_are_capped() {
+    let ns = namespace();
+    let q = Queue::connect(&redis_url(), &ns).await.unwrap();
+    let mut conn = raw(&redis_url()).await;
+
+    // by count: the oldest dead jobs go, records and logs with them
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            q.push(Q, &"permanent", PushOptions::default())
+                .await
+                .unwrap(),
+        );
+        let mut cfg = config("w");
+        cfg.dead_keep = 2;
+        cfg.dead_retention = Duration::from_secs(3600);
+        drain(&q, cfg).await;
+    }
+    let dead: Vec<String> = q
+        .dead(Q, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        dead,
+        [ids[4].clone(), ids[3].clone()],
+        "the newest two, newest first"
+    );
+    for id in &ids[..3] {
+        assert!(
+            q.job(id).await.unwrap().is_none(),
+            "trimmed job {id} is gone"
+        );
+        let log: i64 = redis::cmd("EXISTS")
+            .arg(format!("{ns}:job:{id}:log"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(log, 0);
+    }
+    // a kept dead job expires with the retention
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{ns}:job:{}", ids[4]))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{ttl}");
+    // ...and a revived one no longer does
+    assert_eq!(q.retry_dead(Q, &[ids[4].clone()]).await.unwrap(), 1);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{ns}:job:{}", ids[4]))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1);
+    q.discard(&ids[4]).await.unwrap();
+
+    // by age: a job dead longer than the retention leaves the dead set when
+    // the next one dies
+    let mut cfg = config("w");
+    cfg.dead_retention = Duration::from_millis(300);
+    let old = q
+        .push(Q, &"permanent", PushOptions::default())
+        .await
+        .unwrap();
+    drain(&q, cfg.clone()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = q
+        .push(Q, &"permanent", PushOptions::default())
+        .await
+        .unwrap();
+    drain(&q, cfg).await;
+    let dead: Vec<String> = q
+        .dead(Q, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(!dead.contains(&old) && dead.contains(&new), "{dead:?}");
+
+    // attempt logs keep the last 25 entries
+    let opts = PushOptions {
+        max_attempts: 40,
+        ..PushOptions::default()
+    };
+    let long = q.push(Q, &"transient", opts).await.unwrap();
+    let mut cfg = config("w");
+    cfg.backoff.base = Duration::from_millis(1);
+    cfg.backoff.max = Duration::from_millis(2);
+    drain(&q, cfg).await;
+    let log = q.attempts(&long).await.unwrap();
+    assert_eq!(log.len(), 25);
+    assert_eq!(log.last().unwrap().attempt, 40, "the newest are kept");
+}
+
+#[tokio::test]
+async fn throughput_is_counted_in_a_bounded_ring_of_minutes() {
+    let ns = namespace();
+    let q = Queue::connect(&redis_url(), &ns).await.unwrap();
+    for body in ["ok", "ok", "ok", "permanent"] {
+        q.push(Q, &body, PushOptions::default()).await.unwrap();
+    }
+    drain(&q, config("w")).await;
+    let t = q.throughput(Q, 5).await.unwrap();
+    assert_eq!((t.minutes, t.completed, t.failed), (5, 3, 1));
+    assert_eq!(
+        q.throughput(Q, 10_000).await.unwrap().minutes,
+        60,
+        "the ring holds an hour"
+    );
+
+    let mut conn = raw(&redis_url()).await;
+    let stats: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{ns}:q:{Q}:stats"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // totals, plus minute / completed / failed per slot of the ring
+    assert!(stats.len() <= 3 + 3 * 60, "{stats:?}");
+    assert!(
+        stats
+            .keys()
+            .all(|k| !k.starts_with("completed:") && !k.starts_with("failed:")),
+        "no field per minute: {stats:?}"
+    );
+}

@@ -1,0 +1,213 @@
+//! Jobs that kill their workers, and dead-letter hooks that fail.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{config, eventually, hang, queue, stop_after, Handler, Q};
+use futures::future::BoxFuture;
+use workers::{DeadLetter, Job, JobError, JobState, PushOptions, Runtime};
+
+/// Counts its calls; fails the first `fail_first` of them as if the
+/// application's database were down.
+struct Hook {
+    calls: Arc<AtomicU32>,
+    fail_first: u32,
+}
+
+impl DeadLetter for Hook {
+    fn on_dead<'a>(
+        &'a self,
+        _job: &'a Job,
+        _e: &'a JobError,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= self.fail_first {
+                Err(JobError::unavailable("database down"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+/// Starts a runtime named `name` over a hanging handler, waits until it runs
+/// the job, then kills it without leaving the pool (a crash).
+async fn crash_while_running(q: &workers::Queue, name: &str, calls: &Arc<AtomicU32>) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (_never_tx, never) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(
+        Runtime::new(
+            q.clone(),
+            config(name),
+            hang(calls.clone(), started.clone()),
+        )
+        .run(stop_after(never)),
+    );
+    started.notified().await;
+    run.abort();
+    let _ = run.await;
+}
+
+#[tokio::test]
+async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_max_stalls() {
+    let q = queue().await;
+    let opts = PushOptions {
+        max_attempts: 10,
+        ..PushOptions::default()
+    };
+    let id = q.push(Q, &"poison", opts).await.unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+
+    // a's death is noticed by its peer b (which then dies under it too), and
+    // b's by its own next start under the same name
+    crash_while_running(&q, "a", &runs).await;
+    crash_while_running(&q, "b", &runs).await;
+    let job = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.stalls, job.attempts),
+        (JobState::Running, 1, 2)
+    );
+
+    let hooks = Arc::new(AtomicU32::new(0));
+    let mut cfg = config("b");
+    cfg.max_stalls = 2;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let run = tokio::spawn(
+        Runtime::new(q.clone(), cfg, hang(runs.clone(), started))
+            .on_dead(Arc::new(Hook {
+                calls: hooks.clone(),
+                fail_first: 0,
+            }))
+            .run(stop_after(rx)),
+    );
+    let counts = q
+        .wait_idle(Q, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("settled");
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+
+    assert_eq!(counts.dead, 1);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "never run after its second stall"
+    );
+    assert_eq!(
+        hooks.load(Ordering::SeqCst),
+        1,
+        "the application still hears of it"
+    );
+    let job = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.error.as_deref(), Some("worker died while running it"));
+    assert_eq!(
+        (job.stalls, job.attempts),
+        (2, 2),
+        "the stalled attempts stay counted"
+    );
+    let log: Vec<String> = q
+        .attempts(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.error)
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "worker a stopped while running it",
+            "worker b stopped while running it"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_last_attempt_died_with_its_worker_is_not_run_again() {
+    let q = queue().await;
+    let opts = PushOptions {
+        max_attempts: 1,
+        ..PushOptions::default()
+    };
+    let id = q.push(Q, &"last try", opts).await.unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    crash_while_running(&q, "a", &runs).await;
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let run = tokio::spawn(
+        Runtime::new(q.clone(), config("peer"), hang(runs.clone(), started)).run(stop_after(rx)),
+    );
+    let counts = q
+        .wait_idle(Q, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("settled");
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+    assert_eq!(counts.dead, 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let job = q.job(&id).await.unwrap().unwrap();
+    assert_eq!((job.stalls, job.attempts), (1, 1));
+    assert_eq!(job.error.as_deref(), Some("worker died while running it"));
+}
+
+#[tokio::test]
+async fn a_failing_dead_letter_hook_is_called_again_before_the_job_is_parked() {
+    let q = queue().await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    let refuse = tower::service_fn(move |_job: Job| -> Handler {
+        r.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Err(JobError::permanent("refused")) })
+    });
+    let id = q.push(Q, &"bad", PushOptions::default()).await.unwrap();
+    let hooks = Arc::new(AtomicU32::new(0));
+    let mut cfg = config("w");
+    // the hook's failures pause claims; keep the test short
+    cfg.unavailable_pause = Duration::from_millis(20);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(
+        Runtime::new(q.clone(), cfg, refuse)
+            .on_dead(Arc::new(Hook {
+                calls: hooks.clone(),
+                fail_first: 2,
+            }))
+            .run(stop_after(rx)),
+    );
+    // while the hook fails, the job is not parked dead
+    eventually("the hook failed once", Duration::from_secs(5), || async {
+        hooks.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let job = q.job(&id).await.unwrap().unwrap();
+    assert_ne!(
+        job.state,
+        JobState::Dead,
+        "not dead while the app's records are unmarked"
+    );
+
+    let counts = q
+        .wait_idle(Q, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("settled");
+    let _ = tx.send(());
+    run.await.unwrap().unwrap();
+    assert_eq!(counts.dead, 1);
+    assert_eq!(hooks.load(Ordering::SeqCst), 3, "called until it succeeded");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the handler is not run again"
+    );
+    let job = q.job(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    assert_eq!(job.error.as_deref(), Some("refused"));
+}

@@ -1,0 +1,55 @@
+//! De-duplicated pushes (webhook deliveries).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{namespace, raw, redis_url, Q};
+use workers::{PushOptions, Queue};
+
+#[tokio::test]
+async fn push_unique_creates_one_job_per_key_in_one_call() {
+    let ns = namespace();
+    let q = Queue::connect(&redis_url(), &ns).await.unwrap();
+    let item = |k: &str, p: &str| (k.to_owned(), format!("\"{p}\""));
+    let ttl = Duration::from_secs(60);
+    let first = q
+        .push_unique(
+            Q,
+            &[item("a", "a1"), item("b", "b1"), item("a", "a2")],
+            PushOptions::default(),
+            ttl,
+        )
+        .await
+        .unwrap();
+    assert!(first[0].is_some() && first[1].is_some(), "{first:?}");
+    assert_eq!(first[2], None, "a repeat within the call");
+    let second = q
+        .push_unique(
+            Q,
+            &[item("a", "a3"), item("c", "c1")],
+            PushOptions::default(),
+            ttl,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second[0], None, "a repeat of an earlier call");
+    assert!(second[1].is_some());
+    assert_eq!(q.counts(Q).await.unwrap().pending, 3);
+    let a = q.job(first[0].as_deref().unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        a.payload,
+        serde_json::json!("a1"),
+        "the first delivery wins"
+    );
+
+    let mut conn = raw(&redis_url()).await;
+    let (holder, pttl): (String, i64) = redis::pipe()
+        .get(format!("{ns}:seen:a"))
+        .pttl(format!("{ns}:seen:a"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(Some(holder), first[0], "the key names its job");
+    assert!(pttl > 55_000 && pttl <= 60_000, "{pttl}");
+}
