@@ -149,7 +149,7 @@ pub async fn run_worker(
         cfg.conflict_policy,
     ));
     let outbound =
-        Arc::new(Outbound::new(store, crm, queue.clone()).with_conflicts(inbound.clone()));
+        Arc::new(Outbound::new(store.clone(), crm, queue.clone()).with_conflicts(inbound.clone()));
     let name = cfg.worker_name();
     let runtime_config = |queue_name: &str| {
         let mut rc = RuntimeConfig::new(queue_name, name.clone());
@@ -179,6 +179,13 @@ pub async fn run_worker(
         }
     };
     let mut runtimes = tokio::task::JoinSet::new();
+    // Changes the api stored but could not queue (Redis down, a crash)
+    // are queued from their outbox.
+    let relay = tokio::spawn(crate::outbox::run(
+        store.clone(),
+        Enqueuer::new(queue.clone(), cfg.retry_attempts),
+        stopped(),
+    ));
     runtimes.spawn(
         Runtime::new(
             queue.clone(),
@@ -217,6 +224,7 @@ pub async fn run_worker(
         }
     }
     let _ = stop_tx.send(true);
+    let _ = relay.await;
     let _ = metrics.flush().await;
     while let Some(r) = runtimes.join_next().await {
         if let Err(e) = r

@@ -11,6 +11,14 @@ use crate::inbound::{InboundChange, InboundSync, ProviderPoll, INBOUND_QUEUE, PO
 use crate::store::Store;
 use crate::sync::{Outbound, OutboundUpsert, OUTBOUND_QUEUE};
 
+/// Fresh job ids for one push per provider.
+pub fn plan_jobs(providers: &[Provider]) -> Vec<(Provider, String)> {
+    providers
+        .iter()
+        .map(|&p| (p, workers::new_job_id()))
+        .collect()
+}
+
 /// Puts sync work on the queues. Used by the api; never calls a CRM.
 #[derive(Clone)]
 pub struct Enqueuer {
@@ -49,12 +57,39 @@ impl Enqueuer {
         providers: &[Provider],
         version: i64,
     ) -> anyhow::Result<Vec<(Provider, String)>> {
-        let jobs: Vec<(Provider, String)> = providers
-            .iter()
-            .map(|&p| (p, workers::new_job_id()))
-            .collect();
-        store.mark_pending(contact, &jobs, version).await?;
-        for (provider, id) in &jobs {
+        let jobs = plan_jobs(providers);
+        self.push_jobs(store, contact, &jobs, version).await?;
+        Ok(jobs)
+    }
+
+    /// [`Self::push_contact`] for jobs whose ids were chosen already (and
+    /// perhaps written to the contact's outbox). Pushing a job id that
+    /// exists already does nothing, so this may run more than once.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails; links already marked stay `pending`.
+    pub async fn push_jobs(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        store.mark_pending(contact, jobs, version).await?;
+        self.queue_jobs(contact, jobs, version).await
+    }
+
+    /// Queues the pushes of `jobs` (links already marked).
+    ///
+    /// # Errors
+    /// When Redis fails; jobs queued before stay queued.
+    pub async fn queue_jobs(
+        &self,
+        contact: ContactId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        for (provider, id) in jobs {
             let payload = OutboundUpsert {
                 contact_id: contact,
                 provider: *provider,
@@ -67,7 +102,7 @@ impl Enqueuer {
             };
             self.queue.push(OUTBOUND_QUEUE, &payload, opts).await?;
         }
-        Ok(jobs)
+        Ok(())
     }
 
     /// Whether the job is still to run (queued, waiting for a retry, or
@@ -231,7 +266,16 @@ pub fn outbound_service(
     })
 }
 
-/// Dead-letter hook of `outbound-upsert`: the link turns `error`.
+/// A dead job whose payload does not decode has nothing to record; it is
+/// parked as it is.
+fn unreadable(job: &Job, e: &JobError) -> Result<(), JobError> {
+    tracing::error!(job_id = %job.id, error = %e, "dead job has an unreadable payload");
+    Ok(())
+}
+
+/// Dead-letter hook of `outbound-upsert`: the link turns `error`, a sync log
+/// is written. If MongoDB cannot take that, the hook fails and the runtime
+/// calls it again later, so a job is never parked with its link unmarked.
 pub struct OutboundDeadLetter(pub Arc<Outbound>);
 
 impl DeadLetter for OutboundDeadLetter {
@@ -241,17 +285,14 @@ impl DeadLetter for OutboundDeadLetter {
         error: &'a JobError,
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            match job.decode::<OutboundUpsert>() {
-                Ok(p) => {
-                    self.0
-                        .record_failure(&p, &job.id, job.attempt, &error.to_string())
-                        .await
-                }
-                Err(e) => {
-                    tracing::error!(job_id = %job.id, error = %e, "dead job has an unreadable payload")
-                }
-            }
-            Ok(())
+            let p = match job.decode::<OutboundUpsert>() {
+                Ok(p) => p,
+                Err(e) => return unreadable(job, &e),
+            };
+            self.0
+                .record_failure(&p, &job.id, job.attempt, &error.to_string())
+                .await
+                .map_err(crate::sync::store_err)
         })
     }
 }
@@ -261,25 +302,26 @@ impl DeadLetter for OutboundDeadLetter {
 pub struct InboundDeadLetter(pub Arc<InboundSync>);
 
 impl DeadLetter for InboundDeadLetter {
-    fn on_dead<'a>(&'a self, job: &'a Job, error: &'a JobError) -> BoxFuture<'a, ()> {
+    fn on_dead<'a>(
+        &'a self,
+        job: &'a Job,
+        error: &'a JobError,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let res = match job.decode::<InboundChange>() {
-                Ok(p) => {
-                    self.0
-                        .record_failure(
-                            p.provider,
-                            Some(&p.external_id),
-                            &job.id,
-                            job.attempt,
-                            &error.to_string(),
-                        )
-                        .await
-                }
-                Err(e) => Err(anyhow::anyhow!("dead job has an unreadable payload: {e}")),
+            let p = match job.decode::<InboundChange>() {
+                Ok(p) => p,
+                Err(e) => return unreadable(job, &e),
             };
-            if let Err(e) = res {
-                tracing::error!(job_id = %job.id, error = %format!("{e:#}"), "could not record a dead inbound change");
-            }
+            self.0
+                .record_failure(
+                    p.provider,
+                    Some(&p.external_id),
+                    &job.id,
+                    job.attempt,
+                    &error.to_string(),
+                )
+                .await
+                .map_err(crate::sync::store_err)
         })
     }
 }
@@ -288,25 +330,26 @@ impl DeadLetter for InboundDeadLetter {
 pub struct PollDeadLetter(pub Arc<InboundSync>);
 
 impl DeadLetter for PollDeadLetter {
-    fn on_dead<'a>(&'a self, job: &'a Job, error: &'a JobError) -> BoxFuture<'a, ()> {
+    fn on_dead<'a>(
+        &'a self,
+        job: &'a Job,
+        error: &'a JobError,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
-            let res = match job.decode::<ProviderPoll>() {
-                Ok(p) => {
-                    self.0
-                        .record_failure(
-                            p.provider,
-                            None,
-                            &job.id,
-                            job.attempt,
-                            &format!("poll failed: {error}"),
-                        )
-                        .await
-                }
-                Err(e) => Err(anyhow::anyhow!("dead job has an unreadable payload: {e}")),
+            let p = match job.decode::<ProviderPoll>() {
+                Ok(p) => p,
+                Err(e) => return unreadable(job, &e),
             };
-            if let Err(e) = res {
-                tracing::error!(job_id = %job.id, error = %format!("{e:#}"), "could not record a dead poll");
-            }
+            self.0
+                .record_failure(
+                    p.provider,
+                    None,
+                    &job.id,
+                    job.attempt,
+                    &format!("poll failed: {error}"),
+                )
+                .await
+                .map_err(crate::sync::store_err)
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod inbound;
 pub mod jobs;
 pub mod ops_cli;
+pub mod outbox;
 pub mod scheduler;
 pub mod store;
 pub mod sync;

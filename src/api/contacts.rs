@@ -12,8 +12,10 @@ use super::errors::{fail_into, ErrorBody, Fail};
 use super::text::Text;
 use super::views::{ContactView, LinkView, SyncLogView};
 use super::ApiState;
+use crate::domain::Provider;
 use crate::domain::{ContactId, Email, SyncStatus};
-use crate::store::{Contact, ContactPatch, NewContact, StoreError};
+use crate::jobs::plan_jobs;
+use crate::store::{Contact, ContactPatch, NewContact, Outbox, StoreError};
 
 /// A new contact.
 #[derive(Debug, Object)]
@@ -81,6 +83,10 @@ pub struct Accepted {
     pub contact: ContactView,
     /// One job per enabled provider.
     pub jobs: Vec<QueuedJob>,
+    /// Whether the jobs are on the queue already; `false` when Redis was
+    /// unavailable: the change is stored with its jobs and they are queued
+    /// as soon as Redis answers again.
+    pub queued: bool,
 }
 
 /// A page of contacts.
@@ -111,7 +117,8 @@ pub enum StatusFilter {
 
 #[derive(ApiResponse)]
 enum WriteResponse {
-    /// Stored; sync jobs queued.
+    /// Stored with its sync jobs (queued at once, or by the outbox relay
+    /// when Redis is unavailable: see `queued`).
     #[oai(status = 202)]
     Accepted(Json<Box<Accepted>>),
     /// The input is invalid (the body names the field).
@@ -239,9 +246,15 @@ impl ContactsApi {
                 phone: clean(b.phone),
                 company_name: clean(b.company_name),
                 job_title: clean(b.job_title),
+                outbox: None,
+            };
+            let jobs = plan_jobs(&state.providers);
+            let new = NewContact {
+                outbox: Some(Outbox::new(&jobs)),
+                ..new
             };
             let contact = state.store.insert_contact(new).await.map_err(store_fail)?;
-            state.accept(contact).await
+            Ok::<_, Fail>(state.accept(contact, jobs).await)
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -356,6 +369,12 @@ impl ContactsApi {
                 phone: clean_patch(b.phone),
                 company_name: clean_patch(b.company_name),
                 job_title: clean_patch(b.job_title),
+                outbox: None,
+            };
+            let jobs = plan_jobs(&state.providers);
+            let patch = ContactPatch {
+                outbox: Some(Outbox::new(&jobs)),
+                ..patch
             };
             let contact = state
                 .store
@@ -363,7 +382,7 @@ impl ContactsApi {
                 .await
                 .map_err(store_fail)?
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            state.accept(contact).await
+            Ok::<_, Fail>(state.accept(contact, jobs).await)
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -400,41 +419,56 @@ impl ContactsApi {
     ) -> WriteResponse {
         let res = async {
             let id = parse_id(&id.0)?;
+            let jobs = plan_jobs(&state.providers);
             let contact = state
                 .store
-                .delete_contact(id)
+                .delete_contact(id, Some(&Outbox::new(&jobs)))
                 .await
                 .map_err(Fail::unavailable)?
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            state.accept(contact).await
+            Ok::<_, Fail>(state.accept(contact, jobs).await)
         };
         res.await.unwrap_or_else(Into::into)
     }
 }
 
+/// How long a write waits for its jobs to be queued before it answers; the
+/// outbox relay queues them later if this runs out.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ApiState {
-    /// Marks the links pending and queues one push per provider.
-    async fn accept(&self, contact: Contact) -> Result<WriteResponse, Fail> {
-        let jobs = self
-            .enqueuer
-            .push_contact(&self.store, contact.id, &self.providers, contact.version)
-            .await
-            .map_err(Fail::unavailable)?
-            .into_iter()
-            .map(|(provider, job_id)| QueuedJob {
-                provider: provider.to_string(),
-                job_id,
-            })
-            .collect::<Vec<_>>();
-        let links = self
-            .store
-            .links_of(&[contact.id])
-            .await
-            .map_err(Fail::unavailable)?;
-        Ok(WriteResponse::Accepted(Json(Box::new(Accepted {
+    /// Marks the links pending and queues one push per provider. The change
+    /// and its outbox are stored already, so from here on nothing fails the
+    /// request: if MongoDB or Redis fails now, the outbox relay queues the
+    /// jobs later and the answer says `queued: false`.
+    async fn accept(&self, contact: Contact, jobs: Vec<(Provider, String)>) -> WriteResponse {
+        let queued = tokio::time::timeout(
+            QUEUE_WAIT,
+            self.enqueuer
+                .push_jobs(&self.store, contact.id, &jobs, contact.version),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("queueing took longer than {QUEUE_WAIT:?}"))
+        .and_then(|r| r);
+        if let Err(e) = &queued {
+            tracing::warn!(contact_id = %contact.id, error = %format!("{e:#}"), "sync jobs not queued yet; the outbox relay will queue them");
+        }
+        let links = if queued.is_ok() {
+            self.store.links_of(&[contact.id]).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        WriteResponse::Accepted(Json(Box::new(Accepted {
             contact: ContactView::new(&contact, &links),
-            jobs,
-        }))))
+            jobs: jobs
+                .into_iter()
+                .map(|(provider, job_id)| QueuedJob {
+                    provider: provider.to_string(),
+                    job_id,
+                })
+                .collect(),
+            queued: queued.is_ok(),
+        })))
     }
 }
 

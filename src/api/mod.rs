@@ -102,6 +102,7 @@ pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::En
         .data(state)
         .data(tokens)
         .around(limit_body)
+        .around(retry_after)
         .with(Tracing)
         .catch_all_error(errors::json_error)
 }
@@ -128,6 +129,21 @@ async fn readyz(state: poem::web::Data<&ApiState>) -> poem::Response {
         poem::http::StatusCode::SERVICE_UNAVAILABLE
     };
     Json(body).with_status(status).into_response()
+}
+
+/// Every 503 (MongoDB or Redis unavailable) tells the client when to try
+/// again, so clients and proxies back off instead of hammering.
+async fn retry_after<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let mut resp = next.call(req).await?.into_response();
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !resp.headers().contains_key(poem::http::header::RETRY_AFTER)
+    {
+        resp.headers_mut().insert(
+            poem::http::header::RETRY_AFTER,
+            poem::http::HeaderValue::from_static("1"),
+        );
+    }
+    Ok(resp)
 }
 
 /// Refuses bodies over [`MAX_BODY`] with 413: by `Content-Length` before

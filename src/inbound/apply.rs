@@ -11,7 +11,7 @@ use crate::jobs::Enqueuer;
 use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
 use crate::sync::merge::{self, Winner};
 use crate::sync::universal::UniversalContact;
-use crate::sync::{link_lease_name, with_lease};
+use crate::sync::{link_lease_name, queue_err, store_err, with_lease};
 
 /// Who wins when a contact changed in the app and in a CRM since they last
 /// agreed.
@@ -79,14 +79,6 @@ pub struct InboundSync {
     /// Who wins a conflict.
     pub policy: ConflictPolicy,
     pub(crate) leases: Queue,
-}
-
-fn store_err(e: impl std::fmt::Display) -> JobError {
-    JobError::transient(format!("store: {e}"))
-}
-
-fn queue_err(e: impl std::fmt::Display) -> JobError {
-    JobError::transient(format!("queue: {e}"))
 }
 
 fn norm(v: &Option<String>) -> Option<&str> {
@@ -266,7 +258,7 @@ impl InboundSync {
                 let crm_ms = gone.map_or(0, |r| r.updated_ms);
                 let deleted = self
                     .store
-                    .delete_contact(contact.id)
+                    .delete_contact(contact.id, None)
                     .await
                     .map_err(store_err)?
                     .ok_or_else(|| JobError::transient("contact vanished while deleting"))?;
@@ -501,6 +493,7 @@ impl InboundSync {
             phone: clean(&f.primary_phone),
             company_name: clean(&f.company_name),
             job_title: clean(&f.job_title),
+            outbox: None,
         };
         match self.store.insert_contact(new).await {
             Ok(c) => Ok(c),
@@ -615,7 +608,7 @@ impl InboundSync {
         self.enqueuer
             .push_contact(&self.store, contact.id, providers, contact.version)
             .await
-            .map_err(|e| JobError::transient(format!("queue: {e}")))?;
+            .map_err(queue_err)?;
         Ok(())
     }
 }

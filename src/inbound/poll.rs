@@ -12,6 +12,7 @@ use workers::JobError;
 use super::apply::InboundSync;
 use super::record::CrmRecord;
 use crate::domain::Provider;
+use crate::sync::{queue_err, store_err};
 
 /// A poll's lease lapses this long after its worker dies.
 const POLL_LEASE_TTL: Duration = Duration::from_secs(5);
@@ -64,13 +65,12 @@ impl InboundSync {
         backfill: bool,
         job_id: &str,
     ) -> Result<PollReport, JobError> {
-        let store_err = |e: anyhow::Error| JobError::transient(format!("store: {e:#}"));
         // One poll per provider at a time, pool-wide.
         let Some(lease) = self
             .leases
             .lease(&format!("poll:{provider}"), POLL_LEASE_TTL, POLL_LEASE_WAIT)
             .await
-            .map_err(|e| JobError::transient(format!("lease: {e}")))?
+            .map_err(queue_err)?
         else {
             tracing::info!("a poll of this provider is already running");
             return Ok(PollReport {
@@ -167,6 +167,6 @@ impl InboundSync {
         );
         self.record_failure(provider, external_id, job_id, 1, error)
             .await
-            .map_err(|e| JobError::transient(format!("store: {e:#}")))
+            .map_err(store_err)
     }
 }

@@ -42,6 +42,56 @@ pub struct Contact {
     /// Set when deleted (soft delete, so the deletion can be synced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime>,
+    /// The sync this change still owes, written in the same operation as
+    /// the change (a transactional outbox): if queueing the jobs fails or
+    /// the api dies first, the outbox relay queues them later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<Outbox>,
+}
+
+/// Sync jobs a contact change still has to queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outbox {
+    /// One job per provider, with the id it is to have (pushing an id that
+    /// exists already does nothing, so relaying twice is harmless).
+    pub jobs: Vec<OutboxJob>,
+    /// When the change was written.
+    pub at: DateTime,
+}
+
+/// One owed job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxJob {
+    /// The CRM.
+    pub provider: crate::domain::Provider,
+    /// The job id.
+    pub job_id: String,
+}
+
+impl Outbox {
+    /// An outbox of `jobs`, written now.
+    pub fn new(jobs: &[(crate::domain::Provider, String)]) -> Self {
+        Self {
+            jobs: jobs
+                .iter()
+                .map(|(provider, job_id)| OutboxJob {
+                    provider: *provider,
+                    job_id: job_id.clone(),
+                })
+                .collect(),
+            at: DateTime::now(),
+        }
+    }
+
+    /// The jobs as `(provider, job id)` pairs.
+    pub fn pairs(&self) -> Vec<(crate::domain::Provider, String)> {
+        self.jobs
+            .iter()
+            .map(|j| (j.provider, j.job_id.clone()))
+            .collect()
+    }
 }
 
 /// The fields of a new contact, already validated.
@@ -59,6 +109,8 @@ pub struct NewContact {
     pub company_name: Option<String>,
     /// Role.
     pub job_title: Option<String>,
+    /// The sync the new contact owes (see [`Contact::outbox`]).
+    pub outbox: Option<Outbox>,
 }
 
 /// A partial update: `None` leaves a field alone, `Some(None)` clears it.
@@ -76,6 +128,8 @@ pub struct ContactPatch {
     pub company_name: Option<Option<String>>,
     /// Role.
     pub job_title: Option<Option<String>>,
+    /// The sync the change owes (see [`Contact::outbox`]).
+    pub outbox: Option<Outbox>,
 }
 
 impl ContactPatch {
@@ -99,6 +153,9 @@ impl ContactPatch {
         if let Some(email) = &self.email {
             set.insert("email", email.as_str());
             set.insert("activeEmail", email.as_str());
+        }
+        if let Some(outbox) = &self.outbox {
+            set.insert("outbox", bson::to_bson(outbox).unwrap_or(bson::Bson::Null));
         }
         let mut update = doc! { "$set": set, "$inc": { "version": 1_i64 } };
         if !unset.is_empty() {
@@ -146,6 +203,7 @@ impl Store {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            outbox: new.outbox,
         };
         match self.contacts.insert_one(&contact).await {
             Ok(_) => Ok(contact),
@@ -214,12 +272,23 @@ impl Store {
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn delete_contact(&self, id: ContactId) -> anyhow::Result<Option<Contact>> {
+    pub async fn delete_contact(
+        &self,
+        id: ContactId,
+        outbox: Option<&Outbox>,
+    ) -> anyhow::Result<Option<Contact>> {
+        let mut set = doc! { "deletedAt": DateTime::now(), "updatedAt": DateTime::now() };
+        if let Some(outbox) = outbox {
+            set.insert(
+                "outbox",
+                bson::to_bson(outbox).context("encoding an outbox")?,
+            );
+        }
         self.contacts
             .find_one_and_update(
                 doc! { "_id": id.oid(), "deletedAt": { "$exists": false } },
                 doc! {
-                    "$set": { "deletedAt": DateTime::now(), "updatedAt": DateTime::now() },
+                    "$set": set,
                     "$unset": { "activeEmail": "" },
                     "$inc": { "version": 1_i64 },
                 },
@@ -262,5 +331,54 @@ impl Store {
             .await
             .context("reading contacts")?;
         Ok((page, total))
+    }
+}
+
+impl Store {
+    /// Contacts whose outbox was written at or before `cutoff` and is still
+    /// there (oldest first, at most `limit`).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn owed_outboxes(
+        &self,
+        cutoff: DateTime,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Contact>> {
+        self.contacts
+            .find(doc! { "outbox.at": { "$lte": cutoff } })
+            .sort(doc! { "outbox.at": 1 })
+            .limit(limit)
+            .await
+            .context("listing owed outboxes")?
+            .try_collect()
+            .await
+            .context("reading owed outboxes")
+    }
+
+    /// Removes the outboxes that have been relayed, each only if it is still
+    /// the one relayed (a newer change brings its own).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn clear_outboxes(&self, done: &[(ContactId, Outbox)]) -> anyhow::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let any: Vec<Document> = done
+            .iter()
+            .filter_map(|(id, o)| {
+                let first = o.jobs.first()?;
+                Some(doc! { "_id": id.oid(), "outbox.jobs.0.jobId": &first.job_id })
+            })
+            .collect();
+        if any.is_empty() {
+            return Ok(());
+        }
+        self.contacts
+            .update_many(doc! { "$or": any }, doc! { "$unset": { "outbox": "" } })
+            .await
+            .context("clearing relayed outboxes")?;
+        Ok(())
     }
 }

@@ -14,11 +14,14 @@ use bson::{doc, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
-pub use contacts::{Contact, ContactPatch, NewContact};
+pub use contacts::{Contact, ContactPatch, NewContact, Outbox, OutboxJob};
 pub use inbound::PollCursor;
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
 pub use ops::{LogFilter, ProviderHealth};
+
+/// How long an operation waits for MongoDB to be reachable before it fails.
+const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// A failure a caller reacts to.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,27 @@ pub enum StoreError {
     /// Anything else (the database is unreachable, …).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// Whether a database error means MongoDB is unreachable, or cannot serve
+/// writes for now (stepping down, shutting down), rather than refusing this
+/// one operation. Callers wait such an outage out instead of failing.
+pub fn is_outage(e: &anyhow::Error) -> bool {
+    use mongodb::error::ErrorKind;
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<mongodb::error::Error>()
+            .is_some_and(|m| {
+                matches!(
+                    *m.kind,
+                    ErrorKind::Io(_)
+                        | ErrorKind::ServerSelection { .. }
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                        | ErrorKind::DnsResolve { .. }
+                ) || m.contains_label("RetryableWriteError")
+                    || m.contains_label("TransientTransactionError")
+            })
+    })
 }
 
 /// Handle on the database. Cheap to clone.
@@ -49,8 +73,20 @@ impl Store {
     /// When the URI is malformed, the server is unreachable or an index
     /// cannot be created.
     pub async fn connect(uri: &str, db: &str) -> anyhow::Result<Self> {
-        let client = Client::with_uri_str(uri)
+        let mut options = mongodb::options::ClientOptions::parse(uri)
             .await
+            .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
+        // The driver waits 30 s for a server by default: a request or a job
+        // would hang that long in an outage. Fail fast instead (the api
+        // answers 503, a job waits without using an attempt), unless the
+        // URI says otherwise (serverSelectionTimeoutMS).
+        options
+            .server_selection_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options
+            .connect_timeout
+            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        let client = Client::with_options(options)
             .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
         let db = client.database(db);
         let store = Self {
@@ -101,6 +137,20 @@ impl Store {
             .create_index(active_email)
             .await
             .context("creating contacts.activeEmail index")?;
+        // The outbox relay looks for changes whose jobs may not be queued.
+        let outbox = IndexModel::builder()
+            .keys(doc! { "outbox.at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .sparse(true)
+                    .name("outbox_at".to_owned())
+                    .build(),
+            )
+            .build();
+        self.contacts
+            .create_index(outbox)
+            .await
+            .context("creating contacts.outbox index")?;
         self.links
             .create_index(unique(
                 doc! { "contactId": 1, "provider": 1 },

@@ -9,6 +9,7 @@ use std::time::Duration;
 use workers::{JobError, Queue};
 
 use super::merge::{self, Merge, Winner};
+use super::store_err;
 use super::universal::UniversalContact;
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::{ContactId, Provider, SyncStatus};
@@ -91,7 +92,7 @@ const LEASE_WAIT: Duration = Duration::from_secs(15);
 /// (`busy` says why).
 ///
 /// # Errors
-/// Transient when Redis fails; throttled when the lease stays busy; else
+/// Unavailable when Redis fails; throttled when the lease stays busy; else
 /// whatever `work` returns.
 pub async fn with_lease<T>(
     leases: &Queue,
@@ -102,7 +103,7 @@ pub async fn with_lease<T>(
     let lease = leases
         .lease(name, LEASE_TTL, LEASE_WAIT)
         .await
-        .map_err(|e| JobError::transient(format!("lease: {e}")))?
+        .map_err(super::queue_err)?
         .ok_or_else(|| JobError::throttled(busy, Some(Duration::from_secs(1))))?;
     let res = work.await;
     if let Err(e) = lease.release().await {
@@ -119,10 +120,6 @@ pub struct Outbound {
     leases: Queue,
     /// Applies CRM-side changes found before a push (conflicts).
     inbound: Option<Arc<InboundSync>>,
-}
-
-fn store_err(e: impl std::fmt::Display) -> JobError {
-    JobError::transient(format!("store: {e}"))
 }
 
 impl Outbound {
@@ -514,36 +511,33 @@ impl Outbound {
     }
 
     /// Records a job that ran out of attempts: link `error`, sync log.
+    ///
+    /// # Errors
+    /// When the database fails (the runtime tries again later).
     pub async fn record_failure(
         &self,
         job: &OutboundUpsert,
         job_id: &str,
         attempts: u32,
         error: &str,
-    ) {
-        let res = async {
-            self.store
-                .mark_error(job.contact_id, job.provider, error, attempts, job_id)
-                .await?;
-            self.store
-                .log_sync(&SyncLog {
-                    contact_id: Some(job.contact_id),
-                    provider: job.provider,
-                    direction: Direction::Outbound,
-                    outcome: "failed".into(),
-                    external_id: None,
-                    job_id: job_id.into(),
-                    attempts: i64::from(attempts),
-                    version: job.version,
-                    error: Some(error.into()),
-                    conflict: None,
-                    at: DateTime::now(),
-                })
-                .await
-        }
-        .await;
-        if let Err(e) = res {
-            tracing::error!(job_id, error = %e, "could not record a dead job on its link");
-        }
+    ) -> anyhow::Result<()> {
+        self.store
+            .mark_error(job.contact_id, job.provider, error, attempts, job_id)
+            .await?;
+        self.store
+            .log_sync(&SyncLog {
+                contact_id: Some(job.contact_id),
+                provider: job.provider,
+                direction: Direction::Outbound,
+                outcome: "failed".into(),
+                external_id: None,
+                job_id: job_id.into(),
+                attempts: i64::from(attempts),
+                version: job.version,
+                error: Some(error.into()),
+                conflict: None,
+                at: DateTime::now(),
+            })
+            .await
     }
 }

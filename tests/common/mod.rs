@@ -218,7 +218,7 @@ impl TestApp {
     }
 
     pub async fn queue(&self) -> workers::Queue {
-        workers::Queue::connect(&redis_url(), &self.namespace)
+        workers::Queue::connect(&self.env["REDIS_URL"], &self.namespace)
             .await
             .expect("redis")
     }
@@ -513,4 +513,146 @@ pub async fn run_cli(args: &[&str], url: &str, env: &[(&str, &str)]) -> CliRun {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A Redis or MongoDB server of one test's own, on a free port, that the
+/// test may stop and start again (with its data: Redis with AOF on, the
+/// MongoDB server on disk), as an outage would.
+pub struct Service {
+    kind: ServiceKind,
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+#[derive(Clone, Copy)]
+pub enum ServiceKind {
+    Redis,
+    Mongo,
+}
+
+impl Service {
+    pub fn redis() -> Self {
+        Self::start_new(ServiceKind::Redis)
+    }
+
+    /// A MongoDB wire server: `mongod` when installed, else SecantusDB from
+    /// the virtualenv `scripts/services.sh` made.
+    pub fn mongo() -> Self {
+        Self::start_new(ServiceKind::Mongo)
+    }
+
+    fn start_new(kind: ServiceKind) -> Self {
+        let dir = std::env::temp_dir().join(format!("cs-svc-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut s = Self {
+            kind,
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        s.start();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        match self.kind {
+            ServiceKind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            ServiceKind::Mongo => {
+                format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+            }
+        }
+    }
+
+    /// Starts the server (again) on the same port and data.
+    pub fn start(&mut self) {
+        let port = self.port.to_string();
+        let mut cmd = match self.kind {
+            ServiceKind::Redis => {
+                let mut c = Command::new("redis-server");
+                c.args(["--bind", "127.0.0.1", "--port", &port, "--save", ""])
+                    .args(["--appendonly", "yes", "--appendfsync", "always"])
+                    .arg("--dir")
+                    .arg(&self.dir);
+                c
+            }
+            ServiceKind::Mongo => {
+                let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+                let mongod = which("mongod");
+                match mongod {
+                    Some(bin) => {
+                        let mut c = Command::new(bin);
+                        c.args(["--bind_ip", "127.0.0.1", "--port", &port, "--dbpath"])
+                            .arg(&self.dir);
+                        c
+                    }
+                    None => {
+                        let rs = which("secantusd-rs");
+                        let mut c = match rs {
+                            Some(bin) => Command::new(bin),
+                            None => Command::new(root.join(".dev/venv/bin/secantusd-py")),
+                        };
+                        c.args(["--host", "127.0.0.1", "--port", &port, "--storage-path"])
+                            .arg(&self.dir);
+                        c
+                    }
+                }
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a private server");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < until,
+                "private server did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server as an operator would (SIGTERM: Redis flushes its
+    /// AOF), and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `kill` sends SIGTERM: the server shuts down cleanly.
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let until = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > until {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn which(bin: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
 }

@@ -6,6 +6,7 @@
 -- ARGV[1] job key prefix, ARGV[2] seen key prefix, ARGV[3] queue,
 -- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms,
 -- ARGV[7..] triples: id, payload, dedup key ('' for none)
+-- Pushing an id that exists already does nothing (pushes are idempotent by id).
 -- Returns, per job, its id, or false when its dedup key was already seen.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -19,7 +20,11 @@ for i = 7, #ARGV, 3 do
   if dedup ~= '' then
     fresh = redis.call('SET', ARGV[2] .. dedup, id, 'NX', 'PX', ARGV[6])
   end
-  if fresh then
+  if fresh and redis.call('EXISTS', ARGV[1] .. id) == 1 then
+    -- pushed before under this id (a retried push, the app's outbox relay):
+    -- the job exists already and is left as it is
+    out[#out + 1] = id
+  elseif fresh then
     redis.call('HSET', ARGV[1] .. id, 'queue', ARGV[3], 'payload', payload, 'state', state,
       'attempts', 0, 'max', ARGV[4], 'created', now, 'updated', now)
     if delay > 0 then

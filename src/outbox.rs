@@ -1,0 +1,114 @@
+//! The outbox relay. A contact change and the sync it owes are written in
+//! one MongoDB operation (the contact's `outbox`); the api then marks the
+//! links and queues the jobs at once. Whatever fails in between — Redis down,
+//! the api killed — the outbox stays, and this relay, running in every
+//! worker process (one at a time, pool-wide), queues those jobs later. A
+//! write the api accepted therefore always syncs.
+
+use std::time::Duration;
+
+use bson::DateTime;
+
+use crate::jobs::Enqueuer;
+use crate::store::Store;
+
+/// An outbox younger than this is left to the api that wrote it.
+const MIN_AGE: Duration = Duration::from_secs(2);
+/// Outboxes relayed per round.
+const BATCH: i64 = 500;
+/// Time between rounds.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Relays the outboxes written at least `min_age` ago; returns how many.
+///
+/// # Errors
+/// When MongoDB or Redis fails; what was relayed stays relayed, the rest is
+/// tried again next round.
+pub async fn relay_once(
+    store: &Store,
+    enqueuer: &Enqueuer,
+    min_age: Duration,
+) -> anyhow::Result<usize> {
+    let cutoff =
+        DateTime::from_millis(DateTime::now().timestamp_millis() - min_age.as_millis() as i64);
+    let owed = store.owed_outboxes(cutoff, BATCH).await?;
+    if owed.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<_> = owed.iter().map(|c| c.id).collect();
+    let links = store.links_of(&ids).await?;
+    let mut done = Vec::with_capacity(owed.len());
+    for contact in &owed {
+        let Some(outbox) = &contact.outbox else {
+            continue;
+        };
+        let jobs = outbox.pairs();
+        // Links the api (or a later change) already marked for this version
+        // are left as they are: marking a synced link pending again would
+        // strand it.
+        let unmarked: Vec<_> = jobs
+            .iter()
+            .filter(|(p, _)| {
+                !links.iter().any(|l| {
+                    l.contact_id == contact.id
+                        && l.provider == *p
+                        && l.pending_version >= contact.version
+                })
+            })
+            .cloned()
+            .collect();
+        if !unmarked.is_empty() {
+            store
+                .mark_pending(contact.id, &unmarked, contact.version)
+                .await?;
+        }
+        enqueuer
+            .queue_jobs(contact.id, &jobs, contact.version)
+            .await?;
+        done.push((contact.id, outbox.clone()));
+    }
+    store.clear_outboxes(&done).await?;
+    let relayed = done.len();
+    if relayed > 0 {
+        tracing::debug!(relayed, "outboxes relayed");
+    }
+    Ok(relayed)
+}
+
+/// Relays outboxes every second until `stop` resolves. One relay runs at a
+/// time in the pool (a lease); errors are logged and the next round tries
+/// again.
+pub async fn run(store: Store, enqueuer: Enqueuer, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        let lease = match enqueuer
+            .queue()
+            .lease("outbox-relay", Duration::from_secs(10), Duration::ZERO)
+            .await
+        {
+            Ok(Some(lease)) => lease,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox relay: Redis unavailable");
+                continue;
+            }
+        };
+        loop {
+            match relay_once(&store, &enqueuer, MIN_AGE).await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "outbox relay round failed; trying again");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = lease.release().await {
+            tracing::debug!(error = %e, "releasing the outbox relay lease failed");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Our own dependencies going away and coming back, against servers of the
+//! test's own (stopped and started again on the same port and data): a write
+//! the api accepted always syncs, nothing queued is lost, nothing is left
+//! stuck, and no process needs a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, Options, Service, TestApp};
+use reqwest::Method;
+use serde_json::json;
+
+async fn settled(app: &TestApp, within: Duration) {
+    let q = app.queue().await;
+    eventually(within, "every queue idle", || async {
+        for _ in 0..2 {
+            for queue in ["outbound-upsert", "inbound-change"] {
+                if q.counts(queue).await.ok()?.outstanding() > 0 {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn writes_during_a_redis_outage_are_accepted_and_sync_when_it_returns() {
+    let mut redis = Service::redis();
+    let app = TestApp::with(Options::default().env("REDIS_URL", redis.url())).await;
+    let before = app.create_ok("before@example.com").await;
+    app.wait_link(&before, "hubspot", "synced", Duration::from_secs(10))
+        .await;
+
+    redis.stop();
+    let t = Instant::now();
+    let (status, body) = app
+        .create(json!({ "email": "during@example.com", "firstName": "Dee" }))
+        .await;
+    assert_eq!(status, 202, "accepted while Redis is down: {body}");
+    assert_eq!(body["queued"], false, "{body}");
+    let during = body["contact"]["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/contacts/{before}"),
+            Some(json!({ "jobTitle": "Written in the outage" })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "answered without waiting for Redis: {:?}",
+        t.elapsed()
+    );
+    // the retry a client might send is refused as a duplicate, not lost
+    let (status, _) = app.create(json!({ "email": "during@example.com" })).await;
+    assert_eq!(status, 409);
+
+    redis.start();
+    for cid in [&before, &during] {
+        for p in ["hubspot", "pipedrive"] {
+            app.wait_link(cid, p, "synced", Duration::from_secs(30))
+                .await;
+        }
+    }
+    settled(&app, Duration::from_secs(20)).await;
+    let hs = app.records("hubspot").await;
+    let emails: Vec<_> = hs
+        .iter()
+        .map(|r| {
+            r["properties"]["email"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(emails.contains(&"during@example.com".to_owned()), "{hs:?}");
+    assert!(
+        hs.iter()
+            .any(|r| r["properties"]["jobtitle"] == "Written in the outage"),
+        "{hs:?}"
+    );
+    assert_eq!(app.records("pipedrive").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
+    use contact_sync::domain::{Email, Provider};
+    use contact_sync::store::{NewContact, Outbox, Store};
+    let app = TestApp::spawn().await;
+    // What the api writes first: the contact and the jobs it owes, in one
+    // operation. The api dies here: no link marked, nothing queued.
+    let store = Store::connect(&common::mongodb_uri(), &app.db)
+        .await
+        .expect("store");
+    let jobs = contact_sync::jobs::plan_jobs(&[Provider::Hubspot, Provider::Pipedrive]);
+    let contact = store
+        .insert_contact(NewContact {
+            first_name: Some("Orphan".into()),
+            last_name: None,
+            email: Email::parse("orphan@example.com").unwrap(),
+            phone: None,
+            company_name: None,
+            job_title: None,
+            outbox: Some(Outbox::new(&jobs)),
+        })
+        .await
+        .expect("stored");
+    let cid = contact.id.to_string();
+    for p in ["hubspot", "pipedrive"] {
+        app.wait_link(&cid, p, "synced", Duration::from_secs(20))
+            .await;
+    }
+    let hs = app.records("hubspot").await;
+    assert_eq!(hs.len(), 1, "{hs:?}");
+    assert_eq!(hs[0]["properties"]["firstname"], "Orphan", "{hs:?}");
+}
+
+#[tokio::test]
+async fn a_mongodb_outage_is_waited_out_and_nothing_is_lost() {
+    let mut mongo = Service::mongo();
+    let app = TestApp::with(Options::default().env("MONGODB_URI", mongo.url())).await;
+    let n = 100;
+    let mut ids = Vec::new();
+    for chunk in 0..n / 20 {
+        let app = &app;
+        let creates = (0..20).map(|i| {
+            let email = format!("m{}@example.com", chunk * 20 + i);
+            async move { app.create(json!({ "email": email })).await }
+        });
+        for (status, body) in futures::future::join_all(creates).await {
+            assert_eq!(status, 202, "{body}");
+            ids.push(body["contact"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+
+    // MongoDB goes away while those sync, for 20 s
+    mongo.stop();
+    let down = Instant::now();
+    let mut refused = 0;
+    while down.elapsed() < Duration::from_secs(20) {
+        let t = Instant::now();
+        let resp = app
+            .http
+            .post(format!("{}/api/contacts", app.api))
+            .bearer_auth(common::TOKEN)
+            .json(&json!({ "email": format!("late{refused}@example.com") }))
+            .send()
+            .await
+            .expect("api answers");
+        assert_eq!(resp.status().as_u16(), 503, "nothing stored, said so");
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "fails fast: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "unavailable", "{body}");
+        refused += 1;
+        let (status, ready) = app.call(Method::GET, "/readyz", None).await;
+        assert_eq!(status, 503, "{ready}");
+    }
+    assert!(refused > 5);
+
+    mongo.start();
+    let back = Instant::now();
+    let after = app.create_ok("after@example.com").await;
+    ids.push(after);
+    eventually(Duration::from_secs(60), "every link synced", || async {
+        for id in &ids {
+            for p in ["hubspot", "pipedrive"] {
+                if app.link(id, p).await?["syncStatus"] != "synced" {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+    .await;
+    eprintln!(
+        "all links synced {:?} after MongoDB returned",
+        back.elapsed()
+    );
+    settled(&app, Duration::from_secs(20)).await;
+    for q in ["outbound-upsert", "inbound-change"] {
+        let (_, dead) = app
+            .call(
+                Method::GET,
+                &format!("/api/queues/{q}/jobs?state=dead"),
+                None,
+            )
+            .await;
+        assert_eq!(dead.as_array().map(Vec::len), Some(0), "{q}: {dead}");
+    }
+    assert_eq!(app.records("hubspot").await.len(), n + 1);
+    assert_eq!(app.records("pipedrive").await.len(), n + 1);
+}
