@@ -52,7 +52,8 @@ async fn connect_queue(cfg: &Config) -> anyhow::Result<Queue> {
 }
 
 async fn connect_store(cfg: &Config) -> anyhow::Result<Store> {
-    Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db)
+    let retention = std::time::Duration::from_secs(cfg.sync_log_retention_days * 24 * 3600);
+    Store::connect_with(&cfg.mongodb_uri, &cfg.mongodb_db, Some(retention))
         .await
         .context("MONGODB_URI: cannot connect or prepare the database")
 }
@@ -95,18 +96,31 @@ pub async fn run_api(
     let state = ApiState {
         store: connect_store(cfg).await?,
         metrics: workers::Metrics::new(&queue),
-        enqueuer: Enqueuer::new(queue, cfg.retry_attempts),
+        enqueuer: Enqueuer::new(queue, cfg.retry_attempts)
+            .with_dedup_ttl(Duration::from_secs(cfg.webhook_dedup_secs)),
         providers: cfg.providers.clone(),
         rate_limits: Provider::ALL
             .iter()
             .map(|&p| (p, cfg.rate_limit(p)))
             .collect(),
     };
+    if let Some(addr) = cfg.metrics_addr {
+        let l = bind(addr, "METRICS_ADDR")?;
+        let acceptor = TcpAcceptor::from_tokio(tokio::net::TcpListener::from_std(l)?)?;
+        tracing::info!(addr = ?acceptor.local_addr(), "metrics listening");
+        let metrics = api::metrics_app(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(metrics).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    let metrics_here = cfg.metrics_addr.is_none();
     let acceptor = TcpAcceptor::from_tokio(tokio::net::TcpListener::from_std(listener)?)?;
     tracing::info!(addr = ?acceptor.local_addr(), "api listening");
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
-            api::app(state, tokens, hooks),
+            api::app(state, tokens, hooks, metrics_here),
             shutdown,
             Some(Duration::from_secs(10)),
         )
@@ -163,6 +177,9 @@ pub async fn run_worker(
         rc.dead_after = Duration::from_millis(cfg.worker_dead_after_ms);
         rc.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
         rc.done_retention = Duration::from_secs(cfg.job_retention_secs);
+        rc.max_stalls = cfg.max_stalls;
+        rc.dead_retention = Duration::from_secs(cfg.dead_retention_days * 24 * 3600);
+        rc.dead_keep = cfg.dead_keep;
         rc
     };
     let mut poll_config = runtime_config(POLL_QUEUE);

@@ -214,6 +214,44 @@ pub struct Config {
     /// Seconds between polls.
     #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 600, global = true)]
     pub poll_interval_secs: u64,
+    /// How long a HubSpot webhook event is remembered, in seconds, so a
+    /// redelivery is recognised (HubSpot retries for up to 24 h).
+    #[arg(
+        long,
+        env = "WEBHOOK_DEDUP_SECS",
+        default_value_t = 90_000,
+        global = true
+    )]
+    pub webhook_dedup_secs: u64,
+    /// A job whose worker died while running it this many times is dead
+    /// ("worker died while running it") instead of being run again.
+    #[arg(long, env = "MAX_STALLS", default_value_t = 3, global = true)]
+    pub max_stalls: u32,
+    /// Dead jobs are kept this many days (0: no age limit).
+    #[arg(
+        long,
+        env = "DEAD_RETENTION_DAYS",
+        default_value_t = 180,
+        global = true
+    )]
+    pub dead_retention_days: u64,
+    /// At most this many dead jobs are kept per queue, the oldest dropped
+    /// first (0: no count limit).
+    #[arg(long, env = "DEAD_KEEP", default_value_t = 10_000, global = true)]
+    pub dead_keep: u64,
+    /// Sync log entries are kept this many days (a TTL index; 0: forever).
+    #[arg(
+        long,
+        env = "SYNC_LOG_RETENTION_DAYS",
+        default_value_t = 90,
+        global = true
+    )]
+    pub sync_log_retention_days: u64,
+    /// Where to serve `/metrics` on a listener of its own, without a token.
+    /// Unset: `/metrics` is served by the api and needs a viewer or
+    /// operator token.
+    #[arg(long, env = "METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,

@@ -24,6 +24,8 @@ pub fn plan_jobs(providers: &[Provider]) -> Vec<(Provider, String)> {
 pub struct Enqueuer {
     queue: Queue,
     max_attempts: u32,
+    /// How long a webhook event is remembered (redeliveries are dropped).
+    dedup_ttl: std::time::Duration,
 }
 
 impl Enqueuer {
@@ -32,7 +34,14 @@ impl Enqueuer {
         Self {
             queue,
             max_attempts,
+            dedup_ttl: std::time::Duration::from_secs(90_000),
         }
+    }
+
+    /// Remembers webhook events for `ttl` (see [`Self::inbound_unique`]).
+    pub fn with_dedup_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.dedup_ttl = ttl;
+        self
     }
 
     /// The queue handle.
@@ -150,6 +159,33 @@ impl Enqueuer {
             ..PushOptions::default()
         };
         self.queue.push_many_raw(INBOUND_QUEUE, &bodies, opts).await
+    }
+
+    /// Queues the changes whose events were not seen before, in one Redis
+    /// call: each item is a change with the keys of the events it stands
+    /// for; it is queued if any of them is new, and its keys are seen from
+    /// then on. Returns how many changes were queued.
+    ///
+    /// # Errors
+    /// When Redis fails; then nothing was queued or remembered.
+    pub async fn inbound_unique(
+        &self,
+        items: &[(Vec<String>, InboundChange)],
+    ) -> Result<usize, workers::Error> {
+        let raw = items
+            .iter()
+            .map(|(keys, change)| Ok((keys.clone(), serde_json::to_string(change)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        let ids = self
+            .queue
+            .push_unique(INBOUND_QUEUE, &raw, opts, self.dedup_ttl)
+            .await?;
+        Ok(ids.iter().flatten().count())
     }
 
     /// Queues a poll of `provider`; returns the job id.

@@ -240,3 +240,75 @@ async fn a_dead_poll_is_logged() {
         "{logs:?}"
     );
 }
+
+#[tokio::test]
+async fn a_job_that_takes_its_worker_down_every_time_ends_dead_not_in_a_loop() {
+    let mut app = TestApp::spawn().await;
+    // HubSpot never answers: each worker that runs the push is killed
+    // while it waits, as a job that crashes or hangs its worker would be.
+    app.set_faults(json!({ "respondLateMs": 120_000 })).await;
+    let (status, body) = app.create(json!({ "email": "poison@example.com" })).await;
+    assert_eq!(status, 202, "{body}");
+    let cid = body["contact"]["id"].as_str().unwrap().to_owned();
+    let job = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["provider"] == "hubspot")
+        .unwrap()["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for death in 0..3 {
+        eventually(
+            Duration::from_secs(20),
+            &format!("the push running (stalls {death})"),
+            || async {
+                let j = job_view(&app, &job).await;
+                (j["state"] == "running" && j["stalls"] == death).then_some(())
+            },
+        )
+        .await;
+        let last = app.workers.len() - 1;
+        app.kill_worker(last);
+        app.add_worker();
+    }
+    let link = app
+        .wait_link(&cid, "hubspot", "error", Duration::from_secs(30))
+        .await;
+    assert!(
+        link["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("worker died while running it")),
+        "{link}"
+    );
+    let j = job_view(&app, &job).await;
+    assert_eq!(j["state"], "dead", "{j}");
+    assert_eq!(j["stalls"], 3, "{j}");
+    let logs = {
+        let (_, l) = app
+            .call(
+                Method::GET,
+                &format!("/api/sync-logs?contactId={cid}&outcome=failed"),
+                None,
+            )
+            .await;
+        l
+    };
+    assert!(logs.as_array().is_some_and(|l| !l.is_empty()), "{logs}");
+
+    // the operator fixes the cause and retries it
+    app.set_faults(json!({})).await;
+    let (status, body) = app
+        .call(Method::POST, &format!("/api/jobs/{job}/retry"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_link(&cid, "hubspot", "synced", Duration::from_secs(30))
+        .await;
+}
+
+async fn job_view(app: &TestApp, id: &str) -> Value {
+    app.call(Method::GET, &format!("/api/jobs/{id}"), None)
+        .await
+        .1
+}

@@ -12,6 +12,7 @@ async fn scrape(app: &TestApp) -> Scrape {
     let text = app
         .http
         .get(format!("{}/metrics", app.api))
+        .bearer_auth(common::TOKEN)
         .send()
         .await
         .expect("api reachable")
@@ -123,4 +124,51 @@ async fn metrics_move_by_what_happened() {
     assert_eq!(value(&s, "crm_calls_total", &hs_failed), 3.0);
     let refused = [("source", "hubspot"), ("result", "invalid_signature")];
     assert_eq!(value(&s, "webhook_requests_total", &refused), 1.0);
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_on_the_api_or_a_listener_of_their_own() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/metrics", app.api);
+    let resp = app.http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "no token");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized", "{body}");
+    let resp = app
+        .http
+        .get(&url)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "wrong token");
+
+    // METRICS_ADDR: a listener of its own, open; the api no longer serves it
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app =
+        TestApp::with(common::Options::default().env("METRICS_ADDR", format!("127.0.0.1:{port}")))
+            .await;
+    let text = eventually(Duration::from_secs(10), "metrics listener up", || async {
+        let r = app
+            .http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .ok()?;
+        (r.status().as_u16() == 200).then_some(r.text().await.ok()?)
+    })
+    .await;
+    assert!(text.contains("queue_jobs"), "{text}");
+    let resp = app
+        .http
+        .get(format!("{}/metrics", app.api))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
 }

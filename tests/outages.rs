@@ -137,8 +137,33 @@ async fn a_mongodb_outage_is_waited_out_and_nothing_is_lost() {
         }
     }
 
+    let first = ids[0].clone();
+    let hs = app
+        .wait_link(&first, "hubspot", "synced", Duration::from_secs(20))
+        .await["externalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
     // MongoDB goes away while those sync, for 20 s
     mongo.stop();
+    // HubSpot's webhooks need no MongoDB: an edit made in the CRM during
+    // the outage is queued (and applied once MongoDB is back)
+    app.sim_send(
+        Method::PATCH,
+        &format!("/hubspot/records/{hs}"),
+        Some(json!({ "properties": { "firstname": "Edited in the outage" } })),
+    )
+    .await;
+    let (status, body) = app
+        .hubspot_webhook(&json!([common::hs_event(
+            9001,
+            "contact.propertyChange",
+            &hs,
+            "CRM_UI"
+        )]))
+        .await;
+    assert_eq!(status, 200, "webhooks are queued without MongoDB: {body}");
     let down = Instant::now();
     let mut refused = 0;
     while down.elapsed() < Duration::from_secs(20) {
@@ -202,5 +227,51 @@ async fn a_mongodb_outage_is_waited_out_and_nothing_is_lost() {
         assert_eq!(dead.as_array().map(Vec::len), Some(0), "{q}: {dead}");
     }
     assert_eq!(app.records("hubspot").await.len(), n + 1);
+    assert_eq!(app.records("pipedrive").await.len(), n + 1);
+}
+
+#[tokio::test]
+async fn a_redis_restart_under_load_loses_no_job() {
+    let mut redis = Service::redis();
+    let app = TestApp::with(Options::default().env("REDIS_URL", redis.url())).await;
+    let n = 100;
+    let mut ids = Vec::new();
+    for chunk in 0..n / 20 {
+        let app = &app;
+        let creates = (0..20).map(|i| {
+            let email = format!("r{}@example.com", chunk * 20 + i);
+            async move { app.create(json!({ "email": email })).await }
+        });
+        for (status, body) in futures::future::join_all(creates).await {
+            assert_eq!(status, 202, "{body}");
+            ids.push(body["contact"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    // restarted while those jobs are queued and running (AOF on)
+    redis.stop();
+    redis.start();
+    let after = app.create_ok("after-restart@example.com").await;
+    ids.push(after);
+    eventually(Duration::from_secs(60), "every link synced", || async {
+        for id in &ids {
+            for p in ["hubspot", "pipedrive"] {
+                if app.link(id, p).await?["syncStatus"] != "synced" {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    })
+    .await;
+    settled(&app, Duration::from_secs(20)).await;
+    let (_, dead) = app
+        .call(
+            Method::GET,
+            "/api/queues/outbound-upsert/jobs?state=dead",
+            None,
+        )
+        .await;
+    assert_eq!(dead.as_array().map(Vec::len), Some(0), "{dead}");
+    assert_eq!(app.records("hubspot").await.len(), n + 1, "no duplicates");
     assert_eq!(app.records("pipedrive").await.len(), n + 1);
 }

@@ -37,6 +37,11 @@ impl Tokens {
         }
     }
 
+    /// Whether `token` may read (any viewer or operator token).
+    pub fn can_read(&self, token: &str) -> bool {
+        self.role(token).is_some()
+    }
+
     fn role(&self, token: &str) -> Option<Role> {
         let d = digest(token);
         // check every entry, so the time does not depend on which matched

@@ -50,6 +50,11 @@ pub struct JobView {
     pub error: Option<String>,
     /// The worker that ran it last.
     pub worker: Option<String>,
+    /// Times a worker died while running it (at `MAX_STALLS` it is dead).
+    pub stalls: u32,
+    /// Times it waited for an outage of ours (MongoDB, Redis) to end;
+    /// those waits use no attempt.
+    pub postponed: u32,
     /// Pushed at, ms since the epoch.
     pub created_ms: i64,
     /// State changed at, ms since the epoch.
@@ -226,6 +231,8 @@ pub(super) fn view(job: workers::JobInfo, attempts: Vec<workers::AttemptRecord>)
         payload: job.payload,
         error: job.error,
         worker: job.worker,
+        stalls: job.stalls,
+        postponed: job.postponed,
         created_ms: job.created_ms,
         updated_ms: job.updated_ms,
         failed_attempts: attempts

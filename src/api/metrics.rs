@@ -96,11 +96,39 @@ async fn render(state: &ApiState) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The metrics endpoint (no token: scrapers usually reach it on an internal
-/// network; put it behind the proxy's auth if that is not so).
+/// The metrics endpoint on a listener of its own (`METRICS_ADDR`): no token,
+/// the listener is meant for an internal network.
 #[handler]
 pub async fn metrics(state: Data<&ApiState>) -> Response {
-    match render(&state).await {
+    respond(&state).await
+}
+
+/// The metrics endpoint on the api's own port: needs a viewer or operator
+/// token, like the rest of the operator api.
+#[handler]
+pub async fn metrics_with_token(req: &poem::Request, state: Data<&ApiState>) -> Response {
+    let token = req
+        .header(poem::http::header::AUTHORIZATION)
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    let allowed = match (req.data::<super::auth::Tokens>(), token) {
+        (Some(tokens), Some(t)) => tokens.can_read(t),
+        _ => false,
+    };
+    if !allowed {
+        return poem::web::Json(serde_json::json!({
+            "error": "unauthorized",
+            "message": "/metrics needs a viewer or operator token (or set METRICS_ADDR to serve it on a listener of its own)",
+        }))
+        .with_status(StatusCode::UNAUTHORIZED)
+        .with_header("WWW-Authenticate", "Bearer")
+        .into_response();
+    }
+    respond(&state).await
+}
+
+async fn respond(state: &ApiState) -> Response {
+    match render(state).await {
         Ok(text) => Response::builder()
             .content_type("text/plain; version=0.0.4")
             .body(text),

@@ -66,7 +66,14 @@ pub struct Integration {
 }
 
 /// The whole HTTP app.
-pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::Endpoint {
+/// `metrics_here`: serve `/metrics` on this app (behind a token); `false`
+/// when it has a listener of its own ([`metrics_app`]).
+pub fn app(
+    state: ApiState,
+    tokens: Tokens,
+    hooks: Integration,
+    metrics_here: bool,
+) -> impl poem::Endpoint {
     let api = OpenApiService::new(
         (contacts::ContactsApi, jobs::JobsApi, ops::OpsApi),
         "contact-sync",
@@ -76,10 +83,13 @@ pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::En
     let spec = Arc::new(spec::with_common_errors(&api.spec()));
     let docs = api.swagger_ui();
     let health_state = state.clone();
-    Route::new()
+    let mut routes = Route::new();
+    if metrics_here {
+        routes = routes.at("/metrics", poem::get(metrics::metrics_with_token));
+    }
+    routes
         .at("/healthz", healthz)
         .at("/readyz", readyz.data(health_state))
-        .at("/metrics", poem::get(metrics::metrics))
         .at(
             "/api/integration/webhook/hubspot",
             poem::post(crate::inbound::webhook::hubspot_webhook).data(hooks.webhook),
@@ -104,6 +114,15 @@ pub fn app(state: ApiState, tokens: Tokens, hooks: Integration) -> impl poem::En
         .around(limit_body)
         .around(retry_after)
         .with(Tracing)
+        .catch_all_error(errors::json_error)
+}
+
+/// `/metrics` alone, without a token, for a listener of its own
+/// (`METRICS_ADDR`) on an internal network.
+pub fn metrics_app(state: ApiState) -> impl poem::Endpoint {
+    Route::new()
+        .at("/metrics", poem::get(metrics::metrics))
+        .data(state)
         .catch_all_error(errors::json_error)
 }
 

@@ -155,42 +155,40 @@ async fn handle(
     }
 }
 
-/// Records the events, then queues one job per contact with a new event.
+/// Queues one job per CRM record with a new event, in one Redis call that
+/// also remembers the events: an event counts as seen exactly when a job
+/// standing for it is queued, so neither a crash nor a failed call can make
+/// HubSpot's retry look like a duplicate. Returns the jobs queued.
 async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
-    // eventId alone is not unique: the key is the event's whole identity.
-    let keys: Vec<String> = events
-        .iter()
-        .map(|e| {
-            format!(
-                "hubspot:{}:{}:{}:{}:{}",
+    let mut per_record: BTreeMap<String, (Vec<String>, InboundChange)> = BTreeMap::new();
+    let mut touch = |id: Option<String>, e: &Event| {
+        if let Some(id) = id {
+            let (keys, job) = per_record.entry(id.clone()).or_insert_with(|| {
+                (
+                    Vec::new(),
+                    InboundChange {
+                        provider: Provider::Hubspot,
+                        external_id: id.clone(),
+                        occurred_at: 0,
+                        event_ids: Vec::new(),
+                    },
+                )
+            });
+            // eventId alone is not unique: the key is the event's whole
+            // identity, and the record it is about (a merge names several).
+            keys.push(format!(
+                "hubspot:{}:{}:{}:{}:{}:{id}",
                 e.event_id,
                 e.object_id,
                 e.subscription_type,
                 e.occurred_at,
                 e.property_name.as_deref().unwrap_or("")
-            )
-        })
-        .collect();
-    let fresh_flags = state.store.record_events(&keys).await?;
-    let mut per_record: BTreeMap<String, InboundChange> = BTreeMap::new();
-    let mut touch = |id: Option<String>, e: &Event| {
-        if let Some(id) = id {
-            let job = per_record
-                .entry(id.clone())
-                .or_insert_with(|| InboundChange {
-                    provider: Provider::Hubspot,
-                    external_id: id,
-                    occurred_at: 0,
-                    event_ids: Vec::new(),
-                });
+            ));
             job.occurred_at = job.occurred_at.max(e.occurred_at);
             job.event_ids.push(e.event_id.to_string());
         }
     };
-    for (e, &new) in events.iter().zip(&fresh_flags) {
-        if !new {
-            continue;
-        }
+    for e in events {
         touch(id_text(&e.object_id), e);
         if let Some(p) = &e.primary_object_id {
             touch(id_text(p), e);
@@ -199,23 +197,8 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             touch(id_text(m), e);
         }
     }
-    let jobs: Vec<InboundChange> = per_record.into_values().collect();
-    if jobs.is_empty() {
-        return Ok(0);
-    }
-    if let Err(e) = state.enqueuer.inbound_many(&jobs).await {
-        // HubSpot will retry; the retry must find these events new again.
-        let new: Vec<String> = keys
-            .into_iter()
-            .zip(&fresh_flags)
-            .filter_map(|(k, &new)| new.then_some(k))
-            .collect();
-        if let Err(forget) = state.store.forget_events(&new).await {
-            tracing::error!(error = %format!("{forget:#}"), "could not forget unqueued webhook events");
-        }
-        return Err(e.into());
-    }
-    Ok(jobs.len())
+    let items: Vec<(Vec<String>, InboundChange)> = per_record.into_values().collect();
+    Ok(state.enqueuer.inbound_unique(&items).await?)
 }
 
 /// Counts a webhook request by its result.

@@ -106,55 +106,6 @@ impl Store {
         Ok(())
     }
 
-    /// Remembers webhook event keys; returns which of them are new. A key
-    /// seen before (a redelivery or a replay) is not new.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn record_events(&self, keys: &[String]) -> anyhow::Result<Vec<bool>> {
-        use mongodb::error::ErrorKind;
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = DateTime::now();
-        let docs = keys.iter().map(|k| doc! { "_id": k, "at": now });
-        // One unordered insert for the batch: every new key lands, and each
-        // duplicate comes back as its own write error, by index.
-        let mut fresh = vec![true; keys.len()];
-        match self.events.insert_many(docs).ordered(false).await {
-            Ok(_) => {}
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(m)
-                    if m.write_concern_error.is_none()
-                        && m.write_errors
-                            .as_ref()
-                            .is_some_and(|w| w.iter().all(|w| w.code == 11000)) =>
-                {
-                    for w in m.write_errors.iter().flatten() {
-                        if let Some(f) = fresh.get_mut(w.index) {
-                            *f = false;
-                        }
-                    }
-                }
-                _ => return Err(anyhow::Error::new(e).context("recording webhook events")),
-            },
-        }
-        Ok(fresh)
-    }
-
-    /// Forgets recorded events (their jobs could not be queued), so the
-    /// sender's retry is not taken for a duplicate.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn forget_events(&self, keys: &[String]) -> anyhow::Result<()> {
-        self.events
-            .delete_many(doc! { "_id": { "$in": keys } })
-            .await
-            .context("forgetting webhook events")?;
-        Ok(())
-    }
-
     /// The poll cursor of a provider (zero when it never polled).
     ///
     /// # Errors

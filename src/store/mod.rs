@@ -10,7 +10,7 @@ mod logs;
 mod ops;
 
 use anyhow::Context;
-use bson::{doc, Document};
+use bson::doc;
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
@@ -22,6 +22,10 @@ pub use ops::{LogFilter, ProviderHealth};
 
 /// How long an operation waits for MongoDB to be reachable before it fails.
 const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// How long sync log entries are kept unless configured.
+pub const DEFAULT_LOG_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
 
 /// A failure a caller reacts to.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +66,6 @@ pub struct Store {
     contacts: Collection<Contact>,
     links: Collection<Link>,
     logs: Collection<SyncLog>,
-    events: Collection<Document>,
     cursors: Collection<PollCursor>,
 }
 
@@ -73,6 +76,20 @@ impl Store {
     /// When the URI is malformed, the server is unreachable or an index
     /// cannot be created.
     pub async fn connect(uri: &str, db: &str) -> anyhow::Result<Self> {
+        Self::connect_with(uri, db, Some(DEFAULT_LOG_RETENTION)).await
+    }
+
+    /// [`Self::connect`], keeping sync log entries for `log_retention`
+    /// (`None`: forever). The bound is a TTL index, enforced by the server
+    /// without scanning.
+    ///
+    /// # Errors
+    /// As [`Self::connect`].
+    pub async fn connect_with(
+        uri: &str,
+        db: &str,
+        log_retention: Option<std::time::Duration>,
+    ) -> anyhow::Result<Self> {
         let mut options = mongodb::options::ClientOptions::parse(uri)
             .await
             .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
@@ -93,11 +110,11 @@ impl Store {
             contacts: db.collection("contacts"),
             links: db.collection("contact_links"),
             logs: db.collection("sync_logs"),
-            events: db.collection("webhook_events"),
             cursors: db.collection("sync_cursors"),
             db,
         };
         store.ensure_indexes().await?;
+        store.ensure_log_retention(log_retention).await?;
         Ok(store)
     }
 
@@ -107,6 +124,42 @@ impl Store {
     /// When it does not.
     pub async fn ping(&self) -> anyhow::Result<()> {
         self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    /// The TTL index that bounds `sync_logs`: created, changed in place
+    /// (`collMod`) when the retention changed, dropped for "forever".
+    async fn ensure_log_retention(
+        &self,
+        retention: Option<std::time::Duration>,
+    ) -> anyhow::Result<()> {
+        const NAME: &str = "sync_logs_ttl";
+        let Some(keep) = retention.filter(|d| !d.is_zero()) else {
+            if let Err(e) = self.logs.drop_index(NAME).await {
+                tracing::debug!(error = %e, "no sync log TTL index to drop");
+            }
+            return Ok(());
+        };
+        let ttl = IndexModel::builder()
+            .keys(doc! { "at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .expire_after(keep)
+                    .name(NAME.to_owned())
+                    .build(),
+            )
+            .build();
+        if let Err(e) = self.logs.create_index(ttl).await {
+            // An index of that name with another expiry: change it in place.
+            tracing::info!(error = %e, "sync log retention changed; updating the TTL index");
+            self.db
+                .run_command(doc! {
+                    "collMod": "sync_logs",
+                    "index": { "name": NAME, "expireAfterSeconds": keep.as_secs() as i64 },
+                })
+                .await
+                .context("changing the sync log retention (collMod)")?;
+        }
         Ok(())
     }
 
@@ -189,20 +242,17 @@ impl Store {
             )
             .await
             .context("creating sync_logs index")?;
-        // Webhook event ids are kept a week: HubSpot retries for 24 h.
-        let ttl = IndexModel::builder()
-            .keys(doc! { "at": 1 })
-            .options(
-                IndexOptions::builder()
-                    .expire_after(std::time::Duration::from_secs(7 * 24 * 3600))
-                    .name("seen_ttl".to_owned())
-                    .build(),
-            )
-            .build();
-        self.events
-            .create_index(ttl)
-            .await
-            .context("creating webhook_events TTL index")?;
+        // What operators filter on (`/api/sync-logs`, `/api/connections`,
+        // `/metrics`): by provider, and by provider and outcome, newest first.
+        for keys in [
+            doc! { "provider": 1, "at": -1 },
+            doc! { "provider": 1, "outcome": 1, "at": -1 },
+        ] {
+            self.logs
+                .create_index(IndexModel::builder().keys(keys).build())
+                .await
+                .context("creating sync_logs provider indexes")?;
+        }
         Ok(())
     }
 }

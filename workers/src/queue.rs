@@ -187,6 +187,9 @@ impl Scripts {
     }
 }
 
+/// Separates the de-duplication keys of one item inside the push script.
+const KEY_SEPARATOR: char = '\u{1f}';
+
 /// A handle on the queues of one namespace. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
@@ -271,12 +274,14 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Enqueues each `(dedup key, payload JSON)` item whose key was not seen
-    /// in the last `seen_ttl`, in one script call; returns per item the new
-    /// job's id, or `None` for a duplicate (of an earlier call or of an
-    /// earlier item of this one). An item's key is marked seen (in
-    /// `{ns}:seen:{key}`, holding the job id, for `seen_ttl`) exactly when its
-    /// job is created, so a webhook delivered twice makes one job.
+    /// Enqueues each `(dedup keys, payload JSON)` item with a key not seen in
+    /// the last `seen_ttl`, in one script call; returns per item the new
+    /// job's id, or `None` for a duplicate (every key seen, by an earlier
+    /// call or an earlier item of this one). A key is marked seen (in
+    /// `{ns}:seen:{key}`, holding the job id, for `seen_ttl`) exactly when a
+    /// job standing for it is created, so a webhook delivered twice makes
+    /// one job. An item stands for several events when it carries several
+    /// keys (one job per CRM record for all of a batch's events on it).
     /// `opts.id` is ignored.
     ///
     /// # Errors
@@ -284,19 +289,31 @@ impl Queue {
     pub async fn push_unique(
         &self,
         queue: &str,
-        items: &[(String, String)],
+        items: &[(Vec<String>, String)],
         opts: PushOptions,
         seen_ttl: Duration,
     ) -> Result<Vec<Option<String>>, Error> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some((key, _)) = items.iter().find(|(key, _)| key.is_empty()) {
-            return Err(Error::Corrupt(format!("empty de-duplication key {key:?}")));
+        let bad = |k: &String| k.is_empty() || k.contains(KEY_SEPARATOR);
+        if let Some((keys, _)) = items
+            .iter()
+            .find(|(keys, _)| keys.is_empty() || keys.iter().any(bad))
+        {
+            return Err(Error::Corrupt(format!(
+                "unusable de-duplication keys {keys:?}"
+            )));
         }
         let jobs: Vec<(String, String, String)> = items
             .iter()
-            .map(|(key, body)| (new_job_id(), body.clone(), key.clone()))
+            .map(|(keys, body)| {
+                (
+                    new_job_id(),
+                    body.clone(),
+                    keys.join(&KEY_SEPARATOR.to_string()),
+                )
+            })
             .collect();
         self.push_script(queue, &jobs, &opts, seen_ttl.max(Duration::from_millis(1)))
             .await

@@ -11,7 +11,7 @@ use workers::{PushOptions, Queue};
 async fn push_unique_creates_one_job_per_key_in_one_call() {
     let ns = namespace();
     let q = Queue::connect(&redis_url(), &ns).await.unwrap();
-    let item = |k: &str, p: &str| (k.to_owned(), format!("\"{p}\""));
+    let item = |k: &str, p: &str| (vec![k.to_owned()], format!("\"{p}\""));
     let ttl = Duration::from_secs(60);
     let first = q
         .push_unique(
@@ -52,4 +52,45 @@ async fn push_unique_creates_one_job_per_key_in_one_call() {
         .unwrap();
     assert_eq!(Some(holder), first[0], "the key names its job");
     assert!(pttl > 55_000 && pttl <= 60_000, "{pttl}");
+}
+
+#[tokio::test]
+async fn an_item_with_several_keys_is_new_while_any_key_is() {
+    let q = Queue::connect(&redis_url(), &namespace()).await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let keys = |ks: &[&str]| ks.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+    let first = q
+        .push_unique(
+            Q,
+            &[(keys(&["e1", "e2"]), "1".into())],
+            PushOptions::default(),
+            ttl,
+        )
+        .await
+        .unwrap();
+    assert!(first[0].is_some());
+    let again = q
+        .push_unique(
+            Q,
+            &[
+                (keys(&["e2", "e1"]), "2".into()),
+                (keys(&["e2", "e3"]), "3".into()),
+            ],
+            PushOptions::default(),
+            ttl,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again[0], None, "every key seen");
+    assert!(again[1].is_some(), "e3 is new");
+    assert!(q
+        .push_unique(
+            Q,
+            &[(keys(&["a\u{1f}b"]), "4".into())],
+            PushOptions::default(),
+            ttl
+        )
+        .await
+        .is_err());
+    assert_eq!(q.counts(Q).await.unwrap().pending, 2);
 }

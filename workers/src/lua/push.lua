@@ -1,11 +1,11 @@
 -- Enqueue jobs: store each hash, then make the job ready now or schedule it.
--- A job with a dedup key is created only if that key was not seen within its
--- TTL; the key and the job are written together, so an event counts as seen
--- exactly when its job exists.
+-- A job with dedup keys is created only if one of them was not seen within
+-- its TTL; the keys and the job are written together, so an event counts as
+-- seen exactly when a job standing for it exists.
 -- KEYS[1] pending list, KEYS[2] scheduled zset
 -- ARGV[1] job key prefix, ARGV[2] seen key prefix, ARGV[3] queue,
 -- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms,
--- ARGV[7..] triples: id, payload, dedup key ('' for none)
+-- ARGV[7..] triples: id, payload, dedup keys joined by \31 ('' for none)
 -- Pushing an id that exists already does nothing (pushes are idempotent by id).
 -- Returns, per job, its id, or false when its dedup key was already seen.
 local t = redis.call('TIME')
@@ -18,7 +18,11 @@ for i = 7, #ARGV, 3 do
   local id, payload, dedup = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local fresh = true
   if dedup ~= '' then
-    fresh = redis.call('SET', ARGV[2] .. dedup, id, 'NX', 'PX', ARGV[6])
+    -- the item's keys, separated by \31: it is new if any of them is
+    fresh = false
+    for key in string.gmatch(dedup, '[^\31]+') do
+      if redis.call('SET', ARGV[2] .. key, id, 'NX', 'PX', ARGV[6]) then fresh = true end
+    end
   end
   if fresh and redis.call('EXISTS', ARGV[1] .. id) == 1 then
     -- pushed before under this id (a retried push, the app's outbox relay):
