@@ -52,6 +52,21 @@ if [ -z "${REDIS_URL:-}" ] || [ "$mode" = test ]; then
 fi
 
 # --- MongoDB -----------------------------------------------------------
+# The server binary: a local mongod, else SecantusDB in a virtualenv (the
+# outage tests start servers of their own with it, so it is installed even
+# when a server already listens on the port).
+venv="$state/venv"
+mongo_server=""
+if command -v mongod >/dev/null 2>&1; then
+  mongo_server=$(command -v mongod)
+elif [ -z "${MONGODB_URI:-}" ] || [ "$mode" = test ]; then
+  if [ ! -x "$venv/bin/secantusd-py" ]; then
+    log "installing SecantusDB (MongoDB-compatible server) into $venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check SecantusDB >&2
+  fi
+  mongo_server="$venv/bin/secantusd-py"
+fi
 if [ -z "${MONGODB_URI:-}" ] || [ "$mode" = test ] && [ -z "${TEST_MONGODB_URI:-}" ]; then
   if ! (exec 3<>"/dev/tcp/127.0.0.1/$mongo_port") 2>/dev/null; then
     if command -v mongod >/dev/null 2>&1; then
@@ -62,12 +77,6 @@ if [ -z "${MONGODB_URI:-}" ] || [ "$mode" = test ] && [ -z "${TEST_MONGODB_URI:-
       wait_port 127.0.0.1 "$mongo_port" mongod
       mongosh --quiet --port "$mongo_port" --eval 'try { rs.status() } catch (e) { rs.initiate() }' >&2 || true
     else
-      venv="$state/venv"
-      if [ ! -x "$venv/bin/secantusd-py" ]; then
-        log "installing SecantusDB (MongoDB-compatible server) into $venv"
-        python3 -m venv "$venv" >&2
-        "$venv/bin/pip" install -q --disable-pip-version-check SecantusDB >&2
-      fi
       if [ "$mode" = test ]; then storage=":memory:"; else storage="$state/secantus-$mongo_port"; fi
       log "starting SecantusDB on 127.0.0.1:$mongo_port"
       nohup "$venv/bin/secantusd-py" --host 127.0.0.1 --port "$mongo_port" --storage-path "$storage" \
@@ -83,3 +92,5 @@ fi
 
 echo "export REDIS_URL='$REDIS_URL'"
 echo "export MONGODB_URI='$MONGODB_URI'"
+[ -n "$mongo_server" ] && echo "export MONGO_SERVER_BIN='$mongo_server'"
+true

@@ -12,6 +12,15 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
 fi
+# The clock-skew test runs a worker under libfaketime.
+if ! command -v faketime >/dev/null; then
+  echo "installing faketime for the clock-skew test" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq faketime >&2
+fi
+FAKETIME_LIB=$(dpkg -L libfaketime 2>/dev/null | grep 'libfaketimeMT.so.1$' | head -1 || true)
+export FAKETIME_LIB
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
 cargo build --bin contact-sync
 cargo test --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"

@@ -282,8 +282,12 @@ async fn a_job_that_takes_its_worker_down_every_time_ends_dead_not_in_a_loop() {
             .is_some_and(|e| e.contains("worker died while running it")),
         "{link}"
     );
-    let j = job_view(&app, &job).await;
-    assert_eq!(j["state"], "dead", "{j}");
+    // the hook runs first, then the job is parked
+    let j = eventually(Duration::from_secs(10), "the job parked dead", || async {
+        let j = job_view(&app, &job).await;
+        (j["state"] == "dead").then_some(j)
+    })
+    .await;
     assert_eq!(j["stalls"], 3, "{j}");
     let logs = {
         let (_, l) = app
@@ -311,4 +315,48 @@ async fn job_view(app: &TestApp, id: &str) -> Value {
     app.call(Method::GET, &format!("/api/jobs/{id}"), None)
         .await
         .1
+}
+
+#[tokio::test]
+async fn a_worker_whose_clock_runs_behind_keeps_its_jobs() {
+    let mut app = TestApp::with(common::Options {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    // one worker's wall clock is 30 s behind, its peer's is right
+    app.add_worker_with_clock_skew(-30);
+    app.add_worker();
+    // pushes take a while, so the skewed worker holds jobs for seconds
+    app.set_faults(json!({ "respondLateMs": 2_500 })).await;
+    let mut jobs = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let (status, body) = app
+            .create(json!({ "email": format!("skew{i}@example.com") }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["contact"]["id"].as_str().unwrap().to_owned());
+        for j in body["jobs"].as_array().unwrap() {
+            jobs.push(j["jobId"].as_str().unwrap().to_owned());
+        }
+    }
+    for id in &ids {
+        for p in ["hubspot", "pipedrive"] {
+            app.wait_link(id, p, "synced", Duration::from_secs(60))
+                .await;
+        }
+    }
+    let mut workers = std::collections::BTreeSet::new();
+    for job in &jobs {
+        let j = job_view(&app, job).await;
+        assert_eq!(j["state"], "done", "{j}");
+        assert_eq!(
+            (j["attempts"].as_u64(), j["stalls"].as_u64()),
+            (Some(1), Some(0)),
+            "run once, never taken from a live worker: {j}"
+        );
+        workers.insert(j["worker"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(workers.len(), 2, "both workers ran jobs: {workers:?}");
 }

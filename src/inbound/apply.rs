@@ -115,12 +115,18 @@ impl InboundSync {
         external_id: &str,
         job_id: &str,
     ) -> Result<Applied, JobError> {
+        // Taken before the read, on the clock every process shares.
+        let read_at = self.leases.server_ms().await.map_err(queue_err)?;
         let record = match self
             .crm
             .run::<_, serde_json::Value>(provider, "get-contact", &json!({ "id": external_id }))
             .await
         {
-            Ok(v) => Some(CrmRecord::parse(&v).map_err(JobError::permanent)?),
+            Ok(v) => Some(
+                CrmRecord::parse(&v)
+                    .map_err(JobError::permanent)?
+                    .read_at(read_at),
+            ),
             Err(CrmError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };

@@ -90,12 +90,13 @@ impl InboundSync {
             if let Some(c) = &page_cursor {
                 input["cursor"] = json!(c);
             }
+            let read_at = self.leases.server_ms().await.map_err(queue_err)?;
             let page: Page = self.crm.run(provider, "list-contacts", &input).await?;
             report.listed += page.records.len();
             let (mut since, mut boundary) = (cursor.since_ms, cursor.boundary_ids.clone());
             for raw in &page.records {
                 let rec = match CrmRecord::parse(raw) {
-                    Ok(rec) => rec,
+                    Ok(rec) => rec.read_at(read_at),
                     Err(e) => {
                         // unreadable: logged, and the poll goes on
                         self.skip_record(provider, raw["id"].as_str(), job_id, &e)

@@ -15,8 +15,10 @@ pub struct CrmRecord {
     pub updated_ms: i64,
     /// Deleted (archived) in the CRM.
     pub deleted: bool,
-    /// When it was read from the CRM (our clock, ms): a state read before
-    /// the app's latest push to the record is older than that push.
+    /// When it was read from the CRM, ms on Redis' clock (the one clock
+    /// every process shares), taken just before the read: a state read
+    /// before the app's latest push to the record landed is older than that
+    /// push. 0 until the reader sets it.
     pub fetched_ms: i64,
 }
 
@@ -31,6 +33,12 @@ fn time_ms(v: &Value) -> Option<i64> {
 }
 
 impl CrmRecord {
+    /// The same record, read at `ms` (Redis clock).
+    pub fn read_at(mut self, ms: i64) -> Self {
+        self.fetched_ms = ms;
+        self
+    }
+
     /// Parses `{id, fields|unifiedFields, updatedTime, deletedTime?}`.
     ///
     /// # Errors
@@ -53,7 +61,7 @@ impl CrmRecord {
             deleted: !v["deletedTime"].is_null() || v["deleted"] == Value::Bool(true),
             id,
             fields,
-            fetched_ms: chrono::Utc::now().timestamp_millis(),
+            fetched_ms: 0,
         })
     }
 }

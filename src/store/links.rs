@@ -60,7 +60,8 @@ pub struct Link {
     /// When the link last synced, either way.
     #[serde(default)]
     pub last_synced_at: Option<DateTime>,
-    /// When the CRM last accepted a push from the app.
+    /// When the CRM last accepted a push from the app (Redis clock, the one
+    /// every process shares).
     #[serde(default)]
     pub last_pushed_at: Option<DateTime>,
     /// Last change of this document.
@@ -208,7 +209,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records a successful push of `version`. The link turns `synced` only if
+    /// Records a successful push of `version`.
+    #[allow(clippy::too_many_arguments)] // one per recorded fact The link turns `synced` only if
     /// no newer change is waiting.
     ///
     /// # Errors
@@ -222,6 +224,7 @@ impl Store {
         version: i64,
         job_id: &str,
         fields: Option<&crate::sync::universal::UniversalContact>,
+        pushed_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let id = link_id(contact, provider);
         let now = DateTime::now();
@@ -229,19 +232,22 @@ impl Store {
             Some(f) => bson::to_bson(f).context("encoding synced fields")?,
             None => bson::Bson::Null,
         };
+        let mut set = doc! {
+            "externalId": external_id,
+            "lastSyncedAt": now,
+            "updatedAt": now,
+            "lastJobId": job_id,
+            "syncedFields": snapshot,
+        };
+        if let Some(ms) = pushed_ms {
+            set.insert("lastPushedAt", DateTime::from_millis(ms));
+        }
         let res = self
             .links
             .update_one(
                 doc! { "_id": &id },
                 doc! {
-                    "$set": {
-                        "externalId": external_id,
-                        "lastSyncedAt": now,
-                        "lastPushedAt": now,
-                        "updatedAt": now,
-                        "lastJobId": job_id,
-                        "syncedFields": snapshot,
-                    },
+                    "$set": set,
                     "$unset": { "pushIntent": "" },
                     "$max": { "syncedVersion": version },
                     "$setOnInsert": {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use workers::{JobError, Queue};
 
 use super::merge::{self, Merge, Winner};
-use super::store_err;
 use super::universal::UniversalContact;
+use super::{queue_err, store_err};
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::{ContactId, Provider, SyncStatus};
 use crate::inbound::record::CrmRecord;
@@ -227,7 +227,7 @@ impl Outbound {
                 Ok(_) | Err(CrmError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            self.record_synced(contact, provider, ext, job_id, None)
+            self.record_synced(contact, provider, ext, job_id, None, None)
                 .await?;
         }
         self.log(contact, provider, known, "deleted", job_id, attempt, None)
@@ -373,8 +373,22 @@ impl Outbound {
                 (ext, outcome)
             }
         };
-        self.record_synced(&contact, provider, &ext, job_id, Some(&plan.result))
-            .await?;
+        // When the CRM write landed, on the clock every process shares: a
+        // record read before this is older than the push.
+        let pushed_ms = if plan.to_crm.is_empty() {
+            None
+        } else {
+            Some(self.leases.server_ms().await.map_err(queue_err)?)
+        };
+        self.record_synced(
+            &contact,
+            provider,
+            &ext,
+            job_id,
+            Some(&plan.result),
+            pushed_ms,
+        )
+        .await?;
         let note = plan.note(self.policy().name(), provider.as_str());
         self.log(
             &contact,
@@ -430,12 +444,17 @@ impl Outbound {
     }
 
     async fn read(&self, provider: Provider, ext: &str) -> Result<Option<CrmRecord>, JobError> {
+        let read_at = self.leases.server_ms().await.map_err(queue_err)?;
         match self
             .crm
             .run::<_, serde_json::Value>(provider, "get-contact", &json!({ "id": ext }))
             .await
         {
-            Ok(v) => Ok(Some(CrmRecord::parse(&v).map_err(JobError::permanent)?)),
+            Ok(v) => Ok(Some(
+                CrmRecord::parse(&v)
+                    .map_err(JobError::permanent)?
+                    .read_at(read_at),
+            )),
             Err(CrmError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -469,10 +488,19 @@ impl Outbound {
         ext: &str,
         job_id: &str,
         fields: Option<&UniversalContact>,
+        pushed_ms: Option<i64>,
     ) -> Result<(), JobError> {
         match self
             .store
-            .mark_synced(contact.id, provider, ext, contact.version, job_id, fields)
+            .mark_synced(
+                contact.id,
+                provider,
+                ext,
+                contact.version,
+                job_id,
+                fields,
+                pushed_ms,
+            )
             .await
         {
             Ok(()) => Ok(()),

@@ -173,6 +173,31 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("starting contact-sync {sub}: {e}"))
     }
 
+    /// Starts one more worker whose clock is `skew` seconds off (negative:
+    /// behind), with libfaketime preloaded (Debian package faketime);
+    /// returns its index.
+    pub fn add_worker_with_clock_skew(&mut self, skew_secs: i64) -> usize {
+        let lib = std::env::var("FAKETIME_LIB")
+            .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1".into());
+        assert!(
+            std::path::Path::new(&lib).exists(),
+            "{lib} missing: scripts/test.sh installs the faketime package"
+        );
+        let w = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+            .arg("worker")
+            .envs(&self.env)
+            .env("LD_PRELOAD", &lib)
+            .env("FAKETIME", format!("{skew_secs:+}s"))
+            // only the wall clock is off, as on a machine whose clock drifted
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting a worker under faketime (Debian package faketime)");
+        self.workers.push(w);
+        self.workers.len() - 1
+    }
+
     /// Starts one more worker process; returns its index.
     pub fn add_worker(&mut self) -> usize {
         let w = self.process("worker");
@@ -578,8 +603,13 @@ impl Service {
             }
             ServiceKind::Mongo => {
                 let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-                let mongod = which("mongod");
-                match mongod {
+                // what scripts/services.sh found: mongod or SecantusDB
+                let bin = std::env::var_os("MONGO_SERVER_BIN")
+                    .map(std::path::PathBuf::from)
+                    .or_else(|| which("mongod"))
+                    .unwrap_or_else(|| root.join(".dev/venv/bin/secantusd-py"));
+                let is_mongod = bin.file_name().is_some_and(|n| n == "mongod");
+                match is_mongod.then_some(bin.clone()) {
                     Some(bin) => {
                         let mut c = Command::new(bin);
                         c.args(["--bind_ip", "127.0.0.1", "--port", &port, "--dbpath"])
@@ -587,11 +617,7 @@ impl Service {
                         c
                     }
                     None => {
-                        let rs = which("secantusd-rs");
-                        let mut c = match rs {
-                            Some(bin) => Command::new(bin),
-                            None => Command::new(root.join(".dev/venv/bin/secantusd-py")),
-                        };
+                        let mut c = Command::new(&bin);
                         c.args(["--host", "127.0.0.1", "--port", &port, "--storage-path"])
                             .arg(&self.dir);
                         c
