@@ -52,10 +52,13 @@ async fn connect_queue(cfg: &Config) -> anyhow::Result<Queue> {
 }
 
 async fn connect_store(cfg: &Config) -> anyhow::Result<Store> {
-    let retention = std::time::Duration::from_secs(cfg.sync_log_retention_days * 24 * 3600);
-    Store::connect_with(&cfg.mongodb_uri, &cfg.mongodb_db, Some(retention))
-        .await
-        .context("MONGODB_URI: cannot connect or prepare the database")
+    Store::connect_with(
+        &cfg.mongodb_uri,
+        &cfg.mongodb_db,
+        Some(cfg.sync_log_retention()),
+    )
+    .await
+    .context("MONGODB_URI: cannot connect or prepare the database")
 }
 
 /// Binds a listener, with the address in the error.
@@ -178,7 +181,7 @@ pub async fn run_worker(
         rc.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
         rc.done_retention = Duration::from_secs(cfg.job_retention_secs);
         rc.max_stalls = cfg.max_stalls;
-        rc.dead_retention = Duration::from_secs(cfg.dead_retention_days * 24 * 3600);
+        rc.dead_retention = cfg.dead_retention();
         rc.dead_keep = cfg.dead_keep;
         rc
     };

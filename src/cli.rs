@@ -62,6 +62,23 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         changes: usize,
     },
+    /// Benchmark: a steady mixed load for a long while over the real
+    /// processes; prints Redis memory, MongoDB documents and process RSS
+    /// each minute.
+    BenchSoak {
+        /// How long the load runs, in minutes.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Contacts created at warm-up and edited from then on.
+        #[arg(long, default_value_t = 500)]
+        contacts: usize,
+        /// App edits per second.
+        #[arg(long, default_value_t = 10.0)]
+        app_rate: f64,
+        /// CRM edits per second (HubSpot and Pipedrive in turn).
+        #[arg(long, default_value_t = 4.0)]
+        crm_rate: f64,
+    },
     /// Operator: list, inspect, retry, discard and purge jobs (through the api).
     Jobs {
         /// What to do.
@@ -133,6 +150,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             wrk,
         } => crate::bench::bench_webhooks(cfg, rate, seconds, events, wrk).await,
         Command::BenchInbound { changes } => crate::bench::bench_inbound(cfg, changes).await,
+        Command::BenchSoak {
+            minutes,
+            contacts,
+            app_rate,
+            crm_rate,
+        } => {
+            let soak = crate::bench::Soak {
+                minutes,
+                contacts,
+                app_rate,
+                crm_rate,
+            };
+            crate::bench::bench_soak(cfg, soak).await
+        }
         Command::Jobs { cmd, target } => ops_cli::jobs(&target, cmd).await,
         Command::Links { cmd, target } => ops_cli::links(&target, cmd).await,
         Command::Workers { target } => ops_cli::workers(&target).await,

@@ -227,26 +227,27 @@ pub struct Config {
     /// ("worker died while running it") instead of being run again.
     #[arg(long, env = "MAX_STALLS", default_value_t = 3, global = true)]
     pub max_stalls: u32,
-    /// Dead jobs are kept this many days (0: no age limit).
+    /// Dead jobs are kept this many days, fractions allowed (0: no age limit).
     #[arg(
         long,
         env = "DEAD_RETENTION_DAYS",
-        default_value_t = 180,
+        default_value_t = 180.0,
         global = true
     )]
-    pub dead_retention_days: u64,
+    pub dead_retention_days: f64,
     /// At most this many dead jobs are kept per queue, the oldest dropped
     /// first (0: no count limit).
     #[arg(long, env = "DEAD_KEEP", default_value_t = 10_000, global = true)]
     pub dead_keep: u64,
-    /// Sync log entries are kept this many days (a TTL index; 0: forever).
+    /// Sync log entries are kept this many days, fractions allowed (a TTL
+    /// index; 0: forever).
     #[arg(
         long,
         env = "SYNC_LOG_RETENTION_DAYS",
-        default_value_t = 90,
+        default_value_t = 90.0,
         global = true
     )]
-    pub sync_log_retention_days: u64,
+    pub sync_log_retention_days: f64,
     /// Where to serve `/metrics` on a listener of its own, without a token.
     /// Unset: `/metrics` is served by the api and needs a viewer or
     /// operator token.
@@ -315,8 +316,23 @@ impl Config {
         })
     }
 
+    /// How long sync log entries are kept (zero: forever).
+    pub fn sync_log_retention(&self) -> Duration {
+        days(self.sync_log_retention_days)
+    }
+
+    /// How long dead jobs are kept (zero: no age limit).
+    pub fn dead_retention(&self) -> Duration {
+        days(self.dead_retention_days)
+    }
+
     /// Longest one job attempt may run.
     pub fn job_timeout(&self) -> Duration {
         Duration::from_secs(self.job_timeout_secs)
     }
+}
+
+/// A number of days (fractions allowed; negative or not finite: zero).
+fn days(d: f64) -> Duration {
+    Duration::try_from_secs_f64(d * 86_400.0).unwrap_or(Duration::ZERO)
 }

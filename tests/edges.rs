@@ -360,3 +360,65 @@ async fn a_worker_whose_clock_runs_behind_keeps_its_jobs() {
     }
     assert_eq!(workers.len(), 2, "both workers ran jobs: {workers:?}");
 }
+
+#[tokio::test]
+async fn the_stores_have_the_bounds_an_operator_sets() {
+    let app = TestApp::with(
+        common::Options::default()
+            .env("SYNC_LOG_RETENTION_DAYS", "0.5")
+            .env("DEAD_KEEP", "2")
+            .env("RETRY_ATTEMPTS", "1"),
+    )
+    .await;
+    // sync logs expire by a TTL index with the configured age
+    let client = mongodb::Client::with_uri_str(common::mongodb_uri())
+        .await
+        .unwrap();
+    let logs = client
+        .database(&app.db)
+        .collection::<bson::Document>("sync_logs");
+    let mut cursor = logs.list_indexes().await.unwrap();
+    let mut ttl = None;
+    while cursor.advance().await.unwrap() {
+        let ix = cursor.deserialize_current().unwrap();
+        if ix.keys == bson::doc! { "at": 1 } {
+            ttl = ix.options.and_then(|o| o.expire_after);
+        }
+    }
+    assert_eq!(ttl, Some(Duration::from_secs(43_200)), "half a day");
+
+    // at most DEAD_KEEP dead jobs per queue, the oldest dropped first
+    app.set_faults(json!({ "rejectRecords": ["d0@example.com", "d1@example.com", "d2@example.com", "d3@example.com"] }))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(app.create_ok(&format!("d{i}@example.com")).await);
+        for p in ["hubspot", "pipedrive"] {
+            app.wait_link(&ids[i], p, "error", Duration::from_secs(10))
+                .await;
+        }
+    }
+    let dead = eventually(Duration::from_secs(10), "dead set trimmed", || async {
+        let (_, dead) = app
+            .call(
+                Method::GET,
+                "/api/queues/outbound-upsert/jobs?state=dead",
+                None,
+            )
+            .await;
+        let n = dead.as_array().map_or(0, Vec::len);
+        (n <= 2).then_some(dead)
+    })
+    .await;
+    let kept: Vec<&str> = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["payload"]["contactId"]["$oid"].as_str())
+        .collect();
+    assert_eq!(
+        kept,
+        vec![ids[3].as_str(), ids[3].as_str()],
+        "the newest are kept: {dead}"
+    );
+}

@@ -23,10 +23,6 @@ pub use ops::{LogFilter, ProviderHealth};
 /// How long an operation waits for MongoDB to be reachable before it fails.
 const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 
-/// How long sync log entries are kept unless configured.
-pub const DEFAULT_LOG_RETENTION: std::time::Duration =
-    std::time::Duration::from_secs(90 * 24 * 3600);
-
 /// A failure a caller reacts to.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,12 +72,13 @@ impl Store {
     /// When the URI is malformed, the server is unreachable or an index
     /// cannot be created.
     pub async fn connect(uri: &str, db: &str) -> anyhow::Result<Self> {
-        Self::connect_with(uri, db, Some(DEFAULT_LOG_RETENTION)).await
+        Self::connect_with(uri, db, None).await
     }
 
     /// [`Self::connect`], keeping sync log entries for `log_retention`
-    /// (`None`: forever). The bound is a TTL index, enforced by the server
-    /// without scanning.
+    /// (zero: forever; `None`: leave the bound as it is, for tools that only
+    /// read). The bound is a TTL index, enforced by the server without
+    /// scanning.
     ///
     /// # Errors
     /// As [`Self::connect`].
@@ -114,8 +111,23 @@ impl Store {
             db,
         };
         store.ensure_indexes().await?;
-        store.ensure_log_retention(log_retention).await?;
+        if let Some(keep) = log_retention {
+            store.ensure_log_retention(keep).await?;
+        }
         Ok(store)
+    }
+
+    /// Documents in `contacts`, `contact_links` and `sync_logs` (estimated
+    /// from collection metadata, no scan), for the soak benchmark.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn collection_counts(&self) -> anyhow::Result<(u64, u64, u64)> {
+        Ok((
+            self.contacts.estimated_document_count().await?,
+            self.links.estimated_document_count().await?,
+            self.logs.estimated_document_count().await?,
+        ))
     }
 
     /// Checks that the server answers.
@@ -129,17 +141,14 @@ impl Store {
 
     /// The TTL index that bounds `sync_logs`: created, changed in place
     /// (`collMod`) when the retention changed, dropped for "forever".
-    async fn ensure_log_retention(
-        &self,
-        retention: Option<std::time::Duration>,
-    ) -> anyhow::Result<()> {
+    async fn ensure_log_retention(&self, keep: std::time::Duration) -> anyhow::Result<()> {
         const NAME: &str = "sync_logs_ttl";
-        let Some(keep) = retention.filter(|d| !d.is_zero()) else {
+        if keep.is_zero() {
             if let Err(e) = self.logs.drop_index(NAME).await {
                 tracing::debug!(error = %e, "no sync log TTL index to drop");
             }
             return Ok(());
-        };
+        }
         let ttl = IndexModel::builder()
             .keys(doc! { "at": 1 })
             .options(

@@ -13,6 +13,9 @@ use crate::dev::Stack;
 use crate::domain::SyncStatus;
 use crate::store::Store;
 
+mod soak;
+pub use soak::{bench_soak, Soak};
+
 /// A fresh Redis namespace and database, so a run starts empty and leaves
 /// the others alone.
 fn isolate(cfg: &mut Config) {
