@@ -10,22 +10,6 @@ use common::{eventually, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// Waits until no sync job of any kind is left to run.
-async fn settle(app: &TestApp) {
-    let q = app.queue().await;
-    eventually(Duration::from_secs(30), "every queue idle", || async {
-        for _ in 0..2 {
-            for queue in ["outbound-upsert", "inbound-change", "provider-poll"] {
-                if q.counts(queue).await.ok()?.outstanding() > 0 {
-                    return None;
-                }
-            }
-        }
-        Some(())
-    })
-    .await;
-}
-
 async fn patch(app: &TestApp, cid: &str, body: Value) {
     let (status, resp) = app
         .call(Method::PATCH, &format!("/api/contacts/{cid}"), Some(body))
@@ -45,7 +29,7 @@ async fn a_push_that_landed_but_was_not_recorded_does_not_revert_a_later_edit() 
         app.wait_link(&cid, p, "synced", Duration::from_secs(10))
             .await;
     }
-    settle(&app).await;
+    app.settle(Duration::from_secs(30)).await;
     let hs = app.link(&cid, "hubspot").await.unwrap()["externalId"]
         .as_str()
         .unwrap()
@@ -71,7 +55,7 @@ async fn a_push_that_landed_but_was_not_recorded_does_not_revert_a_later_edit() 
     // A later edit in the app, then the pool comes back.
     patch(&app, &cid, json!({ "firstName": "V3" })).await;
     app.add_worker();
-    settle(&app).await;
+    app.settle(Duration::from_secs(30)).await;
     for p in ["hubspot", "pipedrive"] {
         app.wait_link(&cid, p, "synced", Duration::from_secs(10))
             .await;
@@ -101,7 +85,7 @@ async fn poll_pipedrive(app: &TestApp) {
         .call(Method::POST, "/api/providers/pipedrive/poll", None)
         .await;
     assert_eq!(status, 202, "{body}");
-    settle(app).await;
+    app.settle(Duration::from_secs(30)).await;
 }
 
 #[tokio::test]
@@ -112,7 +96,7 @@ async fn a_dead_inbound_change_marks_the_link_and_is_logged() {
         .wait_link(&cid, "hubspot", "synced", Duration::from_secs(10))
         .await;
     let ext = link["externalId"].as_str().unwrap().to_owned();
-    settle(&app).await;
+    app.settle(Duration::from_secs(30)).await;
     // HubSpot announces a change, but reading that record keeps failing
     app.set_faults(json!({ "failRecords": [ext] })).await;
     let (status, _) = app

@@ -11,26 +11,6 @@ use common::{eventually, Options, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-/// Waits until no sync job of any kind is left to run.
-async fn settle(app: &TestApp) {
-    let q = app.queue().await;
-    eventually(Duration::from_secs(20), "every queue idle", || async {
-        for queue in ["outbound-upsert", "inbound-change", "provider-poll"] {
-            if q.counts(queue).await.unwrap().outstanding() > 0 {
-                return None;
-            }
-        }
-        // once more, in case a job queued another as it finished
-        for queue in ["outbound-upsert", "inbound-change", "provider-poll"] {
-            if q.counts(queue).await.unwrap().outstanding() > 0 {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
-}
-
 async fn create_in(app: &TestApp, connection: &str, body: Value) -> String {
     let (status, rec) = app
         .sim_send(Method::POST, &format!("/{connection}/records"), Some(body))
@@ -52,7 +32,7 @@ async fn synced_both(app: &TestApp, cid: &str) {
         app.wait_link(cid, p, "synced", Duration::from_secs(10))
             .await;
     }
-    settle(app).await;
+    app.settle(Duration::from_secs(30)).await;
 }
 
 async fn logs(app: &TestApp, cid: &str) -> Vec<Value> {

@@ -11,21 +11,6 @@ use common::{eventually, Options, Service, TestApp};
 use reqwest::Method;
 use serde_json::json;
 
-async fn settled(app: &TestApp, within: Duration) {
-    let q = app.queue().await;
-    eventually(within, "every queue idle", || async {
-        for _ in 0..2 {
-            for queue in ["outbound-upsert", "inbound-change"] {
-                if q.counts(queue).await.ok()?.outstanding() > 0 {
-                    return None;
-                }
-            }
-        }
-        Some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn writes_during_a_redis_outage_are_accepted_and_sync_when_it_returns() {
     let mut redis = Service::redis();
@@ -66,7 +51,7 @@ async fn writes_during_a_redis_outage_are_accepted_and_sync_when_it_returns() {
                 .await;
         }
     }
-    settled(&app, Duration::from_secs(20)).await;
+    app.settle(Duration::from_secs(20)).await;
     let hs = app.records("hubspot").await;
     let emails: Vec<_> = hs
         .iter()
@@ -124,18 +109,7 @@ async fn a_mongodb_outage_is_waited_out_and_nothing_is_lost() {
     let mut mongo = Service::mongo();
     let app = TestApp::with(Options::default().env("MONGODB_URI", mongo.url())).await;
     let n = 100;
-    let mut ids = Vec::new();
-    for chunk in 0..n / 20 {
-        let app = &app;
-        let creates = (0..20).map(|i| {
-            let email = format!("m{}@example.com", chunk * 20 + i);
-            async move { app.create(json!({ "email": email })).await }
-        });
-        for (status, body) in futures::future::join_all(creates).await {
-            assert_eq!(status, 202, "{body}");
-            ids.push(body["contact"]["id"].as_str().unwrap().to_owned());
-        }
-    }
+    let mut ids = app.create_many("m", n).await;
 
     let first = ids[0].clone();
     let hs = app
@@ -215,7 +189,7 @@ async fn a_mongodb_outage_is_waited_out_and_nothing_is_lost() {
         "all links synced {:?} after MongoDB returned",
         back.elapsed()
     );
-    settled(&app, Duration::from_secs(20)).await;
+    app.settle(Duration::from_secs(20)).await;
     for q in ["outbound-upsert", "inbound-change"] {
         let (_, dead) = app
             .call(
@@ -235,18 +209,7 @@ async fn a_redis_restart_under_load_loses_no_job() {
     let mut redis = Service::redis();
     let app = TestApp::with(Options::default().env("REDIS_URL", redis.url())).await;
     let n = 100;
-    let mut ids = Vec::new();
-    for chunk in 0..n / 20 {
-        let app = &app;
-        let creates = (0..20).map(|i| {
-            let email = format!("r{}@example.com", chunk * 20 + i);
-            async move { app.create(json!({ "email": email })).await }
-        });
-        for (status, body) in futures::future::join_all(creates).await {
-            assert_eq!(status, 202, "{body}");
-            ids.push(body["contact"]["id"].as_str().unwrap().to_owned());
-        }
-    }
+    let mut ids = app.create_many("r", n).await;
     // restarted while those jobs are queued and running (AOF on)
     redis.stop();
     redis.start();
@@ -263,7 +226,7 @@ async fn a_redis_restart_under_load_loses_no_job() {
         Some(())
     })
     .await;
-    settled(&app, Duration::from_secs(20)).await;
+    app.settle(Duration::from_secs(20)).await;
     let (_, dead) = app
         .call(
             Method::GET,

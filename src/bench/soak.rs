@@ -6,6 +6,8 @@
 //! of our processes.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -192,10 +194,12 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
     let started = Instant::now();
     let tick = Duration::from_millis(100);
     let (mut app_due, mut crm_due) = (0.0_f64, 0.0_f64);
-    let (mut requests, mut failures) = (0u64, 0u64);
+    let requests = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
     let mut next_sample = Instant::now();
     let mut minute = 0;
     let mut crm_turn = 0usize;
+    let mut last = Instant::now();
     while started.elapsed() < Duration::from_secs(soak.minutes * 60 + 1) {
         if Instant::now() >= next_sample {
             let (redis_mb, keys) = redis_memory(&cfg.redis_url).await.unwrap_or((0.0, 0));
@@ -216,16 +220,21 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
                 outstanding += q.queue().counts(name).await?.outstanding();
             }
             println!(
-                "{minute:>4} {redis_mb:>9.1} {keys:>7} {contacts:>9} {link_docs:>6} {logs:>9} {:>7.1} {:>7.1} {:>7.1} {requests:>8} {failures:>7} {outstanding:>6}",
+                "{minute:>4} {redis_mb:>9.1} {keys:>7} {contacts:>9} {link_docs:>6} {logs:>9} {:>7.1} {:>7.1} {:>7.1} {:>8} {:>7} {outstanding:>6}",
                 rss("api"),
                 rss("worker"),
-                rss("scheduler")
+                rss("scheduler"),
+                requests.load(Ordering::Relaxed),
+                failures.load(Ordering::Relaxed),
             );
             minute += 1;
             next_sample += Duration::from_secs(60);
         }
-        app_due += soak.app_rate * tick.as_secs_f64();
-        crm_due += soak.crm_rate * tick.as_secs_f64();
+        // due by the time that really passed, however long the sends took
+        let dt = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        app_due += soak.app_rate * dt;
+        crm_due += soak.crm_rate * dt;
         let mut sends = Vec::new();
         while app_due >= 1.0 {
             app_due -= 1.0;
@@ -255,11 +264,16 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
                 );
             }
         }
-        for r in futures::future::join_all(sends.into_iter().map(|r| r.send())).await {
-            requests += 1;
-            if !r.is_ok_and(|r| r.status().is_success()) {
-                failures += 1;
-            }
+        // sent in the background, so a slow answer does not slow the load
+        for r in sends {
+            let (requests, failures) = (requests.clone(), failures.clone());
+            tokio::spawn(async move {
+                let ok = r.send().await.is_ok_and(|r| r.status().is_success());
+                requests.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
         tokio::time::sleep(tick).await;
     }

@@ -551,13 +551,16 @@ impl InboundSync {
     /// may not have been queued; pushes are idempotent, so a duplicate costs
     /// one skipped job.
     async fn ensure_others(&self, contact: &Contact, from: Provider) -> Result<(), JobError> {
-        let others: Vec<Provider> = self
-            .providers
+        self.ensure(contact, &self.others(from)).await
+    }
+
+    /// Every provider but `from`.
+    fn others(&self, from: Provider) -> Vec<Provider> {
+        self.providers
             .iter()
             .copied()
             .filter(|p| *p != from)
-            .collect();
-        self.ensure(contact, &others).await
+            .collect()
     }
 
     /// Queues a push to each of `providers` whose link is behind the
@@ -597,13 +600,7 @@ impl InboundSync {
         contact: &Contact,
         from: Provider,
     ) -> Result<(), JobError> {
-        let others: Vec<Provider> = self
-            .providers
-            .iter()
-            .copied()
-            .filter(|p| *p != from)
-            .collect();
-        self.push(contact, &others).await
+        self.push(contact, &self.others(from)).await
     }
 
     /// Marks the links pending and queues a push per provider.

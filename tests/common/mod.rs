@@ -248,6 +248,40 @@ impl TestApp {
             .expect("redis")
     }
 
+    /// Waits until no sync job of any kind is left to run (twice in a row,
+    /// as a job may queue another as it finishes).
+    pub async fn settle(&self, within: Duration) {
+        let q = self.queue().await;
+        eventually(within, "every queue idle", || async {
+            for _ in 0..2 {
+                for queue in ["outbound-upsert", "inbound-change", "provider-poll"] {
+                    if q.counts(queue).await.ok()?.outstanding() > 0 {
+                        return None;
+                    }
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+
+    /// Creates `n` contacts `{prefix}{i}@example.com`, 20 at a time; returns
+    /// their ids.
+    pub async fn create_many(&self, prefix: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
+            let creates = chunk.iter().map(|i| {
+                let email = format!("{prefix}{i}@example.com");
+                async move { self.create(json!({ "email": email })).await }
+            });
+            for (status, body) in futures::future::join_all(creates).await {
+                assert_eq!(status, 202, "{body}");
+                ids.push(body["contact"]["id"].as_str().unwrap().to_owned());
+            }
+        }
+        ids
+    }
+
     // ---- api ----
 
     pub async fn call(
