@@ -2,7 +2,7 @@
 # Benchmarks: queue throughput and backlog drain of the workers runtime, then
 # outbound sync, inbound apply and webhook ingest through the real stack. Uses the services of
 # services.sh (a fast MongoDB: set MONGODB_URI to a mongod or secantusd-rs).
-#   scripts/bench.sh [JOBS] [CONTACTS]
+#   scripts/bench.sh [JOBS] [CONTACTS]      (SOAK_MINUTES=30 adds the soak)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,3 +28,7 @@ fi
 wrk_flag=""; command -v wrk >/dev/null && wrk_flag="--wrk"
 echo "== webhook ingest: signed 100-event batches, ${WEBHOOK_RATE:-200}/s for 10 s (api alone)"
 RUST_LOG=warn target/release/contact-sync bench-webhooks --rate "${WEBHOOK_RATE:-200}" --seconds 10 $wrk_flag
+if [ -n "${SOAK_MINUTES:-}" ]; then
+  echo "== soak: steady mixed load for $SOAK_MINUTES min over separate processes"
+  target/release/contact-sync bench-soak --minutes "$SOAK_MINUTES"
+fi
