@@ -26,6 +26,19 @@ pub enum ConflictPolicy {
 }
 
 impl ConflictPolicy {
+    /// Who keeps a field both sides changed, the CRM record having last
+    /// changed at `crm_updated_ms` (the CRM's clock).
+    pub fn winner(self, crm_updated_ms: i64, contact: &Contact) -> Winner {
+        match self {
+            Self::CrmWins => Winner::Crm,
+            Self::AppWins => Winner::App,
+            Self::NewestWins if crm_updated_ms >= contact.updated_at.timestamp_millis() => {
+                Winner::Crm
+            }
+            Self::NewestWins => Winner::App,
+        }
+    }
+
     /// The policy's name, as configured.
     pub fn name(self) -> &'static str {
         match self {
@@ -359,20 +372,8 @@ impl InboundSync {
             // a CRM record without a usable email never changes the app's
             crm_fields.primary_email = Some(contact.email.as_str().to_owned());
         }
-        let base = link.as_ref().and_then(|l| match &l.push_intent {
-            Some(intent) if intent.same_values(&crm_fields) => Some(intent),
-            _ => l.synced_fields.as_ref(),
-        });
-        let winner = match self.policy {
-            ConflictPolicy::CrmWins => Winner::Crm,
-            ConflictPolicy::AppWins => Winner::App,
-            ConflictPolicy::NewestWins
-                if record.updated_ms >= contact.updated_at.timestamp_millis() =>
-            {
-                Winner::Crm
-            }
-            ConflictPolicy::NewestWins => Winner::App,
-        };
+        let base = link.as_ref().and_then(|l| l.merge_base(&crm_fields));
+        let winner = self.policy.winner(record.updated_ms, &contact);
         let plan = merge::merge(base, &UniversalContact::from(&contact), &crm_fields, winner);
         // What the CRM holds now: the base the next push diffs against.
         let crm_holds = merge::apply(&crm_fields, &Vec::new());
@@ -397,7 +398,7 @@ impl InboundSync {
                 return Ok((Applied::Unchanged, Some(contact), None));
             }
             // the app holds values this CRM lacks: make sure they get there
-            self.ensure(&contact, &self.providers.clone()).await?;
+            self.ensure(&contact, &self.providers).await?;
             let applied = if plan.conflicts.is_empty() {
                 Applied::Unchanged
             } else {

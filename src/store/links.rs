@@ -68,6 +68,26 @@ pub struct Link {
     pub updated_at: DateTime,
 }
 
+impl Link {
+    /// The push intent, if the CRM record holds exactly its values: then
+    /// the record is the app's own unrecorded push, not a CRM-side change.
+    pub fn intent_matching(
+        &self,
+        crm: &crate::sync::universal::UniversalContact,
+    ) -> Option<&crate::sync::universal::UniversalContact> {
+        self.push_intent.as_ref().filter(|i| i.same_values(crm))
+    }
+
+    /// What both sides held when they last agreed, to merge `crm` against:
+    /// the matching push intent, else the snapshot of the last sync.
+    pub fn merge_base(
+        &self,
+        crm: &crate::sync::universal::UniversalContact,
+    ) -> Option<&crate::sync::universal::UniversalContact> {
+        self.intent_matching(crm).or(self.synced_fields.as_ref())
+    }
+}
+
 fn link_id(contact: ContactId, provider: Provider) -> String {
     format!("{contact}:{provider}")
 }

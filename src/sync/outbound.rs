@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use workers::{JobError, Queue};
 
-use super::merge::{self, Merge, Winner};
+use super::merge::{self, Merge};
 use super::universal::UniversalContact;
 use super::{queue_err, store_err};
 use crate::crm::{CrmError, IntegrationApp};
@@ -38,12 +38,6 @@ pub struct OutboundUpsert {
 }
 
 #[derive(Deserialize)]
-struct IdOutput {
-    #[allow(dead_code)]
-    id: String,
-}
-
-#[derive(Deserialize)]
 struct UpsertOutput {
     id: String,
     #[serde(default)]
@@ -54,25 +48,13 @@ struct UpsertOutput {
 /// it was being merged, before it gives the attempt up.
 const MERGE_ROUNDS: usize = 5;
 
-/// Where a push writes.
-enum Target {
-    /// No record has the contact's email: create one.
-    Create,
-    /// A record with the contact's email existed before the first push.
-    Found { ext: String, plan: Merge },
-    /// The linked record.
-    Linked { ext: String, plan: Merge },
-}
-
-/// The values both sides held when they last agreed: the CRM record
-/// matching a push that was never recorded is that push; else the snapshot
-/// of the last sync.
-fn base_of<'a>(link: Option<&'a Link>, crm: &UniversalContact) -> Option<&'a UniversalContact> {
-    let link = link?;
-    match &link.push_intent {
-        Some(intent) if intent.same_values(crm) => Some(intent),
-        _ => link.synced_fields.as_ref(),
-    }
+/// Where a push writes, and what.
+struct Target {
+    /// The CRM record (the linked one, or one found by email); `None`:
+    /// there is none, create it.
+    ext: Option<String>,
+    /// What each side takes.
+    plan: Merge,
 }
 
 /// The lease pushes and inbound changes of one link take turns on.
@@ -255,8 +237,8 @@ impl Outbound {
             // changed in the CRM alone are left as they are.
             (Some(ext), Some(base)) if self.policy() == ConflictPolicy::AppWins => {
                 let to_crm = merge::diff(base, &app);
-                Target::Linked {
-                    ext: ext.clone(),
+                Target {
+                    ext: Some(ext.clone()),
                     plan: Merge {
                         result: merge::apply(base, &to_crm),
                         to_crm,
@@ -278,12 +260,11 @@ impl Outbound {
                     self.first_link(contact, provider, link, &app).await?
                 }
                 Some(record) => {
-                    let base = base_of(link, &record.fields);
-                    let plan =
-                        merge::merge(base, &app, &record.fields, self.winner(contact, &record));
-                    Target::Linked {
-                        ext: ext.clone(),
-                        plan,
+                    let base = link.and_then(|l| l.merge_base(&record.fields));
+                    let winner = self.policy().winner(record.updated_ms, contact);
+                    Target {
+                        ext: Some(ext.clone()),
+                        plan: merge::merge(base, &app, &record.fields, winner),
                     }
                 }
                 // gone from the CRM: the app is the source here, so the
@@ -293,14 +274,7 @@ impl Outbound {
             (None, _) => self.first_link(contact, provider, link, &app).await?,
         };
 
-        let plan = match &target {
-            Target::Linked { plan, .. } | Target::Found { plan, .. } => plan.clone(),
-            Target::Create => Merge {
-                to_crm: merge::present(&app),
-                result: merge::apply(&UniversalContact::default(), &merge::present(&app)),
-                ..Merge::default()
-            },
-        };
+        let Target { ext, plan } = target;
 
         // The app takes the CRM's values first: if the contact moved on
         // meanwhile, nothing has been written anywhere and the merge is
@@ -337,8 +311,8 @@ impl Outbound {
                 .await
                 .map_err(store_err)?;
         }
-        let (ext, outcome) = match target {
-            Target::Create => {
+        let (ext, outcome) = match ext {
+            None => {
                 let out: UpsertOutput = self
                     .crm
                     .run(
@@ -349,13 +323,13 @@ impl Outbound {
                     .await?;
                 (out.id, if out.created { "created" } else { "upserted" })
             }
-            Target::Found { ext, .. } | Target::Linked { ext, .. } => {
+            Some(ext) => {
                 let first = link.and_then(|l| l.external_id.as_deref()) != Some(ext.as_str());
                 if !plan.to_crm.is_empty() {
                     let input = json!({ "id": ext, "fields": merge::fields_json(&plan.to_crm) });
                     match self
                         .crm
-                        .run::<_, IdOutput>(provider, "update-contact", &input)
+                        .run::<_, serde::de::IgnoredAny>(provider, "update-contact", &input)
                         .await
                     {
                         Ok(_) => {}
@@ -428,18 +402,24 @@ impl Outbound {
             )
             .await?;
         if found.is_null() {
-            return Ok(Target::Create);
+            let to_crm = merge::present(app);
+            return Ok(Target {
+                ext: None,
+                plan: Merge {
+                    result: merge::apply(&UniversalContact::default(), &to_crm),
+                    to_crm,
+                    ..Merge::default()
+                },
+            });
         }
         let record = CrmRecord::parse(&found).map_err(JobError::permanent)?;
         // Our own earlier push that was never recorded is a base, not a
         // stranger's record.
-        let base = link
-            .and_then(|l| l.push_intent.as_ref())
-            .filter(|i| i.same_values(&record.fields));
-        let plan = merge::merge(base, app, &record.fields, self.winner(contact, &record));
-        Ok(Target::Found {
-            ext: record.id,
-            plan,
+        let base = link.and_then(|l| l.intent_matching(&record.fields));
+        let winner = self.policy().winner(record.updated_ms, contact);
+        Ok(Target {
+            ext: Some(record.id),
+            plan: merge::merge(base, app, &record.fields, winner),
         })
     }
 
@@ -464,21 +444,6 @@ impl Outbound {
         self.inbound
             .as_ref()
             .map_or(ConflictPolicy::CrmWins, |i| i.policy)
-    }
-
-    /// Who keeps a field both sides changed.
-    fn winner(&self, contact: &Contact, record: &CrmRecord) -> Winner {
-        match self.policy() {
-            ConflictPolicy::CrmWins => Winner::Crm,
-            ConflictPolicy::AppWins => Winner::App,
-            ConflictPolicy::NewestWins => {
-                if record.updated_ms >= contact.updated_at.timestamp_millis() {
-                    Winner::Crm
-                } else {
-                    Winner::App
-                }
-            }
-        }
     }
 
     async fn record_synced(
