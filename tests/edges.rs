@@ -25,10 +25,8 @@ async fn a_push_that_landed_but_was_not_recorded_does_not_revert_a_later_edit() 
         .await;
     assert_eq!(status, 202, "{body}");
     let cid = body["contact"]["id"].as_str().unwrap().to_owned();
-    for p in ["hubspot", "pipedrive"] {
-        app.wait_link(&cid, p, "synced", Duration::from_secs(10))
-            .await;
-    }
+    app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(10))
+        .await;
     app.settle(Duration::from_secs(30)).await;
     let hs = app.link(&cid, "hubspot").await.unwrap()["externalId"]
         .as_str()
@@ -56,10 +54,8 @@ async fn a_push_that_landed_but_was_not_recorded_does_not_revert_a_later_edit() 
     patch(&app, &cid, json!({ "firstName": "V3" })).await;
     app.add_worker();
     app.settle(Duration::from_secs(30)).await;
-    for p in ["hubspot", "pipedrive"] {
-        app.wait_link(&cid, p, "synced", Duration::from_secs(10))
-            .await;
-    }
+    app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(10))
+        .await;
 
     let (_, c) = app.contact(&cid).await;
     assert_eq!(
@@ -325,12 +321,9 @@ async fn a_worker_whose_clock_runs_behind_keeps_its_jobs() {
             jobs.push(j["jobId"].as_str().unwrap().to_owned());
         }
     }
-    for id in &ids {
-        for p in ["hubspot", "pipedrive"] {
-            app.wait_link(id, p, "synced", Duration::from_secs(60))
-                .await;
-        }
-    }
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    app.wait_links(&all, "synced", Duration::from_secs(60))
+        .await;
     let mut workers = std::collections::BTreeSet::new();
     for job in &jobs {
         let j = job_view(&app, job).await;
@@ -377,10 +370,8 @@ async fn the_stores_have_the_bounds_an_operator_sets() {
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(app.create_ok(&format!("d{i}@example.com")).await);
-        for p in ["hubspot", "pipedrive"] {
-            app.wait_link(&ids[i], p, "error", Duration::from_secs(10))
-                .await;
-        }
+        app.wait_links(&[ids[i].as_str()], "error", Duration::from_secs(10))
+            .await;
     }
     let dead = eventually(Duration::from_secs(10), "dead set trimmed", || async {
         let (_, dead) = app

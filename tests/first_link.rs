@@ -28,10 +28,8 @@ async fn pause_crm_notifications(app: &TestApp) {
 }
 
 async fn synced_both(app: &TestApp, cid: &str) {
-    for p in ["hubspot", "pipedrive"] {
-        app.wait_link(cid, p, "synced", Duration::from_secs(10))
-            .await;
-    }
+    app.wait_links(&[cid], "synced", Duration::from_secs(10))
+        .await;
     app.settle(Duration::from_secs(30)).await;
 }
 

@@ -77,12 +77,8 @@ async fn writes_during_a_redis_outage_are_accepted_and_sync_when_it_returns() {
         },
     )
     .await;
-    for cid in [&before, &during] {
-        for p in ["hubspot", "pipedrive"] {
-            app.wait_link(cid, p, "synced", Duration::from_secs(30))
-                .await;
-        }
-    }
+    app.wait_links(&[&before, &during], "synced", Duration::from_secs(30))
+        .await;
     app.settle(Duration::from_secs(20)).await;
     let hs = app.records("hubspot").await;
     let emails: Vec<_> = hs
@@ -127,10 +123,8 @@ async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
         .await
         .expect("stored");
     let cid = contact.id.to_string();
-    for p in ["hubspot", "pipedrive"] {
-        app.wait_link(&cid, p, "synced", Duration::from_secs(20))
-            .await;
-    }
+    app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(20))
+        .await;
     let hs = app.records("hubspot").await;
     assert_eq!(hs.len(), 1, "{hs:?}");
     assert_eq!(hs[0]["properties"]["firstname"], "Orphan", "{hs:?}");
@@ -213,17 +207,9 @@ async fn a_mongodb_outage_is_waited_out_and_nothing_is_lost() {
     let back = Instant::now();
     let after = app.create_ok("after@example.com").await;
     ids.push(after);
-    eventually(Duration::from_secs(60), "every link synced", || async {
-        for id in &ids {
-            for p in ["hubspot", "pipedrive"] {
-                if app.link(id, p).await?["syncStatus"] != "synced" {
-                    return None;
-                }
-            }
-        }
-        Some(())
-    })
-    .await;
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    app.wait_links(&all, "synced", Duration::from_secs(60))
+        .await;
     eprintln!(
         "all links synced {:?} after MongoDB returned",
         back.elapsed()
@@ -254,17 +240,9 @@ async fn a_redis_restart_under_load_loses_no_job() {
     redis.start();
     let after = app.create_ok("after-restart@example.com").await;
     ids.push(after);
-    eventually(Duration::from_secs(60), "every link synced", || async {
-        for id in &ids {
-            for p in ["hubspot", "pipedrive"] {
-                if app.link(id, p).await?["syncStatus"] != "synced" {
-                    return None;
-                }
-            }
-        }
-        Some(())
-    })
-    .await;
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    app.wait_links(&all, "synced", Duration::from_secs(60))
+        .await;
     app.settle(Duration::from_secs(20)).await;
     let (_, dead) = app
         .call(

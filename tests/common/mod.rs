@@ -248,6 +248,22 @@ impl TestApp {
             .expect("redis")
     }
 
+    /// Waits until every link (HubSpot and Pipedrive) of every contact in
+    /// `ids` has `status`, all within one deadline.
+    pub async fn wait_links(&self, ids: &[&str], status: &str, within: Duration) {
+        eventually(within, &format!("every link {status}"), || async {
+            for id in ids {
+                for p in ["hubspot", "pipedrive"] {
+                    if self.link(id, p).await?["syncStatus"] != status {
+                        return None;
+                    }
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+
     /// Waits until no sync job of any kind is left to run (twice in a row,
     /// as a job may queue another as it finishes).
     pub async fn settle(&self, within: Duration) {
