@@ -8,19 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::listener::{Acceptor, TcpAcceptor};
-use workers::{Backoff, Queue, RateLimiter, Runtime, RuntimeConfig};
+use workers::{Backoff, Queue, RateLimiter, RuntimeConfig};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
 use crate::domain::Provider;
-use crate::inbound::{InboundSync, INBOUND_QUEUE, POLL_QUEUE};
-use crate::jobs::{
-    inbound_service, outbound_service, poll_service, Enqueuer, InboundDeadLetter,
-    OutboundDeadLetter, PollDeadLetter,
-};
+use crate::jobs::{Contexts, Enqueuer};
 use crate::store::Store;
-use crate::sync::{Outbound, OUTBOUND_QUEUE};
+use crate::sync::{InboundSync, Outbound};
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -86,11 +82,11 @@ pub async fn run_api(
         cfg.viewer_tokens.iter().map(String::as_str),
     );
     let hooks = api::Integration {
-        webhook: crate::inbound::webhook::WebhookSettings {
+        webhook: api::hooks::hubspot::WebhookSettings {
             client_secret: cfg.hubspot_client_secret.clone(),
             public_base_url: cfg.public_base_url.clone(),
         },
-        events: crate::inbound::events::EventSettings {
+        events: api::hooks::flow::EventSettings {
             workspace_key: cfg.integration_app_workspace_key.clone(),
             workspace_secret: cfg.integration_app_workspace_secret.clone(),
         },
@@ -161,86 +157,56 @@ pub async fn run_worker(
     let inbound = Arc::new(InboundSync::new(
         store.clone(),
         crm.clone(),
-        enqueuer,
+        Arc::new(enqueuer),
+        queue.clone(),
         cfg.providers.clone(),
         cfg.conflict_policy,
     ));
     let outbound =
         Arc::new(Outbound::new(store.clone(), crm, queue.clone()).with_conflicts(inbound.clone()));
+    let contexts = Contexts { outbound, inbound };
     let name = cfg.worker_name();
-    let runtime_config = |queue_name: &str| {
-        let mut rc = RuntimeConfig::new(queue_name, name.clone());
-        rc.concurrency = cfg.worker_concurrency;
-        rc.timeout = cfg.job_timeout();
-        rc.backoff = Backoff {
-            base: Duration::from_millis(cfg.retry_base_ms),
-            max: Duration::from_secs(300),
-        };
-        rc.heartbeat = Duration::from_millis(cfg.worker_heartbeat_ms);
-        rc.dead_after = Duration::from_millis(cfg.worker_dead_after_ms);
-        rc.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
-        rc.done_retention = Duration::from_secs(cfg.job_retention_secs);
-        rc.max_stalls = cfg.max_stalls;
-        rc.dead_retention = cfg.dead_retention();
-        rc.dead_keep = cfg.dead_keep;
-        rc
+    let mut base = RuntimeConfig::new("", name.clone());
+    base.concurrency = cfg.worker_concurrency;
+    base.timeout = cfg.job_timeout();
+    base.backoff = Backoff {
+        base: Duration::from_millis(cfg.retry_base_ms),
+        max: Duration::from_secs(300),
     };
-    let mut poll_config = runtime_config(POLL_QUEUE);
-    // a poll walks many pages; it gets the time of many attempts
-    poll_config.timeout = cfg.job_timeout() * 20;
-    poll_config.concurrency = 2;
+    base.heartbeat = Duration::from_millis(cfg.worker_heartbeat_ms);
+    base.dead_after = Duration::from_millis(cfg.worker_dead_after_ms);
+    base.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
+    base.done_retention = Duration::from_secs(cfg.job_retention_secs);
+    base.max_stalls = cfg.max_stalls;
+    base.dead_retention = cfg.dead_retention();
+    base.dead_keep = cfg.dead_keep;
     tracing::info!(worker = %name, concurrency = cfg.worker_concurrency, "worker started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
-        async move {
+        let fut: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
             let _ = rx.wait_for(|s| *s).await;
-        }
+        });
+        fut
     };
     let mut runtimes = tokio::task::JoinSet::new();
     // Changes the api stored but could not queue (Redis down, a crash)
     // are queued from their outbox.
-    let relay = tokio::spawn(crate::outbox::run(
+    let relay = tokio::spawn(crate::jobs::outbox::run(
         store.clone(),
         Enqueuer::new(queue.clone(), cfg.retry_attempts),
         stopped(),
     ));
-    runtimes.spawn(
-        Runtime::new(
-            queue.clone(),
-            runtime_config(OUTBOUND_QUEUE),
-            outbound_service(outbound.clone()),
-        )
-        .on_dead(Arc::new(OutboundDeadLetter(outbound)))
-        .span(crate::jobs::outbound_span)
-        .metrics(metrics.clone())
-        .run(stopped()),
-    );
-    runtimes.spawn(
-        Runtime::new(
-            queue.clone(),
-            runtime_config(INBOUND_QUEUE),
-            inbound_service(inbound.clone()),
-        )
-        .on_dead(Arc::new(InboundDeadLetter(inbound.clone())))
-        .span(crate::jobs::inbound_span)
-        .metrics(metrics.clone())
-        .run(stopped()),
-    );
-    runtimes.spawn(
-        Runtime::new(queue, poll_config, poll_service(inbound.clone()))
-            .on_dead(Arc::new(PollDeadLetter(inbound)))
-            .span(crate::jobs::poll_span)
-            .metrics(metrics.clone())
-            .run(stopped()),
-    );
+    for runtime in crate::jobs::runtimes(&queue, &contexts, &base, &metrics, &stopped) {
+        runtimes.spawn(runtime);
+    }
     tokio::pin!(shutdown);
     let mut result = Ok(());
     tokio::select! {
         _ = &mut shutdown => {}
         Some(r) = runtimes.join_next() => {
-            result = r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from));
+            result = r.map_err(anyhow::Error::from).and_then(|(q, r)| r.with_context(|| format!("the {q} runtime failed")));
         }
     }
     let _ = stop_tx.send(true);
@@ -249,7 +215,7 @@ pub async fn run_worker(
     while let Some(r) = runtimes.join_next().await {
         if let Err(e) = r
             .map_err(anyhow::Error::from)
-            .and_then(|r| r.map_err(anyhow::Error::from))
+            .and_then(|(q, r)| r.with_context(|| format!("the {q} runtime failed")))
         {
             tracing::error!(error = %format!("{e:#}"), "a runtime failed while stopping");
         }

@@ -200,7 +200,7 @@ pub struct Config {
         default_value = "crm-wins",
         global = true
     )]
-    pub conflict_policy: crate::inbound::ConflictPolicy,
+    pub conflict_policy: crate::sync::ConflictPolicy,
     /// CRMs the scheduler polls for changes, comma-separated (HubSpot too,
     /// as a safety net for lost webhooks).
     #[arg(

@@ -8,11 +8,9 @@ use super::auth::{ApiAuth, ViewerAuth};
 use super::errors::{fail_into, ErrorBody, Fail};
 use super::ApiState;
 use crate::domain::Provider;
-use crate::inbound::{INBOUND_QUEUE, POLL_QUEUE};
-use crate::sync::{OutboundUpsert, OUTBOUND_QUEUE};
 
 /// Queues this api knows.
-pub(super) const QUEUES: [&str; 3] = [OUTBOUND_QUEUE, INBOUND_QUEUE, POLL_QUEUE];
+pub(super) use crate::jobs::QUEUES;
 
 /// One failed attempt.
 #[derive(Debug, Object)]
@@ -121,7 +119,7 @@ fail_into!(PollResponse {
 enum DiscardResponse {
     /// Removed.
     #[oai(status = 200)]
-    Ok(Json<super::ops::Count>),
+    Ok(Json<super::views::Count>),
     /// No such job.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -291,7 +289,7 @@ impl JobsApi {
                 .map_err(Fail::unavailable)?
             {
                 workers::Discard::Removed => {
-                    Ok(DiscardResponse::Ok(Json(super::ops::Count { count: 1 })))
+                    Ok(DiscardResponse::Ok(Json(super::views::Count { count: 1 })))
                 }
                 workers::Discard::Unknown => Err(Fail::not_found(format!("no job {:?}", id.0))),
                 workers::Discard::Running => {
@@ -320,19 +318,15 @@ impl JobsApi {
             if job.state != workers::JobState::Dead {
                 return Err(Fail::conflict(format!("job {} is not dead", job.id)));
             }
-            if job.queue == OUTBOUND_QUEUE {
-                if let Ok(p) = serde_json::from_value::<OutboundUpsert>(job.payload.clone()) {
-                    state
-                        .store
-                        .mark_pending(p.contact_id, &[(p.provider, job.id.clone())], 0)
-                        .await
-                        .map_err(Fail::unavailable)?;
-                }
-            }
-            let retried = q
-                .retry_dead(&job.queue, std::slice::from_ref(&job.id))
-                .await
-                .map_err(Fail::unavailable)?;
+            let retried = crate::jobs::revive(
+                q,
+                &state.store,
+                &job.queue,
+                Some(std::slice::from_ref(&job.id)),
+                None,
+            )
+            .await
+            .map_err(Fail::unavailable)?;
             Ok::<_, Fail>(RetryResponse::Accepted(Json(Moved { retried })))
         };
         res.await.unwrap_or_else(Into::into)

@@ -38,7 +38,7 @@ async fn render(state: &ApiState) -> anyhow::Result<String> {
     writeln!(out, "# HELP queue_jobs Jobs per queue and state.")?;
     writeln!(out, "# TYPE queue_jobs gauge")?;
     let mut oldest = Vec::new();
-    for name in QUEUES {
+    for &name in QUEUES {
         let c = q.counts(name).await?;
         for (st, n) in [
             ("pending", c.pending),

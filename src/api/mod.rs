@@ -4,6 +4,7 @@
 pub mod auth;
 mod contacts;
 pub mod errors;
+pub mod hooks;
 mod jobs;
 mod metrics;
 mod ops;
@@ -60,9 +61,9 @@ enum Tag {
 #[derive(Clone)]
 pub struct Integration {
     /// HubSpot webhooks.
-    pub webhook: crate::inbound::webhook::WebhookSettings,
+    pub webhook: hooks::hubspot::WebhookSettings,
     /// Integration.app flow events.
-    pub events: crate::inbound::events::EventSettings,
+    pub events: hooks::flow::EventSettings,
 }
 
 /// The whole HTTP app.
@@ -92,11 +93,11 @@ pub fn app(
         .at("/readyz", readyz.data(health_state))
         .at(
             "/api/integration/webhook/hubspot",
-            poem::post(crate::inbound::webhook::hubspot_webhook).data(hooks.webhook),
+            poem::post(hooks::hubspot::hubspot_webhook).data(hooks.webhook),
         )
         .at(
             "/api/integration/events",
-            poem::post(crate::inbound::events::integration_events).data(hooks.events),
+            poem::post(hooks::flow::integration_events).data(hooks.events),
         )
         .at(
             "/api/openapi.json",

@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use super::auth::{ApiAuth, ViewerAuth};
 use super::errors::{fail_into, ErrorBody, Fail};
 use super::jobs::{known_queue, view, JobView, Moved, QUEUES};
-use super::views::{LinkView, SyncLogView};
+use super::views::{Count, LinkView, SyncLogView};
 use super::ApiState;
 use crate::domain::{ContactId, Provider, SyncStatus};
 use crate::store::LogFilter;
@@ -181,13 +181,6 @@ pub struct ConnectionView {
     pub rate_limit: u32,
 }
 
-/// How many jobs were affected.
-#[derive(Debug, Object)]
-pub struct Count {
-    /// Jobs or links affected.
-    pub count: u64,
-}
-
 macro_rules! response {
     ($name:ident, $ok_status:literal, $ok:ty, { $($kind:ident = $status:literal),* }) => {
         #[derive(ApiResponse)]
@@ -236,7 +229,7 @@ impl OpsApi {
         let res = async {
             let q = state.enqueuer.queue();
             let mut out = Vec::new();
-            for name in QUEUES {
+            for &name in QUEUES {
                 let c = q.counts(name).await.map_err(Fail::unavailable)?;
                 let t = q.throughput(name, 5).await.map_err(Fail::unavailable)?;
                 let oldest = q
@@ -321,12 +314,15 @@ impl OpsApi {
     ) -> MovedResponse {
         let res = async {
             let name = known_queue(&queue.0)?;
-            let retried = state
-                .enqueuer
-                .queue()
-                .retry_dead_matching(name, error_contains.0.as_deref())
-                .await
-                .map_err(Fail::unavailable)?;
+            let retried = crate::jobs::revive(
+                state.enqueuer.queue(),
+                &state.store,
+                name,
+                None,
+                error_contains.0.as_deref(),
+            )
+            .await
+            .map_err(Fail::unavailable)?;
             Ok::<_, Fail>(MovedResponse::Ok(Json(Moved { retried })))
         };
         res.await.unwrap_or_else(Into::into)
@@ -365,7 +361,7 @@ impl OpsApi {
     ) -> WorkersResponse {
         let res = async {
             let mut out = Vec::new();
-            for name in QUEUES {
+            for &name in QUEUES {
                 for w in state
                     .enqueuer
                     .queue()

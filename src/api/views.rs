@@ -117,3 +117,10 @@ impl From<&SyncLog> for SyncLogView {
         }
     }
 }
+
+/// How many jobs were affected.
+#[derive(Debug, Object)]
+pub struct Count {
+    /// Jobs or links affected.
+    pub count: u64,
+}

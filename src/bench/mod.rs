@@ -179,7 +179,7 @@ pub async fn bench_webhooks(
     events: usize,
     wrk: bool,
 ) -> anyhow::Result<()> {
-    use crate::inbound::signature::sign_v3;
+    use crate::api::hooks::signature::sign_v3;
 
     isolate(&mut cfg);
     let secret = cfg
@@ -248,7 +248,9 @@ pub async fn bench_webhooks(
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let queue = workers::Queue::connect(&cfg.redis_url, &cfg.redis_namespace).await?;
-    let queued = queue.counts(crate::inbound::INBOUND_QUEUE).await?;
+    let queued = queue
+        .counts(<crate::jobs::InboundChange as crate::jobs::Kind>::QUEUE)
+        .await?;
     println!("mongodb: {}", cfg.mongodb_uri);
     println!(
         "webhooks: {total} signed batches of {events} events at {rate}/s for {seconds} s: \
@@ -268,7 +270,10 @@ pub async fn bench_webhooks(
     if wrk {
         let before = queued.pending;
         run_wrk(&url, &secret, seconds, events, total).await?;
-        let after = queue.counts(crate::inbound::INBOUND_QUEUE).await?.pending;
+        let after = queue
+            .counts(<crate::jobs::InboundChange as crate::jobs::Kind>::QUEUE)
+            .await?
+            .pending;
         println!(
             "inbound-change jobs queued by the wrk run: {} (one per new contact event)",
             after - before
@@ -290,7 +295,7 @@ async fn run_wrk(
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;
 
-    use crate::inbound::signature::sign_v3;
+    use crate::api::hooks::signature::sign_v3;
 
     // wrk's own Host header leaves the port out, and the signature covers it
     let host = url
@@ -354,7 +359,7 @@ async fn run_wrk(
 /// When the stack does not start or the run does not finish in 10 minutes.
 pub async fn bench_inbound(mut cfg: Config, changes: usize) -> anyhow::Result<()> {
     use crate::domain::Provider;
-    use crate::inbound::InboundChange;
+    use crate::jobs::InboundChange;
 
     isolate(&mut cfg);
     unthrottled_stack(&mut cfg)?;

@@ -8,11 +8,8 @@ use super::format::{self, clip, opt};
 use super::model::{Count, Job, Moved};
 use super::table::Table;
 use super::Target;
-use crate::inbound::{INBOUND_QUEUE, POLL_QUEUE};
-use crate::sync::OUTBOUND_QUEUE;
-
 /// Queues the api serves; checked here so a typo fails before any request.
-const QUEUES: [&str; 3] = [OUTBOUND_QUEUE, INBOUND_QUEUE, POLL_QUEUE];
+use crate::jobs::QUEUES;
 
 /// Longest payload or error shown in a list cell; `jobs show` prints them
 /// whole.

@@ -382,3 +382,17 @@ impl Store {
         Ok(())
     }
 }
+
+impl From<&Contact> for crate::domain::UniversalContact {
+    fn from(c: &Contact) -> Self {
+        Self {
+            first_name: c.first_name.clone(),
+            last_name: c.last_name.clone(),
+            full_name: None,
+            primary_email: Some(c.email.as_str().to_owned()),
+            primary_phone: c.phone.clone(),
+            company_name: c.company_name.clone(),
+            job_title: c.job_title.clone(),
+        }
+    }
+}

@@ -7,8 +7,8 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{is_duplicate_key, Contact, Link, Store, StoreError};
+use crate::domain::UniversalContact;
 use crate::domain::{ContactId, Email, Provider};
-use crate::sync::universal::UniversalContact;
 
 /// Where a provider's poll stands: records changed at or after `since_ms`
 /// are listed next; `boundary_ids` were already applied at exactly

@@ -44,13 +44,13 @@ pub struct Link {
     /// The contact values both sides held at the last sync: a CRM record
     /// that differs from them was changed in the CRM since.
     #[serde(default)]
-    pub synced_fields: Option<crate::sync::universal::UniversalContact>,
+    pub synced_fields: Option<crate::domain::UniversalContact>,
     /// What a push in progress is about to write to the CRM, recorded
     /// before the write: if the worker dies after the CRM accepted it but
     /// before this link recorded it, a CRM record holding these values is
     /// recognised as the app's own push, not as a change made in the CRM.
     #[serde(default)]
-    pub push_intent: Option<crate::sync::universal::UniversalContact>,
+    pub push_intent: Option<crate::domain::UniversalContact>,
     /// The job that last touched the link.
     #[serde(default)]
     pub last_job_id: Option<String>,
@@ -73,8 +73,8 @@ impl Link {
     /// the record is the app's own unrecorded push, not a CRM-side change.
     pub fn intent_matching(
         &self,
-        crm: &crate::sync::universal::UniversalContact,
-    ) -> Option<&crate::sync::universal::UniversalContact> {
+        crm: &crate::domain::UniversalContact,
+    ) -> Option<&crate::domain::UniversalContact> {
         self.push_intent.as_ref().filter(|i| i.same_values(crm))
     }
 
@@ -82,8 +82,8 @@ impl Link {
     /// the matching push intent, else the snapshot of the last sync.
     pub fn merge_base(
         &self,
-        crm: &crate::sync::universal::UniversalContact,
-    ) -> Option<&crate::sync::universal::UniversalContact> {
+        crm: &crate::domain::UniversalContact,
+    ) -> Option<&crate::domain::UniversalContact> {
         self.intent_matching(crm).or(self.synced_fields.as_ref())
     }
 }
@@ -205,7 +205,7 @@ impl Store {
         &self,
         contact: ContactId,
         provider: Provider,
-        fields: &crate::sync::universal::UniversalContact,
+        fields: &crate::domain::UniversalContact,
     ) -> anyhow::Result<()> {
         let intent = bson::to_bson(fields).context("encoding a push intent")?;
         self.links
@@ -243,7 +243,7 @@ impl Store {
         external_id: &str,
         version: i64,
         job_id: &str,
-        fields: Option<&crate::sync::universal::UniversalContact>,
+        fields: Option<&crate::domain::UniversalContact>,
         pushed_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         let id = link_id(contact, provider);

@@ -12,8 +12,8 @@
 
 use serde_json::{Map, Value};
 
-use super::universal::UniversalContact;
 use crate::domain::Email;
+use crate::domain::UniversalContact;
 use crate::store::ContactPatch;
 
 /// One universal contact field the app syncs.

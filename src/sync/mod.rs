@@ -2,9 +2,16 @@
 //! Handlers return [`workers::JobError`]s: store failures are transient (the
 //! database may come back), CRM failures are classified by the client.
 
+use futures::future::BoxFuture;
+
+use crate::domain::{ContactId, Provider};
+use crate::store::Store;
+
+pub mod inbound;
 pub mod merge;
 pub mod outbound;
-pub mod universal;
+pub mod poll;
+pub mod record;
 
 /// A store failure as a job error: MongoDB being unreachable is an outage
 /// of ours, not a failure of the job, so the job waits without using an
@@ -23,4 +30,24 @@ pub fn queue_err(e: impl std::fmt::Display) -> workers::JobError {
     workers::JobError::unavailable(format!("redis: {e}"))
 }
 
-pub use outbound::{link_lease_name, with_lease, Outbound, OutboundUpsert, OUTBOUND_QUEUE};
+pub use inbound::{Applied, ConflictPolicy, InboundSync};
+pub use outbound::{link_lease_name, with_lease, Outbound};
+
+/// What the sync rules ask of the job queue: the pushes a change sets off.
+/// The `jobs` layer implements it, so these rules never name a job kind
+/// and dependencies point one way (`jobs` uses `sync`, not back).
+pub trait PushQueue: Send + Sync + 'static {
+    /// Marks the contact's links with `providers` pending at `version` and
+    /// queues one push per provider.
+    fn push_contact<'a>(
+        &'a self,
+        store: &'a Store,
+        contact: ContactId,
+        providers: &'a [Provider],
+        version: i64,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Whether the job is still to run (queued, waiting for a retry, or
+    /// running).
+    fn is_live<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<bool, workers::Error>>;
+}

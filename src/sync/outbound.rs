@@ -1,41 +1,21 @@
 //! `outbound-upsert`: push the current state of one contact to one CRM.
 
 use bson::DateTime;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
 use workers::{JobError, Queue};
 
+use super::inbound::{ConflictPolicy, InboundSync};
 use super::merge::{self, Merge};
-use super::universal::UniversalContact;
+use super::record::CrmRecord;
 use super::{queue_err, store_err};
 use crate::crm::{CrmError, IntegrationApp};
+use crate::domain::UniversalContact;
 use crate::domain::{ContactId, Provider, SyncStatus};
-use crate::inbound::record::CrmRecord;
-use crate::inbound::{ConflictPolicy, InboundSync};
 use crate::store::{Contact, Direction, Link, Store, StoreError, SyncLog};
-
-/// Queue of outbound pushes.
-pub const OUTBOUND_QUEUE: &str = "outbound-upsert";
-
-/// Payload of an outbound push. Idempotent: the handler reads the *current*
-/// contact, so a duplicate or late job pushes the latest state, and a CRM
-/// record is found by email before one is created, so a second delivery never
-/// creates a second record. `version` is informational (added fields must be
-/// `#[serde(default)]` so queued jobs still decode).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboundUpsert {
-    /// The contact to push.
-    pub contact_id: ContactId,
-    /// The CRM to push to.
-    pub provider: Provider,
-    /// The contact version when the job was queued.
-    #[serde(default)]
-    pub version: i64,
-}
 
 #[derive(Deserialize)]
 struct UpsertOutput {
@@ -129,7 +109,8 @@ impl Outbound {
     /// Transient for store and network trouble, permanent for refusals.
     pub async fn run(
         &self,
-        job: &OutboundUpsert,
+        contact_id: ContactId,
+        provider: Provider,
         job_id: &str,
         attempt: u32,
     ) -> Result<(), JobError> {
@@ -137,16 +118,17 @@ impl Outbound {
         // after a newer one; the contact is read once the lease is held.
         with_lease(
             &self.leases,
-            &link_lease_name(job.contact_id, job.provider),
+            &link_lease_name(contact_id, provider),
             "another job is pushing this contact",
-            self.push_current(job, job_id, attempt),
+            self.push_current(contact_id, provider, job_id, attempt),
         )
         .await
     }
 
     async fn push_current(
         &self,
-        job: &OutboundUpsert,
+        contact_id: ContactId,
+        provider: Provider,
         job_id: &str,
         attempt: u32,
     ) -> Result<(), JobError> {
@@ -154,18 +136,13 @@ impl Outbound {
         // if the contact is still at that version; when it moved on, the
         // merge is done again from the newer state.
         for _ in 0..MERGE_ROUNDS {
-            let Some(contact) = self
-                .store
-                .contact(job.contact_id)
-                .await
-                .map_err(store_err)?
-            else {
+            let Some(contact) = self.store.contact(contact_id).await.map_err(store_err)? else {
                 tracing::info!("contact no longer exists; nothing to push");
                 return Ok(());
             };
             let link = self
                 .store
-                .link(contact.id, job.provider)
+                .link(contact.id, provider)
                 .await
                 .map_err(store_err)?;
             if let Some(l) = &link {
@@ -175,11 +152,11 @@ impl Outbound {
                 }
             }
             let done = if contact.deleted_at.is_some() {
-                self.push_deletion(&contact, job.provider, link.as_ref(), job_id, attempt)
+                self.push_deletion(&contact, provider, link.as_ref(), job_id, attempt)
                     .await?;
                 true
             } else {
-                self.push_merged(&contact, job.provider, link.as_ref(), job_id, attempt)
+                self.push_merged(&contact, provider, link.as_ref(), job_id, attempt)
                     .await?
             };
             if done {
@@ -509,24 +486,26 @@ impl Outbound {
     /// When the database fails (the runtime tries again later).
     pub async fn record_failure(
         &self,
-        job: &OutboundUpsert,
+        contact_id: ContactId,
+        provider: Provider,
+        version: i64,
         job_id: &str,
         attempts: u32,
         error: &str,
     ) -> anyhow::Result<()> {
         self.store
-            .mark_error(job.contact_id, job.provider, error, attempts, job_id)
+            .mark_error(contact_id, provider, error, attempts, job_id)
             .await?;
         self.store
             .log_sync(&SyncLog {
-                contact_id: Some(job.contact_id),
-                provider: job.provider,
+                contact_id: Some(contact_id),
+                provider,
                 direction: Direction::Outbound,
                 outcome: "failed".into(),
                 external_id: None,
                 job_id: job_id.into(),
                 attempts: i64::from(attempts),
-                version: job.version,
+                version,
                 error: Some(error.into()),
                 conflict: None,
                 at: DateTime::now(),

@@ -526,7 +526,7 @@ pub fn signed_headers(secret: &str, uri: &str, body: &[u8], ts: &str) -> Vec<(St
         ("X-HubSpot-Signature".into(), hex::encode(v1.finalize())),
         (
             "X-HubSpot-Signature-v3".into(),
-            contact_sync::inbound::signature::sign_v3(secret, "POST", uri, body, ts),
+            contact_sync::api::hooks::signature::sign_v3(secret, "POST", uri, body, ts),
         ),
         ("X-HubSpot-Request-Timestamp".into(), ts.into()),
     ]

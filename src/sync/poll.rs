@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use workers::JobError;
 
-use super::apply::InboundSync;
+use super::inbound::InboundSync;
 use super::record::CrmRecord;
 use crate::domain::Provider;
 use crate::sync::{queue_err, store_err};

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::Contact;
-
 /// Universal contact fields the actions take and return. A field sent as
 /// `null` clears it in the CRM.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,20 +22,6 @@ pub struct UniversalContact {
     pub company_name: Option<String>,
     /// Role.
     pub job_title: Option<String>,
-}
-
-impl From<&Contact> for UniversalContact {
-    fn from(c: &Contact) -> Self {
-        Self {
-            first_name: c.first_name.clone(),
-            last_name: c.last_name.clone(),
-            full_name: None,
-            primary_email: Some(c.email.as_str().to_owned()),
-            primary_phone: c.phone.clone(),
-            company_name: c.company_name.clone(),
-            job_title: c.job_title.clone(),
-        }
-    }
 }
 
 fn norm(v: &Option<String>) -> Option<&str> {

@@ -6,6 +6,10 @@ use std::str::FromStr;
 use bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 
+mod universal;
+
+pub use universal::UniversalContact;
+
 /// A CRM the contacts are synced with, reached through Integration.app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

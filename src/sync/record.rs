@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::sync::universal::UniversalContact;
+use crate::domain::UniversalContact;
 
 /// A contact record of a CRM.
 #[derive(Debug, Clone)]

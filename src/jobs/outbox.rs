@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bson::DateTime;
 
-use crate::jobs::Enqueuer;
+use super::Enqueuer;
 use crate::store::Store;
 
 /// An outbox younger than this is left to the api that wrote it.

@@ -9,9 +9,9 @@ use poem::{handler, IntoResponse, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::jobs::InboundChange;
 use crate::api::ApiState;
 use crate::domain::Provider;
+use crate::jobs::InboundChange;
 
 /// The workspace credentials the token is checked against.
 #[derive(Clone)]
@@ -51,7 +51,7 @@ pub async fn integration_events(
     settings: Data<&EventSettings>,
 ) -> Response {
     let resp = handle(req, body, &state, &settings).await;
-    super::webhook::count(&state, "integration-app", resp.status());
+    super::hubspot::count(&state, "integration-app", resp.status());
     resp
 }
 

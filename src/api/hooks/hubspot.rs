@@ -11,10 +11,10 @@ use poem::{handler, Body, IntoResponse, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::jobs::InboundChange;
 use super::signature::{verify, SignedRequest};
 use crate::api::ApiState;
 use crate::domain::Provider;
+use crate::jobs::InboundChange;
 
 /// Most events HubSpot puts in one request.
 pub const MAX_EVENTS: usize = 100;

@@ -4,13 +4,15 @@ use bson::DateTime;
 use serde_json::json;
 use workers::{JobError, Queue};
 
+use std::sync::Arc;
+
 use super::record::CrmRecord;
+use super::PushQueue;
 use crate::crm::{CrmError, IntegrationApp};
+use crate::domain::UniversalContact;
 use crate::domain::{Email, Provider};
-use crate::jobs::Enqueuer;
 use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
 use crate::sync::merge::{self, Winner};
-use crate::sync::universal::UniversalContact;
 use crate::sync::{link_lease_name, queue_err, store_err, with_lease};
 
 /// Who wins when a contact changed in the app and in a CRM since they last
@@ -87,7 +89,7 @@ impl Applied {
 pub struct InboundSync {
     pub(crate) store: Store,
     pub(crate) crm: IntegrationApp,
-    pub(crate) enqueuer: Enqueuer,
+    pub(crate) pushes: Arc<dyn PushQueue>,
     pub(crate) providers: Vec<Provider>,
     /// Who wins a conflict.
     pub policy: ConflictPolicy,
@@ -99,19 +101,20 @@ fn norm(v: &Option<String>) -> Option<&str> {
 }
 
 impl InboundSync {
-    /// A service over the store, the CRM client and the queues.
+    /// A service over the store, the CRM client, the queue of pushes and the
+    /// Redis where jobs of one link take turns (`leases`).
     pub fn new(
         store: Store,
         crm: IntegrationApp,
-        enqueuer: Enqueuer,
+        pushes: Arc<dyn PushQueue>,
+        leases: Queue,
         providers: Vec<Provider>,
         policy: ConflictPolicy,
     ) -> Self {
-        let leases = enqueuer.queue().clone();
         Self {
             store,
             crm,
-            enqueuer,
+            pushes,
             providers,
             policy,
             leases,
@@ -583,7 +586,7 @@ impl InboundSync {
             // out a retry will get there; queueing another would only race it.
             let awaited = match link {
                 Some(l) if l.pending_version >= contact.version => match &l.pending_job_id {
-                    Some(id) => self.enqueuer.is_live(id).await.map_err(queue_err)?,
+                    Some(id) => self.pushes.is_live(id).await.map_err(queue_err)?,
                     None => false,
                 },
                 _ => false,
@@ -609,7 +612,7 @@ impl InboundSync {
         if providers.is_empty() {
             return Ok(());
         }
-        self.enqueuer
+        self.pushes
             .push_contact(&self.store, contact.id, providers, contact.version)
             .await
             .map_err(queue_err)?;

@@ -1,0 +1,301 @@
+//! Job kinds and the queue they go through. Each kind is one module with
+//! its payload (a wire format), what running it does, and its hooks; the
+//! [`registry!`] line below lists them, and every queue list of the
+//! program (api, CLI, console, metrics, the workers started) comes from it.
+//!
+//! Layout: `jobs` uses `sync` (the rules a job applies) and the `workers`
+//! crate (the queue); `api` and `app` use `jobs`. The sync rules queue the
+//! pushes they set off through [`crate::sync::PushQueue`], implemented here
+//! by [`Enqueuer`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use workers::{Job, JobError, JobState, PushOptions, Queue};
+
+use crate::domain::{ContactId, Provider};
+use crate::store::Store;
+use crate::sync::{InboundSync, Outbound, PushQueue};
+
+pub mod inbound_change;
+pub mod outbound_upsert;
+pub mod outbox;
+pub mod provider_poll;
+mod registry;
+
+pub use inbound_change::InboundChange;
+pub use outbound_upsert::OutboundUpsert;
+pub use provider_poll::ProviderPoll;
+pub use registry::{known_queue, revive, runtimes, Contexts, Stopped, QUEUES};
+
+/// A kind of job: a payload type, the queue its name gives, what running
+/// it does, and what happens when it is given up on or revived.
+pub trait Kind: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The queue, which is also the kind's name.
+    const QUEUE: &'static str;
+    /// What the handler is given to work with.
+    type Context: Clone + Send + Sync + 'static;
+
+    /// Picks this kind's context out of every kind's.
+    fn context(all: &Contexts) -> Self::Context;
+
+    /// Adjusts the runtime settings for this kind (default: none).
+    fn tune(_cfg: &mut workers::RuntimeConfig) {}
+
+    /// The span the job runs in (retries and dead-lettering included).
+    fn span(&self, job: &Job) -> tracing::Span;
+
+    /// Runs the job. Must be idempotent: delivery is at least once.
+    fn run(
+        self,
+        ctx: &Self::Context,
+        job: &Job,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    /// Records, where users look, that the job was given up on (the
+    /// runtime calls it again later when it fails).
+    fn on_dead(
+        self,
+        ctx: &Self::Context,
+        job: &Job,
+        error: &JobError,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    /// Runs before an operator sends a dead job of this kind back to its
+    /// queue (single and bulk retries alike).
+    fn on_revive(
+        &self,
+        _store: &Store,
+        _job_id: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Fresh job ids for one push per provider.
+pub fn plan_jobs(providers: &[Provider]) -> Vec<(Provider, String)> {
+    providers
+        .iter()
+        .map(|&p| (p, workers::new_job_id()))
+        .collect()
+}
+
+/// Puts sync work on the queues. Used by the api; never calls a CRM.
+#[derive(Clone)]
+pub struct Enqueuer {
+    queue: Queue,
+    max_attempts: u32,
+    /// How long a webhook event is remembered (redeliveries are dropped).
+    dedup_ttl: std::time::Duration,
+}
+
+impl Enqueuer {
+    /// An enqueuer giving each job `max_attempts`.
+    pub fn new(queue: Queue, max_attempts: u32) -> Self {
+        Self {
+            queue,
+            max_attempts,
+            dedup_ttl: std::time::Duration::from_secs(90_000),
+        }
+    }
+
+    /// Remembers webhook events for `ttl` (see [`Self::inbound_unique`]).
+    pub fn with_dedup_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.dedup_ttl = ttl;
+        self
+    }
+
+    /// The queue handle.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Marks the contact's links with `providers` pending at `version` and
+    /// queues one push per provider; returns `(provider, job id)` pairs.
+    ///
+    /// Each link records the id of the job that will bring it up to date
+    /// before that job is pushed, so a link left `pending` by a crash
+    /// between the two steps points at a job that does not exist and can be
+    /// told apart from one whose push is merely waiting for a retry.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails; links already marked stay `pending`.
+    pub async fn push_contact(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        providers: &[Provider],
+        version: i64,
+    ) -> anyhow::Result<Vec<(Provider, String)>> {
+        let jobs = plan_jobs(providers);
+        self.push_jobs(store, contact, &jobs, version).await?;
+        Ok(jobs)
+    }
+
+    /// [`Self::push_contact`] for jobs whose ids were chosen already (and
+    /// perhaps written to the contact's outbox). Pushing a job id that
+    /// exists already does nothing, so this may run more than once.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails; links already marked stay `pending`.
+    pub async fn push_jobs(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        store.mark_pending(contact, jobs, version).await?;
+        self.queue_jobs(contact, jobs, version).await
+    }
+
+    /// Queues the pushes of `jobs` (links already marked).
+    ///
+    /// # Errors
+    /// When Redis fails; jobs queued before stay queued.
+    pub async fn queue_jobs(
+        &self,
+        contact: ContactId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        for (provider, id) in jobs {
+            let payload = OutboundUpsert {
+                contact_id: contact,
+                provider: *provider,
+                version,
+            };
+            let opts = PushOptions {
+                max_attempts: self.max_attempts,
+                id: Some(id.clone()),
+                ..PushOptions::default()
+            };
+            self.queue
+                .push(OutboundUpsert::QUEUE, &payload, opts)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the job is still to run (queued, waiting for a retry, or
+    /// running). Unknown and finished jobs are not.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn is_live(&self, job_id: &str) -> Result<bool, workers::Error> {
+        Ok(self.queue.job(job_id).await?.is_some_and(|j| {
+            matches!(
+                j.state,
+                JobState::Pending | JobState::Scheduled | JobState::Running
+            )
+        }))
+    }
+
+    /// Queues an inbound change; returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn inbound(&self, change: &InboundChange) -> Result<String, workers::Error> {
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue.push(InboundChange::QUEUE, change, opts).await
+    }
+
+    /// Queues many inbound changes in one pipelined round trip; returns the
+    /// job ids in order.
+    ///
+    /// # Errors
+    /// When Redis fails; jobs of earlier batches stay queued.
+    pub async fn inbound_many(
+        &self,
+        changes: &[InboundChange],
+    ) -> Result<Vec<String>, workers::Error> {
+        let bodies = changes
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue
+            .push_many_raw(InboundChange::QUEUE, &bodies, opts)
+            .await
+    }
+
+    /// Queues the changes whose events were not seen before, in one Redis
+    /// call: each item is a change with the keys of the events it stands
+    /// for; it is queued if any of them is new, and its keys are seen from
+    /// then on. Returns how many changes were queued.
+    ///
+    /// # Errors
+    /// When Redis fails; then nothing was queued or remembered.
+    pub async fn inbound_unique(
+        &self,
+        items: &[(Vec<String>, InboundChange)],
+    ) -> Result<usize, workers::Error> {
+        let raw = items
+            .iter()
+            .map(|(keys, change)| Ok((keys.clone(), serde_json::to_string(change)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        let ids = self
+            .queue
+            .push_unique(InboundChange::QUEUE, &raw, opts, self.dedup_ttl)
+            .await?;
+        Ok(ids.iter().flatten().count())
+    }
+
+    /// Queues a poll of `provider`; returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn poll(&self, provider: Provider, backfill: bool) -> Result<String, workers::Error> {
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue
+            .push(
+                ProviderPoll::QUEUE,
+                &ProviderPoll { provider, backfill },
+                opts,
+            )
+            .await
+    }
+}
+
+impl PushQueue for Enqueuer {
+    fn push_contact<'a>(
+        &'a self,
+        store: &'a Store,
+        contact: ContactId,
+        providers: &'a [Provider],
+        version: i64,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            Enqueuer::push_contact(self, store, contact, providers, version)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn is_live<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<bool, workers::Error>> {
+        Box::pin(Enqueuer::is_live(self, job_id))
+    }
+}
+
+/// The services the job kinds run with.
+pub fn contexts(outbound: Arc<Outbound>, inbound: Arc<InboundSync>) -> Contexts {
+    Contexts { outbound, inbound }
+}

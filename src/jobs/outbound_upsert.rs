@@ -1,0 +1,76 @@
+//! `outbound-upsert`: push the current state of one contact to one CRM.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use workers::{Job, JobError};
+
+use super::{Contexts, Kind};
+use crate::domain::{ContactId, Provider};
+use crate::store::Store;
+use crate::sync::Outbound;
+
+/// Payload of an outbound push. Idempotent: the handler reads the *current*
+/// contact, so a duplicate or late job pushes the latest state, and a CRM
+/// record is found by email before one is created, so a second delivery never
+/// creates a second record. `version` is informational (added fields must be
+/// `#[serde(default)]` so queued jobs still decode).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundUpsert {
+    /// The contact to push.
+    pub contact_id: ContactId,
+    /// The CRM to push to.
+    pub provider: Provider,
+    /// The contact version when the job was queued.
+    #[serde(default)]
+    pub version: i64,
+}
+
+impl Kind for OutboundUpsert {
+    const QUEUE: &'static str = "outbound-upsert";
+    type Context = Arc<Outbound>;
+
+    fn context(all: &Contexts) -> Self::Context {
+        all.outbound.clone()
+    }
+
+    fn span(&self, job: &Job) -> tracing::Span {
+        tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+            contact_id = %self.contact_id, provider = %self.provider)
+    }
+
+    async fn run(self, ctx: &Self::Context, job: &Job) -> Result<(), JobError> {
+        ctx.run(self.contact_id, self.provider, &job.id, job.attempt)
+            .await
+    }
+
+    /// The link turns `error` and a sync log is written. If MongoDB cannot
+    /// take that, the hook fails and is called again later, so a job is
+    /// never parked with its link unmarked.
+    async fn on_dead(
+        self,
+        ctx: &Self::Context,
+        job: &Job,
+        error: &JobError,
+    ) -> Result<(), JobError> {
+        ctx.record_failure(
+            self.contact_id,
+            self.provider,
+            self.version,
+            &job.id,
+            job.attempt,
+            &error.to_string(),
+        )
+        .await
+        .map_err(crate::sync::store_err)
+    }
+
+    /// The link is marked `pending` again, pointing at the revived job.
+    async fn on_revive(&self, store: &Store, job_id: &str) -> anyhow::Result<()> {
+        store
+            .mark_pending(self.contact_id, &[(self.provider, job_id.to_owned())], 0)
+            .await?;
+        Ok(())
+    }
+}

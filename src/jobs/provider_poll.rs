@@ -1,0 +1,67 @@
+//! `provider-poll`: list a CRM's changed records and apply each.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use workers::{Job, JobError};
+
+use super::{Contexts, Kind};
+use crate::domain::Provider;
+use crate::sync::InboundSync;
+
+/// Poll a CRM for changed records. Idempotent: it resumes from the stored
+/// cursor, and two polls of one provider never run at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderPoll {
+    /// The CRM.
+    pub provider: Provider,
+    /// Start from the beginning instead of the stored cursor.
+    #[serde(default)]
+    pub backfill: bool,
+}
+
+impl Kind for ProviderPoll {
+    const QUEUE: &'static str = "provider-poll";
+    type Context = Arc<InboundSync>;
+
+    fn context(all: &Contexts) -> Self::Context {
+        all.inbound.clone()
+    }
+
+    /// A poll walks many pages: it gets the time of many attempts, and two
+    /// at a time are plenty.
+    fn tune(cfg: &mut workers::RuntimeConfig) {
+        cfg.timeout *= 20;
+        cfg.concurrency = 2;
+    }
+
+    fn span(&self, job: &Job) -> tracing::Span {
+        tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+            provider = %self.provider)
+    }
+
+    async fn run(self, ctx: &Self::Context, job: &Job) -> Result<(), JobError> {
+        ctx.poll(self.provider, self.backfill, &job.id)
+            .await
+            .map(|_| ())
+    }
+
+    /// A sync log entry for the CRM.
+    async fn on_dead(
+        self,
+        ctx: &Self::Context,
+        job: &Job,
+        error: &JobError,
+    ) -> Result<(), JobError> {
+        ctx.record_failure(
+            self.provider,
+            None,
+            &job.id,
+            job.attempt,
+            &format!("poll failed: {error}"),
+        )
+        .await
+        .map_err(crate::sync::store_err)
+    }
+}
