@@ -11,15 +11,15 @@ jobs=${1:-100000}
 contacts=${2:-2000}
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
 cargo build --release -q -p workers --example queue_bench
-cargo build --release -q --bin contact-sync
+cargo build --release -q --bin contact-sync --bin contact-sync-dev
 echo "== queue: $jobs no-op jobs, one process, concurrency 50"
 target/release/examples/queue_bench "$jobs" 50 1
 echo "== queue: $jobs no-op jobs, two runtimes, concurrency 50 each"
 target/release/examples/queue_bench "$jobs" 50 2
 echo "== outbound sync: $contacts contacts to hubspot + pipedrive"
-RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync bench-sync --contacts "$contacts" --concurrency 32
+RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync-dev bench-sync --contacts "$contacts" --concurrency 32
 echo "== inbound apply: $contacts HubSpot changes"
-RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync bench-inbound --changes "$contacts"
+RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync-dev bench-inbound --changes "$contacts"
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -27,8 +27,8 @@ if ! command -v wrk >/dev/null; then
 fi
 wrk_flag=""; command -v wrk >/dev/null && wrk_flag="--wrk"
 echo "== webhook ingest: signed 100-event batches, ${WEBHOOK_RATE:-200}/s for 10 s (api alone)"
-RUST_LOG=warn target/release/contact-sync bench-webhooks --rate "${WEBHOOK_RATE:-200}" --seconds 10 $wrk_flag
+RUST_LOG=warn target/release/contact-sync-dev bench-webhooks --rate "${WEBHOOK_RATE:-200}" --seconds 10 $wrk_flag
 if [ -n "${SOAK_MINUTES:-}" ]; then
   echo "== soak: steady mixed load for $SOAK_MINUTES min over separate processes"
-  target/release/contact-sync bench-soak --minutes "$SOAK_MINUTES"
+  target/release/contact-sync-dev bench-soak --minutes "$SOAK_MINUTES"
 fi

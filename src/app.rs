@@ -11,7 +11,7 @@ use poem::listener::{Acceptor, TcpAcceptor};
 use workers::{Backoff, Queue, RateLimiter, RuntimeConfig};
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{ApiProcess, MongoConfig, RedisConfig, SchedulerProcess, WorkerProcess};
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
 use crate::domain::Provider;
 use crate::jobs::{Contexts, Enqueuer};
@@ -41,13 +41,13 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn connect_queue(cfg: &Config) -> anyhow::Result<Queue> {
+async fn connect_queue(cfg: &RedisConfig) -> anyhow::Result<Queue> {
     Queue::connect(&cfg.redis_url, &cfg.redis_namespace)
         .await
         .with_context(|| format!("REDIS_URL {}: cannot connect", cfg.redis_url))
 }
 
-async fn connect_store(cfg: &Config) -> anyhow::Result<Store> {
+async fn connect_store(cfg: &MongoConfig) -> anyhow::Result<Store> {
     Store::connect_with(
         &cfg.mongodb_uri,
         &cfg.mongodb_db,
@@ -72,38 +72,38 @@ pub fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListene
 /// # Errors
 /// When a dependency cannot be reached at start-up, or the token is unset.
 pub async fn run_api(
-    cfg: &Config,
+    cfg: &ApiProcess,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let token = cfg.require_api_token()?;
+    let token = cfg.api.require_api_token()?;
     let tokens = api::auth::Tokens::new(
-        std::iter::once(token.as_str()).chain(cfg.operator_tokens.iter().map(String::as_str)),
-        cfg.viewer_tokens.iter().map(String::as_str),
+        std::iter::once(token.as_str()).chain(cfg.api.operator_tokens.iter().map(String::as_str)),
+        cfg.api.viewer_tokens.iter().map(String::as_str),
     );
     let hooks = api::Integration {
         webhook: api::hooks::hubspot::WebhookSettings {
-            client_secret: cfg.hubspot_client_secret.clone(),
-            public_base_url: cfg.public_base_url.clone(),
+            client_secret: cfg.hubspot.hubspot_client_secret.clone(),
+            public_base_url: cfg.api.public_base_url.clone(),
         },
         events: api::hooks::flow::EventSettings {
-            workspace_key: cfg.integration_app_workspace_key.clone(),
-            workspace_secret: cfg.integration_app_workspace_secret.clone(),
+            workspace_key: cfg.integration.integration_app_workspace_key.clone(),
+            workspace_secret: cfg.integration.integration_app_workspace_secret.clone(),
         },
     };
-    let queue = connect_queue(cfg).await?;
+    let queue = connect_queue(&cfg.redis).await?;
     let state = ApiState {
-        store: connect_store(cfg).await?,
+        store: connect_store(&cfg.mongo).await?,
         metrics: workers::Metrics::new(&queue),
-        enqueuer: Enqueuer::new(queue, cfg.retry_attempts)
-            .with_dedup_ttl(Duration::from_secs(cfg.webhook_dedup_secs)),
-        providers: cfg.providers.clone(),
+        enqueuer: Enqueuer::new(queue, cfg.jobs.retry_attempts)
+            .with_dedup_ttl(Duration::from_secs(cfg.api.webhook_dedup_secs)),
+        providers: cfg.sync.providers.clone(),
         rate_limits: Provider::ALL
             .iter()
-            .map(|&p| (p, cfg.rate_limit(p)))
+            .map(|&p| (p, cfg.rate_limits.per_second(p)))
             .collect(),
     };
-    if let Some(addr) = cfg.metrics_addr {
+    if let Some(addr) = cfg.api.metrics_addr {
         let l = bind(addr, "METRICS_ADDR")?;
         let acceptor = TcpAcceptor::from_tokio(tokio::net::TcpListener::from_std(l)?)?;
         tracing::info!(addr = ?acceptor.local_addr(), "metrics listening");
@@ -114,7 +114,7 @@ pub async fn run_api(
             }
         });
     }
-    let metrics_here = cfg.metrics_addr.is_none();
+    let metrics_here = cfg.api.metrics_addr.is_none();
     let acceptor = TcpAcceptor::from_tokio(tokio::net::TcpListener::from_std(listener)?)?;
     tracing::info!(addr = ?acceptor.local_addr(), "api listening");
     poem::Server::new_with_acceptor(acceptor)
@@ -132,55 +132,55 @@ pub async fn run_api(
 /// # Errors
 /// When a dependency cannot be reached at start-up.
 pub async fn run_worker(
-    cfg: &Config,
+    cfg: &WorkerProcess,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (key, secret) = cfg.require_workspace()?;
-    let queue = connect_queue(cfg).await?;
-    let store = connect_store(cfg).await?;
+    let (key, secret) = cfg.integration.require_workspace()?;
+    let queue = connect_queue(&cfg.redis).await?;
+    let store = connect_store(&cfg.mongo).await?;
     let limits = CrmLimits {
         limiter: RateLimiter::new(&queue),
-        hubspot: cfg.rate_limit_hubspot,
-        pipedrive: cfg.rate_limit_pipedrive,
+        hubspot: cfg.rate_limits.per_second(Provider::Hubspot),
+        pipedrive: cfg.rate_limits.per_second(Provider::Pipedrive),
         window: Duration::from_millis(1100),
     };
     let metrics = workers::Metrics::new(&queue);
     let crm = IntegrationApp::new(
-        &cfg.integration_app_url,
-        TokenMinter::new(&key, &secret, &cfg.integration_app_customer_id),
+        &cfg.integration.integration_app_url,
+        TokenMinter::new(&key, &secret, &cfg.integration.integration_app_customer_id),
         Some(limits),
         // a CRM call may take no longer than one job attempt
-        cfg.job_timeout(),
+        cfg.worker.job_timeout(),
     )?
     .with_metrics(metrics.clone());
-    let enqueuer = Enqueuer::new(queue.clone(), cfg.retry_attempts);
+    let enqueuer = Enqueuer::new(queue.clone(), cfg.jobs.retry_attempts);
     let inbound = Arc::new(InboundSync::new(
         store.clone(),
         crm.clone(),
         Arc::new(enqueuer),
         queue.clone(),
-        cfg.providers.clone(),
-        cfg.conflict_policy,
+        cfg.sync.providers.clone(),
+        cfg.worker.conflict_policy,
     ));
     let outbound =
         Arc::new(Outbound::new(store.clone(), crm, queue.clone()).with_conflicts(inbound.clone()));
     let contexts = Contexts { outbound, inbound };
-    let name = cfg.worker_name();
+    let name = cfg.worker.worker_name();
     let mut base = RuntimeConfig::new("", name.clone());
-    base.concurrency = cfg.worker_concurrency;
-    base.timeout = cfg.job_timeout();
+    base.concurrency = cfg.worker.worker_concurrency;
+    base.timeout = cfg.worker.job_timeout();
     base.backoff = Backoff {
-        base: Duration::from_millis(cfg.retry_base_ms),
+        base: Duration::from_millis(cfg.worker.retry_base_ms),
         max: Duration::from_secs(300),
     };
-    base.heartbeat = Duration::from_millis(cfg.worker_heartbeat_ms);
-    base.dead_after = Duration::from_millis(cfg.worker_dead_after_ms);
-    base.shutdown_grace = Duration::from_secs(cfg.shutdown_grace_secs);
-    base.done_retention = Duration::from_secs(cfg.job_retention_secs);
-    base.max_stalls = cfg.max_stalls;
-    base.dead_retention = cfg.dead_retention();
-    base.dead_keep = cfg.dead_keep;
-    tracing::info!(worker = %name, concurrency = cfg.worker_concurrency, "worker started");
+    base.heartbeat = Duration::from_millis(cfg.worker.worker_heartbeat_ms);
+    base.dead_after = Duration::from_millis(cfg.worker.worker_dead_after_ms);
+    base.shutdown_grace = Duration::from_secs(cfg.worker.shutdown_grace_secs);
+    base.done_retention = Duration::from_secs(cfg.worker.job_retention_secs);
+    base.max_stalls = cfg.worker.max_stalls;
+    base.dead_retention = cfg.worker.dead_retention();
+    base.dead_keep = cfg.worker.dead_keep;
+    tracing::info!(worker = %name, concurrency = cfg.worker.worker_concurrency, "worker started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -195,7 +195,7 @@ pub async fn run_worker(
     // are queued from their outbox.
     let relay = tokio::spawn(crate::jobs::outbox::run(
         store.clone(),
-        Enqueuer::new(queue.clone(), cfg.retry_attempts),
+        Enqueuer::new(queue.clone(), cfg.jobs.retry_attempts),
         stopped(),
     ));
     for runtime in crate::jobs::runtimes(&queue, &contexts, &base, &metrics, &stopped) {
@@ -228,14 +228,14 @@ pub async fn run_worker(
 /// # Errors
 /// When Redis cannot be reached at start-up.
 pub async fn run_scheduler(
-    cfg: &Config,
+    cfg: &SchedulerProcess,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let enqueuer = Enqueuer::new(connect_queue(cfg).await?, cfg.retry_attempts);
+    let enqueuer = Enqueuer::new(connect_queue(&cfg.redis).await?, cfg.jobs.retry_attempts);
     crate::scheduler::run(
         enqueuer,
-        cfg.poll_providers.clone(),
-        Duration::from_secs(cfg.poll_interval_secs),
+        cfg.scheduler.poll_providers.clone(),
+        Duration::from_secs(cfg.scheduler.poll_interval_secs),
         shutdown,
     )
     .await;

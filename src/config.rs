@@ -1,65 +1,68 @@
-//! Configuration, read from the environment (12-factor). Every variable can
-//! also be given as a flag; `contact-sync --help` lists them with defaults. A
-//! malformed value stops start-up with clap's one-line error naming it.
+//! Configuration, read from the environment (12-factor), grouped by
+//! concern. Every variable can also be given as a flag. Each process
+//! subcommand reads only the groups it uses, so `contact-sync api --help`
+//! lists what the api reads and nothing else. A malformed value stops
+//! start-up with clap's one-line error naming it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::Provider;
 
-/// Everything the processes read from the environment.
+/// The Redis holding the job queues.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Config {
+#[command(next_help_heading = "Redis")]
+pub struct RedisConfig {
     /// Redis holding the job queues.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Prefix of every Redis key, so deployments can share one Redis.
-    #[arg(
-        long,
-        env = "REDIS_NAMESPACE",
-        default_value = "contact-sync",
-        global = true
-    )]
+    #[arg(long, env = "REDIS_NAMESPACE", default_value = "contact-sync")]
     pub redis_namespace: String,
+}
+
+/// The MongoDB holding contacts, links and sync logs.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "MongoDB")]
+pub struct MongoConfig {
     /// MongoDB holding contacts, links and sync logs.
     #[arg(
         long,
         env = "MONGODB_URI",
-        default_value = "mongodb://127.0.0.1:27017/?directConnection=true",
-        global = true
+        default_value = "mongodb://127.0.0.1:27017/?directConnection=true"
     )]
     pub mongodb_uri: String,
     /// Database name inside MongoDB.
-    #[arg(
-        long,
-        env = "MONGODB_DB",
-        default_value = "contact_sync",
-        global = true
-    )]
+    #[arg(long, env = "MONGODB_DB", default_value = "contact_sync")]
     pub mongodb_db: String,
+    /// Sync log entries are kept this many days, fractions allowed (a TTL
+    /// index; 0: forever).
+    #[arg(long, env = "SYNC_LOG_RETENTION_DAYS", default_value_t = 90.0)]
+    pub sync_log_retention_days: f64,
+}
+
+impl MongoConfig {
+    /// How long sync log entries are kept (zero: forever).
+    pub fn sync_log_retention(&self) -> Duration {
+        days(self.sync_log_retention_days)
+    }
+}
+
+/// The HTTP api.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Api")]
+pub struct ApiConfig {
     /// Where the api listens.
-    #[arg(
-        long,
-        env = "API_ADDR",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
     pub api_addr: SocketAddr,
     /// Bearer token required on /api/* (the api refuses to start without it).
-    #[arg(long, env = "API_TOKEN", global = true, hide_env_values = true)]
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// More operator tokens (read and change), comma-separated.
     #[arg(
         long,
         env = "OPERATOR_TOKENS",
         value_delimiter = ',',
-        global = true,
         hide_env_values = true
     )]
     pub operator_tokens: Vec<String>,
@@ -68,214 +71,25 @@ pub struct Config {
         long,
         env = "VIEWER_TOKENS",
         value_delimiter = ',',
-        global = true,
         hide_env_values = true
     )]
     pub viewer_tokens: Vec<String>,
-    /// Base URL of Integration.app (or of the simulator).
-    #[arg(
-        long,
-        env = "INTEGRATION_APP_URL",
-        default_value = "https://api.integration.app",
-        global = true
-    )]
-    pub integration_app_url: String,
-    /// Workspace key: the `iss` of the tokens minted for Integration.app.
-    #[arg(long, env = "INTEGRATION_APP_WORKSPACE_KEY", global = true)]
-    pub integration_app_workspace_key: Option<String>,
-    /// Workspace secret that signs those tokens (HS512).
-    #[arg(
-        long,
-        env = "INTEGRATION_APP_WORKSPACE_SECRET",
-        global = true,
-        hide_env_values = true
-    )]
-    pub integration_app_workspace_secret: Option<String>,
-    /// Customer id (`id` claim) the connections belong to.
-    #[arg(
-        long,
-        env = "INTEGRATION_APP_CUSTOMER_ID",
-        default_value = "contact-sync",
-        global = true
-    )]
-    pub integration_app_customer_id: String,
-    /// Folder of the declarative Integration.app config (read by the simulator).
-    #[arg(
-        long,
-        env = "INTEGRATION_APP_CONFIG_DIR",
-        default_value = "integration-app",
-        global = true
-    )]
-    pub integration_app_config_dir: PathBuf,
-    /// Where the simulator listens.
-    #[arg(
-        long,
-        env = "SIMULATOR_ADDR",
-        default_value = "127.0.0.1:8090",
-        global = true
-    )]
-    pub simulator_addr: SocketAddr,
-    /// Where the simulator sends HubSpot webhooks (unset: none are sent;
-    /// `dev` points it at its own api).
-    #[arg(long, env = "SIMULATOR_WEBHOOK_URL", global = true)]
-    pub simulator_webhook_url: Option<String>,
-    /// Where the simulator sends Integration.app flow events for Pipedrive
-    /// changes (unset: none are sent).
-    #[arg(long, env = "SIMULATOR_EVENTS_URL", global = true)]
-    pub simulator_events_url: Option<String>,
-    /// CRMs every contact is synced to, comma-separated.
-    #[arg(
-        long,
-        env = "PROVIDERS",
-        default_value = "hubspot,pipedrive",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub providers: Vec<Provider>,
-    /// Jobs one worker process runs at once.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16, global = true)]
-    pub worker_concurrency: usize,
-    /// Unique name of this worker in the pool (default: host-pid-random).
-    #[arg(long, env = "WORKER_NAME", global = true)]
-    pub worker_name: Option<String>,
-    /// HubSpot calls per second, shared by the whole pool.
-    #[arg(long, env = "RATE_LIMIT_HUBSPOT", default_value_t = 9, global = true)]
-    pub rate_limit_hubspot: u32,
-    /// Pipedrive calls per second, shared by the whole pool.
-    #[arg(long, env = "RATE_LIMIT_PIPEDRIVE", default_value_t = 9, global = true)]
-    pub rate_limit_pipedrive: u32,
-    /// Attempts a sync job gets before it is parked in the dead set.
-    #[arg(long, env = "RETRY_ATTEMPTS", default_value_t = 3, global = true)]
-    pub retry_attempts: u32,
-    /// First retry delay in ms; doubles each attempt, with jitter.
-    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 500, global = true)]
-    pub retry_base_ms: u64,
-    /// Longest one job attempt may run, in seconds.
-    #[arg(long, env = "JOB_TIMEOUT_SECS", default_value_t = 30, global = true)]
-    pub job_timeout_secs: u64,
-    /// How often a worker heart-beats, in ms.
-    #[arg(
-        long,
-        env = "WORKER_HEARTBEAT_MS",
-        default_value_t = 2000,
-        global = true
-    )]
-    pub worker_heartbeat_ms: u64,
-    /// A worker silent this long (ms) is dead; its jobs are run elsewhere.
-    #[arg(
-        long,
-        env = "WORKER_DEAD_AFTER_MS",
-        default_value_t = 15000,
-        global = true
-    )]
-    pub worker_dead_after_ms: u64,
-    /// On SIGTERM, how long in-flight jobs may take to finish, in seconds.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20, global = true)]
-    pub shutdown_grace_secs: u64,
-    /// How long finished jobs stay inspectable, in seconds.
-    #[arg(
-        long,
-        env = "JOB_RETENTION_SECS",
-        default_value_t = 3600,
-        global = true
-    )]
-    pub job_retention_secs: u64,
-    /// HubSpot app client secret: verifies webhook signatures (v1/v2/v3).
-    #[arg(
-        long,
-        env = "HUBSPOT_CLIENT_SECRET",
-        global = true,
-        hide_env_values = true
-    )]
-    pub hubspot_client_secret: Option<String>,
     /// Public base URL of the api as HubSpot calls it (e.g. behind a proxy);
     /// v2/v3 signatures cover the full URL. Default: rebuilt from the request.
-    #[arg(long, env = "PUBLIC_BASE_URL", global = true)]
+    #[arg(long, env = "PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
-    /// Who wins when a contact changed in the app and in a CRM: crm-wins,
-    /// app-wins or newest-wins.
-    #[arg(
-        long,
-        env = "CONFLICT_POLICY",
-        default_value = "crm-wins",
-        global = true
-    )]
-    pub conflict_policy: crate::sync::ConflictPolicy,
-    /// CRMs the scheduler polls for changes, comma-separated (HubSpot too,
-    /// as a safety net for lost webhooks).
-    #[arg(
-        long,
-        env = "POLL_PROVIDERS",
-        default_value = "pipedrive",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub poll_providers: Vec<Provider>,
-    /// Seconds between polls.
-    #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 600, global = true)]
-    pub poll_interval_secs: u64,
     /// How long a HubSpot webhook event is remembered, in seconds, so a
     /// redelivery is recognised (HubSpot retries for up to 24 h).
-    #[arg(
-        long,
-        env = "WEBHOOK_DEDUP_SECS",
-        default_value_t = 90_000,
-        global = true
-    )]
+    #[arg(long, env = "WEBHOOK_DEDUP_SECS", default_value_t = 90_000)]
     pub webhook_dedup_secs: u64,
-    /// A job whose worker died while running it this many times is dead
-    /// ("worker died while running it") instead of being run again.
-    #[arg(long, env = "MAX_STALLS", default_value_t = 3, global = true)]
-    pub max_stalls: u32,
-    /// Dead jobs are kept this many days, fractions allowed (0: no age limit).
-    #[arg(
-        long,
-        env = "DEAD_RETENTION_DAYS",
-        default_value_t = 180.0,
-        global = true
-    )]
-    pub dead_retention_days: f64,
-    /// At most this many dead jobs are kept per queue, the oldest dropped
-    /// first (0: no count limit).
-    #[arg(long, env = "DEAD_KEEP", default_value_t = 10_000, global = true)]
-    pub dead_keep: u64,
-    /// Sync log entries are kept this many days, fractions allowed (a TTL
-    /// index; 0: forever).
-    #[arg(
-        long,
-        env = "SYNC_LOG_RETENTION_DAYS",
-        default_value_t = 90.0,
-        global = true
-    )]
-    pub sync_log_retention_days: f64,
     /// Where to serve `/metrics` on a listener of its own, without a token.
     /// Unset: `/metrics` is served by the api and needs a viewer or
     /// operator token.
-    #[arg(long, env = "METRICS_ADDR", global = true)]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
-    pub log_format: LogFormat,
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
-/// How logs are written.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-impl Config {
-    /// The pool-wide calls-per-second budget of a provider.
-    pub fn rate_limit(&self, provider: Provider) -> u32 {
-        match provider {
-            Provider::Hubspot => self.rate_limit_hubspot,
-            Provider::Pipedrive => self.rate_limit_pipedrive,
-        }
-    }
-
+impl ApiConfig {
     /// The api token, or the one-line reason the api cannot start.
     ///
     /// # Errors
@@ -286,8 +100,137 @@ impl Config {
             _ => anyhow::bail!("API_TOKEN is not set: the api needs a bearer token for /api/*"),
         }
     }
+}
 
-    /// Workspace key and secret, or the reason the worker cannot start.
+/// The HubSpot app whose webhooks the api receives.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "HubSpot app")]
+pub struct HubspotAppConfig {
+    /// HubSpot app client secret: verifies webhook signatures (v1/v2/v3).
+    #[arg(long, env = "HUBSPOT_CLIENT_SECRET", hide_env_values = true)]
+    pub hubspot_client_secret: Option<String>,
+}
+
+/// Which CRMs the contacts are synced to.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Sync")]
+pub struct SyncConfig {
+    /// CRMs every contact is synced to, comma-separated.
+    #[arg(
+        long,
+        env = "PROVIDERS",
+        default_value = "hubspot,pipedrive",
+        value_delimiter = ','
+    )]
+    pub providers: Vec<Provider>,
+}
+
+/// What every process that queues jobs gives them.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Jobs")]
+pub struct JobsConfig {
+    /// Attempts a sync job gets before it is parked in the dead set.
+    #[arg(long, env = "RETRY_ATTEMPTS", default_value_t = 3)]
+    pub retry_attempts: u32,
+}
+
+/// A worker process of the pool.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Worker")]
+pub struct WorkerConfig {
+    /// Jobs one worker process runs at once, per queue.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
+    pub worker_concurrency: usize,
+    /// Unique name of this worker in the pool (default: host-pid-random).
+    #[arg(long, env = "WORKER_NAME")]
+    pub worker_name: Option<String>,
+    /// Who wins when a contact changed in the app and in a CRM: crm-wins,
+    /// app-wins or newest-wins.
+    #[arg(long, env = "CONFLICT_POLICY", default_value = "crm-wins")]
+    pub conflict_policy: crate::sync::ConflictPolicy,
+    /// First retry delay in ms; doubles each attempt, with jitter.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 500)]
+    pub retry_base_ms: u64,
+    /// Longest one job attempt may run, in seconds.
+    #[arg(long, env = "JOB_TIMEOUT_SECS", default_value_t = 30)]
+    pub job_timeout_secs: u64,
+    /// How often a worker heart-beats, in ms.
+    #[arg(long, env = "WORKER_HEARTBEAT_MS", default_value_t = 2000)]
+    pub worker_heartbeat_ms: u64,
+    /// A worker silent this long (ms) is dead; its jobs are run elsewhere.
+    #[arg(long, env = "WORKER_DEAD_AFTER_MS", default_value_t = 15000)]
+    pub worker_dead_after_ms: u64,
+    /// On SIGTERM, how long in-flight jobs may take to finish, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// How long finished jobs stay inspectable, in seconds.
+    #[arg(long, env = "JOB_RETENTION_SECS", default_value_t = 3600)]
+    pub job_retention_secs: u64,
+    /// A job whose worker died while running it this many times is dead
+    /// ("worker died while running it") instead of being run again.
+    #[arg(long, env = "MAX_STALLS", default_value_t = 3)]
+    pub max_stalls: u32,
+    /// Dead jobs are kept this many days, fractions allowed (0: no age limit).
+    #[arg(long, env = "DEAD_RETENTION_DAYS", default_value_t = 180.0)]
+    pub dead_retention_days: f64,
+    /// At most this many dead jobs are kept per queue, the oldest dropped
+    /// first (0: no count limit).
+    #[arg(long, env = "DEAD_KEEP", default_value_t = 10_000)]
+    pub dead_keep: u64,
+}
+
+impl WorkerConfig {
+    /// A worker name unique in the pool.
+    pub fn worker_name(&self) -> String {
+        self.worker_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "host".into());
+            let tag: u32 = rand::random();
+            format!("{host}-{}-{tag:08x}", std::process::id())
+        })
+    }
+
+    /// How long dead jobs are kept (zero: no age limit).
+    pub fn dead_retention(&self) -> Duration {
+        days(self.dead_retention_days)
+    }
+
+    /// Longest one job attempt may run.
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_secs)
+    }
+}
+
+/// The Integration.app workspace the CRMs are reached through.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Integration.app")]
+pub struct IntegrationAppConfig {
+    /// Base URL of Integration.app (or of the simulator).
+    #[arg(
+        long,
+        env = "INTEGRATION_APP_URL",
+        default_value = "https://api.integration.app"
+    )]
+    pub integration_app_url: String,
+    /// Workspace key: the `iss` of the tokens minted for Integration.app.
+    #[arg(long, env = "INTEGRATION_APP_WORKSPACE_KEY")]
+    pub integration_app_workspace_key: Option<String>,
+    /// Workspace secret that signs those tokens (HS512) and Integration.app's
+    /// flow events.
+    #[arg(long, env = "INTEGRATION_APP_WORKSPACE_SECRET", hide_env_values = true)]
+    pub integration_app_workspace_secret: Option<String>,
+    /// Customer id (`id` claim) the connections belong to.
+    #[arg(
+        long,
+        env = "INTEGRATION_APP_CUSTOMER_ID",
+        default_value = "contact-sync"
+    )]
+    pub integration_app_customer_id: String,
+}
+
+impl IntegrationAppConfig {
+    /// Workspace key and secret, or the reason the process cannot start.
     ///
     /// # Errors
     /// When either is unset.
@@ -304,32 +247,206 @@ impl Config {
             .ok_or_else(|| anyhow::anyhow!("INTEGRATION_APP_WORKSPACE_SECRET is not set"))?;
         Ok((key, secret))
     }
+}
 
-    /// A worker name unique in the pool.
-    pub fn worker_name(&self) -> String {
-        self.worker_name.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "host".into());
-            let tag: u32 = rand::random();
-            format!("{host}-{}-{tag:08x}", std::process::id())
-        })
+/// Calls per second each CRM takes, shared by the whole pool.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Rate limits (per CRM, pool-wide)")]
+pub struct RateLimits {
+    /// HubSpot calls per second, shared by the whole pool.
+    #[arg(long, env = "RATE_LIMIT_HUBSPOT", default_value_t = 9)]
+    pub rate_limit_hubspot: u32,
+    /// Pipedrive calls per second, shared by the whole pool.
+    #[arg(long, env = "RATE_LIMIT_PIPEDRIVE", default_value_t = 9)]
+    pub rate_limit_pipedrive: u32,
+}
+
+impl RateLimits {
+    /// The pool-wide calls-per-second budget of a provider.
+    pub fn per_second(&self, provider: Provider) -> u32 {
+        match provider {
+            Provider::Hubspot => self.rate_limit_hubspot,
+            Provider::Pipedrive => self.rate_limit_pipedrive,
+        }
     }
 
-    /// How long sync log entries are kept (zero: forever).
-    pub fn sync_log_retention(&self) -> Duration {
-        days(self.sync_log_retention_days)
+    /// Sets the budget of a provider.
+    pub fn set(&mut self, provider: Provider, per_second: u32) {
+        match provider {
+            Provider::Hubspot => self.rate_limit_hubspot = per_second,
+            Provider::Pipedrive => self.rate_limit_pipedrive = per_second,
+        }
+    }
+}
+
+/// The scheduler of periodic polls.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Scheduler")]
+pub struct SchedulerConfig {
+    /// CRMs the scheduler polls for changes, comma-separated (HubSpot too,
+    /// as a safety net for lost webhooks).
+    #[arg(
+        long,
+        env = "POLL_PROVIDERS",
+        default_value = "pipedrive",
+        value_delimiter = ','
+    )]
+    pub poll_providers: Vec<Provider>,
+    /// Seconds between polls.
+    #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 600)]
+    pub poll_interval_secs: u64,
+}
+
+/// What the api process reads.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiProcess {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub api: ApiConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub hubspot: HubspotAppConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sync: SyncConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jobs: JobsConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mongo: MongoConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub integration: IntegrationAppConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rate_limits: RateLimits,
+}
+
+/// What a worker process reads.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerProcess {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub worker: WorkerConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sync: SyncConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jobs: JobsConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mongo: MongoConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub integration: IntegrationAppConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rate_limits: RateLimits,
+}
+
+/// What the scheduler process reads.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SchedulerProcess {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub scheduler: SchedulerConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jobs: JobsConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisConfig,
+}
+
+/// Everything, for tools that run the whole stack in one process (the
+/// all-in-one `dev` and the benchmarks).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub api: ApiConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub hubspot: HubspotAppConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sync: SyncConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jobs: JobsConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub worker: WorkerConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub scheduler: SchedulerConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mongo: MongoConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub integration: IntegrationAppConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rate_limits: RateLimits,
+}
+
+impl Config {
+    /// The api's part.
+    pub fn api_process(&self) -> ApiProcess {
+        ApiProcess {
+            api: self.api.clone(),
+            hubspot: self.hubspot.clone(),
+            sync: self.sync.clone(),
+            jobs: self.jobs.clone(),
+            redis: self.redis.clone(),
+            mongo: self.mongo.clone(),
+            integration: self.integration.clone(),
+            rate_limits: self.rate_limits.clone(),
+        }
     }
 
-    /// How long dead jobs are kept (zero: no age limit).
-    pub fn dead_retention(&self) -> Duration {
-        days(self.dead_retention_days)
+    /// A worker's part.
+    pub fn worker_process(&self) -> WorkerProcess {
+        WorkerProcess {
+            worker: self.worker.clone(),
+            sync: self.sync.clone(),
+            jobs: self.jobs.clone(),
+            redis: self.redis.clone(),
+            mongo: self.mongo.clone(),
+            integration: self.integration.clone(),
+            rate_limits: self.rate_limits.clone(),
+        }
     }
 
-    /// Longest one job attempt may run.
-    pub fn job_timeout(&self) -> Duration {
-        Duration::from_secs(self.job_timeout_secs)
+    /// The scheduler's part.
+    pub fn scheduler_process(&self) -> SchedulerProcess {
+        SchedulerProcess {
+            scheduler: self.scheduler.clone(),
+            jobs: self.jobs.clone(),
+            redis: self.redis.clone(),
+        }
     }
+}
+
+/// How logs are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A number of days (fractions allowed; negative or not finite: zero).

@@ -3,12 +3,10 @@
 
 pub mod api;
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod crm;
-pub mod dev;
 pub mod domain;
 pub mod jobs;
 pub mod ops_cli;

@@ -164,7 +164,13 @@ impl TestApp {
     }
 
     fn process(&self, sub: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        // the simulator is a development tool, not part of the product
+        let exe = if sub == "simulator" {
+            env!("CARGO_BIN_EXE_contact-sync-dev")
+        } else {
+            env!("CARGO_BIN_EXE_contact-sync")
+        };
+        Command::new(exe)
             .arg(sub)
             .envs(&self.env)
             .stdin(Stdio::null())

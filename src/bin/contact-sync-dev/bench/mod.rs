@@ -8,28 +8,28 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
-use crate::config::Config;
-use crate::dev::Stack;
-use crate::domain::SyncStatus;
-use crate::store::Store;
+use crate::stack::DevConfig;
+use crate::stack::Stack;
+use contact_sync::domain::SyncStatus;
+use contact_sync::store::Store;
 
 mod soak;
 pub use soak::{bench_soak, Soak};
 
 /// A fresh Redis namespace and database, so a run starts empty and leaves
 /// the others alone.
-fn isolate(cfg: &mut Config) {
+fn isolate(cfg: &mut DevConfig) {
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    cfg.redis_namespace = format!("bench-{tag}");
-    cfg.mongodb_db = format!("bench_{tag}");
+    cfg.redis.redis_namespace = format!("bench-{tag}");
+    cfg.mongo.mongodb_db = format!("bench_{tag}");
 }
 
 /// Free ports for the api and simulator, and no CRM rate limit.
-fn unthrottled_stack(cfg: &mut Config) -> anyhow::Result<()> {
-    cfg.api_addr = "127.0.0.1:0".parse()?;
-    cfg.simulator_addr = "127.0.0.1:0".parse()?;
-    cfg.rate_limit_hubspot = 1_000_000;
-    cfg.rate_limit_pipedrive = 1_000_000;
+fn unthrottled_stack(cfg: &mut DevConfig) -> anyhow::Result<()> {
+    cfg.api.api_addr = "127.0.0.1:0".parse()?;
+    cfg.sim.simulator_addr = "127.0.0.1:0".parse()?;
+    cfg.rate_limits.rate_limit_hubspot = 1_000_000;
+    cfg.rate_limits.rate_limit_pipedrive = 1_000_000;
     Ok(())
 }
 
@@ -58,18 +58,18 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
 /// # Errors
 /// When the stack does not start or the run does not finish in 10 minutes.
 pub async fn bench_sync(
-    mut cfg: Config,
+    mut cfg: DevConfig,
     contacts: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
     isolate(&mut cfg);
     unthrottled_stack(&mut cfg)?;
     // outbound alone: the simulated CRMs do not report the pushes back
-    cfg.simulator_webhook_url = Some(String::new());
-    cfg.simulator_events_url = Some(String::new());
-    let providers = cfg.providers.len();
+    cfg.sim.simulator_webhook_url = Some(String::new());
+    cfg.sim.simulator_events_url = Some(String::new());
+    let providers = cfg.sync.providers.len();
     let stack = Stack::start(cfg.clone()).await?;
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let store = Store::connect(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db).await?;
     let http = reqwest::Client::new();
     let base = format!("http://{}", stack.api_addr);
     wait_ready(&http, &base).await?;
@@ -114,7 +114,7 @@ pub async fn bench_sync(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
-    println!("mongodb: {}", cfg.mongodb_uri);
+    println!("mongodb: {}", cfg.mongo.mongodb_uri);
     println!(
         "api:  {contacts} creates accepted in {:.2} s = {:.0} requests/s (concurrency {concurrency})",
         accepted.as_secs_f64(),
@@ -125,7 +125,7 @@ pub async fn bench_sync(
         total.as_secs_f64(),
         contacts as f64 / total.as_secs_f64(),
         want as f64 / total.as_secs_f64(),
-        cfg.worker_concurrency
+        cfg.worker.worker_concurrency
     );
     stack.stop().await;
     Ok(())
@@ -173,30 +173,33 @@ fn webhook_batch(seq: usize, events: usize) -> Vec<u8> {
 /// # Errors
 /// When the api does not start.
 pub async fn bench_webhooks(
-    mut cfg: Config,
+    mut cfg: DevConfig,
     rate: u32,
     seconds: u64,
     events: usize,
     wrk: bool,
 ) -> anyhow::Result<()> {
-    use crate::api::hooks::signature::sign_v3;
+    use contact_sync::api::hooks::signature::sign_v3;
 
     isolate(&mut cfg);
     let secret = cfg
+        .hubspot
         .hubspot_client_secret
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "bench-client-secret".into());
-    cfg.hubspot_client_secret = Some(secret.clone());
-    cfg.public_base_url = None;
-    cfg.api_token.get_or_insert_with(|| "bench-token".into());
-    let listener = crate::app::bind("127.0.0.1:0".parse()?, "API_ADDR")?;
+    cfg.hubspot.hubspot_client_secret = Some(secret.clone());
+    cfg.api.public_base_url = None;
+    cfg.api
+        .api_token
+        .get_or_insert_with(|| "bench-token".into());
+    let listener = contact_sync::app::bind("127.0.0.1:0".parse()?, "API_ADDR")?;
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let api_cfg = cfg.clone();
+    let api_cfg = cfg.api_process();
     let api = tokio::spawn(async move {
         let mut rx = stop_rx;
-        crate::app::run_api(&api_cfg, listener, async move {
+        contact_sync::app::run_api(&api_cfg, listener, async move {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await
@@ -247,11 +250,11 @@ pub async fn bench_webhooks(
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let queue = workers::Queue::connect(&cfg.redis_url, &cfg.redis_namespace).await?;
+    let queue = workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;
     let queued = queue
-        .counts(<crate::jobs::InboundChange as crate::jobs::Kind>::QUEUE)
+        .counts(<contact_sync::jobs::InboundChange as contact_sync::jobs::Kind>::QUEUE)
         .await?;
-    println!("mongodb: {}", cfg.mongodb_uri);
+    println!("mongodb: {}", cfg.mongo.mongodb_uri);
     println!(
         "webhooks: {total} signed batches of {events} events at {rate}/s for {seconds} s: \
          {:.0} requests/s, {:.0} events/s, {failed} not 200",
@@ -271,7 +274,7 @@ pub async fn bench_webhooks(
         let before = queued.pending;
         run_wrk(&url, &secret, seconds, events, total).await?;
         let after = queue
-            .counts(<crate::jobs::InboundChange as crate::jobs::Kind>::QUEUE)
+            .counts(<contact_sync::jobs::InboundChange as contact_sync::jobs::Kind>::QUEUE)
             .await?
             .pending;
         println!(
@@ -295,7 +298,7 @@ async fn run_wrk(
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;
 
-    use crate::api::hooks::signature::sign_v3;
+    use contact_sync::api::hooks::signature::sign_v3;
 
     // wrk's own Host header leaves the port out, and the signature covers it
     let host = url
@@ -357,18 +360,18 @@ async fn run_wrk(
 ///
 /// # Errors
 /// When the stack does not start or the run does not finish in 10 minutes.
-pub async fn bench_inbound(mut cfg: Config, changes: usize) -> anyhow::Result<()> {
-    use crate::domain::Provider;
-    use crate::jobs::InboundChange;
+pub async fn bench_inbound(mut cfg: DevConfig, changes: usize) -> anyhow::Result<()> {
+    use contact_sync::domain::Provider;
+    use contact_sync::jobs::InboundChange;
 
     isolate(&mut cfg);
     unthrottled_stack(&mut cfg)?;
     // the jobs are queued by the benchmark, not by the simulator's webhooks
-    cfg.simulator_webhook_url = Some(String::new());
-    cfg.simulator_events_url = Some(String::new());
-    cfg.poll_providers = Vec::new();
+    cfg.sim.simulator_webhook_url = Some(String::new());
+    cfg.sim.simulator_events_url = Some(String::new());
+    cfg.scheduler.poll_providers = Vec::new();
     let stack = Stack::start(cfg.clone()).await?;
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let store = Store::connect(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db).await?;
     let http = reqwest::Client::new();
     let sim = format!("http://{}/_sim/hubspot/records", stack.sim_addr);
 
@@ -411,8 +414,8 @@ pub async fn bench_inbound(mut cfg: Config, changes: usize) -> anyhow::Result<()
             event_ids: Vec::new(),
         })
         .collect();
-    let queue = workers::Queue::connect(&cfg.redis_url, &cfg.redis_namespace).await?;
-    let enqueuer = crate::jobs::Enqueuer::new(queue, cfg.retry_attempts);
+    let queue = workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;
+    let enqueuer = contact_sync::jobs::Enqueuer::new(queue, cfg.jobs.retry_attempts);
 
     let started = Instant::now();
     enqueuer.inbound_many(&jobs).await?;
@@ -436,13 +439,13 @@ pub async fn bench_inbound(mut cfg: Config, changes: usize) -> anyhow::Result<()
     }
     let total = started.elapsed();
     let applied = applied_at.unwrap_or(total);
-    println!("mongodb: {}", cfg.mongodb_uri);
+    println!("mongodb: {}", cfg.mongo.mongodb_uri);
     println!(
         "inbound: {changes} HubSpot changes applied locally in {:.2} s = {:.0} changes/s \
          (get-contact, compare, create contact + link), worker concurrency {}",
         applied.as_secs_f64(),
         changes as f64 / applied.as_secs_f64(),
-        cfg.worker_concurrency
+        cfg.worker.worker_concurrency
     );
     println!(
         "        and pushed on to Pipedrive: all {changes} synced there after {:.2} s = {:.0} contacts/s end to end",

@@ -14,8 +14,8 @@ use anyhow::Context;
 use rand::Rng;
 use serde_json::json;
 
-use crate::config::Config;
-use crate::store::Store;
+use crate::stack::DevConfig;
+use contact_sync::store::Store;
 
 /// Settings of one soak.
 #[derive(Debug, Clone, Copy)]
@@ -80,18 +80,21 @@ async fn redis_memory(url: &str) -> anyhow::Result<(f64, u64)> {
 ///
 /// # Errors
 /// When the processes do not start or a dependency fails.
-pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
+pub async fn bench_soak(mut cfg: DevConfig, soak: Soak) -> anyhow::Result<()> {
     super::isolate(&mut cfg);
-    let exe = std::env::current_exe().context("finding this binary")?;
+    // the product's processes come from the `contact-sync` binary built
+    // beside this one; the simulator from this one
+    let dev_exe = std::env::current_exe().context("finding this binary")?;
+    let product = dev_exe.with_file_name("contact-sync");
     let (api_port, sim_port) = (free_port()?, free_port()?);
     let api = format!("http://127.0.0.1:{api_port}");
     let sim = format!("http://127.0.0.1:{sim_port}");
     let token = "soak-token";
     let env: Vec<(&str, String)> = vec![
-        ("REDIS_URL", cfg.redis_url.clone()),
-        ("REDIS_NAMESPACE", cfg.redis_namespace.clone()),
-        ("MONGODB_URI", cfg.mongodb_uri.clone()),
-        ("MONGODB_DB", cfg.mongodb_db.clone()),
+        ("REDIS_URL", cfg.redis.redis_url.clone()),
+        ("REDIS_NAMESPACE", cfg.redis.redis_namespace.clone()),
+        ("MONGODB_URI", cfg.mongo.mongodb_uri.clone()),
+        ("MONGODB_DB", cfg.mongo.mongodb_db.clone()),
         ("API_ADDR", format!("127.0.0.1:{api_port}")),
         ("API_TOKEN", token.into()),
         ("SIMULATOR_ADDR", format!("127.0.0.1:{sim_port}")),
@@ -100,7 +103,7 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
         ("INTEGRATION_APP_WORKSPACE_SECRET", "soak-secret".into()),
         (
             "INTEGRATION_APP_CONFIG_DIR",
-            cfg.integration_app_config_dir.display().to_string(),
+            cfg.sim.integration_app_config_dir.display().to_string(),
         ),
         ("HUBSPOT_CLIENT_SECRET", "soak-hubspot-secret".into()),
         (
@@ -121,7 +124,12 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
         ("RUST_LOG", "error".into()),
     ];
     let spawn = |sub: &str| -> anyhow::Result<Child> {
-        Command::new(&exe)
+        let exe = if sub == "simulator" {
+            &dev_exe
+        } else {
+            &product
+        };
+        Command::new(exe)
             .arg(sub)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
@@ -136,7 +144,7 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
     procs.0.push(("scheduler", spawn("scheduler")?));
     let http = reqwest::Client::new();
     super::wait_ready(&http, &api).await?;
-    let store = Store::connect(&cfg.mongodb_uri, &cfg.mongodb_db).await?;
+    let store = Store::connect(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db).await?;
 
     // warm-up: the contacts the load edits, synced to both CRMs
     let mut ids = Vec::with_capacity(soak.contacts);
@@ -151,30 +159,34 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
             .await?;
         ids.push(r["contact"]["id"].as_str().unwrap_or_default().to_owned());
     }
-    let want = (soak.contacts * cfg.providers.len()) as u64;
+    let want = (soak.contacts * cfg.sync.providers.len()) as u64;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while store.count_links(crate::domain::SyncStatus::Synced).await? < want {
+    while store
+        .count_links(contact_sync::domain::SyncStatus::Synced)
+        .await?
+        < want
+    {
         anyhow::ensure!(Instant::now() < deadline, "warm-up did not sync");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let oids: Vec<_> = ids
         .iter()
-        .filter_map(|i| crate::domain::ContactId::parse(i).ok())
+        .filter_map(|i| contact_sync::domain::ContactId::parse(i).ok())
         .collect();
     let links = store.links_of(&oids).await?;
-    let crm_ids = |p: crate::domain::Provider| -> Vec<String> {
+    let crm_ids = |p: contact_sync::domain::Provider| -> Vec<String> {
         links
             .iter()
             .filter(|l| l.provider == p)
             .filter_map(|l| l.external_id.clone())
             .collect()
     };
-    let hubspot = crm_ids(crate::domain::Provider::Hubspot);
-    let pipedrive = crm_ids(crate::domain::Provider::Pipedrive);
+    let hubspot = crm_ids(contact_sync::domain::Provider::Hubspot);
+    let pipedrive = crm_ids(contact_sync::domain::Provider::Pipedrive);
 
     println!(
         "soak: {} min, {} contacts, {} app edits/s, {} CRM edits/s, polls every 10 s; mongodb {}",
-        soak.minutes, soak.contacts, soak.app_rate, soak.crm_rate, cfg.mongodb_uri
+        soak.minutes, soak.contacts, soak.app_rate, soak.crm_rate, cfg.mongo.mongodb_uri
     );
     println!(
         "{:>4} {:>9} {:>7} {:>9} {:>6} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6}",
@@ -202,7 +214,7 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
     let mut last = Instant::now();
     while started.elapsed() < Duration::from_secs(soak.minutes * 60 + 1) {
         if Instant::now() >= next_sample {
-            let (redis_mb, keys) = redis_memory(&cfg.redis_url).await.unwrap_or((0.0, 0));
+            let (redis_mb, keys) = redis_memory(&cfg.redis.redis_url).await.unwrap_or((0.0, 0));
             let (contacts, link_docs, logs) = store.collection_counts().await?;
             let rss = |name: &str| {
                 procs
@@ -211,8 +223,8 @@ pub async fn bench_soak(mut cfg: Config, soak: Soak) -> anyhow::Result<()> {
                     .find(|(n, _)| *n == name)
                     .map_or(0.0, |(_, c)| rss_mb(c.id()))
             };
-            let q = crate::jobs::Enqueuer::new(
-                workers::Queue::connect(&cfg.redis_url, &cfg.redis_namespace).await?,
+            let q = contact_sync::jobs::Enqueuer::new(
+                workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?,
                 1,
             );
             let mut outstanding = 0;
