@@ -238,6 +238,5 @@ pub async fn run_scheduler(
         Duration::from_secs(cfg.scheduler.poll_interval_secs),
         shutdown,
     )
-    .await;
-    Ok(())
+    .await
 }
