@@ -10,7 +10,7 @@
 //! - `job` — [`Job`] and the [`DeadLetter`] hook.
 //! - `claim` — the worker's side of the queue (claim, ack, settle, reap).
 //! - `queue`, `push`, `inspect`, `lease`, `ratelimit`, `metrics` — the
-//!   client side.
+//!   client side; `model` — the shapes they return.
 //! - `keys`, `error` and the Lua scripts in `lua/` — below everything.
 
 mod backend;
@@ -22,6 +22,7 @@ mod job;
 mod keys;
 mod lease;
 mod metrics;
+mod model;
 mod push;
 mod queue;
 mod ratelimit;
