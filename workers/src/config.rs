@@ -15,8 +15,9 @@ pub struct WorkerConfig {
     /// The queue to serve and push to.
     pub queue: String,
     /// Jobs one worker runs at once. Claims never exceed the free slots, so
-    /// nothing waits claimed-but-idle in memory. Giving apalis'
-    /// `.concurrency(n)` the same number is harmless but not needed.
+    /// nothing waits claimed-but-idle in memory. apalis' `.concurrency(n)`
+    /// is not needed; if given, give it this number (a smaller one leaves
+    /// claimed jobs waiting for its permits).
     pub concurrency: usize,
     /// Attempts of a job pushed through apalis' `TaskSink` without
     /// `max_attempts` of its own.
