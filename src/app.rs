@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::listener::{Acceptor, TcpAcceptor};
-use workers::{Backoff, Queue, RateLimiter, RuntimeConfig};
+use workers::{Backoff, Queue, RateLimiter, WorkerConfig};
 
 use crate::api::{self, ApiState};
 use crate::config::{ApiProcess, MongoConfig, RedisConfig, SchedulerProcess, WorkerProcess};
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
 use crate::domain::Provider;
-use crate::jobs::{Contexts, Enqueuer};
+use crate::jobs::{Contexts, Enqueuer, Tuning};
 use crate::store::Store;
 use crate::sync::{InboundSync, Outbound};
 
@@ -166,61 +166,43 @@ pub async fn run_worker(
         Arc::new(Outbound::new(store.clone(), crm, queue.clone()).with_conflicts(inbound.clone()));
     let contexts = Contexts { outbound, inbound };
     let name = cfg.worker.worker_name();
-    let mut base = RuntimeConfig::new("", name.clone());
-    base.concurrency = cfg.worker.worker_concurrency;
-    base.timeout = cfg.worker.job_timeout();
-    base.backoff = Backoff {
+    let mut worker = WorkerConfig::new("");
+    worker.concurrency = cfg.worker.worker_concurrency;
+    worker.max_attempts = cfg.jobs.retry_attempts;
+    worker.backoff = Backoff {
         base: Duration::from_millis(cfg.worker.retry_base_ms),
         max: Duration::from_secs(300),
     };
-    base.heartbeat = Duration::from_millis(cfg.worker.worker_heartbeat_ms);
-    base.dead_after = Duration::from_millis(cfg.worker.worker_dead_after_ms);
-    base.shutdown_grace = Duration::from_secs(cfg.worker.shutdown_grace_secs);
-    base.done_retention = Duration::from_secs(cfg.worker.job_retention_secs);
-    base.max_stalls = cfg.worker.max_stalls;
-    base.dead_retention = cfg.worker.dead_retention();
-    base.dead_keep = cfg.worker.dead_keep;
+    worker.heartbeat = Duration::from_millis(cfg.worker.worker_heartbeat_ms);
+    worker.dead_after = Duration::from_millis(cfg.worker.worker_dead_after_ms);
+    worker.shutdown_grace = Duration::from_secs(cfg.worker.shutdown_grace_secs);
+    worker.done_retention = Duration::from_secs(cfg.worker.job_retention_secs);
+    worker.max_stalls = cfg.worker.max_stalls;
+    worker.dead_retention = cfg.worker.dead_retention();
+    worker.dead_keep = cfg.worker.dead_keep;
+    let base = Tuning {
+        worker,
+        timeout: cfg.worker.job_timeout(),
+    };
     tracing::info!(worker = %name, concurrency = cfg.worker.worker_concurrency, "worker started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        let fut: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
-            let _ = rx.wait_for(|s| *s).await;
-        });
-        fut
-    };
-    let mut runtimes = tokio::task::JoinSet::new();
     // Changes the api stored but could not queue (Redis down, a crash)
     // are queued from their outbox.
     let relay = tokio::spawn(crate::jobs::outbox::run(
         store.clone(),
         Enqueuer::new(queue.clone(), cfg.jobs.retry_attempts),
-        stopped(),
+        async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        },
     ));
-    for runtime in crate::jobs::runtimes(&queue, &contexts, &base, &metrics, &stopped) {
-        runtimes.spawn(runtime);
-    }
-    tokio::pin!(shutdown);
-    let mut result = Ok(());
-    tokio::select! {
-        _ = &mut shutdown => {}
-        Some(r) = runtimes.join_next() => {
-            result = r.map_err(anyhow::Error::from).and_then(|(q, r)| r.with_context(|| format!("the {q} runtime failed")));
-        }
-    }
+    let result =
+        crate::jobs::run_workers(&queue, &contexts, &base, &name, &metrics, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = relay.await;
     let _ = metrics.flush().await;
-    while let Some(r) = runtimes.join_next().await {
-        if let Err(e) = r
-            .map_err(anyhow::Error::from)
-            .and_then(|(q, r)| r.with_context(|| format!("the {q} runtime failed")))
-        {
-            tracing::error!(error = %format!("{e:#}"), "a runtime failed while stopping");
-        }
-    }
-    result.context("worker runtime failed")
+    result.context("worker failed")
 }
 
 /// Runs the scheduler until `shutdown` resolves.

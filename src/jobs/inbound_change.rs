@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use apalis_core::task::data::Data;
+use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
@@ -41,12 +43,6 @@ impl Kind for InboundChange {
             provider = %self.provider, external_id = %self.external_id)
     }
 
-    async fn run(self, ctx: &Self::Context, job: &Job) -> Result<(), JobError> {
-        ctx.change(self.provider, &self.external_id, &job.id)
-            .await
-            .map(|_| ())
-    }
-
     /// A sync log entry, and the link in `error` when the record is linked.
     async fn on_dead(
         self,
@@ -64,4 +60,18 @@ impl Kind for InboundChange {
         .await
         .map_err(crate::sync::store_err)
     }
+}
+
+/// Runs an `inbound-change` job (an apalis worker function).
+///
+/// # Errors
+/// Transient for store and network trouble, permanent for refusals.
+pub async fn handle(
+    job: InboundChange,
+    ctx: Data<Arc<InboundSync>>,
+    id: TaskId,
+) -> Result<(), JobError> {
+    ctx.change(job.provider, &job.external_id, &id.to_string())
+        .await
+        .map(|_| ())
 }

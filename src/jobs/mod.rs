@@ -8,17 +8,15 @@
 //! pushes they set off through [`crate::sync::PushQueue`], implemented here
 //! by [`Enqueuer`].
 
-use std::future::Future;
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::future::Future;
 use workers::{Job, JobError, JobState, PushOptions, Queue};
 
 use crate::domain::{ContactId, Provider};
 use crate::store::Store;
-use crate::sync::{InboundSync, Outbound, PushQueue};
+use crate::sync::PushQueue;
 
 pub mod inbound_change;
 pub mod outbound_upsert;
@@ -29,34 +27,28 @@ mod registry;
 pub use inbound_change::InboundChange;
 pub use outbound_upsert::OutboundUpsert;
 pub use provider_poll::ProviderPoll;
-pub use registry::{known_queue, revive, runtimes, Contexts, Stopped, QUEUES};
+pub use registry::{known_queue, revive, run_workers, Contexts, QUEUES};
 
-/// A kind of job: a payload type, the queue its name gives, what running
-/// it does, and what happens when it is given up on or revived.
-pub trait Kind: Serialize + DeserializeOwned + Send + Sync + 'static {
+/// A kind of job: a payload type, the queue its name gives, and what
+/// happens around running it. Running it is the module's `handle`, a plain
+/// apalis worker function registered beside the kind in [`registry!`].
+pub trait Kind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
     /// The queue, which is also the kind's name.
     const QUEUE: &'static str;
-    /// What the handler is given to work with.
+    /// What the handler is given (as apalis `Data<Self::Context>`).
     type Context: Clone + Send + Sync + 'static;
 
     /// Picks this kind's context out of every kind's.
     fn context(all: &Contexts) -> Self::Context;
 
-    /// Adjusts the runtime settings for this kind (default: none).
-    fn tune(_cfg: &mut workers::RuntimeConfig) {}
+    /// Adjusts the worker settings for this kind (default: none).
+    fn tune(_cfg: &mut Tuning) {}
 
     /// The span the job runs in (retries and dead-lettering included).
     fn span(&self, job: &Job) -> tracing::Span;
 
-    /// Runs the job. Must be idempotent: delivery is at least once.
-    fn run(
-        self,
-        ctx: &Self::Context,
-        job: &Job,
-    ) -> impl Future<Output = Result<(), JobError>> + Send;
-
-    /// Records, where users look, that the job was given up on (the
-    /// runtime calls it again later when it fails).
+    /// Records, where users look, that the job was given up on (it is
+    /// called again later when it fails).
     fn on_dead(
         self,
         ctx: &Self::Context,
@@ -73,6 +65,15 @@ pub trait Kind: Serialize + DeserializeOwned + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { Ok(()) }
     }
+}
+
+/// The settings of one kind's workers.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// The backend's settings (concurrency, retries, recovery).
+    pub worker: workers::WorkerConfig,
+    /// Longest one attempt may run.
+    pub timeout: std::time::Duration,
 }
 
 /// Fresh job ids for one push per provider.
@@ -168,14 +169,7 @@ impl Enqueuer {
                 provider: *provider,
                 version,
             };
-            let opts = PushOptions {
-                max_attempts: self.max_attempts,
-                id: Some(id.clone()),
-                ..PushOptions::default()
-            };
-            self.queue
-                .push(OutboundUpsert::QUEUE, &payload, opts)
-                .await?;
+            self.push(&payload, Some(id.clone())).await?;
         }
         Ok(())
     }
@@ -199,11 +193,7 @@ impl Enqueuer {
     /// # Errors
     /// When Redis fails.
     pub async fn inbound(&self, change: &InboundChange) -> Result<String, workers::Error> {
-        let opts = PushOptions {
-            max_attempts: self.max_attempts,
-            ..PushOptions::default()
-        };
-        self.queue.push(InboundChange::QUEUE, change, opts).await
+        self.push(change, None).await
     }
 
     /// Queues many inbound changes in one pipelined round trip; returns the
@@ -261,17 +251,26 @@ impl Enqueuer {
     /// # Errors
     /// When Redis fails.
     pub async fn poll(&self, provider: Provider, backfill: bool) -> Result<String, workers::Error> {
+        self.push(&ProviderPoll { provider, backfill }, None).await
+    }
+
+    /// Queues one job of kind `K`, on the queue its type names, under `id`
+    /// (pushing an id that exists already does nothing) or a fresh one;
+    /// returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn push<K: Kind>(
+        &self,
+        job: &K,
+        id: Option<String>,
+    ) -> Result<String, workers::Error> {
         let opts = PushOptions {
             max_attempts: self.max_attempts,
+            id,
             ..PushOptions::default()
         };
-        self.queue
-            .push(
-                ProviderPoll::QUEUE,
-                &ProviderPoll { provider, backfill },
-                opts,
-            )
-            .await
+        self.queue.push(K::QUEUE, job, opts).await
     }
 }
 
@@ -293,9 +292,4 @@ impl PushQueue for Enqueuer {
     fn is_live<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<bool, workers::Error>> {
         Box::pin(Enqueuer::is_live(self, job_id))
     }
-}
-
-/// The services the job kinds run with.
-pub fn contexts(outbound: Arc<Outbound>, inbound: Arc<InboundSync>) -> Contexts {
-    Contexts { outbound, inbound }
 }

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use apalis_core::task::attempt::Attempt;
+use apalis_core::task::data::Data;
+use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
@@ -40,11 +43,6 @@ impl Kind for OutboundUpsert {
             contact_id = %self.contact_id, provider = %self.provider)
     }
 
-    async fn run(self, ctx: &Self::Context, job: &Job) -> Result<(), JobError> {
-        ctx.run(self.contact_id, self.provider, &job.id, job.attempt)
-            .await
-    }
-
     /// The link turns `error` and a sync log is written. If MongoDB cannot
     /// take that, the hook fails and is called again later, so a job is
     /// never parked with its link unmarked.
@@ -73,4 +71,19 @@ impl Kind for OutboundUpsert {
             .await?;
         Ok(())
     }
+}
+
+/// Runs an `outbound-upsert` job (an apalis worker function).
+///
+/// # Errors
+/// Transient for store and network trouble, permanent for refusals.
+pub async fn handle(
+    job: OutboundUpsert,
+    ctx: Data<Arc<Outbound>>,
+    id: TaskId,
+    attempt: Attempt,
+) -> Result<(), JobError> {
+    let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX);
+    ctx.run(job.contact_id, job.provider, &id.to_string(), attempt)
+        .await
 }

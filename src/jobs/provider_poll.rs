@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use apalis_core::task::data::Data;
+use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
-use super::{Contexts, Kind};
+use super::{Contexts, Kind, Tuning};
 use crate::domain::Provider;
 use crate::sync::InboundSync;
 
@@ -31,20 +33,14 @@ impl Kind for ProviderPoll {
 
     /// A poll walks many pages: it gets the time of many attempts, and two
     /// at a time are plenty.
-    fn tune(cfg: &mut workers::RuntimeConfig) {
+    fn tune(cfg: &mut Tuning) {
         cfg.timeout *= 20;
-        cfg.concurrency = 2;
+        cfg.worker.concurrency = 2;
     }
 
     fn span(&self, job: &Job) -> tracing::Span {
         tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
             provider = %self.provider)
-    }
-
-    async fn run(self, ctx: &Self::Context, job: &Job) -> Result<(), JobError> {
-        ctx.poll(self.provider, self.backfill, &job.id)
-            .await
-            .map(|_| ())
     }
 
     /// A sync log entry for the CRM.
@@ -64,4 +60,18 @@ impl Kind for ProviderPoll {
         .await
         .map_err(crate::sync::store_err)
     }
+}
+
+/// Runs a `provider-poll` job (an apalis worker function).
+///
+/// # Errors
+/// Transient for store and network trouble, permanent for refusals.
+pub async fn handle(
+    job: ProviderPoll,
+    ctx: Data<Arc<InboundSync>>,
+    id: TaskId,
+) -> Result<(), JobError> {
+    ctx.poll(job.provider, job.backfill, &id.to_string())
+        .await
+        .map(|_| ())
 }

@@ -3,10 +3,15 @@
 
 use std::sync::Arc;
 
+use apalis::layers::WorkerBuilderExt;
+use apalis_core::monitor::Monitor;
+use apalis_core::task::Task;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use futures::future::BoxFuture;
-use workers::{DeadLetter, Job, JobError, JobInfo, Queue, Runtime, RuntimeConfig};
+use workers::{DeadLetter, Job, JobError, JobInfo, Queue, RedisBackend};
 
-use super::{InboundChange, Kind, OutboundUpsert, ProviderPoll};
+use super::{Kind, Tuning};
 use crate::store::Store;
 use crate::sync::{InboundSync, Outbound};
 
@@ -20,37 +25,106 @@ pub struct Contexts {
     pub inbound: Arc<InboundSync>,
 }
 
-/// Makes a future that resolves when the workers are to stop.
-pub type Stopped = dyn Fn() -> BoxFuture<'static, ()> + Send + Sync;
-
-/// Registers the job kinds: adding a kind is its module plus its name here.
+/// Registers the job kinds: adding a kind is its module plus its line
+/// here (`module::Payload`; the module's `handle` runs it).
 macro_rules! registry {
-    ($($kind:ty),+ $(,)?) => {
+    ($($module:ident :: $kind:ident),+ $(,)?) => {
         /// Every queue, one per job kind, in registration order.
-        pub const QUEUES: &[&str] = &[$(<$kind as Kind>::QUEUE),+];
+        pub const QUEUES: &[&str] = &[$(<super::$module::$kind as Kind>::QUEUE),+];
 
         /// Runs the revive hook of the job's kind.
         async fn revive_hook(store: &Store, job: &JobInfo) -> anyhow::Result<()> {
-            $(if job.queue == <$kind as Kind>::QUEUE {
-                return on_revive::<$kind>(store, job).await;
+            $(if job.queue == <super::$module::$kind as Kind>::QUEUE {
+                return on_revive::<super::$module::$kind>(store, job).await;
             })+
             Ok(())
         }
 
-        /// One runtime per job kind, each configured from `base`.
-        pub fn runtimes(
+        /// Runs one apalis worker per job kind, named `name` in the pool,
+        /// under one apalis `Monitor` until `shutdown`: then in-flight jobs
+        /// get `grace` to finish, and what is still claimed goes back to
+        /// its queue with its attempt returned.
+        ///
+        /// # Errors
+        /// When a worker fails for good, or the claims cannot be given back
+        /// (peers recover them once this worker's heartbeat lapses).
+        pub async fn run_workers(
             queue: &Queue,
             contexts: &Contexts,
-            base: &RuntimeConfig,
+            base: &Tuning,
+            name: &str,
             metrics: &workers::Metrics,
-            stopped: &Stopped,
-        ) -> Vec<BoxFuture<'static, (&'static str, Result<(), workers::Error>)>> {
-            vec![$(runtime::<$kind>(queue, contexts, base, metrics, stopped())),+]
+            shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        ) -> anyhow::Result<()> {
+            let mut monitor = Monitor::new();
+            let mut leaving: Vec<Leave> = Vec::new();
+            $(
+                let (backend, tuning) = backend_of::<super::$module::$kind>(queue, contexts, base, metrics);
+                let (b, n, ctx) = (backend.clone(), name.to_owned(), <super::$module::$kind as Kind>::context(contexts));
+                monitor = monitor.register(move |_| {
+                    WorkerBuilder::new(n.as_str())
+                        .backend(b.clone())
+                        .data(ctx.clone())
+                        .concurrency(tuning.worker.concurrency)
+                        .retry(b.retry_policy())
+                        .timeout(tuning.timeout)
+                        .parallelize(tokio::spawn)
+                        .build(super::$module::handle)
+                });
+                leaving.push(leave(backend, name));
+            )+
+            let grace = base.worker.shutdown_grace;
+            let result = monitor
+                .shutdown_timeout(grace)
+                .run_with_signal(async move {
+                    shutdown.await;
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+            // a drain the grace period cut short left jobs claimed
+            for give_back in leaving {
+                if let Err(e) = give_back().await {
+                    tracing::error!(error = %e, "giving back claimed jobs failed; peers recover them");
+                }
+            }
+            result.map_err(|e| anyhow::anyhow!("{e}"))
         }
     };
 }
 
-registry!(OutboundUpsert, InboundChange, ProviderPoll);
+registry!(
+    outbound_upsert::OutboundUpsert,
+    inbound_change::InboundChange,
+    provider_poll::ProviderPoll,
+);
+
+/// Gives back what a worker still holds claimed.
+type Leave = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), workers::Error>> + Send>;
+
+fn leave<K: Kind>(backend: RedisBackend<K>, name: &str) -> Leave {
+    let name = name.to_owned();
+    Box::new(move || Box::pin(async move { backend.leave(&name).await }))
+}
+
+/// The backend of one kind: its queue, settings, span and dead-letter hook.
+fn backend_of<K: Kind>(
+    queue: &Queue,
+    contexts: &Contexts,
+    base: &Tuning,
+    metrics: &workers::Metrics,
+) -> (RedisBackend<K>, Tuning) {
+    let mut tuning = base.clone();
+    tuning.worker.queue = K::QUEUE.into();
+    K::tune(&mut tuning);
+    let backend = RedisBackend::<K>::new(queue.clone(), tuning.worker.clone())
+        .on_dead(Arc::new(DeadHook::<K>(K::context(contexts))))
+        .span(|task: &Task<K>| match Job::of(task) {
+            Some(job) => task.args.span(job),
+            None => workers::job_span(task),
+        })
+        .metrics(metrics.clone());
+    (backend, tuning)
+}
 
 /// Resolves a queue name given by a user to the registered one.
 pub fn known_queue(name: &str) -> Option<&'static str> {
@@ -116,38 +190,6 @@ pub async fn revive(
         }
         moved += queue.retry_dead(name, &take).await?;
     }
-}
-
-/// The runtime of one kind: decodes the payload and runs the kind's
-/// handler, span and dead-letter hook.
-fn runtime<K: Kind>(
-    queue: &Queue,
-    contexts: &Contexts,
-    base: &RuntimeConfig,
-    metrics: &workers::Metrics,
-    stop: BoxFuture<'static, ()>,
-) -> BoxFuture<'static, (&'static str, Result<(), workers::Error>)> {
-    let ctx = K::context(contexts);
-    let mut cfg = base.clone();
-    cfg.queue = K::QUEUE.into();
-    K::tune(&mut cfg);
-    let run_ctx = ctx.clone();
-    let service = tower::service_fn(move |job: Job| {
-        let ctx = run_ctx.clone();
-        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
-            let payload: K = job.decode()?;
-            payload.run(&ctx, &job).await
-        });
-        fut
-    });
-    let runtime = Runtime::new(queue.clone(), cfg, service)
-        .on_dead(Arc::new(DeadHook::<K>(ctx)))
-        .span(|job| match job.decode::<K>() {
-            Ok(p) => p.span(job),
-            Err(_) => workers::job_span(job),
-        })
-        .metrics(metrics.clone());
-    Box::pin(async move { (K::QUEUE, runtime.run(stop).await) })
 }
 
 /// A kind's dead-letter hook over the raw job.

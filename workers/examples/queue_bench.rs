@@ -1,14 +1,26 @@
-//! Queue benchmark: no-op jobs through the runtime, and a backlog drain.
+//! Queue benchmark: no-op jobs through apalis workers over the backend, and a
+//! backlog drain.
 //!
-//! `cargo run --release -p workers --example queue_bench -- [JOBS] [CONCURRENCY] [PROCESSES]`
+//! `cargo run --release -p workers --example queue_bench -- [JOBS] [CONCURRENCY] [WORKERS]`
 //! (defaults 100000, 50, 1) against `REDIS_URL` (default redis://127.0.0.1:6379).
-//! Pushes JOBS no-op jobs first (the backlog), then starts the runtime(s) and
-//! times the drain; prints push rate and drain rate.
+//! Pushes JOBS no-op jobs first (the backlog), then starts the worker(s) in
+//! this process under one apalis Monitor and times the drain; prints push
+//! rate and drain rate.
 
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use workers::{Job, JobError, PushOptions, Queue, Runtime, RuntimeConfig};
+use apalis::prelude::*;
+use serde::{Deserialize, Serialize};
+use workers::{JobError, PushOptions, Queue, RedisBackend, WorkerConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Noop {
+    n: u64,
+}
+
+async fn run(_job: Noop) -> Result<(), JobError> {
+    Ok(())
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,34 +42,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let push = t.elapsed();
 
-    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut handles = Vec::new();
+    let mut cfg = WorkerConfig::new(queue);
+    cfg.concurrency = concurrency;
+    cfg.fetch_batch = concurrency.min(200);
+    cfg.poll_interval = Duration::from_millis(5);
+    let backend = RedisBackend::<Noop>::new(Queue::connect(&url, &ns).await?, cfg);
+    let policy = backend.retry_policy();
     let t = Instant::now();
+    let mut monitor = Monitor::new();
     for i in 0..runtimes {
-        let mut cfg = RuntimeConfig::new(queue, format!("bench-{i}"));
-        cfg.concurrency = concurrency;
-        cfg.fetch_batch = concurrency.min(200);
-        cfg.poll_interval = Duration::from_millis(5);
-        let mut rx = tx.subscribe();
-        let handler = tower::service_fn(|_job: Job| -> BoxFuture<'static, Result<(), JobError>> {
-            Box::pin(async { Ok(()) })
+        let (backend, policy) = (backend.clone(), policy.clone());
+        monitor = monitor.register(move |_| {
+            WorkerBuilder::new(format!("bench-{i}"))
+                .backend(backend.clone())
+                .retry(policy.clone())
+                .timeout(Duration::from_secs(30))
+                .parallelize(tokio::spawn)
+                .build(run)
         });
-        let q = Queue::connect(&url, &ns).await?;
-        handles.push(tokio::spawn(Runtime::new(q, cfg, handler).run(
-            async move {
-                let _ = rx.recv().await;
-            },
-        )));
     }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(monitor.run_with_signal(async move {
+        let _ = stopped.await;
+        Ok(())
+    }));
     let counts = q
         .wait_idle(queue, Duration::from_secs(600))
         .await?
         .ok_or("backlog did not drain in 10 minutes")?;
     let drain = t.elapsed();
-    let _ = tx.send(());
-    for h in handles {
-        h.await??;
-    }
+    let _ = stop.send(());
+    running.await??;
     let secs = drain.as_secs_f64();
     println!("redis: {url}");
     println!(

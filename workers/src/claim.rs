@@ -1,7 +1,7 @@
-//! The runtime's side of the queue: claim, acknowledge, settle, heartbeat,
+//! The worker's side of the queue: claim, acknowledge, settle, heartbeat,
 //! recover the jobs of dead workers. Each call is one script, and every
 //! script that ends a claim only acts on a job still in the caller's running
-//! set, so the runtime may repeat a call whose reply was lost (Redis
+//! set, so the backend may repeat a call whose reply was lost (Redis
 //! restarting, a timeout) without counting or moving anything twice.
 
 use std::time::Duration;
@@ -189,8 +189,10 @@ impl Queue {
         let mut inv = self.scripts.heartbeat.prepare_invoke();
         inv.key(self.keys.workers(queue))
             .key(self.keys.worker_info(worker))
+            .key(self.keys.queues())
             .arg(worker)
-            .arg(ttl.as_millis().max(1) as u64);
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg(queue);
         for (field, value) in info {
             inv.arg(*field).arg(value);
         }

@@ -8,12 +8,17 @@
 //! - [`JobError::Permanent`]: nothing will change (bad input); dead at once.
 //! - [`JobError::Unavailable`]: one of the worker's *own* dependencies (its
 //!   database, its cache) is down. Not the job's fault: the attempt is given
-//!   back, the job waits a short capped backoff in Redis, and the runtime
+//!   back, the job waits a short capped backoff in Redis, and the backend
 //!   pauses its claims so the backlog does not hammer the dependency.
+//!
+//! Handlers run under apalis, whose services fail with a boxed error;
+//! [`JobError::classify`] turns it back into one of the three.
 
 use std::time::Duration;
 
-/// A failure of the runtime or of Redis.
+use apalis_core::error::{AbortError, BoxDynError};
+
+/// A failure of Redis, or of what it holds.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -112,15 +117,21 @@ impl JobError {
         }
     }
 
-    /// Turns the boxed errors of tower middleware (a timeout) back into a
-    /// classified job error.
-    pub(crate) fn from_boxed(err: tower::BoxError) -> Self {
-        match err.downcast::<JobError>() {
-            Ok(job) => *job,
-            Err(other) if other.is::<tower::timeout::error::Elapsed>() => {
-                Self::transient("the attempt timed out")
-            }
-            Err(other) => Self::transient(other.to_string()),
+    /// Classifies the boxed error an apalis service stack returns: a
+    /// [`JobError`] the handler returned as it is; apalis' `AbortError`
+    /// ("do not retry") as permanent; anything else (tower's timeout
+    /// `Elapsed`, a panic caught by `parallelize`, an extractor's error) as
+    /// transient.
+    pub fn classify(err: &BoxDynError) -> Self {
+        if let Some(job) = err.downcast_ref::<JobError>() {
+            return job.clone();
         }
+        if err.is::<tower::timeout::error::Elapsed>() {
+            return Self::transient("the attempt timed out");
+        }
+        if err.is::<AbortError>() {
+            return Self::permanent(err.to_string());
+        }
+        Self::transient(err.to_string())
     }
 }

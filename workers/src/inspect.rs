@@ -26,6 +26,10 @@ pub struct WorkerInfo {
     pub pid: Option<u32>,
     /// Jobs it may run at once.
     pub concurrency: Option<u32>,
+    /// When it started, ms since the epoch (its own clock).
+    pub started_ms: Option<i64>,
+    /// Its apalis service stack, as apalis names it.
+    pub service: Option<String>,
     /// Last heartbeat, ms since the epoch (Redis clock).
     pub last_heartbeat_ms: i64,
     /// Jobs it holds now.
@@ -108,6 +112,17 @@ impl Queue {
         Ok(out)
     }
 
+    /// Every queue pushed to or served in this namespace, sorted.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn queue_names(&self) -> Result<Vec<String>, Error> {
+        let mut conn = self.conn.clone();
+        let mut names: Vec<String> = conn.smembers(self.keys.queues()).await?;
+        names.sort();
+        Ok(names)
+    }
+
     async fn worker_names(&self, queue: &str) -> Result<Vec<String>, Error> {
         let mut conn = self.conn.clone();
         Ok(conn.zrange(self.keys.workers(queue), 0, -1).await?)
@@ -131,6 +146,8 @@ impl Queue {
                 host: info.get("host").cloned(),
                 pid: info.get("pid").and_then(|p| p.parse().ok()),
                 concurrency: info.get("concurrency").and_then(|p| p.parse().ok()),
+                started_ms: info.get("started").and_then(|p| p.parse().ok()),
+                service: info.get("service").cloned(),
                 last_heartbeat_ms: beat as i64,
                 in_flight,
                 name,

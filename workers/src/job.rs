@@ -1,16 +1,19 @@
-//! A claimed job as the handler sees it, and the application's hook for jobs
-//! that are given up on.
+//! What the backend knows of a claimed job, and the application's hook for
+//! jobs that are given up on.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apalis_core::task::Task;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::JobError;
 use crate::queue::{chrono_ms, AttemptRecord};
 
-/// One claimed job, as the handler sees it.
+/// One claimed job as stored in Redis: the backend puts it into every task's
+/// data, so a handler can take it as `Data<Job>` and the dead-letter hook
+/// gets it (with the raw payload) even for a payload that does not decode.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// The job id.
@@ -19,15 +22,15 @@ pub struct Job {
     pub queue: Arc<str>,
     /// The payload as pushed (JSON).
     pub payload: Arc<str>,
-    /// This attempt's number, from 1. In the dead-letter hook: the attempts
-    /// the job used.
+    /// The attempt it was claimed for, from 1. In the dead-letter hook: the
+    /// attempts the job used.
     pub attempt: u32,
     /// Attempts the job may use in all.
     pub max_attempts: u32,
     /// The worker running it.
     pub worker: Arc<str>,
     /// The attempt now running, shared by the clones the retry layer makes,
-    /// so the runtime's copy knows which attempt ran last and when it began.
+    /// so the backend's copy knows which attempt ran last and when it began.
     current: Arc<Mutex<Current>>,
 }
 
@@ -63,6 +66,12 @@ impl Job {
         }
     }
 
+    /// The job a task of this crate's backend stands for; `None` for a task
+    /// that did not come from it.
+    pub fn of<Args>(task: &Task<Args>) -> Option<&Job> {
+        task.data().get::<Job>()
+    }
+
     /// Decodes the payload. A payload that does not decode will never decode,
     /// so the error is permanent.
     ///
@@ -84,6 +93,11 @@ impl Job {
         lock(&self.current).started.elapsed()
     }
 
+    /// The default span of a job: `job` with its id, queue and attempt.
+    pub(crate) fn span(&self) -> tracing::Span {
+        tracing::info_span!("job", job_id = %self.id, queue = %self.queue, attempt = self.attempt)
+    }
+
     pub(crate) fn failure_record(&self, err: &JobError) -> AttemptRecord {
         let current = *lock(&self.current);
         AttemptRecord {
@@ -95,10 +109,11 @@ impl Job {
         }
     }
 
-    pub(crate) fn next_attempt(&mut self, after: Duration) {
-        self.attempt += 1;
-        *lock(&self.current) = Current {
-            number: self.attempt,
+    /// The next attempt starts in `after`.
+    pub(crate) fn next_attempt(&self, after: Duration) {
+        let mut current = lock(&self.current);
+        *current = Current {
+            number: current.number + 1,
             started: tokio::time::Instant::now() + after,
             started_ms: chrono_ms() + after.as_millis() as i64,
         };

@@ -68,6 +68,12 @@ impl Keys {
         format!("{}:worker:{worker}", self.ns)
     }
 
+    /// The set of every queue name pushed to or served (for listings
+    /// across queues).
+    pub(crate) fn queues(&self) -> String {
+        format!("{}:queues", self.ns)
+    }
+
     pub(crate) fn metrics(&self) -> String {
         format!("{}:metrics", self.ns)
     }

@@ -2,29 +2,34 @@
 //!
 //! ## Layout
 //! Dependencies point down this list, never up.
-//! - `runtime` — [`Runtime`] and [`RuntimeConfig`]: the claim loop and shutdown.
-//! - `outcome`, `upkeep` — what happens to a job after it ran; the ack and
-//!   heartbeat loops.
+//! - `backend` — [`RedisBackend`]: the queues as an apalis backend (claims,
+//!   its tower layer that settles each job, heartbeats and acks, the sink,
+//!   the listings dashboards read).
+//! - `config` — [`WorkerConfig`]: how the workers of one queue behave.
 //! - `retry` — the tower retry policy and [`Backoff`].
 //! - `job` — [`Job`] and the [`DeadLetter`] hook.
-//! - `claim` — the runtime's side of the queue (claim, ack, settle, reap).
-//! - `queue`, `inspect`, `lease`, `ratelimit`, `metrics` — the client side.
+//! - `claim` — the worker's side of the queue (claim, ack, settle, reap).
+//! - `queue`, `push`, `inspect`, `lease`, `ratelimit`, `metrics` — the
+//!   client side; `model` — the shapes they return.
 //! - `keys`, `error` and the Lua scripts in `lua/` — below everything.
 
+mod backend;
 mod claim;
+mod config;
 mod error;
 mod inspect;
 mod job;
 mod keys;
 mod lease;
 mod metrics;
-mod outcome;
+mod model;
+mod push;
 mod queue;
 mod ratelimit;
 mod retry;
-mod runtime;
-mod upkeep;
 
+pub use backend::{job_span, JsonCodec, MakeSpan, RedisBackend, RedisLayer, RedisService};
+pub use config::WorkerConfig;
 pub use error::{Error, JobError};
 pub use inspect::{Discard, Throughput, WorkerInfo};
 pub use job::{DeadLetter, Job};
@@ -33,4 +38,3 @@ pub use metrics::{series, Metrics, BUCKETS};
 pub use queue::{new_job_id, AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
 pub use ratelimit::RateLimiter;
 pub use retry::{Backoff, RetryPolicy};
-pub use runtime::{job_span, MakeSpan, Runtime, RuntimeConfig};

@@ -1,6 +1,7 @@
-//! The queue client: enqueue, inspect, revive and discard jobs. The worker
-//! runtime uses the same type for its own claim / ack / settle calls, so all
-//! key handling lives here and in the Lua scripts beside it.
+//! The queue client: connect, look up, revive, discard and count jobs
+//! (pushing is in `push`, operator views in `inspect`). The backend uses the
+//! same type for its own claim / ack / settle calls (`claim`), so all key
+//! handling lives in these modules and the Lua scripts beside them.
 //!
 //! Why not apalis-redis 1.0.0: its fetch promotes every due job with one
 //! `unpack(...)` (fails past ~8,000 due jobs, which stalls the queue), its
@@ -18,146 +19,11 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::keys::Keys;
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// Ready to be claimed.
-    Pending,
-    /// Waiting for its run time (a delayed push or a backoff).
-    Scheduled,
-    /// Claimed by a worker.
-    Running,
-    /// Finished successfully; kept for a while for inspection.
-    Done,
-    /// Out of attempts, failed permanently, or killed its worker too often;
-    /// waits for an operator.
-    Dead,
-}
-
-impl JobState {
-    fn parse(s: &str) -> Result<Self, Error> {
-        Ok(match s {
-            "pending" => Self::Pending,
-            "scheduled" => Self::Scheduled,
-            "running" => Self::Running,
-            "done" => Self::Done,
-            "dead" => Self::Dead,
-            other => return Err(Error::Corrupt(format!("unknown job state {other:?}"))),
-        })
-    }
-}
-
-/// Options of one push.
-#[derive(Debug, Clone)]
-pub struct PushOptions {
-    /// How many attempts the job gets before it is parked in the dead set.
-    pub max_attempts: u32,
-    /// Run no earlier than this long from now.
-    pub delay: Duration,
-    /// The id to give the job (so a caller can record it before the push);
-    /// a fresh UUIDv7 when `None`.
-    pub id: Option<String>,
-}
-
-/// A fresh job id: a UUIDv7, so ids sort by creation time.
-pub fn new_job_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-impl Default for PushOptions {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            delay: Duration::ZERO,
-            id: None,
-        }
-    }
-}
-
-/// A job as stored, for inspection.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobInfo {
-    /// The job id.
-    pub id: String,
-    /// The queue it belongs to.
-    pub queue: String,
-    /// Where it is now.
-    pub state: JobState,
-    /// Attempts started so far.
-    pub attempts: u32,
-    /// Attempts it may use.
-    pub max_attempts: u32,
-    /// Times a worker died (stopped heart-beating) while running it; at
-    /// `RuntimeConfig::max_stalls` it is dead-lettered instead of run again.
-    pub stalls: u32,
-    /// Times in a row it was put off without using an attempt (a dependency
-    /// was unavailable, or dead-lettering it failed); drives their backoff.
-    pub postponed: u32,
-    /// Its payload as pushed.
-    pub payload: serde_json::Value,
-    /// The last error, if an attempt failed.
-    pub error: Option<String>,
-    /// The worker that ran it last.
-    pub worker: Option<String>,
-    /// When it was pushed (ms since the epoch, Redis clock).
-    pub created_ms: i64,
-    /// When its state last changed.
-    pub updated_ms: i64,
-}
-
-/// One failed attempt, as recorded in the job's log (the last
-/// [`LOG_KEEP`](crate::keys::LOG_KEEP) = 25 are kept). An attempt cut short by
-/// its worker's death is recorded by the worker that recovered the job, with
-/// the error "worker {name} stopped while running it".
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AttemptRecord {
-    /// Attempt number, from 1.
-    pub attempt: u32,
-    /// The worker that ran it.
-    pub worker: String,
-    /// Start, ms since the epoch (the worker's clock; the Redis clock for an
-    /// attempt cut short by a worker's death). For reading only.
-    pub started_ms: i64,
-    /// How long it ran.
-    pub duration_ms: u64,
-    /// Why it failed.
-    pub error: String,
-}
-
-/// How many jobs a queue holds in each state, and what it has done.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct QueueCounts {
-    /// Ready to run.
-    pub pending: u64,
-    /// Waiting for their time.
-    pub scheduled: u64,
-    /// Claimed by live or not yet reaped workers.
-    pub running: u64,
-    /// Finished jobs still kept for inspection.
-    pub done: u64,
-    /// Parked for an operator.
-    pub dead: u64,
-    /// Jobs completed since the queue was created.
-    pub completed_total: u64,
-    /// Failed attempts since the queue was created.
-    pub failed_total: u64,
-}
-
-impl QueueCounts {
-    /// Jobs that still have to run (pending, scheduled or running).
-    pub fn outstanding(&self) -> u64 {
-        self.pending + self.scheduled + self.running
-    }
-}
+use crate::model::parse_job;
+pub use crate::model::{new_job_id, AttemptRecord, JobInfo, JobState, PushOptions, QueueCounts};
 
 pub(crate) struct Scripts {
     pub(crate) push: Script,
@@ -186,9 +52,6 @@ impl Scripts {
         }
     }
 }
-
-/// Separates the de-duplication keys of one item inside the push script.
-const KEY_SEPARATOR: char = '\u{1f}';
 
 /// A handle on the queues of one namespace. Cheap to clone.
 #[derive(Clone)]
@@ -225,122 +88,6 @@ impl Queue {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
-    }
-
-    /// Enqueues one job; returns its id.
-    ///
-    /// # Errors
-    /// When the payload cannot be serialised or Redis fails.
-    pub async fn push<T: Serialize>(
-        &self,
-        queue: &str,
-        payload: &T,
-        opts: PushOptions,
-    ) -> Result<String, Error> {
-        let body = serde_json::to_string(payload).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let id = opts.id.clone().unwrap_or_else(new_job_id);
-        self.push_script(
-            queue,
-            &[(id.clone(), body, String::new())],
-            &opts,
-            Duration::ZERO,
-        )
-        .await?;
-        Ok(id)
-    }
-
-    /// Enqueues many already-serialised payloads, a thousand per script call;
-    /// returns their ids in order. For backlogs and benchmarks (`opts.id` is
-    /// ignored: each job gets a fresh id).
-    ///
-    /// # Errors
-    /// When Redis fails; jobs of earlier batches stay queued.
-    pub async fn push_many_raw(
-        &self,
-        queue: &str,
-        payloads: &[String],
-        opts: PushOptions,
-    ) -> Result<Vec<String>, Error> {
-        let mut ids = Vec::with_capacity(payloads.len());
-        for chunk in payloads.chunks(1000) {
-            let jobs: Vec<(String, String, String)> = chunk
-                .iter()
-                .map(|body| (new_job_id(), body.clone(), String::new()))
-                .collect();
-            self.push_script(queue, &jobs, &opts, Duration::ZERO)
-                .await?;
-            ids.extend(jobs.into_iter().map(|(id, _, _)| id));
-        }
-        Ok(ids)
-    }
-
-    /// Enqueues each `(dedup keys, payload JSON)` item with a key not seen in
-    /// the last `seen_ttl`, in one script call; returns per item the new
-    /// job's id, or `None` for a duplicate (every key seen, by an earlier
-    /// call or an earlier item of this one). A key is marked seen (in
-    /// `{ns}:seen:{key}`, holding the job id, for `seen_ttl`) exactly when a
-    /// job standing for it is created, so a webhook delivered twice makes
-    /// one job. An item stands for several events when it carries several
-    /// keys (one job per CRM record for all of a batch's events on it).
-    /// `opts.id` is ignored.
-    ///
-    /// # Errors
-    /// When Redis fails; then nothing of this call was written.
-    pub async fn push_unique(
-        &self,
-        queue: &str,
-        items: &[(Vec<String>, String)],
-        opts: PushOptions,
-        seen_ttl: Duration,
-    ) -> Result<Vec<Option<String>>, Error> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let bad = |k: &String| k.is_empty() || k.contains(KEY_SEPARATOR);
-        if let Some((keys, _)) = items
-            .iter()
-            .find(|(keys, _)| keys.is_empty() || keys.iter().any(bad))
-        {
-            return Err(Error::Corrupt(format!(
-                "unusable de-duplication keys {keys:?}"
-            )));
-        }
-        let jobs: Vec<(String, String, String)> = items
-            .iter()
-            .map(|(keys, body)| {
-                (
-                    new_job_id(),
-                    body.clone(),
-                    keys.join(&KEY_SEPARATOR.to_string()),
-                )
-            })
-            .collect();
-        self.push_script(queue, &jobs, &opts, seen_ttl.max(Duration::from_millis(1)))
-            .await
-    }
-
-    /// Runs the push script over `(id, payload, dedup key or "")` triples.
-    async fn push_script(
-        &self,
-        queue: &str,
-        jobs: &[(String, String, String)],
-        opts: &PushOptions,
-        seen_ttl: Duration,
-    ) -> Result<Vec<Option<String>>, Error> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.scripts.push.prepare_invoke();
-        inv.key(self.keys.pending(queue))
-            .key(self.keys.scheduled(queue))
-            .arg(self.keys.job_prefix())
-            .arg(self.keys.seen_prefix())
-            .arg(queue)
-            .arg(opts.max_attempts)
-            .arg(opts.delay.as_millis() as u64)
-            .arg(seen_ttl.as_millis() as u64);
-        for (id, body, dedup) in jobs {
-            inv.arg(id).arg(body).arg(dedup);
-        }
-        Ok(inv.invoke_async(&mut conn).await?)
     }
 
     /// One job, or `None` when the id is unknown (or its record expired).
@@ -577,25 +324,4 @@ pub(crate) fn chrono_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-fn parse_job(id: &str, map: &HashMap<String, String>) -> Result<JobInfo, Error> {
-    let get = |k: &str| map.get(k).map(String::as_str);
-    let num = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-    let payload =
-        get("payload").ok_or_else(|| Error::Corrupt(format!("job {id} has no payload")))?;
-    Ok(JobInfo {
-        id: id.to_owned(),
-        queue: get("queue").unwrap_or_default().to_owned(),
-        state: JobState::parse(get("state").unwrap_or("pending"))?,
-        attempts: num("attempts").max(0) as u32,
-        max_attempts: num("max").max(0) as u32,
-        stalls: num("stalls").max(0) as u32,
-        postponed: num("postponed").max(0) as u32,
-        payload: serde_json::from_str(payload).map_err(|e| Error::Corrupt(e.to_string()))?,
-        error: get("error").filter(|e| !e.is_empty()).map(str::to_owned),
-        worker: get("worker").map(str::to_owned),
-        created_ms: num("created"),
-        updated_ms: num("updated"),
-    })
 }

@@ -1,13 +1,16 @@
-//! Retry with exponential backoff and jitter, as a `tower::retry::Policy`.
-//! Only transient errors are retried; a `Retry-After` from the remote side is
-//! honoured. Short waits happen in place; a wait longer than
-//! `max_inline_wait` is handed back to the runtime, which reschedules the job
-//! in Redis instead of holding a concurrency slot while it sleeps.
+//! Retry with exponential backoff and jitter, as a `tower::retry::Policy`
+//! over apalis tasks. Only transient errors are retried; a `Retry-After` from
+//! the remote side is honoured. Short waits happen in place; a wait longer
+//! than `max_inline_wait` is handed back to the backend, which reschedules
+//! the job in Redis instead of holding a concurrency slot while it sleeps.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use apalis_core::worker::context::WorkerContext;
 use rand::Rng;
 
 use crate::error::JobError;
@@ -46,7 +49,19 @@ impl Backoff {
     }
 }
 
-/// The retry policy the runtime installs around every handler.
+/// The retry policy of a [`RedisBackend`]'s workers, for apalis'
+/// `WorkerBuilder::retry` (made by [`RedisBackend::retry_policy`]).
+///
+/// Not apalis' stock `RetryPolicy`: that one counts attempts in memory,
+/// retries any error, and knows nothing of `Retry-After`. Here attempts live
+/// in Redis (each inline retry is recorded in the job's attempt log and
+/// counted in its hash before it starts), so they survive a worker's death;
+/// only transient errors are retried; a wait longer than `max_inline_wait`,
+/// or any wait once the worker is shutting down, is handed back to the
+/// backend, which reschedules the job in Redis instead of holding a slot.
+///
+/// [`RedisBackend`]: crate::RedisBackend
+/// [`RedisBackend::retry_policy`]: crate::RedisBackend::retry_policy
 #[derive(Clone)]
 pub struct RetryPolicy {
     pub(crate) backoff: Backoff,
@@ -55,41 +70,55 @@ pub struct RetryPolicy {
     pub(crate) metrics: Option<Metrics>,
 }
 
-impl tower::retry::Policy<Job, (), JobError> for RetryPolicy {
+impl<Args: Clone, Res> tower::retry::Policy<Task<Args>, Res, BoxDynError> for RetryPolicy {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    fn retry(&mut self, job: &mut Job, result: &mut Result<(), JobError>) -> Option<Self::Future> {
-        let err = result.as_ref().err()?;
-        // an unavailable dependency is not retried in place: the runtime
+    fn retry(
+        &mut self,
+        task: &mut Task<Args>,
+        result: &mut Result<Res, BoxDynError>,
+    ) -> Option<Self::Future> {
+        let err = JobError::classify(result.as_ref().err()?);
+        let job = Job::of(task)?.clone();
+        let attempt = job.last_attempt();
+        // an unavailable dependency is not retried in place: the backend
         // postpones the job in Redis and pauses its claims
-        if !err.is_transient() || job.attempt >= job.max_attempts {
+        if !err.is_transient() || attempt >= job.max_attempts {
             return None;
         }
-        let delay = self.backoff.delay(job.attempt, err.retry_after());
+        if task
+            .data()
+            .get::<WorkerContext>()
+            .is_some_and(WorkerContext::is_shutting_down)
+        {
+            return None;
+        }
+        let delay = self.backoff.delay(attempt, err.retry_after());
         if delay > self.max_inline_wait {
             return None;
         }
-        tracing::warn!(attempt = job.attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "attempt failed; retrying");
-        let record = job.failure_record(err);
+        tracing::warn!(attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "attempt failed; retrying");
+        let record = job.failure_record(&err);
         job.next_attempt(delay);
         if let Some(m) = &self.metrics {
             m.inc("job_retries_total", &[("queue", &job.queue)]);
         }
         let queue = self.queue.clone();
-        let id = job.id.clone();
         Some(Box::pin(async move {
-            if let Err(e) = queue.record_attempt(&id, &record).await {
-                tracing::warn!(job_id = %id, error = %e, "could not record a failed attempt");
+            if let Err(e) = queue.record_attempt(&job.id, &record).await {
+                tracing::warn!(job_id = %job.id, error = %e, "could not record a failed attempt");
             }
             tokio::time::sleep(delay).await;
-            if let Err(e) = queue.bump_attempt(&id).await {
-                tracing::warn!(job_id = %id, error = %e, "could not count the next attempt");
+            if let Err(e) = queue.bump_attempt(&job.id).await {
+                tracing::warn!(job_id = %job.id, error = %e, "could not count the next attempt");
             }
         }))
     }
 
-    fn clone_request(&mut self, job: &Job) -> Option<Job> {
-        Some(job.clone())
+    fn clone_request(&mut self, task: &Task<Args>) -> Option<Task<Args>> {
+        // the clone shares the task's context, so apalis' attempt counter
+        // (and the job's current attempt) move on for both
+        Some(task.clone())
     }
 }
 

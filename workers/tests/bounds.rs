@@ -5,29 +5,25 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{config, namespace, raw, redis_url, stop_after, Handler, Q};
-use workers::{Job, JobError, PushOptions, Queue, Runtime, RuntimeConfig};
+use common::{config, handler, namespace, raw, redis_url, start, Q};
+use workers::{JobError, PushOptions, Queue, RedisBackend, WorkerConfig};
 
-/// Runs `cfg` over the queue with a handler failing by its payload
-/// ("transient" or "permanent"; anything else succeeds) until idle.
-async fn drain(q: &Queue, cfg: RuntimeConfig) {
-    let handler = tower::service_fn(|job: Job| -> Handler {
-        Box::pin(async move {
-            match job.decode::<String>()?.as_str() {
-                "transient" => Err(JobError::transient("flaky")),
-                "permanent" => Err(JobError::permanent("refused")),
-                _ => Ok(()),
-            }
-        })
+/// Runs a worker with `cfg` over the queue with a handler failing by its
+/// payload ("transient" or "permanent"; anything else succeeds) until idle.
+async fn drain(q: &Queue, cfg: WorkerConfig) {
+    let h = handler(|payload: String, _| async move {
+        match payload.as_str() {
+            "transient" => Err(JobError::transient("flaky")),
+            "permanent" => Err(JobError::permanent("refused")),
+            _ => Ok(()),
+        }
     });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(Runtime::new(q.clone(), cfg, handler).run(stop_after(rx)));
+    let worker = start(&RedisBackend::new(q.clone(), cfg), "w", h);
     q.wait_idle(Q, Duration::from_secs(20))
         .await
         .unwrap()
         .expect("drained");
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -44,7 +40,7 @@ async fn dead_jobs_are_kept_within_count_and_age_and_attempt_logs_are_capped() {
                 .await
                 .unwrap(),
         );
-        let mut cfg = config("w");
+        let mut cfg = config();
         cfg.dead_keep = 2;
         cfg.dead_retention = Duration::from_secs(3600);
         drain(&q, cfg).await;
@@ -92,7 +88,7 @@ async fn dead_jobs_are_kept_within_count_and_age_and_attempt_logs_are_capped() {
 
     // by age: a job dead longer than the retention leaves the dead set when
     // the next one dies
-    let mut cfg = config("w");
+    let mut cfg = config();
     cfg.dead_retention = Duration::from_millis(300);
     let old = q
         .push(Q, &"permanent", PushOptions::default())
@@ -120,7 +116,7 @@ async fn dead_jobs_are_kept_within_count_and_age_and_attempt_logs_are_capped() {
         ..PushOptions::default()
     };
     let long = q.push(Q, &"transient", opts).await.unwrap();
-    let mut cfg = config("w");
+    let mut cfg = config();
     cfg.backoff.base = Duration::from_millis(1);
     cfg.backoff.max = Duration::from_millis(2);
     drain(&q, cfg).await;
@@ -136,7 +132,7 @@ async fn throughput_is_counted_in_a_bounded_ring_of_minutes() {
     for body in ["ok", "ok", "ok", "permanent"] {
         q.push(Q, &body, PushOptions::default()).await.unwrap();
     }
-    drain(&q, config("w")).await;
+    drain(&q, config()).await;
     let t = q.throughput(Q, 5).await.unwrap();
     assert_eq!((t.minutes, t.completed, t.failed), (5, 3, 1));
     assert_eq!(

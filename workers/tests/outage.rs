@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{config, eventually, noop, queue, stop_after, Handler, Q};
+use common::{config, eventually, handler, noop, queue, start, Q};
 use tokio::time::Instant;
-use workers::{Job, JobError, JobState, PushOptions, Queue, Runtime};
+use workers::{JobError, JobState, PushOptions, Queue, RedisBackend};
 
 #[tokio::test]
 async fn an_unavailable_dependency_uses_no_attempt_and_pauses_claims() {
@@ -22,24 +22,23 @@ async fn an_unavailable_dependency_uses_no_attempt_and_pauses_claims() {
     let first = q.push(Q, &0, opts.clone()).await.unwrap();
     let calls: Arc<Mutex<Vec<(u32, Instant, Instant)>>> = Arc::default();
     let c = calls.clone();
-    let handler = tower::service_fn(move |job: Job| -> Handler {
+    let h = handler(move |_: u32, attempt| {
         let c = c.clone();
-        Box::pin(async move {
+        async move {
             let start = Instant::now();
             let n = c.lock().unwrap().len();
-            c.lock().unwrap().push((job.attempt, start, Instant::now()));
+            c.lock().unwrap().push((attempt, start, Instant::now()));
             if n < 3 {
                 Err(JobError::unavailable("database down"))
             } else {
                 Ok(())
             }
-        })
+        }
     });
-    let mut cfg = config("w");
+    let mut cfg = config();
     cfg.concurrency = 1;
     cfg.unavailable_pause = Duration::from_millis(150);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(Runtime::new(q.clone(), cfg, handler).run(stop_after(rx)));
+    let worker = start(&RedisBackend::new(q.clone(), cfg), "w", h);
     eventually("the first postponement", Duration::from_secs(5), || async {
         !calls.lock().unwrap().is_empty()
     })
@@ -52,8 +51,7 @@ async fn an_unavailable_dependency_uses_no_attempt_and_pauses_claims() {
         .await
         .unwrap()
         .expect("drained");
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!((counts.completed_total, counts.dead), (3, 0));
     assert_eq!(
@@ -175,29 +173,23 @@ async fn a_redis_restart_mid_run_loses_no_job_and_runs_none_twice() {
     let runs: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
     let spans: Arc<Mutex<Vec<(usize, Instant, Instant)>>> = Arc::default();
     let (r, s) = (runs.clone(), spans.clone());
-    let handler = tower::service_fn(move |job: Job| -> Handler {
+    let h = handler(move |i: usize, _| {
         let (r, s) = (r.clone(), s.clone());
-        Box::pin(async move {
-            let i: usize = job.decode()?;
+        async move {
             let start = Instant::now();
             tokio::time::sleep(Duration::from_millis(2)).await;
             r[i].fetch_add(1, Ordering::SeqCst);
             s.lock().unwrap().push((i, start, Instant::now()));
             Ok(())
-        })
+        }
     });
-    let mut stops = Vec::new();
-    let mut runtimes = Vec::new();
+    let mut workers = Vec::new();
     for name in ["w1", "w2"] {
-        let mut cfg = config(name);
+        let mut cfg = config();
         cfg.concurrency = 8;
         cfg.heartbeat = Duration::from_millis(50);
         cfg.dead_after = Duration::from_millis(300);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        stops.push(tx);
-        runtimes.push(tokio::spawn(
-            Runtime::new(q.clone(), cfg, handler.clone()).run(stop_after(rx)),
-        ));
+        workers.push(start(&RedisBackend::new(q.clone(), cfg), name, h.clone()));
     }
 
     let done = || runs.iter().filter(|r| r.load(Ordering::SeqCst) > 0).count();
@@ -211,8 +203,9 @@ async fn a_redis_restart_mid_run_loses_no_job_and_runs_none_twice() {
     redis.kill();
     // Down for longer than `dead_after`, so every heartbeat is stale when it
     // returns, and longer than the connection manager's reconnect retries
-    // (about 3.5 s), during which calls wait rather than fail: the runtime
-    // must live through failed claims, acks and heartbeats.
+    // (about 3.5 s), during which calls wait rather than fail: the workers
+    // must live through failed claims, acks and heartbeats (apalis would end
+    // a worker whose backend returned an error).
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ran_while_down = done();
     let redis = OwnRedis::start(port, &dir);
@@ -229,11 +222,8 @@ async fn a_redis_restart_mid_run_loses_no_job_and_runs_none_twice() {
             "the backlog drains after the restart"
         );
     };
-    for tx in stops {
-        let _ = tx.send(());
-    }
-    for rt in runtimes {
-        rt.await.unwrap().unwrap();
+    for w in workers {
+        w.stop().await;
     }
 
     assert!(ran_while_down < n, "the outage hit mid-run");
@@ -272,16 +262,18 @@ async fn heartbeats_are_stamped_with_the_redis_clock() {
     // stamp lies within Redis `TIME` readings taken around it.
     let q = queue().await;
     let before = q.server_ms().await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(Runtime::new(q.clone(), config("w"), noop()).run(stop_after(rx)));
+    let worker = start(
+        &RedisBackend::<String>::new(q.clone(), config()),
+        "w",
+        noop(),
+    );
     eventually("the worker joined", Duration::from_secs(5), || async {
         !q.workers(Q).await.unwrap().is_empty()
     })
     .await;
     let after = q.server_ms().await.unwrap();
     let beat = q.workers(Q).await.unwrap()[0].last_heartbeat_ms;
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
     assert!(
         before <= beat && beat <= after,
         "{before} <= {beat} <= {after}"

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, eventually, hang, queue, stop_after, Handler, Q};
+use common::{config, eventually, handler, hang, queue, start, Q};
 use futures::future::BoxFuture;
-use workers::{DeadLetter, Job, JobError, JobState, PushOptions, Runtime};
+use workers::{DeadLetter, Job, JobError, JobState, PushOptions, RedisBackend};
 
 /// Counts its calls; fails the first `fail_first` of them as if the
 /// application's database were down.
@@ -34,22 +34,14 @@ impl DeadLetter for Hook {
     }
 }
 
-/// Starts a runtime named `name` over a hanging handler, waits until it runs
+/// Starts a worker named `name` over a hanging handler, waits until it runs
 /// the job, then kills it without leaving the pool (a crash).
 async fn crash_while_running(q: &workers::Queue, name: &str, calls: &Arc<AtomicU32>) {
     let started = Arc::new(tokio::sync::Notify::new());
-    let (_never_tx, never) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(
-        Runtime::new(
-            q.clone(),
-            config(name),
-            hang(calls.clone(), started.clone()),
-        )
-        .run(stop_after(never)),
-    );
+    let backend = RedisBackend::<String>::new(q.clone(), config());
+    let worker = start(&backend, name, hang(calls.clone(), started.clone()));
     started.notified().await;
-    run.abort();
-    let _ = run.await;
+    worker.crash().await;
 }
 
 #[tokio::test]
@@ -73,25 +65,20 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_max_stall
     );
 
     let hooks = Arc::new(AtomicU32::new(0));
-    let mut cfg = config("b");
+    let mut cfg = config();
     cfg.max_stalls = 2;
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let started = Arc::new(tokio::sync::Notify::new());
-    let run = tokio::spawn(
-        Runtime::new(q.clone(), cfg, hang(runs.clone(), started))
-            .on_dead(Arc::new(Hook {
-                calls: hooks.clone(),
-                fail_first: 0,
-            }))
-            .run(stop_after(rx)),
-    );
+    let backend = RedisBackend::<String>::new(q.clone(), cfg).on_dead(Arc::new(Hook {
+        calls: hooks.clone(),
+        fail_first: 0,
+    }));
+    let worker = start(&backend, "b", hang(runs.clone(), started));
     let counts = q
         .wait_idle(Q, Duration::from_secs(10))
         .await
         .unwrap()
         .expect("settled");
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(counts.dead, 1);
     assert_eq!(
@@ -139,18 +126,15 @@ async fn a_job_whose_last_attempt_died_with_its_worker_is_not_run_again() {
     let runs = Arc::new(AtomicU32::new(0));
     crash_while_running(&q, "a", &runs).await;
 
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let started = Arc::new(tokio::sync::Notify::new());
-    let run = tokio::spawn(
-        Runtime::new(q.clone(), config("peer"), hang(runs.clone(), started)).run(stop_after(rx)),
-    );
+    let backend = RedisBackend::<String>::new(q.clone(), config());
+    let worker = start(&backend, "peer", hang(runs.clone(), started));
     let counts = q
         .wait_idle(Q, Duration::from_secs(10))
         .await
         .unwrap()
         .expect("settled");
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
     assert_eq!(counts.dead, 1);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let job = q.job(&id).await.unwrap().unwrap();
@@ -163,24 +147,20 @@ async fn a_failing_dead_letter_hook_is_called_again_before_the_job_is_parked() {
     let q = queue().await;
     let runs = Arc::new(AtomicU32::new(0));
     let r = runs.clone();
-    let refuse = tower::service_fn(move |_job: Job| -> Handler {
+    let refuse = handler(move |_: String, _| {
         r.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Err(JobError::permanent("refused")) })
+        async { Err(JobError::permanent("refused")) }
     });
     let id = q.push(Q, &"bad", PushOptions::default()).await.unwrap();
     let hooks = Arc::new(AtomicU32::new(0));
-    let mut cfg = config("w");
+    let mut cfg = config();
     // the hook's failures pause claims; keep the test short
     cfg.unavailable_pause = Duration::from_millis(20);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(
-        Runtime::new(q.clone(), cfg, refuse)
-            .on_dead(Arc::new(Hook {
-                calls: hooks.clone(),
-                fail_first: 2,
-            }))
-            .run(stop_after(rx)),
-    );
+    let backend = RedisBackend::new(q.clone(), cfg).on_dead(Arc::new(Hook {
+        calls: hooks.clone(),
+        fail_first: 2,
+    }));
+    let worker = start(&backend, "w", refuse);
     // while the hook fails, the job is not parked dead
     eventually("the hook failed once", Duration::from_secs(5), || async {
         hooks.load(Ordering::SeqCst) >= 1
@@ -198,8 +178,7 @@ async fn a_failing_dead_letter_hook_is_called_again_before_the_job_is_parked() {
         .await
         .unwrap()
         .expect("settled");
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
     assert_eq!(counts.dead, 1);
     assert_eq!(hooks.load(Ordering::SeqCst), 3, "called until it succeeded");
     assert_eq!(

@@ -1,55 +1,15 @@
-//! The runtime against a real Redis (REDIS_URL, as started by scripts/test.sh).
+//! Jobs run through apalis workers over the backend, against a real Redis
+//! (REDIS_URL, as started by scripts/test.sh).
+
+mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{config, handler, hang, noop, queue, queue_in, start, Q};
 use futures::future::BoxFuture;
-use workers::{Backoff, DeadLetter, Job, JobError, PushOptions, Queue, Runtime, RuntimeConfig};
-
-const Q: &str = "test-q";
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6391".into())
-}
-
-async fn queue() -> Queue {
-    queue_in(&format!("wt-{}", uuid::Uuid::new_v4().simple())).await
-}
-
-async fn queue_in(ns: &str) -> Queue {
-    Queue::connect(&redis_url(), ns)
-        .await
-        .expect("redis reachable")
-}
-
-fn config(name: &str) -> RuntimeConfig {
-    let mut c = RuntimeConfig::new(Q, name);
-    c.concurrency = 50;
-    c.backoff = Backoff {
-        base: Duration::from_millis(10),
-        max: Duration::from_millis(50),
-    };
-    c.heartbeat = Duration::from_millis(100);
-    c.dead_after = Duration::from_millis(400);
-    c.poll_interval = Duration::from_millis(10);
-    c
-}
-
-fn noop() -> impl tower::Service<
-    Job,
-    Response = (),
-    Error = JobError,
-    Future = BoxFuture<'static, Result<(), JobError>>,
-> + Clone {
-    tower::service_fn(|_job: Job| -> BoxFuture<'static, Result<(), JobError>> {
-        Box::pin(async { Ok(()) })
-    })
-}
-
-async fn stop_after(rx: tokio::sync::oneshot::Receiver<()>) {
-    let _ = rx.await;
-}
+use workers::{DeadLetter, Job, JobError, PushOptions, RedisBackend};
 
 #[tokio::test]
 async fn a_backlog_far_past_8000_due_jobs_drains_and_finished_jobs_are_bounded() {
@@ -66,17 +26,16 @@ async fn a_backlog_far_past_8000_due_jobs_drains_and_finished_jobs_are_bounded()
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(q.counts(Q).await.unwrap().scheduled, n as u64);
 
-    let mut cfg = config("w1");
+    let mut cfg = config();
     cfg.done_keep = 500;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(Runtime::new(q.clone(), cfg, noop()).run(stop_after(rx)));
+    let backend = RedisBackend::<serde_json::Value>::new(q.clone(), cfg);
+    let worker = start(&backend, "w1", noop());
     let counts = q
         .wait_idle(Q, Duration::from_secs(60))
         .await
         .unwrap()
         .expect("drained");
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
     let counts = q.counts(Q).await.unwrap_or(counts);
     assert_eq!(counts.completed_total, n as u64);
     assert!(
@@ -106,17 +65,15 @@ async fn transient_failures_use_every_attempt_permanent_ones_only_one() {
     let calls = Arc::new(AtomicU32::new(0));
     let dead_hooks = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    let handler = tower::service_fn(move |job: Job| {
-        let c = c.clone();
-        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
-            c.fetch_add(1, Ordering::SeqCst);
-            if job.payload.contains("permanent") {
+    let h = handler(move |payload: String, _| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if payload == "permanent" {
                 Err(JobError::permanent("refused"))
             } else {
                 Err(JobError::transient("flaky"))
             }
-        });
-        fut
+        }
     });
     let t = q
         .push(Q, &"transient", PushOptions::default())
@@ -126,19 +83,15 @@ async fn transient_failures_use_every_attempt_permanent_ones_only_one() {
         .push(Q, &"permanent", PushOptions::default())
         .await
         .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(
-        Runtime::new(q.clone(), config("w1"), handler)
-            .on_dead(Arc::new(Recorder(dead_hooks.clone())))
-            .run(stop_after(rx)),
-    );
+    let backend =
+        RedisBackend::new(q.clone(), config()).on_dead(Arc::new(Recorder(dead_hooks.clone())));
+    let worker = start(&backend, "w1", h);
     let counts = q
         .wait_idle(Q, Duration::from_secs(10))
         .await
         .unwrap()
         .expect("settled");
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
     assert_eq!(counts.dead, 2);
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -166,46 +119,34 @@ async fn transient_failures_use_every_attempt_permanent_ones_only_one() {
 async fn shutdown_gives_unfinished_jobs_back_and_a_dead_workers_jobs_are_recovered() {
     let q = queue().await;
     let started = Arc::new(tokio::sync::Notify::new());
-    let s = started.clone();
-    let hang = tower::service_fn(move |_job: Job| {
-        let s = s.clone();
-        let fut: BoxFuture<'static, Result<(), JobError>> = Box::pin(async move {
-            s.notify_one();
-            std::future::pending::<()>().await;
-            Ok(())
-        });
-        fut
-    });
+    let calls = Arc::new(AtomicU32::new(0));
     let id = q.push(Q, &"slow", PushOptions::default()).await.unwrap();
 
-    // graceful: the job goes back with its attempt returned
-    let mut cfg = config("graceful");
+    // graceful: the drain is cut short, and the job goes back with its
+    // attempt returned
+    let mut cfg = config();
     cfg.shutdown_grace = Duration::from_millis(100);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = tokio::spawn(Runtime::new(q.clone(), cfg, hang.clone()).run(stop_after(rx)));
+    let backend = RedisBackend::<String>::new(q.clone(), cfg);
+    let worker = start(&backend, "graceful", hang(calls.clone(), started.clone()));
     started.notified().await;
-    let _ = tx.send(());
-    run.await.unwrap().unwrap();
+    worker.stop().await;
     let job = q.job(&id).await.unwrap().unwrap();
     assert_eq!((job.state, job.attempts), (workers::JobState::Pending, 0));
+    assert!(q.workers(Q).await.unwrap().is_empty(), "left the pool");
 
-    // crash: the task dies without leaving; a peer recovers the job
-    let (_never_tx, never) = tokio::sync::oneshot::channel::<()>();
-    let crashed =
-        tokio::spawn(Runtime::new(q.clone(), config("crashed"), hang).run(stop_after(never)));
+    // crash: the worker dies without leaving; a peer recovers the job
+    let backend = RedisBackend::<String>::new(q.clone(), config());
+    let crashed = start(&backend, "crashed", hang(calls.clone(), started.clone()));
     started.notified().await;
-    crashed.abort();
-    let _ = crashed.await;
+    crashed.crash().await;
     assert_eq!(q.counts(Q).await.unwrap().running, 1);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let peer = tokio::spawn(Runtime::new(q.clone(), config("peer"), noop()).run(stop_after(rx)));
+    let peer = start(&backend, "peer", noop());
     let counts = q
         .wait_idle(Q, Duration::from_secs(10))
         .await
         .unwrap()
         .expect("recovered");
-    let _ = tx.send(());
-    peer.await.unwrap().unwrap();
+    peer.stop().await;
     assert_eq!(counts.completed_total, 1);
 }
 
@@ -236,7 +177,7 @@ async fn the_rate_limiter_is_shared_by_every_handle() {
 
 #[tokio::test]
 async fn a_lease_is_exclusive_and_a_lost_holder_frees_it_within_its_ttl() {
-    let ns = format!("wt-{}", uuid::Uuid::new_v4().simple());
+    let ns = common::namespace();
     let q = queue_in(&ns).await;
     let ttl = Duration::from_millis(300);
     let first = q

@@ -2,7 +2,7 @@
 -- A job with dedup keys is created only if one of them was not seen within
 -- its TTL; the keys and the job are written together, so an event counts as
 -- seen exactly when a job standing for it exists.
--- KEYS[1] pending list, KEYS[2] scheduled zset
+-- KEYS[1] pending list, KEYS[2] scheduled zset, KEYS[3] set of queue names
 -- ARGV[1] job key prefix, ARGV[2] seen key prefix, ARGV[3] queue,
 -- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms,
 -- ARGV[7..] triples: id, payload, dedup keys joined by \31 ('' for none)
@@ -13,6 +13,7 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local delay = tonumber(ARGV[5])
 local state = 'pending'
 if delay > 0 then state = 'scheduled' end
+redis.call('SADD', KEYS[3], ARGV[3])
 local out = {}
 for i = 7, #ARGV, 3 do
   local id, payload, dedup = ARGV[i], ARGV[i + 1], ARGV[i + 2]

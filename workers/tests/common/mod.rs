@@ -1,13 +1,19 @@
 //! Helpers shared by the integration tests: a fresh namespace per test on the
-//! Redis at REDIS_URL, a fast runtime configuration, handlers.
+//! Redis at REDIS_URL, a fast configuration, and apalis workers over the
+//! backend, started and stopped the way the application does it.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use apalis::prelude::*;
+use apalis_core::backend::BackendConfig;
 use futures::future::BoxFuture;
-use workers::{Backoff, Job, JobError, Queue, RuntimeConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use workers::{Backoff, JobError, Queue, RedisBackend, WorkerConfig};
 
 pub const Q: &str = "test-q";
 
@@ -20,7 +26,11 @@ pub fn namespace() -> String {
 }
 
 pub async fn queue() -> Queue {
-    Queue::connect(&redis_url(), &namespace())
+    queue_in(&namespace()).await
+}
+
+pub async fn queue_in(ns: &str) -> Queue {
+    Queue::connect(&redis_url(), ns)
         .await
         .expect("redis reachable")
 }
@@ -34,8 +44,8 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-pub fn config(name: &str) -> RuntimeConfig {
-    let mut c = RuntimeConfig::new(Q, name);
+pub fn config() -> WorkerConfig {
+    let mut c = WorkerConfig::new(Q);
     c.concurrency = 50;
     c.backoff = Backoff {
         base: Duration::from_millis(10),
@@ -51,32 +61,96 @@ pub fn config(name: &str) -> RuntimeConfig {
     c
 }
 
-pub type Handler = BoxFuture<'static, Result<(), JobError>>;
+/// A job handler: the payload and the attempt apalis reports for it.
+pub type Handler<A> = Arc<dyn Fn(A, u32) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync>;
 
-/// A handler that succeeds at once.
-pub fn noop() -> impl tower::Service<Job, Response = (), Error = JobError, Future = Handler> + Clone
+pub fn handler<A, F, Fut>(f: F) -> Handler<A>
+where
+    F: Fn(A, u32) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), JobError>> + Send + 'static,
 {
-    tower::service_fn(|_job: Job| -> Handler { Box::pin(async { Ok(()) }) })
+    Arc::new(move |a, n| Box::pin(f(a, n)))
 }
 
-/// A handler that counts its calls and never finishes.
-pub fn hang(
+/// Succeeds at once.
+pub fn noop<A: Send + 'static>() -> Handler<A> {
+    handler(|_: A, _| async { Ok(()) })
+}
+
+/// Counts its calls and never finishes.
+pub fn hang<A: Send + 'static>(
     calls: Arc<AtomicU32>,
     started: Arc<tokio::sync::Notify>,
-) -> impl tower::Service<Job, Response = (), Error = JobError, Future = Handler> + Clone {
-    tower::service_fn(move |_job: Job| -> Handler {
+) -> Handler<A> {
+    handler(move |_: A, _| {
         let (calls, started) = (calls.clone(), started.clone());
-        Box::pin(async move {
+        async move {
             calls.fetch_add(1, Ordering::SeqCst);
             started.notify_one();
             std::future::pending::<()>().await;
             Ok(())
-        })
+        }
     })
 }
 
-pub async fn stop_after(rx: tokio::sync::oneshot::Receiver<()>) {
-    let _ = rx.await;
+/// An apalis worker named `name` over `backend`, under a Monitor, as the
+/// application runs it.
+pub struct Worker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    run: tokio::task::JoinHandle<Result<(), MonitorError>>,
+}
+
+pub fn start<A>(backend: &RedisBackend<A>, name: &str, h: Handler<A>) -> Worker
+where
+    A: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static,
+{
+    let grace = backend.config().shutdown_grace;
+    let (b, policy, worker) = (backend.clone(), backend.retry_policy(), name.to_owned());
+    let monitor = Monitor::new()
+        .register(move |_| {
+            let h = h.clone();
+            WorkerBuilder::new(worker.as_str())
+                .backend(b.clone())
+                .retry(policy.clone())
+                .timeout(Duration::from_secs(30))
+                .parallelize(tokio::spawn)
+                .build(move |args: A, attempt: Attempt| h(args, attempt.current() as u32))
+        })
+        .shutdown_timeout(grace);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (b, worker) = (backend.clone(), name.to_owned());
+    let run = tokio::spawn(async move {
+        let ran = monitor
+            .run_with_signal(async move {
+                let _ = rx.await;
+                Ok(())
+            })
+            .await;
+        // the drain may have been cut short: give back what is left
+        b.leave(&worker).await.expect("left the pool");
+        ran
+    });
+    Worker {
+        stop: Some(tx),
+        run,
+    }
+}
+
+impl Worker {
+    /// Shuts the worker down as the application does, and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        (&mut self.run)
+            .await
+            .expect("worker task")
+            .expect("monitor ran");
+    }
+
+    /// Drops the worker without shutting it down: a crash.
+    pub async fn crash(self) {
+        self.run.abort();
+        let _ = self.run.await;
+    }
 }
 
 /// Polls `cond` every 10 ms until it holds; panics with `what` at `deadline`.

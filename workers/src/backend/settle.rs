@@ -3,98 +3,64 @@
 //! claim are repeated until Redis answers, so a blinking Redis never strands
 //! a job in this worker's running set.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tower::{Service, ServiceExt};
-use tracing::Instrument;
+use apalis_core::error::BoxDynError;
 
-use crate::claim::{Settle, SettleLimits};
+use crate::backend::shared::Shared;
+use crate::claim::Settle;
 use crate::error::{Error, JobError};
-use crate::job::{lock, DeadLetter, Job};
-use crate::metrics::Metrics;
-use crate::queue::Queue;
-use crate::runtime::RuntimeConfig;
+use crate::job::Job;
 
-/// What every job task of one runtime shares.
-pub(crate) struct Shared {
-    pub(crate) queue: Queue,
-    pub(crate) cfg: Arc<RuntimeConfig>,
-    pub(crate) limits: SettleLimits,
-    pub(crate) ack: mpsc::UnboundedSender<Arc<str>>,
-    pub(crate) dead_letter: Option<Arc<dyn DeadLetter>>,
-    pub(crate) metrics: Option<Metrics>,
-    /// Ids this worker holds claimed in Redis: from the claim until their ack
-    /// or settle has been written. What is claimed in Redis but not here was
-    /// claimed by a call whose reply was lost.
-    pub(crate) held: Arc<Mutex<HashSet<Arc<str>>>>,
-    pub(crate) pause: Pause,
-}
-
-/// A pause in claiming, set when a dependency is down.
-#[derive(Clone, Default)]
-pub(crate) struct Pause(Arc<Mutex<Option<tokio::time::Instant>>>);
-
-impl Pause {
-    fn extend(&self, by: Duration) {
-        let until = tokio::time::Instant::now() + by;
-        let mut p = lock(&self.0);
-        *p = Some(p.map_or(until, |old| old.max(until)));
-    }
-
-    /// The end of the pause, if one is on.
-    pub(crate) fn until(&self) -> Option<tokio::time::Instant> {
-        lock(&self.0).filter(|u| *u > tokio::time::Instant::now())
-    }
-}
-
-/// Runs one claimed job (or, with `bury`, only dead-letters it) and settles it.
-pub(crate) async fn run_one<S>(
-    shared: Arc<Shared>,
-    job: Job,
-    bury: Option<String>,
-    span: tracing::Span,
-    service: S,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) where
-    S: Service<Job, Response = (), Error = JobError> + Send,
-    S::Future: Send,
-{
-    let outcome = match bury {
-        Some(reason) => {
-            async {
-                tracing::warn!(attempts = job.attempt, reason = %reason, "job is not run again; dead-lettering it");
-                dead_letter(&shared, &job, &JobError::permanent(reason)).await
-            }
-            .instrument(span)
-            .await
-        }
+/// Settles a job the handler ran: acknowledges it (through the batched ack
+/// writer) or settles its failure; records the metrics.
+pub(crate) async fn finish(shared: &Shared, job: &Job, error: Option<&BoxDynError>) {
+    let outcome = match error {
         None => {
-            let result = service.oneshot(job.clone()).instrument(span.clone()).await;
-            let outcome = match result {
-                Ok(()) => {
-                    // the ack loop lets go of the id once the ack is written
-                    let _ = shared.ack.send(job.id.clone());
-                    "completed"
-                }
-                Err(err) => settle_failure(&shared, &job, &err).instrument(span).await,
-            };
-            if let Some(m) = &shared.metrics {
-                let q: &str = &job.queue;
-                m.observe("job_duration_seconds", &[("queue", q)], job.elapsed().as_secs_f64());
-            }
-            outcome
+            // the ack writer lets go of the id once the ack is written
+            let _ = shared.ack.send(job.id.clone());
+            "completed"
         }
+        Some(e) => settle_failure(shared, job, &JobError::classify(e)).await,
     };
+    if let Some(m) = &shared.metrics {
+        let q: &str = &job.queue;
+        m.observe(
+            "job_duration_seconds",
+            &[("queue", q)],
+            job.elapsed().as_secs_f64(),
+        );
+    }
+    count(shared, job, outcome);
+}
+
+/// Dead-letters a job that is not to run (again): its stalls or attempts
+/// are used up, an earlier dead-lettering failed, or its payload does not
+/// decode. `attempt_failed` records the attempt its claim counted.
+pub(crate) async fn bury(shared: &Shared, job: &Job, err: &JobError, attempt_failed: bool) {
+    tracing::warn!(attempts = job.attempt, reason = %err, "job is not run; dead-lettering it");
+    if attempt_failed {
+        record(shared, job, err).await;
+    }
+    let outcome = dead_letter(shared, job, err).await;
+    count(shared, job, outcome);
+}
+
+fn count(shared: &Shared, job: &Job, outcome: &str) {
     if let Some(m) = &shared.metrics {
         let q: &str = &job.queue;
         m.inc("jobs_total", &[("queue", q), ("outcome", outcome)]);
         if outcome == "rescheduled" {
             m.inc("job_retries_total", &[("queue", q)]);
         }
+    }
+}
+
+async fn record(shared: &Shared, job: &Job, err: &JobError) {
+    let rec = job.failure_record(err);
+    if let Err(e) = shared.queue.record_attempt(&job.id, &rec).await {
+        tracing::warn!(error = %e, "could not record a failed attempt");
     }
 }
 
@@ -113,10 +79,7 @@ async fn settle_failure(shared: &Shared, job: &Job, err: &JobError) -> &'static 
     // The retry layer ran its attempts on clones; the last one is what counts.
     let mut last = job.clone();
     last.attempt = job.last_attempt();
-    let record = last.failure_record(err);
-    if let Err(e) = shared.queue.record_attempt(&job.id, &record).await {
-        tracing::warn!(error = %e, "could not record a failed attempt");
-    }
+    record(shared, &last, err).await;
     if err.is_transient() && last.attempt < job.max_attempts {
         let delay = shared.cfg.backoff.delay(last.attempt, err.retry_after());
         tracing::warn!(attempt = last.attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "attempt failed; rescheduled");
@@ -152,7 +115,7 @@ async fn settle(shared: &Shared, job: &Job, how: Settle, error: &str) {
         shared.queue.settle(q, w, id, how, error, &shared.limits)
     })
     .await;
-    lock(&shared.held).remove(id);
+    shared.release(id);
 }
 
 /// Repeats a Redis write with a capped backoff until it succeeds. The writes
