@@ -6,83 +6,15 @@ use workers::{JobError, Queue};
 
 use std::sync::Arc;
 
+use super::policy::{Applied, ConflictPolicy};
 use super::record::CrmRecord;
 use super::PushQueue;
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::UniversalContact;
 use crate::domain::{Email, Provider};
 use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
-use crate::sync::merge::{self, Winner};
+use crate::sync::merge;
 use crate::sync::{link_lease_name, queue_err, store_err, with_lease};
-
-/// Who wins when a contact changed in the app and in a CRM since they last
-/// agreed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ConflictPolicy {
-    /// The CRM's version is kept (the default).
-    CrmWins,
-    /// The app's version is kept and pushed to the CRM again.
-    AppWins,
-    /// The side changed last wins (by timestamp).
-    NewestWins,
-}
-
-impl ConflictPolicy {
-    /// Who keeps a field both sides changed, the CRM record having last
-    /// changed at `crm_updated_ms` (the CRM's clock).
-    pub fn winner(self, crm_updated_ms: i64, contact: &Contact) -> Winner {
-        match self {
-            Self::CrmWins => Winner::Crm,
-            Self::AppWins => Winner::App,
-            Self::NewestWins if crm_updated_ms >= contact.updated_at.timestamp_millis() => {
-                Winner::Crm
-            }
-            Self::NewestWins => Winner::App,
-        }
-    }
-
-    /// The policy's name, as configured.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::CrmWins => "crm-wins",
-            Self::AppWins => "app-wins",
-            Self::NewestWins => "newest-wins",
-        }
-    }
-}
-
-/// What applying a record did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// A new local contact.
-    Created,
-    /// Local values changed.
-    Updated,
-    /// The local contact was deleted.
-    Deleted,
-    /// Nothing to do: an echo of our own push, or already applied.
-    Unchanged,
-    /// Older than what was applied already.
-    Stale,
-    /// Not applied: the app's version won a conflict.
-    Kept,
-    /// Not applicable (no email, deleted and never linked).
-    Skipped,
-}
-
-impl Applied {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Updated => "updated",
-            Self::Deleted => "deleted",
-            Self::Unchanged => "unchanged",
-            Self::Stale => "stale",
-            Self::Kept => "kept",
-            Self::Skipped => "skipped",
-        }
-    }
-}
 
 /// The inbound sync service.
 #[derive(Clone)]
@@ -548,74 +480,5 @@ impl InboundSync {
             Err(StoreError::Conflict(m)) => Err(JobError::permanent(m)),
             Err(StoreError::Other(e)) => Err(store_err(e)),
         }
-    }
-
-    /// Queues a push to every other provider whose link is missing or not
-    /// synced at the contact's version. A change applied just before a crash
-    /// may not have been queued; pushes are idempotent, so a duplicate costs
-    /// one skipped job.
-    async fn ensure_others(&self, contact: &Contact, from: Provider) -> Result<(), JobError> {
-        self.ensure(contact, &self.others(from)).await
-    }
-
-    /// Every provider but `from`.
-    fn others(&self, from: Provider) -> Vec<Provider> {
-        self.providers
-            .iter()
-            .copied()
-            .filter(|p| *p != from)
-            .collect()
-    }
-
-    /// Queues a push to each of `providers` whose link is behind the
-    /// contact and has no live job to bring it up to date.
-    async fn ensure(&self, contact: &Contact, providers: &[Provider]) -> Result<(), JobError> {
-        let links = self
-            .store
-            .links_of(&[contact.id])
-            .await
-            .map_err(store_err)?;
-        let mut lost = Vec::new();
-        for &p in providers {
-            let link = links.iter().find(|l| l.provider == p);
-            let behind = link.is_none_or(|l| l.synced_version < contact.version);
-            if !behind {
-                continue;
-            }
-            // A push for this version that is queued, running or waiting
-            // out a retry will get there; queueing another would only race it.
-            let awaited = match link {
-                Some(l) if l.pending_version >= contact.version => match &l.pending_job_id {
-                    Some(id) => self.pushes.is_live(id).await.map_err(queue_err)?,
-                    None => false,
-                },
-                _ => false,
-            };
-            if !awaited {
-                lost.push(p);
-            }
-        }
-        self.push(contact, &lost).await
-    }
-
-    /// Queues the change for every provider but the one it came from.
-    pub(crate) async fn push_to_others(
-        &self,
-        contact: &Contact,
-        from: Provider,
-    ) -> Result<(), JobError> {
-        self.push(contact, &self.others(from)).await
-    }
-
-    /// Marks the links pending and queues a push per provider.
-    async fn push(&self, contact: &Contact, providers: &[Provider]) -> Result<(), JobError> {
-        if providers.is_empty() {
-            return Ok(());
-        }
-        self.pushes
-            .push_contact(&self.store, contact.id, providers, contact.version)
-            .await
-            .map_err(queue_err)?;
-        Ok(())
     }
 }

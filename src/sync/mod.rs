@@ -7,9 +7,11 @@ use futures::future::BoxFuture;
 use crate::domain::{ContactId, Provider};
 use crate::store::Store;
 
+mod fanout;
 pub mod inbound;
 pub mod merge;
 pub mod outbound;
+pub mod policy;
 pub mod poll;
 pub mod record;
 
@@ -30,8 +32,9 @@ pub fn queue_err(e: impl std::fmt::Display) -> workers::JobError {
     workers::JobError::unavailable(format!("redis: {e}"))
 }
 
-pub use inbound::{Applied, ConflictPolicy, InboundSync};
+pub use inbound::InboundSync;
 pub use outbound::{link_lease_name, with_lease, Outbound};
+pub use policy::{Applied, ConflictPolicy};
 
 /// What the sync rules ask of the job queue: the pushes a change sets off.
 /// The `jobs` layer implements it, so these rules never name a job kind

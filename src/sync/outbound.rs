@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use workers::{JobError, Queue};
 
-use super::inbound::{ConflictPolicy, InboundSync};
+use super::inbound::InboundSync;
 use super::merge::{self, Merge};
+use super::policy::ConflictPolicy;
 use super::record::CrmRecord;
 use super::{queue_err, store_err};
 use crate::crm::{CrmError, IntegrationApp};

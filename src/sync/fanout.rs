@@ -1,0 +1,92 @@
+//! What an applied change sets off: pushes to the other CRMs, queued only
+//! where a link is behind and no live job will bring it up to date.
+
+use workers::JobError;
+
+use super::inbound::InboundSync;
+use super::{queue_err, store_err};
+use crate::domain::Provider;
+use crate::store::Contact;
+
+impl InboundSync {
+    /// Queues a push to every other provider whose link is missing or not
+    /// synced at the contact's version. A change applied just before a crash
+    /// may not have been queued; pushes are idempotent, so a duplicate costs
+    /// one skipped job.
+    pub(super) async fn ensure_others(
+        &self,
+        contact: &Contact,
+        from: Provider,
+    ) -> Result<(), JobError> {
+        self.ensure(contact, &self.others(from)).await
+    }
+
+    /// Every provider but `from`.
+    pub(super) fn others(&self, from: Provider) -> Vec<Provider> {
+        self.providers
+            .iter()
+            .copied()
+            .filter(|p| *p != from)
+            .collect()
+    }
+
+    /// Queues a push to each of `providers` whose link is behind the
+    /// contact and has no live job to bring it up to date.
+    pub(super) async fn ensure(
+        &self,
+        contact: &Contact,
+        providers: &[Provider],
+    ) -> Result<(), JobError> {
+        let links = self
+            .store
+            .links_of(&[contact.id])
+            .await
+            .map_err(store_err)?;
+        let mut lost = Vec::new();
+        for &p in providers {
+            let link = links.iter().find(|l| l.provider == p);
+            let behind = link.is_none_or(|l| l.synced_version < contact.version);
+            if !behind {
+                continue;
+            }
+            // A push for this version that is queued, running or waiting
+            // out a retry will get there; queueing another would only race it.
+            let awaited = match link {
+                Some(l) if l.pending_version >= contact.version => match &l.pending_job_id {
+                    Some(id) => self.pushes.is_live(id).await.map_err(queue_err)?,
+                    None => false,
+                },
+                _ => false,
+            };
+            if !awaited {
+                lost.push(p);
+            }
+        }
+        self.push(contact, &lost).await
+    }
+
+    /// Queues the change for every provider but the one it came from.
+    pub(crate) async fn push_to_others(
+        &self,
+        contact: &Contact,
+        from: Provider,
+    ) -> Result<(), JobError> {
+        self.push(contact, &self.others(from)).await
+    }
+
+    /// Marks the links pending and queues a push per provider.
+    pub(super) async fn push(
+        &self,
+        contact: &Contact,
+        providers: &[Provider],
+    ) -> Result<(), JobError> {
+        if providers.is_empty() {
+            return Ok(());
+        }
+        self.pushes
+            .push_contact(&self.store, contact.id, providers, contact.version)
+            .await
+            .map_err(queue_err)?;
+        Ok(())
+    }
+}
