@@ -191,6 +191,54 @@ async fn a_record_that_always_fails_ends_in_error_then_retry_fixes_it() {
 }
 
 #[tokio::test]
+async fn a_bulk_retry_of_dead_pushes_marks_their_links_pending_and_syncs_them() {
+    let mut app = TestApp::spawn().await;
+    app.set_faults(json!({ "failRecords": ["bulk1@example.com", "bulk2@example.com"] }))
+        .await;
+    let ids = [
+        app.create_ok("bulk1@example.com").await,
+        app.create_ok("bulk2@example.com").await,
+    ];
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    app.wait_links(&refs, "error", Duration::from_secs(10))
+        .await;
+    eventually(Duration::from_secs(3), "all four pushes dead", || async {
+        let (_, dead) = app
+            .call(Method::GET, "/api/queues/outbound-upsert/dead", None)
+            .await;
+        (dead.as_array()?.len() == 4).then_some(())
+    })
+    .await;
+    // with no worker running, what the revive hook did stays visible
+    app.kill_worker(0);
+    app.set_faults(json!({})).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/queues/outbound-upsert/dead/retry?errorContains=502",
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["retried"], 4, "{body}");
+    for id in &refs {
+        for p in PROVIDERS {
+            let link = app.link(id, p).await.expect("link");
+            assert_eq!(
+                link["syncStatus"], "pending",
+                "the hook ran for each: {link}"
+            );
+        }
+    }
+    app.add_worker();
+    app.wait_links(&refs, "synced", Duration::from_secs(10))
+        .await;
+    for p in PROVIDERS {
+        assert_eq!(app.records(p).await.len(), 2, "{p}");
+    }
+}
+
+#[tokio::test]
 async fn a_429_with_retry_after_is_waited_out() {
     let app = TestApp::spawn().await;
     app.set_faults(json!({ "throttle": { "pipedrive": { "remaining": 1, "retryAfterSecs": 1 } } }))
