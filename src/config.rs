@@ -301,28 +301,20 @@ pub struct SchedulerConfig {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiProcess {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub api: ApiConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub hubspot: HubspotAppConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub sync: SyncConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub jobs: JobsConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub redis: RedisConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub mongo: MongoConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub integration: IntegrationAppConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub rate_limits: RateLimits,
 }
 
@@ -330,25 +322,18 @@ pub struct ApiProcess {
 #[derive(clap::Args, Debug, Clone)]
 pub struct WorkerProcess {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub worker: WorkerConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub sync: SyncConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub jobs: JobsConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub redis: RedisConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub mongo: MongoConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub integration: IntegrationAppConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub rate_limits: RateLimits,
 }
 
@@ -356,13 +341,10 @@ pub struct WorkerProcess {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SchedulerProcess {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub scheduler: SchedulerConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub jobs: JobsConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub redis: RedisConfig,
 }
 
@@ -371,34 +353,24 @@ pub struct SchedulerProcess {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub api: ApiConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub hubspot: HubspotAppConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub sync: SyncConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub jobs: JobsConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub worker: WorkerConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub scheduler: SchedulerConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub redis: RedisConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub mongo: MongoConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub integration: IntegrationAppConfig,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub rate_limits: RateLimits,
 }
 

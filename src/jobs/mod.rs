@@ -27,7 +27,7 @@ mod registry;
 pub use inbound_change::InboundChange;
 pub use outbound_upsert::OutboundUpsert;
 pub use provider_poll::ProviderPoll;
-pub use registry::{known_queue, revive, run_workers, Contexts, QUEUES};
+pub use registry::{revive, run_workers, Contexts, QUEUES};
 
 /// A kind of job: a payload type, the queue its name gives, and what
 /// happens around running it. Running it is the module's `handle`, a plain

@@ -126,11 +126,6 @@ fn backend_of<K: Kind>(
     (backend, tuning)
 }
 
-/// Resolves a queue name given by a user to the registered one.
-pub fn known_queue(name: &str) -> Option<&'static str> {
-    QUEUES.iter().copied().find(|q| *q == name)
-}
-
 async fn on_revive<K: Kind>(store: &Store, job: &JobInfo) -> anyhow::Result<()> {
     match serde_json::from_value::<K>(job.payload.clone()) {
         Ok(p) => p.on_revive(store, &job.id).await,

@@ -246,7 +246,7 @@ async fn dashboards_see_queues_workers_and_tasks_by_status() {
     let pending_stat = |stats: &[Statistic]| {
         stats
             .iter()
-            .find(|s| s.title == "pending")
+            .find(|s| s.title == "PENDING_JOBS")
             .map(|s| s.value.clone())
     };
     let stats = backend.fetch_by_queue().await.unwrap();

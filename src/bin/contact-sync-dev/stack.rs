@@ -38,10 +38,8 @@ pub struct SimulatorSettings {
 #[derive(clap::Args, Debug, Clone)]
 pub struct DevConfig {
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub config: Config,
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub sim: SimulatorSettings,
 }
 

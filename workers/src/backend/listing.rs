@@ -85,16 +85,22 @@ fn task_of(job: JobInfo) -> Task<String> {
     b.build()
 }
 
+/// The statistics of a queue, under the names apalis' dashboards look up
+/// (`PENDING_JOBS`, …; a dead job is apalis' `Failed`), then ours.
 fn stats(c: &QueueCounts, workers: usize) -> Vec<Statistic> {
     let rows = [
-        ("pending", c.pending),
-        ("scheduled", c.scheduled),
-        ("running", c.running),
-        ("done (kept)", c.done),
-        ("dead", c.dead),
-        ("completed total", c.completed_total),
-        ("failed attempts total", c.failed_total),
-        ("workers", workers as u64),
+        ("PENDING_JOBS", c.pending),
+        ("QUEUED_JOBS", c.scheduled),
+        ("RUNNING_JOBS", c.running),
+        ("DONE_JOBS", c.done),
+        ("FAILED_JOBS", c.dead),
+        (
+            "TOTAL_JOBS",
+            c.pending + c.scheduled + c.running + c.done + c.dead,
+        ),
+        ("COMPLETED_TOTAL", c.completed_total),
+        ("FAILED_ATTEMPTS_TOTAL", c.failed_total),
+        ("WORKERS", workers as u64),
     ];
     rows.iter()
         .enumerate()
