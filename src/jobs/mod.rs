@@ -8,11 +8,14 @@
 //! pushes they set off through [`crate::sync::PushQueue`], implemented here
 //! by [`Enqueuer`].
 
+use apalis_core::backend::{TaskSink, TaskSinkError};
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::task_id::TaskId;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
-use workers::{Job, JobError, JobState, PushOptions, Queue};
+use workers::{Job, JobError, JobState, PushOptions, Queue, RedisBackend, WorkerConfig};
 
 use crate::domain::{ContactId, Provider};
 use crate::store::Store;
@@ -163,14 +166,15 @@ impl Enqueuer {
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
-        for (provider, id) in jobs {
+        let pushes = jobs.iter().map(|(provider, id)| {
             let payload = OutboundUpsert {
                 contact_id: contact,
                 provider: *provider,
                 version,
             };
-            self.push(&payload, Some(id.clone())).await?;
-        }
+            (id.clone(), payload)
+        });
+        self.push_all(pushes.collect()).await?;
         Ok(())
     }
 
@@ -265,12 +269,31 @@ impl Enqueuer {
         job: &K,
         id: Option<String>,
     ) -> Result<String, workers::Error> {
-        let opts = PushOptions {
-            max_attempts: self.max_attempts,
-            id,
-            ..PushOptions::default()
-        };
-        self.queue.push(K::QUEUE, job, opts).await
+        let id = id.unwrap_or_else(workers::new_job_id);
+        self.push_all(vec![(id.clone(), job.clone())]).await?;
+        Ok(id)
+    }
+
+    /// Queues jobs of kind `K`, each under its id, in one round trip through
+    /// apalis' `TaskSink` on the kind's backend.
+    ///
+    /// # Errors
+    /// When Redis fails; then none of them was queued.
+    pub async fn push_all<K: Kind>(&self, jobs: Vec<(String, K)>) -> Result<(), workers::Error> {
+        let mut cfg = WorkerConfig::new(K::QUEUE);
+        cfg.max_attempts = self.max_attempts;
+        let mut sink = RedisBackend::<K>::new(self.queue.clone(), cfg);
+        let tasks = jobs.into_iter().map(|(id, job)| {
+            TaskBuilder::new(job)
+                .task_id(TaskId::from_string(id))
+                .build()
+        });
+        sink.push_all(futures::stream::iter(tasks))
+            .await
+            .map_err(|e| match e {
+                TaskSinkError::PushError(e) => e,
+                other => workers::Error::Corrupt(other.to_string()),
+            })
     }
 }
 
