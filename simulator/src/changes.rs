@@ -7,9 +7,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::connection::Connection;
+use crate::connection::{universal_record, Connection};
 use crate::mapping::FieldMapping;
-use crate::store::{universal_record, Record};
+use crate::record::Record;
 
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,13 @@
 //! The two connections and what is specific to each CRM apart from the field
 //! mapping: id format, system fields, time format, patch rules and the
-//! bodies of the CRM's own error responses.
+//! bodies of the CRM's own error responses; and a stored record rendered in
+//! either shape, the CRM's own and (through the mapping) the universal one.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::store::Record;
+use crate::mapping::FieldMapping;
+use crate::record::Record;
 
 /// A connection the simulator serves, named by its integration key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -228,6 +230,20 @@ fn merge_shallow(target: &mut Map<String, Value>, patch: Map<String, Value>) {
             target.insert(key, value);
         }
     }
+}
+
+/// The universal record `{id, fields, createdTime, updatedTime, deletedTime?}`.
+pub(crate) fn universal_record(conn: Connection, mapping: &FieldMapping, rec: &Record) -> Value {
+    let mut out = json!({
+        "id": rec.id.to_string(),
+        "fields": mapping.to_universal(&conn.render(rec)),
+        "createdTime": time_ms(rec.created_ms),
+        "updatedTime": time_ms(rec.updated_ms),
+    });
+    if let Some(at) = rec.deleted_ms {
+        out["deletedTime"] = json!(time_ms(at));
+    }
+    out
 }
 
 fn correlation_id() -> String {

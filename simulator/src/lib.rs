@@ -12,6 +12,7 @@ mod faults;
 mod formula;
 mod mapping;
 mod ops;
+mod record;
 mod run;
 mod schema;
 mod state;

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::Record;
+use crate::record::Record;
 
 /// A position in the (updatedTime, id) order.
 pub(crate) type Position = (i64, u64);

@@ -12,6 +12,7 @@ use crate::changes::{ChangeEvent, ChangeKind, ChangeListener, Origin};
 use crate::clock::Clock;
 use crate::connection::Connection;
 use crate::mapping::FieldMapping;
+use crate::record::Record;
 
 mod index;
 mod native;
@@ -19,22 +20,6 @@ mod universal;
 
 use index::Inner;
 pub(crate) use index::Position;
-pub(crate) use universal::universal_record;
-
-/// A stored record: system fields apart, the rest of the native record in
-/// `body`.
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    pub(crate) id: u64,
-    pub(crate) created_ms: i64,
-    /// Unique per connection (see `Inner::tick`), so it orders records.
-    pub(crate) updated_ms: i64,
-    pub(crate) deleted_ms: Option<i64>,
-    pub(crate) body: Map<String, Value>,
-    /// The lower-cased primary email while the record is live: its key in
-    /// the email index.
-    email: Option<String>,
-}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -2,25 +2,11 @@
 
 use std::ops::Bound;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{normalize_email, parse_id, Position, Record, Store, StoreError};
-use crate::connection::{time_ms, Connection};
-use crate::mapping::FieldMapping;
-
-/// The universal record `{id, fields, createdTime, updatedTime, deletedTime?}`.
-pub(crate) fn universal_record(conn: Connection, mapping: &FieldMapping, rec: &Record) -> Value {
-    let mut out = json!({
-        "id": rec.id.to_string(),
-        "fields": mapping.to_universal(&conn.render(rec)),
-        "createdTime": time_ms(rec.created_ms),
-        "updatedTime": time_ms(rec.updated_ms),
-    });
-    if let Some(at) = rec.deleted_ms {
-        out["deletedTime"] = json!(time_ms(at));
-    }
-    out
-}
+use super::{normalize_email, parse_id, Position, Store, StoreError};
+use crate::connection::universal_record;
+use crate::record::Record;
 
 impl Store {
     fn universal(&self, rec: &Record) -> Value {

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::log::{Batch, Kind};
-use super::outbox::{Item, Queued, Shared};
+use super::queue::{Item, Queued, Shared};
 use super::MAX_BATCH;
 
 /// HubSpot events waiting for their batch to close.

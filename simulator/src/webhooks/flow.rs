@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::outbox::{Item, Queue};
+use super::queue::{Item, Queue};
 use crate::changes::{ChangeEvent, ChangeKind, ChangeListener};
 use crate::connection::Connection;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Map, Value};
 
-use super::outbox::{Item, Queue};
+use super::queue::{Item, Queue};
 use super::WebhookConfig;
 use crate::changes::{ChangeEvent, ChangeKind, ChangeListener, Origin};
 use crate::connection::Connection;

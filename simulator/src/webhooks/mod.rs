@@ -2,10 +2,12 @@
 //! CRM-object webhooks and Integration.app's flow events for Pipedrive.
 //!
 //! Record changes reach the senders through the store's change listeners
-//! (`hubspot.rs`, `flow.rs`), which only queue them; a background task
-//! (`dispatch.rs`) batches, signs and posts them, retrying failures, so an
-//! action run never waits for a delivery. `outbox.rs` holds what the admin
-//! routes act on: the delivery log, the pause switch, past batches.
+//! (`hubspot.rs`, `flow.rs`), which only queue them (`queue.rs`, which also
+//! holds the state the senders share); a background task (`dispatch.rs`)
+//! batches, signs and posts them, retrying failures, so an action run never
+//! waits for a delivery. `outbox.rs` starts the listeners and the
+//! dispatcher, and holds what the admin routes act on: the delivery log,
+//! the pause switch, past batches.
 //! Delivery failures are logged and recorded, never returned to the writer.
 
 use std::time::Duration;
@@ -16,6 +18,7 @@ mod hubspot;
 mod log;
 mod outbox;
 mod post;
+mod queue;
 mod sign;
 
 pub(crate) use log::Kind;

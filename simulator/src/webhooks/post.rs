@@ -5,7 +5,7 @@ use std::error::Error as _;
 use serde_json::{json, Value};
 
 use super::log::{Attempt, Batch, Kind};
-use super::outbox::Shared;
+use super::queue::Shared;
 use super::sign;
 
 /// The `User-Agent` HubSpot's webhook requests carry.
