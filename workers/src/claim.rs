@@ -171,6 +171,32 @@ impl Queue {
         Ok(())
     }
 
+    /// Logs a failed attempt that the retry layer runs again in place, and
+    /// counts it in the queue's stats (an attempt whose failure is settled
+    /// in Redis is counted by `settle.lua`).
+    pub(crate) async fn record_retried_attempt(
+        &self,
+        queue: &str,
+        id: &str,
+        rec: &AttemptRecord,
+    ) -> Result<(), Error> {
+        let body = serde_json::to_string(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .retried
+            .key(self.keys.job(id))
+            .key(self.keys.job_log(id))
+            .key(self.keys.stats(queue))
+            .arg(body)
+            .arg(&rec.error)
+            .arg(LOG_KEEP)
+            .arg(STATS_SLOTS)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn bump_attempt(&self, id: &str) -> Result<u32, Error> {
         let mut conn = self.conn.clone();
         Ok(conn.hincr(self.keys.job(id), "attempts", 1).await?)

@@ -35,6 +35,7 @@ pub(crate) struct Scripts {
     pub(crate) revive: Script,
     pub(crate) rate_limit: Script,
     pub(crate) lease: Script,
+    pub(crate) retried: Script,
 }
 
 impl Scripts {
@@ -49,6 +50,7 @@ impl Scripts {
             revive: Script::new(include_str!("lua/revive.lua")),
             rate_limit: Script::new(include_str!("lua/ratelimit.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
+            retried: Script::new(include_str!("lua/retried.lua")),
         }
     }
 }

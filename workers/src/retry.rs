@@ -54,8 +54,9 @@ impl Backoff {
 ///
 /// Not apalis' stock `RetryPolicy`: that one counts attempts in memory,
 /// retries any error, and knows nothing of `Retry-After`. Here attempts live
-/// in Redis (each inline retry is recorded in the job's attempt log and
-/// counted in its hash before it starts), so they survive a worker's death;
+/// in Redis (each inline retry is recorded in the job's attempt log and the
+/// queue's failed-attempt counts, and counted in its hash before it starts),
+/// so they survive a worker's death;
 /// only transient errors are retried; a wait longer than `max_inline_wait`,
 /// or any wait once the worker is shutting down, is handed back to the
 /// backend, which reschedules the job in Redis instead of holding a slot.
@@ -105,7 +106,10 @@ impl<Args: Clone, Res> tower::retry::Policy<Task<Args>, Res, BoxDynError> for Re
         }
         let queue = self.queue.clone();
         Some(Box::pin(async move {
-            if let Err(e) = queue.record_attempt(&job.id, &record).await {
+            if let Err(e) = queue
+                .record_retried_attempt(&job.queue, &job.id, &record)
+                .await
+            {
                 tracing::warn!(job_id = %job.id, error = %e, "could not record a failed attempt");
             }
             tokio::time::sleep(delay).await;
