@@ -79,13 +79,20 @@ pub struct TestApp {
     pub db: String,
     pub http: reqwest::Client,
     pub workers: Vec<Child>,
+    /// `contact-sync scheduler` processes started with [`TestApp::add_scheduler`].
+    pub schedulers: Vec<Child>,
     others: Vec<Child>,
     env: HashMap<String, String>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        for c in self.workers.iter_mut().chain(self.others.iter_mut()) {
+        for c in self
+            .workers
+            .iter_mut()
+            .chain(self.schedulers.iter_mut())
+            .chain(self.others.iter_mut())
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -149,6 +156,7 @@ impl TestApp {
             db: format!("t_{tag}"),
             http: reqwest::Client::new(),
             workers: Vec::new(),
+            schedulers: Vec::new(),
             others: Vec::new(),
             env,
         };
@@ -226,6 +234,23 @@ impl TestApp {
             .expect("starting contact-sync worker");
         self.workers.push(w);
         self.workers.len() - 1
+    }
+
+    /// Starts a `contact-sync scheduler` with extra environment, its log
+    /// (stderr) written to `log`; returns its index in `schedulers`.
+    pub fn add_scheduler(&mut self, env: &[(&str, &str)], log: &std::path::Path) -> usize {
+        let file = std::fs::File::create(log).expect("scheduler log file");
+        let s = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+            .arg("scheduler")
+            .envs(&self.env)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting contact-sync scheduler");
+        self.schedulers.push(s);
+        self.schedulers.len() - 1
     }
 
     /// `kill -9` of a worker.
@@ -504,6 +529,21 @@ impl TestApp {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// Stops a process as an orchestrator would (SIGTERM) and waits for it to
+/// exit; panics if it is still running after `within`.
+pub async fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill {} failed", child.id());
+    let pid = child.id();
+    eventually(within, &format!("process {pid} exits on SIGTERM"), || {
+        std::future::ready(child.try_wait().expect("waiting for a child"))
+    })
+    .await
 }
 
 /// The email of a native record of either CRM.
