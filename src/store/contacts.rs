@@ -207,7 +207,17 @@ impl Store {
         };
         match self.contacts.insert_one(&contact).await {
             Ok(_) => Ok(contact),
-            Err(e) if is_duplicate_key(&e) => Err(email_conflict(&contact.email)),
+            Err(e) if is_duplicate_key(&e) => {
+                // The driver retries a write whose reply was lost; a server
+                // that does not recognise the retry reports our own first
+                // insert as a duplicate. The id is ours alone, so finding it
+                // means this insert landed.
+                match self.contact(contact.id).await {
+                    Ok(Some(_)) => Ok(contact),
+                    Ok(None) => Err(email_conflict(&contact.email)),
+                    Err(e) => Err(e.context("inserting a contact").into()),
+                }
+            }
             Err(e) => Err(anyhow::Error::new(e).context("inserting a contact").into()),
         }
     }
