@@ -58,11 +58,22 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn log_sync(&self, entry: &SyncLog) -> anyhow::Result<()> {
-        self.logs
-            .insert_one(entry)
+        // The id is chosen here, once: the driver retries a write whose reply
+        // was lost and would otherwise give each try an id of its own, so a
+        // server that does not recognise the retry (SecantusDB) stored the
+        // entry twice. With the id fixed the retry is a duplicate key.
+        let mut doc = bson::to_document(entry).context("encoding a sync log")?;
+        doc.insert("_id", bson::oid::ObjectId::new());
+        match self
+            .logs
+            .clone_with_type::<bson::Document>()
+            .insert_one(doc)
             .await
-            .context("writing a sync log")?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            Err(e) if super::is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context("writing a sync log")),
+        }
     }
 
     /// The newest sync logs of a contact.

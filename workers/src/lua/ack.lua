@@ -10,22 +10,28 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local retention = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local n = 0
+local done = {}
 for i = 5, #ARGV do
   local id = ARGV[i]
   local key = ARGV[1] .. id
   if redis.call('SREM', KEYS[1], id) == 1 then
-    if redis.call('EXISTS', key) == 0 then
-      -- discarded by an operator while it ran: leave no trace behind
-    elseif retention <= 0 or keep <= 0 then
+    if retention <= 0 or keep <= 0 then
       redis.call('DEL', key, key .. ':log')
+    -- HSET adds all three fields only to a hash that was gone: the job was
+    -- discarded by an operator while it ran, so leave no trace behind
+    elseif redis.call('HSET', key, 'state', 'done', 'updated', now, 'finished', now) == 3 then
+      redis.call('DEL', key)
     else
-      redis.call('HSET', key, 'state', 'done', 'updated', now, 'finished', now)
       redis.call('PEXPIRE', key, retention)
       redis.call('PEXPIRE', key .. ':log', retention)
-      redis.call('ZADD', KEYS[2], now, id)
+      done[#done + 1] = now
+      done[#done + 1] = id
     end
     n = n + 1
   end
+end
+if #done > 0 then
+  redis.call('ZADD', KEYS[2], unpack(done))
 end
 if n > 0 then
   redis.call('HINCRBY', KEYS[3], 'completed', n)

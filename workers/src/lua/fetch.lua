@@ -20,9 +20,12 @@ for i = 1, #due do
   redis.call('HSET', ARGV[1] .. due[i], 'state', 'pending')
 end
 local out = {}
-for _ = 1, tonumber(ARGV[2]) do
-  local id = redis.call('RPOP', KEYS[1])
-  if not id then break end
+local claimed = {}
+if tonumber(ARGV[2]) < 1 then return out end
+-- one RPOP for the whole batch (Redis 6.2+)
+local ids = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
+if not ids then return out end
+for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   local f = redis.call('HMGET', key, 'payload', 'max', 'attempts', 'stalls', 'burying')
   -- a job discarded while it waited has no hash any more: skip it
@@ -36,18 +39,22 @@ for _ = 1, tonumber(ARGV[2]) do
     -- `claim` says whether this claim counted an attempt, so giving the job
     -- back (settle.lua 'requeue') returns one only if it was taken
     if reason == '' then
-      attempt = redis.call('HINCRBY', key, 'attempts', 1)
-      redis.call('HSET', key, 'started', now, 'claim', 'run')
+      attempt = attempt + 1
+      redis.call('HSET', key, 'attempts', attempt, 'started', now, 'claim', 'run',
+        'state', 'running', 'worker', ARGV[4], 'updated', now)
     else
-      redis.call('HSET', key, 'claim', 'bury')
+      redis.call('HSET', key, 'claim', 'bury',
+        'state', 'running', 'worker', ARGV[4], 'updated', now)
     end
-    redis.call('HSET', key, 'state', 'running', 'worker', ARGV[4], 'updated', now)
-    redis.call('SADD', KEYS[3], id)
+    claimed[#claimed + 1] = id
     out[#out + 1] = id
     out[#out + 1] = f[1]
     out[#out + 1] = tostring(attempt)
     out[#out + 1] = tostring(max)
     out[#out + 1] = reason
   end
+end
+if #claimed > 0 then
+  redis.call('SADD', KEYS[3], unpack(claimed))
 end
 return out
