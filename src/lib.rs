@@ -5,7 +5,6 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod console;
 pub mod crm;
 pub mod domain;
 pub mod jobs;

@@ -2,6 +2,7 @@
 //! input, writes the app's own records and only enqueues sync work.
 
 pub mod auth;
+mod console;
 mod contacts;
 pub mod errors;
 pub mod hooks;
@@ -109,7 +110,7 @@ pub fn app(
         )
         .nest("/api/docs", docs)
         .nest("/api", api)
-        .nest("/console", crate::console::endpoint())
+        .nest("/console", console::endpoint())
         .data(state)
         .data(tokens)
         .around(limit_body)
