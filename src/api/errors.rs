@@ -116,6 +116,12 @@ pub async fn json_error(err: poem::Error) -> Response {
         }
         _ => err.to_string(),
     };
-    let body = serde_json::json!({ "error": code, "message": message });
+    error_response(status, code, message)
+}
+
+/// The JSON error body `{"error": code, "message"}` with `status`, for
+/// handlers outside the OpenAPI operations (the CRM-side hooks).
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message.into() });
     poem::web::Json(body).with_status(status).into_response()
 }

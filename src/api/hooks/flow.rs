@@ -9,6 +9,7 @@ use poem::{handler, IntoResponse, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::errors::error_response as error;
 use crate::api::ApiState;
 use crate::domain::Provider;
 use crate::jobs::InboundChange;
@@ -34,12 +35,6 @@ struct EventBody {
     data: Option<serde_json::Value>,
     #[serde(default)]
     instance_key: Option<String>,
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    Json(json!({ "error": code, "message": message.into() }))
-        .with_status(status)
-        .into_response()
 }
 
 /// The events endpoint.

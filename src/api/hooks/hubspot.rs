@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::signature::{verify, SignedRequest};
+use crate::api::errors::error_response as error;
 use crate::api::ApiState;
 use crate::domain::Provider;
 use crate::jobs::InboundChange;
@@ -45,12 +46,6 @@ struct Event {
     merged_object_ids: Vec<serde_json::Value>,
     #[serde(default)]
     primary_object_id: Option<serde_json::Value>,
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    Json(json!({ "error": code, "message": message.into() }))
-        .with_status(status)
-        .into_response()
 }
 
 fn id_text(v: &serde_json::Value) -> Option<String> {
