@@ -28,7 +28,7 @@ async fn pause_crm_notifications(app: &TestApp) {
 }
 
 async fn synced_both(app: &TestApp, cid: &str) {
-    app.wait_links(&[cid], "synced", Duration::from_secs(10))
+    app.wait_links(&[cid], "synced", Duration::from_secs(30))
         .await;
     app.settle(Duration::from_secs(30)).await;
 }

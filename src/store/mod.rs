@@ -20,6 +20,9 @@ pub use links::Link;
 pub use logs::{Direction, SyncLog};
 pub use ops::{LogFilter, ProviderHealth};
 
+/// How long opening a connection, or a server monitor's check, may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long an operation waits for MongoDB to be reachable before it fails.
 const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 
@@ -65,6 +68,15 @@ pub struct Store {
     cursors: Collection<PollCursor>,
 }
 
+/// Commands this process has sent to MongoDB (every store of the process).
+static COMMANDS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many commands this process has sent to MongoDB so far, so a
+/// benchmark can count the database operations a piece of work costs.
+pub fn commands_sent() -> u64 {
+    COMMANDS_SENT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Store {
     /// Connects and makes sure the indexes exist (idempotent).
     ///
@@ -97,9 +109,19 @@ impl Store {
         options
             .server_selection_timeout
             .get_or_insert(SERVER_SELECTION_TIMEOUT);
-        options
-            .connect_timeout
-            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        // Not shortened: the driver's server monitor uses it as the time a
+        // `hello` may take, and a busy server answering late would be taken
+        // for a dead one, its connections interrupted mid-write (the driver
+        // then retries writes that had landed). Connection refusals, what an
+        // outage looks like here, fail at once anyway.
+        options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        options.command_event_handler = Some(mongodb::event::EventHandler::callback(
+            |event: mongodb::event::command::CommandEvent| {
+                if matches!(event, mongodb::event::command::CommandEvent::Started(_)) {
+                    COMMANDS_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        ));
         let client = Client::with_options(options)
             .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
         let db = client.database(db);

@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use redis::AsyncCommands;
 use serde_json::{json, Value};
 
 pub const TOKEN: &str = "test-token";
@@ -96,7 +97,59 @@ impl Drop for TestApp {
             let _ = c.kill();
             let _ = c.wait();
         }
+        forget_data(&self.db, &self.namespace);
     }
+}
+
+/// Drops a test's database and Redis keys, so a test server that stays up
+/// between runs does not fill up (the in-memory MongoDB server slows down as
+/// databases pile up). Runs on a thread of its own: `Drop` is not async.
+fn forget_data(db: &str, namespace: &str) {
+    let (uri, db, redis, pattern) = (
+        mongodb_uri(),
+        db.to_owned(),
+        redis_url(),
+        format!("{namespace}:*"),
+    );
+    let cleanup = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let within = Duration::from_secs(5);
+            if let Ok(client) = mongodb::Client::with_uri_str(&uri).await {
+                let _ = tokio::time::timeout(within, client.database(&db).drop()).await;
+            }
+            let Ok(client) = redis::Client::open(redis) else {
+                return;
+            };
+            let Ok(Ok(mut conn)) =
+                tokio::time::timeout(within, client.get_multiplexed_async_connection()).await
+            else {
+                return;
+            };
+            let keys: Vec<String> = match tokio::time::timeout(within, async {
+                let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
+                let mut keys = Vec::new();
+                while let Some(k) = iter.next_item().await {
+                    keys.push(k?);
+                }
+                Ok::<_, redis::RedisError>(keys)
+            })
+            .await
+            {
+                Ok(Ok(keys)) => keys,
+                _ => return,
+            };
+            for chunk in keys.chunks(500) {
+                let _: Result<(), _> = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await;
+            }
+        });
+    });
+    let _ = cleanup.join();
 }
 
 impl TestApp {

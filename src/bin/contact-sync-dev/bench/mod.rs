@@ -74,6 +74,8 @@ pub async fn bench_sync(
     let base = format!("http://{}", stack.api_addr);
     wait_ready(&http, &base).await?;
 
+    let commands_before = contact_sync::store::commands_sent();
+    let mut own_commands = 0u64;
     let started = Instant::now();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -104,6 +106,7 @@ pub async fn bench_sync(
             .count_links(SyncStatus::Synced)
             .await
             .context("counting links")?;
+        own_commands += 1;
         if synced >= want {
             break;
         }
@@ -114,6 +117,8 @@ pub async fn bench_sync(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
+    // what the api and the worker sent, without this loop's own counting
+    let commands = contact_sync::store::commands_sent() - commands_before - own_commands;
     println!("mongodb: {}", cfg.mongo.mongodb_uri);
     println!(
         "api:  {contacts} creates accepted in {:.2} s = {:.0} requests/s (concurrency {concurrency})",
@@ -126,6 +131,10 @@ pub async fn bench_sync(
         contacts as f64 / total.as_secs_f64(),
         want as f64 / total.as_secs_f64(),
         cfg.worker.worker_concurrency
+    );
+    println!(
+        "db:   {commands} MongoDB commands from the api and the worker = {:.1} per contact (both CRMs)",
+        commands as f64 / contacts as f64
     );
     stack.stop().await;
     Ok(())
