@@ -24,3 +24,5 @@ export FAKETIME_LIB
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
 cargo build --bin contact-sync --bin contact-sync-dev
 cargo test --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"
+# The examples in the docs (the workers README opens with one) compile.
+cargo test --workspace --doc
