@@ -104,16 +104,22 @@ impl Store {
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
-        for (provider, job_id) in jobs {
-            let provider = *provider;
-            self.links
-                .update_one(
-                    doc! { "_id": link_id(contact, provider) },
-                    doc! {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        // One `update` command with a statement per link: one round trip
+        // for all of a contact's CRMs (the driver's update_one is one each).
+        let now = DateTime::now();
+        let updates: Vec<bson::Document> = jobs
+            .iter()
+            .map(|(provider, job_id)| {
+                doc! {
+                    "q": { "_id": link_id(contact, *provider) },
+                    "u": {
                         "$set": {
                             "syncStatus": "pending",
                             "pendingJobId": job_id,
-                            "updatedAt": DateTime::now(),
+                            "updatedAt": now,
                         },
                         "$max": { "pendingVersion": version },
                         "$setOnInsert": {
@@ -123,10 +129,24 @@ impl Store {
                             "syncedVersion": 0_i64,
                         },
                     },
-                )
-                .upsert(true)
-                .await
-                .with_context(|| format!("marking link {contact}:{provider} pending"))?;
+                    "upsert": true,
+                }
+            })
+            .collect();
+        let reply = self
+            .db
+            .run_command(doc! {
+                "update": self.links.name(),
+                "updates": updates,
+                "ordered": true,
+            })
+            .await
+            .with_context(|| format!("marking the links of {contact} pending"))?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            anyhow::ensure!(
+                errors.is_empty(),
+                "marking the links of {contact} pending: {errors:?}"
+            );
         }
         Ok(())
     }
