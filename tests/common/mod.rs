@@ -275,16 +275,7 @@ impl TestApp {
     /// Starts one more worker process with extra environment, its log
     /// (stderr) written to `log`; returns its index.
     pub fn add_worker_logging(&mut self, env: &[(&str, &str)], log: &std::path::Path) -> usize {
-        let file = std::fs::File::create(log).expect("worker log file");
-        let w = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
-            .arg("worker")
-            .envs(&self.env)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("starting contact-sync worker");
+        let w = self.process_logging("worker", env, log);
         self.workers.push(w);
         self.workers.len() - 1
     }
@@ -292,18 +283,24 @@ impl TestApp {
     /// Starts a `contact-sync scheduler` with extra environment, its log
     /// (stderr) written to `log`; returns its index in `schedulers`.
     pub fn add_scheduler(&mut self, env: &[(&str, &str)], log: &std::path::Path) -> usize {
-        let file = std::fs::File::create(log).expect("scheduler log file");
-        let s = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
-            .arg("scheduler")
+        let s = self.process_logging("scheduler", env, log);
+        self.schedulers.push(s);
+        self.schedulers.len() - 1
+    }
+
+    /// Starts `contact-sync <sub>` with extra environment, its stderr
+    /// written to `log`.
+    fn process_logging(&self, sub: &str, env: &[(&str, &str)], log: &std::path::Path) -> Child {
+        let file = std::fs::File::create(log).expect("process log file");
+        Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+            .arg(sub)
             .envs(&self.env)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .expect("starting contact-sync scheduler");
-        self.schedulers.push(s);
-        self.schedulers.len() - 1
+            .unwrap_or_else(|e| panic!("starting contact-sync {sub}: {e}"))
     }
 
     /// `kill -9` of a worker.
