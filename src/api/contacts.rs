@@ -15,7 +15,7 @@ use super::ApiState;
 use crate::domain::Provider;
 use crate::domain::{ContactId, Email, SyncStatus};
 use crate::jobs::plan_jobs;
-use crate::store::{Contact, ContactPatch, NewContact, Outbox, StoreError};
+use crate::store::{Contact, ContactPatch, Link, NewContact, Outbox, StoreError};
 
 /// A new contact.
 #[derive(Debug, Object)]
@@ -254,7 +254,7 @@ impl ContactsApi {
                 ..new
             };
             let contact = state.store.insert_contact(new).await.map_err(store_fail)?;
-            Ok::<_, Fail>(state.accept(contact, jobs).await)
+            Ok::<_, Fail>(state.accept(contact, jobs, true).await)
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -382,7 +382,7 @@ impl ContactsApi {
                 .await
                 .map_err(store_fail)?
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            Ok::<_, Fail>(state.accept(contact, jobs).await)
+            Ok::<_, Fail>(state.accept(contact, jobs, false).await)
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -426,7 +426,7 @@ impl ContactsApi {
                 .await
                 .map_err(Fail::unavailable)?
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            Ok::<_, Fail>(state.accept(contact, jobs).await)
+            Ok::<_, Fail>(state.accept(contact, jobs, false).await)
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -441,7 +441,13 @@ impl ApiState {
     /// and its outbox are stored already, so from here on nothing fails the
     /// request: if MongoDB or Redis fails now, the outbox relay queues the
     /// jobs later and the answer says `queued: false`.
-    async fn accept(&self, contact: Contact, jobs: Vec<(Provider, String)>) -> WriteResponse {
+    /// `created`: the contact is new, so its links are known without a read.
+    async fn accept(
+        &self,
+        contact: Contact,
+        jobs: Vec<(Provider, String)>,
+        created: bool,
+    ) -> WriteResponse {
         let queued = tokio::time::timeout(
             QUEUE_WAIT,
             self.enqueuer
@@ -453,10 +459,14 @@ impl ApiState {
         if let Err(e) = &queued {
             tracing::warn!(contact_id = %contact.id, error = %format!("{e:#}"), "sync jobs not queued yet; the outbox relay will queue them");
         }
-        let links = if queued.is_ok() {
-            self.store.links_of(&[contact.id]).await.unwrap_or_default()
-        } else {
-            Vec::new()
+        let links = match (&queued, created) {
+            (Err(_), _) => Vec::new(),
+            // exactly what marking them pending made of no links
+            (Ok(()), true) => jobs
+                .iter()
+                .map(|(p, job)| Link::new_pending(contact.id, *p, job, contact.version))
+                .collect(),
+            (Ok(()), false) => self.store.links_of(&[contact.id]).await.unwrap_or_default(),
         };
         WriteResponse::Accepted(Json(Box::new(Accepted {
             contact: ContactView::new(&contact, &links),

@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
 
+use super::grouped::GroupError;
 use super::{is_duplicate_key, Store, StoreError};
 use crate::domain::{ContactId, Email};
 
@@ -205,9 +206,17 @@ impl Store {
             deleted_at: None,
             outbox: new.outbox,
         };
-        match self.contacts.insert_one(&contact).await {
-            Ok(_) => Ok(contact),
-            Err(e) if is_duplicate_key(&e) => {
+        // Inserted together with the other contacts being created at the
+        // moment (one `insert` for all of them).
+        let inserted = self
+            .groups
+            .contact_inserts
+            .call(contact.clone())
+            .await
+            .unwrap_or(Err(GroupError::Gone));
+        match inserted {
+            Ok(()) => Ok(contact),
+            Err(e) if e.is_duplicate_key() => {
                 // The driver retries a write whose reply was lost; a server
                 // that does not recognise the retry reports our own first
                 // insert as a duplicate. The id is ours alone, so finding it
@@ -218,8 +227,25 @@ impl Store {
                     Err(e) => Err(e.context("inserting a contact").into()),
                 }
             }
-            Err(e) => Err(anyhow::Error::new(e).context("inserting a contact").into()),
+            Err(e) => Err(e.into_anyhow("inserting a contact").into()),
         }
+    }
+
+    /// A contact, deleted or not, with all its links, read together with
+    /// the other contacts being read at the moment (one `aggregate`).
+    ///
+    /// # Errors
+    /// When the database fails or a document does not parse.
+    pub async fn contact_with_links(
+        &self,
+        id: ContactId,
+    ) -> anyhow::Result<Option<(Contact, Vec<super::Link>)>> {
+        self.groups
+            .contact_reads
+            .call(id)
+            .await
+            .unwrap_or(Err(GroupError::Gone))
+            .map_err(|e| e.into_anyhow(&format!("reading contact {id} with its links")))
     }
 
     /// A contact, deleted or not.

@@ -6,7 +6,8 @@ use bson::{doc, DateTime};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{is_duplicate_key, Store, StoreError};
+use super::grouped::GroupError;
+use super::{Store, StoreError};
 use crate::domain::{ContactId, Provider, SyncStatus};
 
 /// A contact's link to one CRM record.
@@ -88,6 +89,32 @@ impl Link {
     }
 }
 
+impl Link {
+    /// What [`Store::mark_pending`] makes of a link that did not exist: the
+    /// links of a contact just created, known without reading them back.
+    pub fn new_pending(contact: ContactId, provider: Provider, job_id: &str, version: i64) -> Self {
+        Self {
+            id: link_id(contact, provider),
+            contact_id: contact,
+            provider,
+            external_id: None,
+            sync_status: SyncStatus::Pending,
+            last_error: None,
+            attempts: 0,
+            pending_version: version,
+            synced_version: 0,
+            crm_updated_ms: 0,
+            synced_fields: None,
+            push_intent: None,
+            last_job_id: None,
+            pending_job_id: Some(job_id.to_owned()),
+            last_synced_at: None,
+            last_pushed_at: None,
+            updated_at: DateTime::now(),
+        }
+    }
+}
+
 fn link_id(contact: ContactId, provider: Provider) -> String {
     format!("{contact}:{provider}")
 }
@@ -107,8 +134,8 @@ impl Store {
         if jobs.is_empty() {
             return Ok(());
         }
-        // One `update` command with a statement per link: one round trip
-        // for all of a contact's CRMs (the driver's update_one is one each).
+        // One statement per link, sent in one `update` command with the
+        // other link writes of the moment.
         let now = DateTime::now();
         let updates: Vec<bson::Document> = jobs
             .iter()
@@ -133,22 +160,19 @@ impl Store {
                 }
             })
             .collect();
-        let reply = self
-            .db
-            .run_command(doc! {
-                "update": self.links.name(),
-                "updates": updates,
-                "ordered": true,
-            })
+        self.update_links(updates)
             .await
-            .with_context(|| format!("marking the links of {contact} pending"))?;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            anyhow::ensure!(
-                errors.is_empty(),
-                "marking the links of {contact} pending: {errors:?}"
-            );
-        }
-        Ok(())
+            .map_err(|e| e.into_anyhow(&format!("marking the links of {contact} pending")))
+    }
+
+    /// Applies one caller's link update statements, in order, in the next
+    /// grouped `update` command.
+    async fn update_links(&self, statements: Vec<bson::Document>) -> Result<(), GroupError> {
+        self.groups
+            .link_updates
+            .call(statements)
+            .await
+            .unwrap_or(Err(GroupError::Gone))
     }
 
     /// The link of a contact with a provider.
@@ -228,25 +252,23 @@ impl Store {
         fields: &crate::domain::UniversalContact,
     ) -> anyhow::Result<()> {
         let intent = bson::to_bson(fields).context("encoding a push intent")?;
-        self.links
-            .update_one(
-                doc! { "_id": link_id(contact, provider) },
-                doc! {
-                    "$set": { "pushIntent": intent, "updatedAt": DateTime::now() },
-                    "$setOnInsert": {
-                        "contactId": contact.oid(),
-                        "provider": provider.as_str(),
-                        "syncStatus": "pending",
-                        "pendingVersion": 0_i64,
-                        "syncedVersion": 0_i64,
-                        "attempts": 0_i64,
-                    },
+        self.update_links(vec![doc! {
+            "q": { "_id": link_id(contact, provider) },
+            "u": {
+                "$set": { "pushIntent": intent, "updatedAt": DateTime::now() },
+                "$setOnInsert": {
+                    "contactId": contact.oid(),
+                    "provider": provider.as_str(),
+                    "syncStatus": "pending",
+                    "pendingVersion": 0_i64,
+                    "syncedVersion": 0_i64,
+                    "attempts": 0_i64,
                 },
-            )
-            .upsert(true)
-            .await
-            .with_context(|| format!("recording a push intent on {contact}:{provider}"))?;
-        Ok(())
+            },
+            "upsert": true,
+        }])
+        .await
+        .map_err(|e| e.into_anyhow(&format!("recording a push intent on {contact}:{provider}")))
     }
 
     /// Records a successful push of `version`.
@@ -282,42 +304,40 @@ impl Store {
         if let Some(ms) = pushed_ms {
             set.insert("lastPushedAt", DateTime::from_millis(ms));
         }
+        // Recorded, then turned `synced` if no newer change is waiting: two
+        // statements, in order, in one grouped command; the second is
+        // skipped when the first is refused.
         let res = self
-            .links
-            .update_one(
-                doc! { "_id": &id },
+            .update_links(vec![
                 doc! {
-                    "$set": set,
-                    "$unset": { "pushIntent": "" },
-                    "$max": { "syncedVersion": version },
-                    "$setOnInsert": {
-                        "contactId": contact.oid(),
-                        "provider": provider.as_str(),
-                        "syncStatus": "pending",
-                        "pendingVersion": version,
-                        "attempts": 0_i64,
+                    "q": { "_id": &id },
+                    "u": {
+                        "$set": set,
+                        "$unset": { "pushIntent": "" },
+                        "$max": { "syncedVersion": version },
+                        "$setOnInsert": {
+                            "contactId": contact.oid(),
+                            "provider": provider.as_str(),
+                            "syncStatus": "pending",
+                            "pendingVersion": version,
+                            "attempts": 0_i64,
+                        },
                     },
+                    "upsert": true,
                 },
-            )
-            .upsert(true)
+                doc! {
+                    "q": { "_id": &id, "pendingVersion": { "$lte": version } },
+                    "u": { "$set": { "syncStatus": "synced", "lastError": null, "attempts": 0_i64 } },
+                },
+            ])
             .await;
         match res {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => {
-                return Err(StoreError::Conflict(format!(
-                    "{provider} record {external_id} is already linked to another contact"
-                )))
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("recording a sync").into()),
+            Ok(()) => Ok(()),
+            Err(e) if e.is_duplicate_key() => Err(StoreError::Conflict(format!(
+                "{provider} record {external_id} is already linked to another contact"
+            ))),
+            Err(e) => Err(e.into_anyhow("recording a sync").into()),
         }
-        self.links
-            .update_one(
-                doc! { "_id": &id, "pendingVersion": { "$lte": version } },
-                doc! { "$set": { "syncStatus": "synced", "lastError": null, "attempts": 0_i64 } },
-            )
-            .await
-            .context("marking a link synced")?;
-        Ok(())
     }
 
     /// Records that pushing failed for good.
@@ -332,28 +352,26 @@ impl Store {
         attempts: u32,
         job_id: &str,
     ) -> anyhow::Result<()> {
-        self.links
-            .update_one(
-                doc! { "_id": link_id(contact, provider) },
-                doc! {
-                    "$set": {
-                        "syncStatus": "error",
-                        "lastError": error,
-                        "attempts": i64::from(attempts),
-                        "lastJobId": job_id,
-                        "updatedAt": DateTime::now(),
-                    },
-                    "$setOnInsert": {
-                        "contactId": contact.oid(),
-                        "provider": provider.as_str(),
-                        "pendingVersion": 0_i64,
-                        "syncedVersion": 0_i64,
-                    },
+        self.update_links(vec![doc! {
+            "q": { "_id": link_id(contact, provider) },
+            "u": {
+                "$set": {
+                    "syncStatus": "error",
+                    "lastError": error,
+                    "attempts": i64::from(attempts),
+                    "lastJobId": job_id,
+                    "updatedAt": DateTime::now(),
                 },
-            )
-            .upsert(true)
-            .await
-            .context("marking a link in error")?;
-        Ok(())
+                "$setOnInsert": {
+                    "contactId": contact.oid(),
+                    "provider": provider.as_str(),
+                    "pendingVersion": 0_i64,
+                    "syncedVersion": 0_i64,
+                },
+            },
+            "upsert": true,
+        }])
+        .await
+        .map_err(|e| e.into_anyhow("marking a link in error"))
     }
 }

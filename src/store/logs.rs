@@ -64,15 +64,13 @@ impl Store {
         // entry twice. With the id fixed the retry is a duplicate key.
         let mut doc = bson::to_document(entry).context("encoding a sync log")?;
         doc.insert("_id", bson::oid::ObjectId::new());
-        match self
-            .logs
-            .clone_with_type::<bson::Document>()
-            .insert_one(doc)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if super::is_duplicate_key(&e) => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context("writing a sync log")),
+        // Inserted together with whatever other entries are being written
+        // at the moment (one `insert` for all of them).
+        match self.groups.log_inserts.call(doc).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) if e.is_duplicate_key() => Ok(()),
+            Some(Err(e)) => Err(e.into_anyhow("writing a sync log")),
+            None => Err(super::grouped::GroupError::Gone.into_anyhow("writing a sync log")),
         }
     }
 

@@ -3,7 +3,9 @@
 //! ([`StoreError`]). Every filter is built from typed values, never from
 //! request JSON, so operator injection has no way in.
 
+mod batch;
 mod contacts;
+mod grouped;
 mod inbound;
 mod links;
 mod logs;
@@ -66,6 +68,8 @@ pub struct Store {
     links: Collection<Link>,
     logs: Collection<SyncLog>,
     cursors: Collection<PollCursor>,
+    /// Small writes and reads shared by concurrent callers (group commit).
+    groups: grouped::Groups,
 }
 
 /// Commands this process has sent to MongoDB (every store of the process).
@@ -125,10 +129,14 @@ impl Store {
         let client = Client::with_options(options)
             .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
         let db = client.database(db);
+        let contacts = db.collection("contacts");
+        let links = db.collection("contact_links");
+        let logs = db.collection("sync_logs");
         let store = Self {
-            contacts: db.collection("contacts"),
-            links: db.collection("contact_links"),
-            logs: db.collection("sync_logs"),
+            groups: grouped::Groups::start(&db, &contacts, &links, &logs),
+            contacts,
+            links,
+            logs,
             cursors: db.collection("sync_cursors"),
             db,
         };

@@ -137,15 +137,18 @@ impl Outbound {
         // if the contact is still at that version; when it moved on, the
         // merge is done again from the newer state.
         for _ in 0..MERGE_ROUNDS {
-            let Some(contact) = self.store.contact(contact_id).await.map_err(store_err)? else {
+            // One read of the contact and its links, shared with the other
+            // jobs reading at the moment.
+            let Some((contact, links)) = self
+                .store
+                .contact_with_links(contact_id)
+                .await
+                .map_err(store_err)?
+            else {
                 tracing::info!("contact no longer exists; nothing to push");
                 return Ok(());
             };
-            let link = self
-                .store
-                .link(contact.id, provider)
-                .await
-                .map_err(store_err)?;
+            let link = links.into_iter().find(|l| l.provider == provider);
             if let Some(l) = &link {
                 if l.sync_status == SyncStatus::Synced && l.synced_version >= contact.version {
                     tracing::info!(version = contact.version, "already synced; nothing to push");

@@ -1,0 +1,260 @@
+//! The store's grouped round trips (see [`super::batch`]): link updates,
+//! sync-log inserts, contact inserts, and the read of a contact with its
+//! links, each shared by every caller that is waiting at the same time.
+
+use bson::{doc, Document};
+use mongodb::{Collection, Database};
+
+use super::batch::Batcher;
+use super::{Contact, Link, SyncLog};
+use crate::domain::ContactId;
+
+/// Most requests one grouped command carries (well within MongoDB's
+/// 100,000 statements and 48 MB per command).
+const MAX_GROUP: usize = 256;
+
+/// Grouped commands of one kind run at most this many at a time; the
+/// requests that arrive meanwhile wait for the next group.
+const IN_FLIGHT: usize = 2;
+
+/// Why one request of a group failed.
+#[derive(Debug, Clone)]
+pub(crate) enum GroupError {
+    /// The server refused this request's statement (`writeErrors`).
+    Write { code: i32, message: String },
+    /// The whole command failed (the server is unreachable, …).
+    Command(mongodb::error::Error),
+    /// The grouping task is gone: its runtime is shutting down.
+    Gone,
+}
+
+impl GroupError {
+    /// Whether a unique index refused the write.
+    pub(crate) fn is_duplicate_key(&self) -> bool {
+        match self {
+            Self::Write { code, .. } => *code == 11000,
+            Self::Command(e) => super::is_duplicate_key(e),
+            Self::Gone => false,
+        }
+    }
+
+    /// As an error with `what` for context; a command failure keeps the
+    /// driver's error in the chain, so [`super::is_outage`] still sees it.
+    pub(crate) fn into_anyhow(self, what: &str) -> anyhow::Error {
+        match self {
+            Self::Write { code, message } => {
+                anyhow::anyhow!("{what}: the server refused it ({code}): {message}")
+            }
+            Self::Command(e) => anyhow::Error::new(e).context(what.to_owned()),
+            Self::Gone => anyhow::anyhow!("{what}: the store is shutting down"),
+        }
+    }
+}
+
+/// One request's answer.
+pub(crate) type Answer = Result<(), GroupError>;
+
+/// A contact as read with its links.
+pub(crate) type WithLinks = (Contact, Vec<Link>);
+
+/// The grouping tasks of one store.
+#[derive(Clone)]
+pub(crate) struct Groups {
+    /// Each request: the update statements of one caller, applied in order;
+    /// when one is refused, the caller's later ones are skipped.
+    pub(crate) link_updates: Batcher<Vec<Document>, Answer>,
+    pub(crate) log_inserts: Batcher<Document, Answer>,
+    pub(crate) contact_inserts: Batcher<Contact, Answer>,
+    pub(crate) contact_reads: Batcher<ContactId, Result<Option<WithLinks>, GroupError>>,
+}
+
+impl Groups {
+    /// Starts the grouping tasks (on the current runtime).
+    pub(crate) fn start(
+        db: &Database,
+        contacts: &Collection<Contact>,
+        links: &Collection<Link>,
+        logs: &Collection<SyncLog>,
+    ) -> Self {
+        let (d, name) = (db.clone(), links.name().to_owned());
+        let link_updates = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |requests| {
+            let (d, name) = (d.clone(), name.clone());
+            async move { update_in_order(&d, &name, requests).await }
+        });
+        let raw_logs = logs.clone_with_type::<Document>();
+        let log_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
+            let c = raw_logs.clone();
+            async move { insert_unordered(&c, docs).await }
+        });
+        let c = contacts.clone();
+        let contact_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
+            let c = c.clone();
+            async move { insert_unordered(&c, docs).await }
+        });
+        let (c, from) = (
+            contacts.clone_with_type::<Document>(),
+            links.name().to_owned(),
+        );
+        let contact_reads = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |ids| {
+            let (c, from) = (c.clone(), from.clone());
+            async move { read_with_links(&c, &from, ids).await }
+        });
+        Self {
+            link_updates,
+            log_inserts,
+            contact_inserts,
+            contact_reads,
+        }
+    }
+}
+
+/// Runs every request's statements as one ordered `update` command. An
+/// ordered command stops at the first refused statement: that request is
+/// answered with the refusal, its remaining statements are dropped, and the
+/// other requests' remaining statements go in the next command.
+async fn update_in_order(
+    db: &Database,
+    collection: &str,
+    requests: Vec<Vec<Document>>,
+) -> Vec<Answer> {
+    let mut answers: Vec<Answer> = vec![Ok(()); requests.len()];
+    let mut left: Vec<(usize, Document)> = requests
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, statements)| statements.into_iter().map(move |s| (i, s)))
+        .collect();
+    while !left.is_empty() {
+        let statements: Vec<&Document> = left.iter().map(|(_, s)| s).collect();
+        let reply = db
+            .run_command(doc! {
+                "update": collection,
+                "updates": statements,
+                "ordered": true,
+            })
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                for (i, _) in &left {
+                    if answers[*i].is_ok() {
+                        answers[*i] = Err(GroupError::Command(e.clone()));
+                    }
+                }
+                break;
+            }
+        };
+        let refused = reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|errors| errors.first())
+            .and_then(|e| e.as_document());
+        let Some(refused) = refused else { break };
+        let at = match refused.get("index") {
+            Some(bson::Bson::Int32(n)) => *n as usize,
+            Some(bson::Bson::Int64(n)) => *n as usize,
+            _ => 0,
+        }
+        .min(left.len() - 1);
+        let failed = left[at].0;
+        answers[failed] = Err(GroupError::Write {
+            code: refused.get_i32("code").unwrap_or_default(),
+            message: refused.get_str("errmsg").unwrap_or_default().to_owned(),
+        });
+        left = left.split_off(at + 1);
+        left.retain(|(i, _)| *i != failed);
+    }
+    answers
+}
+
+/// Inserts documents in one unordered `insert` (the driver's `insert_many`,
+/// which retries like any single write); a refused document fails only its
+/// own request.
+async fn insert_unordered<T>(collection: &Collection<T>, docs: Vec<T>) -> Vec<Answer>
+where
+    T: serde::Serialize + Send + Sync,
+{
+    let n = docs.len();
+    match collection.insert_many(docs).ordered(false).await {
+        Ok(_) => vec![Ok(()); n],
+        Err(e) => match e.kind.as_ref() {
+            mongodb::error::ErrorKind::InsertMany(many) if many.write_errors.is_some() => {
+                let mut answers: Vec<Answer> = vec![Ok(()); n];
+                for w in many.write_errors.iter().flatten() {
+                    if let Some(a) = answers.get_mut(w.index) {
+                        *a = Err(GroupError::Write {
+                            code: w.code,
+                            message: w.message.clone(),
+                        });
+                    }
+                }
+                answers
+            }
+            _ => vec![Err(GroupError::Command(e)); n],
+        },
+    }
+}
+
+/// Reads contacts with their links in one `aggregate` (`$lookup` on the
+/// links' `contactId` index).
+async fn read_with_links(
+    contacts: &Collection<Document>,
+    links: &str,
+    ids: Vec<ContactId>,
+) -> Vec<Result<Option<WithLinks>, GroupError>> {
+    use futures::TryStreamExt;
+    let oids: Vec<_> = ids.iter().map(|id| id.oid()).collect();
+    let pipeline = [
+        doc! { "$match": { "_id": { "$in": &oids } } },
+        doc! { "$lookup": {
+            "from": links,
+            "localField": "_id",
+            "foreignField": "contactId",
+            "as": "links",
+        } },
+    ];
+    let found: Result<Vec<Document>, _> = match contacts.aggregate(pipeline).await {
+        Ok(cursor) => cursor.try_collect().await,
+        Err(e) => Err(e),
+    };
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => return vec![Err(GroupError::Command(e)); ids.len()],
+    };
+    let mut parsed = std::collections::HashMap::with_capacity(found.len());
+    for mut d in found {
+        let links = d.remove("links");
+        let Ok(id) = d.get_object_id("_id") else {
+            continue;
+        };
+        let entry = decode(d, links);
+        parsed.insert(id, entry);
+    }
+    ids.iter()
+        .map(|id| match parsed.get(&id.oid()) {
+            None => Ok(None),
+            Some(Ok(found)) => Ok(Some(found.clone())),
+            Some(Err(message)) => Err(GroupError::Write {
+                code: 0,
+                message: message.clone(),
+            }),
+        })
+        .collect()
+}
+
+/// A contact document and its looked-up links, decoded.
+fn decode(contact: Document, links: Option<bson::Bson>) -> Result<WithLinks, String> {
+    let contact: Contact =
+        bson::from_document(contact).map_err(|e| format!("decoding a contact: {e}"))?;
+    let links = match links {
+        Some(bson::Bson::Array(items)) => items
+            .into_iter()
+            .filter_map(|b| match b {
+                bson::Bson::Document(d) => Some(d),
+                _ => None,
+            })
+            .map(|d| bson::from_document::<Link>(d).map_err(|e| format!("decoding a link: {e}")))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    Ok((contact, links))
+}
