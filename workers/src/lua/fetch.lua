@@ -49,11 +49,13 @@ for _, id in ipairs(ids) do
     -- attempt only if one was taken; a run claim clears it (absent = 'run')
     if reason == '' then
       attempt = attempt + 1
+      -- '%d' is an integer format; a number handed as it is gets '%.17g'
+      local attempt_s = string.format('%d', attempt)
       if f[6] == 'bury' then
-        redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'worker', worker,
+        redis.call('HSET', key, 'attempts', attempt_s, 'state', 'running', 'worker', worker,
           'updated', now_s, 'claim', 'run')
       else
-        redis.call('HSET', key, 'attempts', attempt, 'state', 'running', 'worker', worker,
+        redis.call('HSET', key, 'attempts', attempt_s, 'state', 'running', 'worker', worker,
           'updated', now_s)
       end
     else
