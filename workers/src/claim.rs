@@ -13,6 +13,21 @@ use crate::keys::{LOG_KEEP, STATS_SLOTS};
 use crate::queue::{AttemptRecord, Queue};
 use crate::retry::Backoff;
 
+/// Most jobs claimed, acknowledged or trimmed off the done set in one
+/// script call: the scripts `unpack` them, and Lua's stack takes ~8,000
+/// values (an ack passes two per job to ZADD or DEL).
+pub(crate) const MAX_BATCH: usize = 1000;
+
+/// A string of a script's reply.
+fn text(v: redis::Value, what: &str) -> Result<String, Error> {
+    redis::from_redis_value(v).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+}
+
+/// A count of a script's reply (an integer, or its text).
+fn count(v: redis::Value, what: &str) -> Result<u32, Error> {
+    redis::from_redis_value(v).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+}
+
 /// One claimed job, as `fetch.lua` returns it.
 #[derive(Debug)]
 pub(crate) struct Claimed {
@@ -59,36 +74,39 @@ impl Queue {
         max_stalls: u32,
     ) -> Result<Vec<Claimed>, Error> {
         let mut conn = self.conn.clone();
-        let flat: Vec<String> = self
+        let flat: Vec<redis::Value> = self
             .scripts
             .fetch
             .key(self.keys.pending(queue))
             .key(self.keys.scheduled(queue))
             .key(self.keys.running(queue, worker))
             .arg(self.keys.job_prefix())
-            .arg(max)
-            .arg(1000)
+            .arg(max.min(MAX_BATCH))
+            .arg(MAX_BATCH)
             .arg(worker)
             .arg(max_stalls.max(1))
             .invoke_async(&mut conn)
             .await?;
-        let num = |s: &str, what: &str| -> Result<u32, Error> {
-            s.parse()
-                .map_err(|_| Error::Corrupt(format!("{what} {s:?}")))
-        };
-        flat.chunks_exact(5)
-            .map(|c| {
-                Ok(Claimed {
-                    id: c[0].clone(),
-                    payload: c[1].clone(),
-                    attempt: num(&c[2], "attempts")?,
-                    max_attempts: num(&c[3], "max")?,
-                    bury: Some(c[4].clone()).filter(|r| !r.is_empty()),
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(flat.len() / 5);
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(payload), Some(attempt), Some(max), Some(reason)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        {
+            let reason = text(reason, "bury reason")?;
+            out.push(Claimed {
+                id: text(id, "id")?,
+                payload: text(payload, "payload")?,
+                attempt: count(attempt, "attempts")?,
+                max_attempts: count(max, "max")?,
+                bury: Some(reason).filter(|r| !r.is_empty()),
+            });
+        }
+        Ok(out)
     }
 
+    /// Marks `ids` done (those still claimed by `worker`), then trims the
+    /// done set to `retention` and `keep`, deleting what it trims. With no
+    /// ids it only trims (see `ack.lua`). At most [`MAX_BATCH`] ids a call.
     pub(crate) async fn ack(
         &self,
         queue: &str,
@@ -97,6 +115,7 @@ impl Queue {
         retention: Duration,
         keep: u64,
     ) -> Result<(), Error> {
+        debug_assert!(ids.len() <= MAX_BATCH, "ack.lua unpacks the ids");
         let mut conn = self.conn.clone();
         let mut inv = self.scripts.ack.prepare_invoke();
         inv.key(self.keys.running(queue, worker))
@@ -105,7 +124,8 @@ impl Queue {
             .arg(self.keys.job_prefix())
             .arg(retention.as_millis() as u64)
             .arg(keep)
-            .arg(STATS_SLOTS);
+            .arg(STATS_SLOTS)
+            .arg(MAX_BATCH);
         for id in ids {
             inv.arg(id);
         }

@@ -88,7 +88,22 @@ impl Queue {
                 }
             }
             JobState::Scheduled => conn.zrange(self.keys.scheduled(queue), start, stop).await?,
-            JobState::Done => conn.zrevrange(self.keys.done(queue), start, stop).await?,
+            JobState::Done => {
+                // the scores are the finish times the jobs' hashes lack
+                let done: Vec<(String, f64)> = conn
+                    .zrevrange_withscores(self.keys.done(queue), start, stop)
+                    .await?;
+                let mut out = Vec::with_capacity(done.len());
+                for (id, at) in done {
+                    if let Some(mut job) = self.stored_job(&id).await? {
+                        if job.state == JobState::Running {
+                            job.finished_at(at as i64);
+                        }
+                        out.push(job);
+                    }
+                }
+                return Ok(out);
+            }
             JobState::Dead => conn.zrevrange(self.keys.dead(queue), start, stop).await?,
             JobState::Running => {
                 let mut all = Vec::new();
@@ -196,9 +211,17 @@ impl Queue {
         let mut conn = self.conn.clone();
         let id: Option<String> = conn.lindex(self.keys.pending(queue), -1).await?;
         let Some(id) = id else { return Ok(None) };
-        let created: Option<i64> = conn.hget(self.keys.job(&id), "updated").await?;
+        // a pushed job has no `updated` until it changes state
+        let (updated, created): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.keys.job(&id))
+            .arg("updated")
+            .arg("created")
+            .query_async(&mut conn)
+            .await?;
         let now = self.server_ms().await?;
-        Ok(created.map(|c| Duration::from_millis((now - c).max(0) as u64)))
+        Ok(updated
+            .or(created)
+            .map(|c| Duration::from_millis((now - c).max(0) as u64)))
     }
 
     /// Removes a job that is not running.

@@ -138,6 +138,15 @@ pub struct QueueCounts {
     pub failed_total: u64,
 }
 
+impl JobInfo {
+    /// Marks a job whose id the done set holds, finished at `at_ms`: its
+    /// hash was left as the claim wrote it (`running`).
+    pub(crate) fn finished_at(&mut self, at_ms: i64) {
+        self.state = JobState::Done;
+        self.updated_ms = at_ms;
+    }
+}
+
 impl QueueCounts {
     /// Jobs that still have to run (pending, scheduled or running).
     pub fn outstanding(&self) -> u64 {
@@ -162,6 +171,7 @@ pub(crate) fn parse_job(id: &str, map: &HashMap<String, String>) -> Result<JobIn
         error: get("error").filter(|e| !e.is_empty()).map(str::to_owned),
         worker: get("worker").map(str::to_owned),
         created_ms: num("created"),
-        updated_ms: num("updated"),
+        // a push writes no `updated`: the job has not changed since
+        updated_ms: get("updated").map_or_else(|| num("created"), |_| num("updated")),
     })
 }

@@ -97,6 +97,23 @@ impl Queue {
     /// # Errors
     /// When Redis fails or the record is corrupt.
     pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, Error> {
+        let Some(mut job) = self.stored_job(id).await? else {
+            return Ok(None);
+        };
+        if job.state == JobState::Running {
+            let mut conn = self.conn.clone();
+            let finished: Option<f64> = conn.zscore(self.keys.done(&job.queue), id).await?;
+            if let Some(at) = finished {
+                job.finished_at(at as i64);
+            }
+        }
+        Ok(Some(job))
+    }
+
+    /// A job as its hash has it. An acknowledged job's hash still says
+    /// `running`: `ack.lua` writes only the done set, which holds its id
+    /// with the time it finished (see [`JobInfo::finished_at`]).
+    pub(crate) async fn stored_job(&self, id: &str) -> Result<Option<JobInfo>, Error> {
         let mut conn = self.conn.clone();
         let map: HashMap<String, String> = conn.hgetall(self.keys.job(id)).await?;
         if map.is_empty() {

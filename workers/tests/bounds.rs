@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{config, handler, namespace, raw, redis_url, start, Q};
-use workers::{JobError, PushOptions, Queue, RedisBackend, WorkerConfig};
+use workers::{JobError, JobState, PushOptions, Queue, RedisBackend, WorkerConfig};
 
 /// Runs a worker with `cfg` over the queue with a handler failing by its
 /// payload ("transient" or "permanent"; anything else succeeds) until idle.
@@ -155,4 +155,94 @@ async fn throughput_is_counted_in_a_bounded_ring_of_minutes() {
             .all(|k| !k.starts_with("completed:") && !k.starts_with("failed:")),
         "no field per minute: {stats:?}"
     );
+}
+
+#[tokio::test]
+async fn done_jobs_are_kept_for_inspection_within_count_and_age_then_deleted_with_their_logs() {
+    let ns = namespace();
+    let q = Queue::connect(&redis_url(), &ns).await.unwrap();
+    let mut conn = raw(&redis_url()).await;
+    let exists = |key: String| {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        cmd
+    };
+
+    // by count: one at a time, so "newest" is well defined; the first
+    // fails once, so it has an attempt log
+    let h = || {
+        handler(|payload: String, attempt| async move {
+            if payload == "flaky" && attempt == 1 {
+                Err(JobError::transient("flaky"))
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let mut cfg = config();
+    cfg.done_keep = 2;
+    cfg.done_retention = Duration::from_secs(3600);
+    let mut ids = Vec::new();
+    for body in ["flaky", "ok", "flaky", "ok"] {
+        ids.push(q.push(Q, &body, PushOptions::default()).await.unwrap());
+        let worker = start(&RedisBackend::new(q.clone(), cfg.clone()), "w", h());
+        q.wait_idle(Q, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .expect("drained");
+        worker.stop().await;
+    }
+    let done = q.list(Q, JobState::Done, 0, 10).await.unwrap();
+    let listed: Vec<&str> = done.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(listed, [&ids[3], &ids[2]], "the newest two, newest first");
+    // what inspection shows of a kept done job, though ack wrote no hash
+    let kept = q.job(&ids[2]).await.unwrap().expect("kept");
+    assert_eq!(kept.state, JobState::Done);
+    assert_eq!(kept.attempts, 2);
+    assert_eq!(kept.worker.as_deref(), Some("w"));
+    assert!(kept.updated_ms >= kept.created_ms);
+    assert_eq!(
+        done[1].updated_ms, kept.updated_ms,
+        "listing and lookup agree"
+    );
+    assert_eq!(q.attempts(&ids[2]).await.unwrap().len(), 1);
+    assert_eq!(q.counts(Q).await.unwrap().done, 2);
+    for id in &ids[..2] {
+        assert!(
+            q.job(id).await.unwrap().is_none(),
+            "trimmed job {id} is gone"
+        );
+        let left: i64 = exists(format!("{ns}:job:{id}:log"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "its attempt log went with it");
+    }
+
+    // by age: trimmed by the worker's upkeep while the queue is idle
+    let mut cfg = config();
+    cfg.done_retention = Duration::from_millis(300);
+    let worker = start(&RedisBackend::new(q.clone(), cfg), "w", h());
+    let id = q.push(Q, &"flaky", PushOptions::default()).await.unwrap();
+    q.wait_idle(Q, Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("drained");
+    assert_eq!(
+        q.job(&id).await.unwrap().map(|j| j.state),
+        Some(JobState::Done)
+    );
+    common::eventually(
+        "done jobs past retention trimmed",
+        Duration::from_secs(5),
+        || async { q.counts(Q).await.unwrap().done == 0 },
+    )
+    .await;
+    worker.stop().await;
+    assert!(q.job(&id).await.unwrap().is_none());
+    let left: i64 = exists(format!("{ns}:job:{id}:log"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }

@@ -60,6 +60,42 @@ impl DeadLetter for Recorder {
 }
 
 #[tokio::test]
+async fn a_worker_never_runs_more_jobs_than_its_concurrency() {
+    // several claims may be out at once: together they claim no more than
+    // the free slots
+    let q = queue().await;
+    let payloads: Vec<String> = (0..200).map(|i| format!("{{\"i\":{i}}}")).collect();
+    q.push_many_raw(Q, &payloads, PushOptions::default())
+        .await
+        .unwrap();
+    let (now, most) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (n, m) = (now.clone(), most.clone());
+    let h = handler(move |_: serde_json::Value, _| {
+        let (n, m) = (n.clone(), m.clone());
+        async move {
+            let running = n.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(running, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            n.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let mut cfg = config();
+    cfg.concurrency = 8;
+    cfg.fetch_batch = 8;
+    let worker = start(&RedisBackend::new(q.clone(), cfg), "w1", h);
+    let counts = q
+        .wait_idle(Q, Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("drained");
+    worker.stop().await;
+    assert_eq!(counts.completed_total, 200);
+    let most = most.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "at most 8 at once: {most}");
+}
+
+#[tokio::test]
 async fn transient_failures_use_every_attempt_permanent_ones_only_one() {
     let q = queue().await;
     let calls = Arc::new(AtomicU32::new(0));

@@ -41,7 +41,10 @@ pub(crate) struct Running {
     upkeep: Option<Upkeep>,
     /// Claimed jobs not yet handed to apalis.
     buffer: VecDeque<Task<String>>,
-    claim: Option<SyncFuture<Result<Vec<Claimed>, Error>>>,
+    /// Claims in flight. Slots freed while one is out are claimed by the
+    /// next without waiting for it: with a single claim at a time, every
+    /// slot would wait up to two round trips to be filled again.
+    claims: Vec<Claim>,
     /// An empty queue, a failing Redis or a pause: no claim until it fires.
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
     failures: u32,
@@ -52,6 +55,18 @@ pub(crate) struct Running {
     side: JoinSet<()>,
     /// When `poll_close` began waiting for `side`.
     closing_since: Option<tokio::time::Instant>,
+}
+
+/// Most claims in flight at once for one worker.
+const MAX_CLAIMS: usize = 3;
+
+/// One claim in flight.
+struct Claim {
+    /// Slots it may fill, held for it until it returns.
+    slots: usize,
+    /// Whether it looks for claims whose reply was lost first.
+    checks: bool,
+    reply: SyncFuture<Result<Vec<Claimed>, Error>>,
 }
 
 struct Upkeep {
@@ -78,7 +93,7 @@ impl Running {
             service: worker.get_service().to_owned(),
             upkeep: None,
             buffer: VecDeque::new(),
-            claim: None,
+            claims: Vec::new(),
             wait: None,
             failures: 0,
             check_claims: false,
@@ -124,30 +139,7 @@ impl Running {
                 self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
                 return Poll::Ready(Some(Ok(task)));
             }
-            if let Some(claim) = self.claim.as_mut() {
-                let claimed = ready!(claim.poll(cx));
-                self.claim = None;
-                match claimed {
-                    Ok(jobs) => {
-                        self.failures = 0;
-                        self.check_claims = false;
-                        if jobs.is_empty() {
-                            self.sleep(cfg.poll_interval);
-                        }
-                        for c in jobs {
-                            self.accept(c, decodes);
-                        }
-                    }
-                    Err(e) => {
-                        self.failures += 1;
-                        self.check_claims = true;
-                        let wait = (cfg.poll_interval * 2u32.pow(self.failures.min(5)))
-                            .min(Duration::from_secs(2))
-                            .max(cfg.poll_interval);
-                        tracing::warn!(queue = %self.shared.qname, error = %e, retry_in_ms = wait.as_millis() as u64, "claiming jobs failed");
-                        self.sleep(wait);
-                    }
-                }
+            if self.poll_claims(cx, decodes) {
                 continue;
             }
             if let Some(wait) = self.wait.as_mut() {
@@ -159,31 +151,90 @@ impl Running {
                 continue;
             }
             while let Poll::Ready(Some(_)) = self.side.poll_join_next(cx) {}
-            let free = self.free();
-            if free == 0 {
+            let out = self.claims.len();
+            // a look for lost claims must not see the jobs of a claim still
+            // out (claimed in Redis, not held yet): it goes out alone
+            if out >= MAX_CLAIMS || (out > 0 && self.check_claims) {
+                return Poll::Pending;
+            }
+            // a claim beside one already out waits for a worthwhile batch:
+            // each call costs Redis a fixed amount whatever it claims
+            let least = if out == 0 {
+                1
+            } else {
+                (cfg.concurrency.min(cfg.fetch_batch) / 4).max(1)
+            };
+            if self.free() < least {
                 self.shared.set_waker(cx.waker());
-                if self.free() == 0 {
+                if self.free() < least {
                     return Poll::Pending;
                 }
             }
             let n = self.free().min(cfg.fetch_batch.max(1));
             let shared = self.shared.clone();
-            let check = self.check_claims;
-            self.claim = Some(SyncFuture::new(async move {
-                if check {
-                    give_back_lost_claims(&shared).await?;
-                }
-                let (q, w) = (&shared.qname, &shared.worker);
-                shared.queue.fetch(q, w, n, shared.cfg.max_stalls).await
-            }));
+            let checks = self.check_claims;
+            self.claims.push(Claim {
+                slots: n,
+                checks,
+                reply: SyncFuture::new(async move {
+                    if checks {
+                        give_back_lost_claims(&shared).await?;
+                    }
+                    let (q, w) = (&shared.qname, &shared.worker);
+                    shared.queue.fetch(q, w, n, shared.cfg.max_stalls).await
+                }),
+            });
         }
+    }
+
+    /// Takes in the claims that returned; true when one did.
+    fn poll_claims(
+        &mut self,
+        cx: &mut Context<'_>,
+        decodes: fn(&str) -> Result<(), String>,
+    ) -> bool {
+        let cfg = self.shared.cfg.clone();
+        let mut any = false;
+        let mut i = 0;
+        while i < self.claims.len() {
+            let Poll::Ready(claimed) = self.claims[i].reply.poll(cx) else {
+                i += 1;
+                continue;
+            };
+            let claim = self.claims.swap_remove(i);
+            any = true;
+            match claimed {
+                Ok(jobs) => {
+                    self.failures = 0;
+                    if claim.checks {
+                        self.check_claims = false;
+                    }
+                    if jobs.is_empty() {
+                        self.sleep(cfg.poll_interval);
+                    }
+                    for c in jobs {
+                        self.accept(c, decodes);
+                    }
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    self.check_claims = true;
+                    let wait = (cfg.poll_interval * 2u32.pow(self.failures.min(5)))
+                        .min(Duration::from_secs(2))
+                        .max(cfg.poll_interval);
+                    tracing::warn!(queue = %self.shared.qname, error = %e, retry_in_ms = wait.as_millis() as u64, "claiming jobs failed");
+                    self.sleep(wait);
+                }
+            }
+        }
+        any
     }
 
     /// Stops claiming; what is claimed but was not handed over stays in
     /// the running set, and the upkeep gives it back (attempts returned)
     /// when it leaves the pool, after writing the last acks.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.claim = None;
+        self.claims.clear();
         self.wait = None;
         if !self.buffer.is_empty() {
             tracing::info!(queue = %self.shared.qname, jobs = self.buffer.len(), "stopping: claimed jobs that did not start go back to the queue");
@@ -214,8 +265,14 @@ impl Running {
         }
     }
 
+    /// Slots neither running a job, nor holding one claimed, nor held for a
+    /// claim in flight.
     fn free(&self) -> usize {
-        let used = self.shared.in_flight.load(Ordering::Acquire) + self.side.len();
+        let claimed: usize = self.claims.iter().map(|c| c.slots).sum();
+        let used = self.shared.in_flight.load(Ordering::Acquire)
+            + self.side.len()
+            + self.buffer.len()
+            + claimed;
         self.shared.cfg.concurrency.max(1).saturating_sub(used)
     }
 

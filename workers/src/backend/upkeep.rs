@@ -1,6 +1,6 @@
 //! A worker's upkeep task: start-up (recover its own previous claims,
-//! first heartbeat), then heartbeats with the recovery of dead peers' jobs,
-//! the batched acknowledgements, and on close the last acks and leaving the
+//! first heartbeat), then heartbeats with the recovery of dead peers' jobs
+//! and the trimming of finished ones, the batched acknowledgements, and on close the last acks and leaving the
 //! pool.
 //!
 //! Why a task of its own rather than work done in `poll_ready`: apalis polls
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::shared::Shared;
+use crate::claim::MAX_BATCH;
 use crate::job::lock;
 use crate::queue::chrono_ms;
 
@@ -90,7 +91,6 @@ async fn ack_loop(
     mut rx: mpsc::UnboundedReceiver<Arc<str>>,
     mut close: watch::Receiver<bool>,
 ) {
-    const MAX_BATCH: usize = 1024;
     let cfg = &shared.cfg;
     let mut batch: Vec<Arc<str>> = Vec::with_capacity(MAX_BATCH);
     let mut closed_at: Option<Instant> = None;
@@ -147,8 +147,9 @@ async fn ack_loop(
     }
 }
 
-/// Heart-beats every `heartbeat` and recovers the jobs of peers silent for
-/// `dead_after`. Never returns; it stops when dropped.
+/// Heart-beats every `heartbeat`, trims the finished jobs kept past
+/// `done_retention`, and recovers the jobs of peers silent for `dead_after`.
+/// Never returns; it stops when dropped.
 ///
 /// A worker only reaps once its own heartbeats have succeeded without a gap
 /// for `dead_after`: after a Redis outage every heartbeat in Redis is old,
@@ -166,6 +167,15 @@ async fn heartbeat_loop(shared: &Shared, info: &[(&str, String)], first_beat: In
             tracing::warn!(error = %e, "heartbeat failed");
             healthy_since = None;
             continue;
+        }
+        // acks trim the done set as they add to it; this trims it by age
+        // when no job finishes (the done jobs' hashes have no TTL)
+        if let Err(e) = shared
+            .queue
+            .ack(q, w, &[], cfg.done_retention, cfg.done_keep)
+            .await
+        {
+            tracing::warn!(error = %e, "trimming finished jobs failed");
         }
         let now = Instant::now();
         if now.duration_since(last_beat) > cfg.dead_after {

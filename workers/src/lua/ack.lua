@@ -2,38 +2,52 @@
 -- Only jobs still claimed by this worker are touched, so retrying a batch whose
 -- reply was lost counts nothing twice, and a job a peer recovered (and now
 -- runs) is left alone.
+-- A batch costs a fixed number of commands, none per job: a done job's hash
+-- is not written (it still says `running`; its id and finish time in the done
+-- set say it is done, see `Queue::job`) and gets no TTL. Instead the done set
+-- is trimmed here, by age and by count, and the hashes and attempt logs of
+-- the ids trimmed off it are deleted with them, in one DEL. Called with no ids,
+-- it only trims: the upkeep does so on every heartbeat, so age applies on an
+-- idle queue too.
 -- KEYS[1] worker's running set, KEYS[2] done zset, KEYS[3] stats hash
 -- ARGV[1] job key prefix, ARGV[2] retention ms, ARGV[3] max kept done jobs,
--- ARGV[4] minute slots in the stats ring, ARGV[5..] ids
+-- ARGV[4] minute slots in the stats ring, ARGV[5] most ids trimmed per call,
+-- ARGV[6..] ids (as many as ARGV[5] at most: Lua's unpack takes ~8,000 values)
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+-- numbers handed to redis.call are formatted with "%.17g" each time: format once
+local now_s = string.format('%d', now)
+local prefix = ARGV[1]
 local retention = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
-local n = 0
-local done = {}
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  local key = ARGV[1] .. id
-  if redis.call('SREM', KEYS[1], id) == 1 then
-    if retention <= 0 or keep <= 0 then
-      redis.call('DEL', key, key .. ':log')
-    -- HSET adds all three fields only to a hash that was gone: the job was
-    -- discarded by an operator while it ran, so leave no trace behind
-    elseif redis.call('HSET', key, 'state', 'done', 'updated', now, 'finished', now) == 3 then
-      redis.call('DEL', key)
-    else
-      redis.call('PEXPIRE', key, retention)
-      redis.call('PEXPIRE', key .. ':log', retention)
-      done[#done + 1] = now
-      done[#done + 1] = id
-    end
-    n = n + 1
+local kept = retention > 0 and keep > 0
+
+local ids = {}
+if #ARGV >= 6 then
+  local held = redis.call('SMISMEMBER', KEYS[1], unpack(ARGV, 6))
+  for i = 1, #held do
+    if held[i] == 1 then ids[#ids + 1] = ARGV[i + 5] end
   end
 end
-if #done > 0 then
-  redis.call('ZADD', KEYS[2], unpack(done))
-end
+local n = #ids
+
 if n > 0 then
+  redis.call('SREM', KEYS[1], unpack(ids))
+  if kept then
+    local members = {}
+    for i = 1, n do
+      members[2 * i - 1] = now_s
+      members[2 * i] = ids[i]
+    end
+    redis.call('ZADD', KEYS[2], unpack(members))
+  else
+    local keys = {}
+    for i = 1, n do
+      keys[2 * i - 1] = prefix .. ids[i]
+      keys[2 * i] = prefix .. ids[i] .. ':log'
+    end
+    redis.call('DEL', unpack(keys))
+  end
   redis.call('HINCRBY', KEYS[3], 'completed', n)
   -- the per-minute ring: slot = minute mod slots, each slot tagged with its
   -- minute so a slot left from an earlier lap reads as zero
@@ -44,16 +58,27 @@ if n > 0 then
   end
   redis.call('HINCRBY', KEYS[3], 'c:' .. slot, n)
 end
-if retention > 0 and keep > 0 then
-  -- the hashes of jobs past retention expire by themselves
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - retention)
-  local excess = math.min(redis.call('ZCARD', KEYS[2]) - keep, 1000)
-  if excess > 0 then
-    local old = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
-    for i = 1, #old do
-      redis.call('DEL', ARGV[1] .. old[i], ARGV[1] .. old[i] .. ':log')
+
+if kept then
+  -- the oldest ids go first, whether past retention or past the count (both
+  -- are the lowest scores), a bounded number per call; ZCARD and ZCOUNT are
+  -- O(1) and O(log n), so a big done set costs no more per call
+  local limit = tonumber(ARGV[5])
+  local old = redis.call('ZCARD', KEYS[2]) - keep
+  if old < limit then
+    local aged = redis.call('ZCOUNT', KEYS[2], '-inf', string.format('%d', now - retention))
+    if aged > old then old = aged end
+  end
+  old = math.min(old, limit)
+  if old > 0 then
+    local gone = redis.call('ZRANGE', KEYS[2], 0, old - 1)
+    local keys = {}
+    for i = 1, #gone do
+      keys[2 * i - 1] = prefix .. gone[i]
+      keys[2 * i] = prefix .. gone[i] .. ':log'
     end
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+    redis.call('DEL', unpack(keys))
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, old - 1)
   end
 end
 return n

@@ -5,19 +5,27 @@
 -- its attempts are used up or it stalled ARGV[5] times (both only after a
 -- worker died while running it), or an earlier dead-lettering failed (the
 -- reason it recorded in `burying`).
+-- A claimed job costs two commands (HMGET, HSET); the rest is per batch.
 -- KEYS[1] pending list, KEYS[2] scheduled zset, KEYS[3] this worker's running set
--- ARGV[1] job key prefix, ARGV[2] max jobs, ARGV[3] promote limit, ARGV[4] worker,
--- ARGV[5] max stalls
--- Returns a flat array: id, payload, attempt, max attempts, bury reason ('' to
--- run it), repeated.
+-- ARGV[1] job key prefix, ARGV[2] max jobs (at most 1000), ARGV[3] promote
+-- limit (at most 1000), ARGV[4] worker, ARGV[5] max stalls
+-- Returns a flat array: id, payload, attempt (integer), max attempts
+-- (integer), bury reason ('' to run it), repeated.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+-- numbers handed to redis.call are formatted with "%.17g" each time: format once
+local now_s = string.format('%d', now)
+local prefix = ARGV[1]
+local worker = ARGV[4]
 local max_stalls = tonumber(ARGV[5])
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-for i = 1, #due do
-  redis.call('RPUSH', KEYS[1], due[i])
-  redis.call('ZREM', KEYS[2], due[i])
-  redis.call('HSET', ARGV[1] .. due[i], 'state', 'pending')
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_s, 'LIMIT', 0, tonumber(ARGV[3]))
+if #due > 0 then
+  -- the same order as one RPUSH each: the latest due is claimed first
+  redis.call('RPUSH', KEYS[1], unpack(due))
+  redis.call('ZREM', KEYS[2], unpack(due))
+  for i = 1, #due do
+    redis.call('HSET', prefix .. due[i], 'state', 'pending')
+  end
 end
 local out = {}
 local claimed = {}
@@ -26,8 +34,8 @@ if tonumber(ARGV[2]) < 1 then return out end
 local ids = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
 if not ids then return out end
 for _, id in ipairs(ids) do
-  local key = ARGV[1] .. id
-  local f = redis.call('HMGET', key, 'payload', 'max', 'attempts', 'stalls', 'burying')
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'payload', 'max', 'attempts', 'stalls', 'burying', 'claim')
   -- a job discarded while it waited has no hash any more: skip it
   if f[1] then
     local max = math.max(tonumber(f[2]) or 1, 1)
@@ -36,21 +44,30 @@ for _, id in ipairs(ids) do
     if reason == '' and (attempt >= max or (tonumber(f[4]) or 0) >= max_stalls) then
       reason = 'worker died while running it'
     end
-    -- `claim` says whether this claim counted an attempt, so giving the job
-    -- back (settle.lua 'requeue') returns one only if it was taken
+    -- `claim` is 'bury' while the current claim only dead-letters the job and
+    -- took no attempt, so giving it back (settle.lua 'requeue') returns an
+    -- attempt only if one was taken; a run claim clears it (absent = 'run')
     if reason == '' then
       attempt = attempt + 1
-      redis.call('HSET', key, 'attempts', attempt, 'started', now, 'claim', 'run',
-        'state', 'running', 'worker', ARGV[4], 'updated', now)
+      -- '%d' is an integer format; a number handed as it is gets '%.17g'
+      local attempt_s = string.format('%d', attempt)
+      if f[6] == 'bury' then
+        redis.call('HSET', key, 'attempts', attempt_s, 'state', 'running', 'worker', worker,
+          'updated', now_s, 'claim', 'run')
+      else
+        redis.call('HSET', key, 'attempts', attempt_s, 'state', 'running', 'worker', worker,
+          'updated', now_s)
+      end
     else
-      redis.call('HSET', key, 'claim', 'bury',
-        'state', 'running', 'worker', ARGV[4], 'updated', now)
+      redis.call('HSET', key, 'claim', 'bury', 'state', 'running', 'worker', worker,
+        'updated', now_s)
     end
     claimed[#claimed + 1] = id
     out[#out + 1] = id
     out[#out + 1] = f[1]
-    out[#out + 1] = tostring(attempt)
-    out[#out + 1] = tostring(max)
+    -- integers in the reply: no formatting on either side
+    out[#out + 1] = attempt
+    out[#out + 1] = max
     out[#out + 1] = reason
   end
 end

@@ -7,13 +7,34 @@
 -- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms,
 -- ARGV[7..] triples: id, payload, dedup keys joined by \31 ('' for none)
 -- Pushing an id that exists already does nothing (pushes are idempotent by id).
+-- A job costs two commands (EXISTS, HSET); the ready or scheduled ids go in
+-- with one command per thousand. The hash leaves out what reads as its
+-- default: no `attempts` (0) and no `updated` (= `created`).
 -- Returns, per job, its id, or false when its dedup key was already seen.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local delay = tonumber(ARGV[5])
+-- numbers handed to redis.call are formatted with "%.17g" each time: format once
+local now_s = string.format('%d', now)
+local at_s = string.format('%d', now + delay)
 local state = 'pending'
 if delay > 0 then state = 'scheduled' end
-redis.call('SADD', KEYS[3], ARGV[3])
+local prefix, queue, max = ARGV[1], ARGV[3], ARGV[4]
+redis.call('SADD', KEYS[3], queue)
+
+-- LPUSH / ZADD of the ids gathered so far (a bounded number: Lua's unpack
+-- takes ~8,000 values); the same order as one LPUSH per job
+local batch = {}
+local function flush()
+  if #batch == 0 then return end
+  if delay > 0 then
+    redis.call('ZADD', KEYS[2], unpack(batch))
+  else
+    redis.call('LPUSH', KEYS[1], unpack(batch))
+  end
+  batch = {}
+end
+
 local out = {}
 for i = 7, #ARGV, 3 do
   local id, payload, dedup = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -25,21 +46,20 @@ for i = 7, #ARGV, 3 do
       if redis.call('SET', ARGV[2] .. key, id, 'NX', 'PX', ARGV[6]) then fresh = true end
     end
   end
-  if fresh and redis.call('EXISTS', ARGV[1] .. id) == 1 then
+  if fresh and redis.call('EXISTS', prefix .. id) == 1 then
     -- pushed before under this id (a retried push, the app's outbox relay):
     -- the job exists already and is left as it is
     out[#out + 1] = id
   elseif fresh then
-    redis.call('HSET', ARGV[1] .. id, 'queue', ARGV[3], 'payload', payload, 'state', state,
-      'attempts', 0, 'max', ARGV[4], 'created', now, 'updated', now)
-    if delay > 0 then
-      redis.call('ZADD', KEYS[2], now + delay, id)
-    else
-      redis.call('LPUSH', KEYS[1], id)
-    end
+    redis.call('HSET', prefix .. id, 'queue', queue, 'payload', payload, 'state', state,
+      'max', max, 'created', now_s)
+    if delay > 0 then batch[#batch + 1] = at_s end
+    batch[#batch + 1] = id
+    if #batch >= 2000 then flush() end
     out[#out + 1] = id
   else
     out[#out + 1] = false
   end
 end
+flush()
 return out

@@ -25,7 +25,8 @@ for i = 1, #gone do
     local ids = redis.call('SMEMBERS', running)
     for j = 1, #ids do
       local key = ARGV[2] .. ids[j]
-      local f = redis.call('HMGET', key, 'payload', 'attempts', 'started')
+      -- `updated` is the claim's time: nothing else writes it while a job runs
+      local f = redis.call('HMGET', key, 'payload', 'attempts', 'updated')
       if f[1] then
         local err = 'worker ' .. w .. ' stopped while running it'
         local started = tonumber(f[3]) or now
