@@ -448,11 +448,17 @@ impl ApiState {
         jobs: Vec<(Provider, String)>,
         created: bool,
     ) -> WriteResponse {
-        let queued = tokio::time::timeout(
-            QUEUE_WAIT,
-            self.enqueuer
-                .push_jobs(&self.store, contact.id, &jobs, contact.version),
-        )
+        let queued = tokio::time::timeout(QUEUE_WAIT, async {
+            if created {
+                self.enqueuer
+                    .push_new_jobs(&self.store, contact.id, &jobs, contact.version)
+                    .await
+            } else {
+                self.enqueuer
+                    .push_jobs(&self.store, contact.id, &jobs, contact.version)
+                    .await
+            }
+        })
         .await
         .map_err(|_| anyhow::anyhow!("queueing took longer than {QUEUE_WAIT:?}"))
         .and_then(|r| r);

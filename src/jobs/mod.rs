@@ -156,6 +156,22 @@ impl Enqueuer {
         self.queue_jobs(contact, jobs, version).await
     }
 
+    /// [`Self::push_jobs`] for a contact just created: it has no links
+    /// yet, so they are inserted `pending` rather than updated.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails.
+    pub async fn push_new_jobs(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        store.insert_pending_links(contact, jobs, version).await?;
+        self.queue_jobs(contact, jobs, version).await
+    }
+
     /// Queues the pushes of `jobs` (links already marked).
     ///
     /// # Errors

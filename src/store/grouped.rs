@@ -63,6 +63,7 @@ pub(crate) struct Groups {
     /// Each request: the update statements of one caller, applied in order;
     /// when one is refused, the caller's later ones are skipped.
     pub(crate) link_updates: Batcher<Vec<Document>, Answer>,
+    pub(crate) link_inserts: Batcher<Document, Answer>,
     pub(crate) log_inserts: Batcher<Document, Answer>,
     pub(crate) contact_inserts: Batcher<Contact, Answer>,
     pub(crate) contact_reads: Batcher<ContactId, Result<Option<WithLinks>, GroupError>>,
@@ -80,6 +81,11 @@ impl Groups {
         let link_updates = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |requests| {
             let (d, name) = (d.clone(), name.clone());
             async move { update_in_order(&d, &name, requests).await }
+        });
+        let raw_links = links.clone_with_type::<Document>();
+        let link_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
+            let c = raw_links.clone();
+            async move { insert_unordered(&c, docs).await }
         });
         let raw_logs = logs.clone_with_type::<Document>();
         let log_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
@@ -101,6 +107,7 @@ impl Groups {
         });
         Self {
             link_updates,
+            link_inserts,
             log_inserts,
             contact_inserts,
             contact_reads,

@@ -165,6 +165,35 @@ impl Store {
             .map_err(|e| e.into_anyhow(&format!("marking the links of {contact} pending")))
     }
 
+    /// The links of a contact just created, `pending` (what
+    /// [`Self::mark_pending`] would make of no links), inserted with the
+    /// other links being created at the moment: an insert costs the server
+    /// far less than an upsert.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn insert_pending_links(
+        &self,
+        contact: ContactId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        let inserts = jobs.iter().map(|(provider, job_id)| async move {
+            let link = Link::new_pending(contact, *provider, job_id, version);
+            let doc = bson::to_document(&link).context("encoding a link")?;
+            match self.groups.link_inserts.call(doc).await {
+                Some(Ok(())) => Ok(()),
+                // there already (the driver retried the insert, or the
+                // outbox relay got there first): it is pending either way
+                Some(Err(e)) if e.is_duplicate_key() => Ok(()),
+                Some(Err(e)) => Err(e.into_anyhow(&format!("creating the links of {contact}"))),
+                None => Err(GroupError::Gone.into_anyhow("creating links")),
+            }
+        });
+        futures::future::try_join_all(inserts).await?;
+        Ok(())
+    }
+
     /// Applies one caller's link update statements, in order, in the next
     /// grouped `update` command.
     async fn update_links(&self, statements: Vec<bson::Document>) -> Result<(), GroupError> {
@@ -294,42 +323,40 @@ impl Store {
             Some(f) => bson::to_bson(f).context("encoding synced fields")?,
             None => bson::Bson::Null,
         };
+        // One statement (an update pipeline): recorded, and turned `synced`
+        // unless a newer change is waiting. Values from outside go in as
+        // `$literal`, so a `$` in them is never read as a field path.
+        let fresh = doc! { "$lte": [{ "$ifNull": ["$pendingVersion", version] }, version] };
         let mut set = doc! {
-            "externalId": external_id,
+            "externalId": { "$literal": external_id },
             "lastSyncedAt": now,
             "updatedAt": now,
-            "lastJobId": job_id,
-            "syncedFields": snapshot,
+            "lastJobId": { "$literal": job_id },
+            "syncedFields": { "$literal": snapshot },
+            "contactId": { "$ifNull": ["$contactId", contact.oid()] },
+            "provider": { "$ifNull": ["$provider", provider.as_str()] },
+            "pendingVersion": { "$ifNull": ["$pendingVersion", version] },
+            "syncedVersion": { "$max": ["$syncedVersion", version] },
         };
         if let Some(ms) = pushed_ms {
             set.insert("lastPushedAt", DateTime::from_millis(ms));
         }
-        // Recorded, then turned `synced` if no newer change is waiting: two
-        // statements, in order, in one grouped command; the second is
-        // skipped when the first is refused.
         let res = self
-            .update_links(vec![
-                doc! {
-                    "q": { "_id": &id },
-                    "u": {
-                        "$set": set,
-                        "$unset": { "pushIntent": "" },
-                        "$max": { "syncedVersion": version },
-                        "$setOnInsert": {
-                            "contactId": contact.oid(),
-                            "provider": provider.as_str(),
-                            "syncStatus": "pending",
-                            "pendingVersion": version,
-                            "attempts": 0_i64,
+            .update_links(vec![doc! {
+                "q": { "_id": &id },
+                "u": [
+                    { "$set": set },
+                    { "$set": {
+                        "syncStatus": {
+                            "$cond": [&fresh, "synced", { "$ifNull": ["$syncStatus", "pending"] }],
                         },
-                    },
-                    "upsert": true,
-                },
-                doc! {
-                    "q": { "_id": &id, "pendingVersion": { "$lte": version } },
-                    "u": { "$set": { "syncStatus": "synced", "lastError": null, "attempts": 0_i64 } },
-                },
-            ])
+                        "lastError": { "$cond": [&fresh, bson::Bson::Null, "$lastError"] },
+                        "attempts": { "$cond": [&fresh, 0_i64, { "$ifNull": ["$attempts", 0_i64] }] },
+                    } },
+                    { "$unset": "pushIntent" },
+                ],
+                "upsert": true,
+            }])
             .await;
         match res {
             Ok(()) => Ok(()),
