@@ -4,7 +4,8 @@
 #   eval "$(scripts/services.sh dev)"    # or: test
 # Redis: Debian's redis-server (installed with apt-get when missing).
 # MongoDB: $MONGODB_URI if set; else a local `mongod` if installed; else the
-# MongoDB-compatible SecantusDB server from PyPI, in a virtualenv under .dev/.
+# MongoDB-compatible SecantusDB server (the Rust one, built once, or the
+# Python one from PyPI; see below).
 # Logs and data go to .dev/ (git-ignored). Safe to run repeatedly.
 set -euo pipefail
 
@@ -52,24 +53,48 @@ if [ -z "${REDIS_URL:-}" ] || [ "$mode" = test ]; then
 fi
 
 # --- MongoDB -----------------------------------------------------------
-# The server binary: a local mongod, else SecantusDB in a virtualenv (the
-# outage tests start servers of their own with it, so it is installed even
-# when a server already listens on the port).
+# The server binary, first found of:
+#  1. a local `mongod`;
+#  2. secantusd-rs, the Rust SecantusDB server (MongoDB wire protocol): ~10x
+#     the throughput of the Python one. `dev` mode builds it once with
+#     `cargo install` into ~/.cargo/bin (about 15-20 minutes on 2 cores,
+#     needs Debian's cmake, ninja-build and swig), then reuses it; `test`
+#     mode uses it when it is there;
+#  3. the Python SecantusDB server from PyPI, in a virtualenv under .dev/
+#     (a minute to install). MONGO_SERVER=py picks it outright.
+# The outage tests start servers of their own with the binary chosen, so it
+# is installed even when a server already listens on the port.
+secantus_rs_version=0.5.3-beta.196
 venv="$state/venv"
 mongo_server=""
-if command -v mongod >/dev/null 2>&1; then
+want=${MONGO_SERVER:-auto}
+if [ "$want" = auto ] && command -v mongod >/dev/null 2>&1; then
   mongo_server=$(command -v mongod)
 elif [ -z "${MONGODB_URI:-}" ] || [ "$mode" = test ]; then
-  if [ ! -x "$venv/bin/secantusd-py" ]; then
-    log "installing SecantusDB (MongoDB-compatible server) into $venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install -q --disable-pip-version-check SecantusDB >&2
+  rs_bin=$(command -v secantusd-rs 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/secantusd-rs")
+  if [ "$want" != py ] && [ ! -x "$rs_bin" ] && [ "$mode" = dev ]; then
+    log "building secantusd-rs $secantus_rs_version (the fast MongoDB-compatible server), once:"
+    log "  about 15-20 minutes on 2 cores; MONGO_SERVER=py skips it for the slower Python server"
+    for pkg in cmake ninja-build swig; do
+      command -v "${pkg%-build}" >/dev/null 2>&1 || { as_root apt-get update -qq >&2; as_root apt-get install -y -qq cmake ninja-build swig >&2; break; }
+    done
+    cargo install --quiet --locked secantus-mdb --version "$secantus_rs_version" --ignore-rust-version >&2 \
+      || cargo install --quiet secantus-mdb --version "$secantus_rs_version" --ignore-rust-version >&2
   fi
-  mongo_server="$venv/bin/secantusd-py"
+  if [ "$want" != py ] && [ -x "$rs_bin" ]; then
+    mongo_server=$rs_bin
+  else
+    if [ ! -x "$venv/bin/secantusd-py" ]; then
+      log "installing SecantusDB (MongoDB-compatible server) into $venv"
+      python3 -m venv "$venv" >&2
+      "$venv/bin/pip" install -q --disable-pip-version-check SecantusDB >&2
+    fi
+    mongo_server="$venv/bin/secantusd-py"
+  fi
 fi
 if [ -z "${MONGODB_URI:-}" ] || [ "$mode" = test ] && [ -z "${TEST_MONGODB_URI:-}" ]; then
   if ! (exec 3<>"/dev/tcp/127.0.0.1/$mongo_port") 2>/dev/null; then
-    if command -v mongod >/dev/null 2>&1; then
+    if [ "$(basename "$mongo_server")" = mongod ]; then
       log "starting mongod on 127.0.0.1:$mongo_port"
       mkdir -p "$state/mongod-$mongo_port"
       mongod --bind_ip 127.0.0.1 --port "$mongo_port" --dbpath "$state/mongod-$mongo_port" \
@@ -77,10 +102,18 @@ if [ -z "${MONGODB_URI:-}" ] || [ "$mode" = test ] && [ -z "${TEST_MONGODB_URI:-
       wait_port 127.0.0.1 "$mongo_port" mongod
       mongosh --quiet --port "$mongo_port" --eval 'try { rs.status() } catch (e) { rs.initiate() }' >&2 || true
     else
-      if [ "$mode" = test ]; then storage=":memory:"; else storage="$state/secantus-$mongo_port"; fi
-      log "starting SecantusDB on 127.0.0.1:$mongo_port"
-      nohup "$venv/bin/secantusd-py" --host 127.0.0.1 --port "$mongo_port" --storage-path "$storage" \
-        --log-level WARNING >"$state/secantus-$mongo_port.log" 2>&1 &
+      if [ "$(basename "$mongo_server")" = secantusd-rs ]; then
+        storage="$state/secantus-rs-$mongo_port"
+        # tests start from an empty database every time the server starts
+        if [ "$mode" = test ]; then rm -rf "$storage"; fi
+        extra=(--cache-size 512M)
+      else
+        if [ "$mode" = test ]; then storage=":memory:"; else storage="$state/secantus-$mongo_port"; fi
+        extra=()
+      fi
+      log "starting $(basename "$mongo_server") on 127.0.0.1:$mongo_port"
+      nohup "$mongo_server" --host 127.0.0.1 --port "$mongo_port" --storage-path "$storage" \
+        --log-level WARNING "${extra[@]}" >"$state/secantus-$mongo_port.log" 2>&1 &
       echo $! >"$state/secantus-$mongo_port.pid"
       wait_port 127.0.0.1 "$mongo_port" SecantusDB
     fi

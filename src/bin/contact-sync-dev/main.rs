@@ -49,6 +49,10 @@ enum Command {
         /// Creates in flight at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Send creates at this steady rate per second instead (open loop;
+        /// `--concurrency` is then ignored).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Benchmark: HubSpot webhook ingest by the api alone, at a steady rate.
     BenchWebhooks {
@@ -110,7 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg,
             contacts,
             concurrency,
-        } => bench::bench_sync(cfg, contacts, concurrency).await,
+            rate,
+        } => bench::bench_sync(cfg, contacts, concurrency, rate).await,
         Command::BenchWebhooks {
             cfg,
             rate,

@@ -53,7 +53,9 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the benchmark with `contacts` creates, `concurrency` at a time.
+/// Runs the benchmark with `contacts` creates, `concurrency` at a time, or
+/// at a steady `rate` per second (open loop: each create is sent when it is
+/// due, whatever the answers before it took).
 ///
 /// # Errors
 /// When the stack does not start or the run does not finish in 10 minutes.
@@ -61,6 +63,7 @@ pub async fn bench_sync(
     mut cfg: DevConfig,
     contacts: usize,
     concurrency: usize,
+    rate: Option<f64>,
 ) -> anyhow::Result<()> {
     isolate(&mut cfg);
     unthrottled_stack(&mut cfg)?;
@@ -77,13 +80,21 @@ pub async fn bench_sync(
     let commands_before = contact_sync::store::commands_sent();
     let mut own_commands = 0u64;
     let started = Instant::now();
-    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let slots = Arc::new(Semaphore::new(match rate {
+        Some(_) => Semaphore::MAX_PERMITS,
+        None => concurrency.max(1),
+    }));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..contacts {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate.max(0.001));
+            tokio::time::sleep_until(due.into()).await;
+        }
         let permit = slots.clone().acquire_owned().await?;
         let (http, base, token) = (http.clone(), base.clone(), stack.token.clone());
         tasks.spawn(async move {
             let _permit = permit;
+            let sent_ms = bson::DateTime::now().timestamp_millis();
             let body = serde_json::json!({ "firstName": "Bench", "lastName": format!("{i}"), "email": format!("bench{i}@example.com") });
             let r = http
                 .post(format!("{base}/api/contacts"))
@@ -92,11 +103,17 @@ pub async fn bench_sync(
                 .send()
                 .await?;
             anyhow::ensure!(r.status().as_u16() == 202, "create returned {}", r.status());
-            Ok::<_, anyhow::Error>(())
+            let v: serde_json::Value = r.json().await?;
+            let id = v["contact"]["id"]
+                .as_str()
+                .and_then(|s| contact_sync::domain::ContactId::parse(s).ok())
+                .context("the answer names no contact id")?;
+            Ok::<_, anyhow::Error>((id, sent_ms))
         });
     }
+    let mut sent = Vec::with_capacity(contacts);
     while let Some(r) = tasks.join_next().await {
-        r??;
+        sent.push(r??);
     }
     let accepted = started.elapsed();
     let want = (contacts * providers) as u64;
@@ -135,6 +152,32 @@ pub async fn bench_sync(
     println!(
         "db:   {commands} MongoDB commands from the api and the worker = {:.1} per contact (both CRMs)",
         commands as f64 / contacts as f64
+    );
+    // write -> synced: from sending the create to the later of its links'
+    // `lastSyncedAt` (stamped by the worker in this same process)
+    let mut latencies_us = Vec::with_capacity(sent.len());
+    for chunk in sent.chunks(1000) {
+        let ids: Vec<_> = chunk.iter().map(|(id, _)| *id).collect();
+        let links = store.links_of(&ids).await?;
+        for (id, sent_ms) in chunk {
+            let synced_ms = links
+                .iter()
+                .filter(|l| l.contact_id == *id)
+                .filter_map(|l| l.last_synced_at.map(|t| t.timestamp_millis()))
+                .max()
+                .unwrap_or(*sent_ms);
+            latencies_us.push(((synced_ms - sent_ms).max(0) as u64) * 1000);
+        }
+    }
+    latencies_us.sort_unstable();
+    println!(
+        "write -> both links synced: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms{}",
+        percentile(&latencies_us, 0.50),
+        percentile(&latencies_us, 0.90),
+        percentile(&latencies_us, 0.99),
+        latencies_us.last().copied().unwrap_or_default() as f64 / 1000.0,
+        rate.map(|r| format!(" (creates sent at {r}/s)"))
+            .unwrap_or_default()
     );
     stack.stop().await;
     Ok(())
