@@ -2,7 +2,8 @@
 # Makes sure Redis and a MongoDB wire server run, starting local ones where
 # needed, and prints the URLs to use as shell assignments:
 #   eval "$(scripts/services.sh dev)"    # or: test
-# Redis: Debian's redis-server (installed with apt-get when missing).
+# Redis: Debian's redis-server (installed with apt-get when missing); with
+# REDIS_CLUSTER=1 a 3-master Redis Cluster of it.
 # MongoDB: $MONGODB_URI if set; else a local `mongod` if installed; else the
 # MongoDB-compatible SecantusDB server (the Rust one, built once, or the
 # Python one from PyPI; see below).
@@ -50,6 +51,40 @@ if [ -z "${REDIS_URL:-}" ] || [ "$mode" = test ]; then
     wait_port 127.0.0.1 "$redis_port" redis
   fi
   REDIS_URL="redis://127.0.0.1:$redis_port"
+fi
+
+# --- Redis Cluster (REDIS_CLUSTER=1) -----------------------------------
+# Three masters on the ports after Redis' (test: 6392-6394), no replicas,
+# created once with `redis-cli --cluster create`; REDIS_URL then names them
+# all with the redis+cluster:// scheme. Test mode starts them empty.
+if [ "${REDIS_CLUSTER:-0}" = 1 ]; then
+  nodes=()
+  for i in 1 2 3; do
+    port=$((redis_port + i))
+    nodes+=("127.0.0.1:$port")
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      log "starting redis cluster node on 127.0.0.1:$port"
+      dir="$state/redis-cluster-$port"
+      if [ "$mode" = test ]; then rm -rf "$dir"; fi
+      mkdir -p "$dir"
+      if [ "$mode" = test ]; then persist=(--save "" --appendonly no); else persist=(--appendonly yes); fi
+      redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+        --cluster-node-timeout 2000 --dir "$dir" "${persist[@]}" \
+        --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" >&2
+      wait_port 127.0.0.1 "$port" "redis cluster node"
+    fi
+  done
+  if ! redis-cli -p $((redis_port + 1)) cluster info | grep -q 'cluster_state:ok'; then
+    if [ "$(redis-cli -p $((redis_port + 1)) cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')" = 1 ]; then
+      log "creating the redis cluster"
+      redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+    fi
+    for _ in $(seq 1 100); do
+      redis-cli -p $((redis_port + 1)) cluster info | grep -q 'cluster_state:ok' && break
+      sleep 0.1
+    done
+  fi
+  REDIS_URL="redis+cluster://$(IFS=,; echo "${nodes[*]}")"
 fi
 
 # --- MongoDB -----------------------------------------------------------

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: starts its own Redis and MongoDB wire server (see
 # services.sh), then the Rust test suites. Tests start the real processes.
+# The queue crate's suite runs a second time on a 3-master Redis Cluster
+# (the app's suite has cluster tests of its own). REDIS_CLUSTER=1 runs
+# everything on the cluster.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -26,3 +29,8 @@ cargo build --bin contact-sync --bin contact-sync-dev
 cargo test --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"
 # The examples in the docs (the workers README opens with one) compile.
 cargo test --workspace --doc
+if [ "${REDIS_CLUSTER:-0}" != 1 ]; then
+  cluster_url=$(REDIS_CLUSTER=1 scripts/services.sh test | sed -n "s/^export REDIS_URL='\(.*\)'\$/\1/p")
+  echo "the queue crate's tests again, on the Redis Cluster at $cluster_url" >&2
+  REDIS_URL=$cluster_url cargo test -p workers --tests -- --test-threads "${TEST_THREADS:-4}"
+fi

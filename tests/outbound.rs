@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, record_email, Options, TestApp};
+use common::{eventually, record_email, Options, RedisCluster, TestApp};
 use reqwest::Method;
 use serde_json::json;
 
@@ -12,7 +12,24 @@ const PROVIDERS: [&str; 2] = ["hubspot", "pipedrive"];
 
 #[tokio::test]
 async fn create_update_delete_reach_both_crms() {
-    let app = TestApp::spawn().await;
+    create_update_delete(Options::default()).await;
+}
+
+/// The same on a 3-master Redis Cluster: each queue's keys share a hash
+/// slot, so every script runs on one node.
+#[tokio::test]
+async fn create_update_delete_reach_both_crms_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    create_update_delete(Options::default().env("REDIS_URL", cluster.url())).await;
+    let held = cluster.keys_per_node();
+    assert!(
+        held.iter().filter(|n| **n > 0).count() >= 2,
+        "the queues spread over the nodes: {held:?}"
+    );
+}
+
+async fn create_update_delete(opts: Options) {
+    let app = TestApp::with(opts).await;
 
     // create
     let id = app.create_ok("grace@example.com").await;
@@ -277,14 +294,17 @@ async fn a_4xx_validation_error_is_not_retried() {
 
 #[tokio::test]
 async fn killing_a_worker_mid_batch_loses_and_duplicates_nothing() {
-    let mut app = TestApp::with(
-        Options {
-            workers: 2,
-            ..Options::default()
-        }
-        .env("WORKER_CONCURRENCY", 4),
-    )
-    .await;
+    kill_mid_batch(Options::default()).await;
+}
+
+#[tokio::test]
+async fn killing_a_worker_mid_batch_on_a_redis_cluster_loses_and_duplicates_nothing() {
+    let cluster = RedisCluster::start();
+    kill_mid_batch(Options::default().env("REDIS_URL", cluster.url())).await;
+}
+
+async fn kill_mid_batch(opts: Options) {
+    let mut app = TestApp::with(Options { workers: 2, ..opts }.env("WORKER_CONCURRENCY", 4)).await;
     app.set_faults(json!({ "latencyMs": 40 })).await;
     let n = 30;
     let mut ids = Vec::new();

@@ -80,7 +80,7 @@ impl Queue {
             .key(self.keys.pending(queue))
             .key(self.keys.scheduled(queue))
             .key(self.keys.running(queue, worker))
-            .arg(self.keys.job_prefix())
+            .arg(self.keys.job_prefix(queue))
             .arg(max.min(MAX_BATCH))
             .arg(MAX_BATCH)
             .arg(worker)
@@ -121,7 +121,7 @@ impl Queue {
         inv.key(self.keys.running(queue, worker))
             .key(self.keys.done(queue))
             .key(self.keys.stats(queue))
-            .arg(self.keys.job_prefix())
+            .arg(self.keys.job_prefix(queue))
             .arg(retention.as_millis() as u64)
             .arg(keep)
             .arg(STATS_SLOTS)
@@ -159,7 +159,7 @@ impl Queue {
             .key(self.keys.dead(queue))
             .key(self.keys.pending(queue))
             .key(self.keys.stats(queue))
-            .arg(self.keys.job_prefix())
+            .arg(self.keys.job_prefix(queue))
             .arg(id)
             .arg(outcome)
             .arg(delay.as_millis() as u64)
@@ -175,16 +175,21 @@ impl Queue {
         Ok(())
     }
 
-    pub(crate) async fn record_attempt(&self, id: &str, rec: &AttemptRecord) -> Result<(), Error> {
+    pub(crate) async fn record_attempt(
+        &self,
+        queue: &str,
+        id: &str,
+        rec: &AttemptRecord,
+    ) -> Result<(), Error> {
         let body = serde_json::to_string(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
         let mut conn = self.conn.clone();
-        let log = self.keys.job_log(id);
+        let log = self.keys.job_log(queue, id);
         let () = redis::pipe()
             .rpush(&log, body)
             .ignore()
             .ltrim(&log, -(LOG_KEEP as isize), -1)
             .ignore()
-            .hset(self.keys.job(id), "error", &rec.error)
+            .hset(self.keys.job(queue, id), "error", &rec.error)
             .ignore()
             .query_async(&mut conn)
             .await?;
@@ -205,8 +210,8 @@ impl Queue {
         let _: i64 = self
             .scripts
             .retried
-            .key(self.keys.job(id))
-            .key(self.keys.job_log(id))
+            .key(self.keys.job(queue, id))
+            .key(self.keys.job_log(queue, id))
             .key(self.keys.stats(queue))
             .arg(body)
             .arg(&rec.error)
@@ -217,9 +222,9 @@ impl Queue {
         Ok(())
     }
 
-    pub(crate) async fn bump_attempt(&self, id: &str) -> Result<u32, Error> {
+    pub(crate) async fn bump_attempt(&self, queue: &str, id: &str) -> Result<u32, Error> {
         let mut conn = self.conn.clone();
-        Ok(conn.hincr(self.keys.job(id), "attempts", 1).await?)
+        Ok(conn.hincr(self.keys.job(queue, id), "attempts", 1).await?)
     }
 
     /// Says the worker is alive; the score is the Redis clock (see
@@ -234,15 +239,15 @@ impl Queue {
         let mut conn = self.conn.clone();
         let mut inv = self.scripts.heartbeat.prepare_invoke();
         inv.key(self.keys.workers(queue))
-            .key(self.keys.worker_info(worker))
-            .key(self.keys.queues())
+            .key(self.keys.worker_info(queue, worker))
             .arg(worker)
-            .arg(ttl.as_millis().max(1) as u64)
-            .arg(queue);
+            .arg(ttl.as_millis().max(1) as u64);
         for (field, value) in info {
             inv.arg(*field).arg(value);
         }
-        Ok(inv.invoke_async(&mut conn).await?)
+        let now = inv.invoke_async(&mut conn).await?;
+        let _: i64 = conn.sadd(self.keys.queues(), queue).await?;
+        Ok(now)
     }
 
     /// Recovers the jobs of peers silent for `dead_after` (never `worker`'s).
@@ -275,7 +280,7 @@ impl Queue {
             .key(self.keys.workers(queue))
             .key(self.keys.pending(queue))
             .arg(self.keys.queue_prefix(queue))
-            .arg(self.keys.job_prefix())
+            .arg(self.keys.job_prefix(queue))
             .arg(dead_after.as_millis() as u64)
             .arg(worker)
             .arg(mode)
@@ -306,7 +311,7 @@ impl Queue {
         let () = redis::pipe()
             .zrem(self.keys.workers(queue), worker)
             .ignore()
-            .del(self.keys.worker_info(worker))
+            .del(self.keys.worker_info(queue, worker))
             .ignore()
             .query_async(&mut conn)
             .await?;

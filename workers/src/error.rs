@@ -28,6 +28,9 @@ pub enum Error {
     /// What was read back from Redis does not have the shape this crate wrote.
     #[error("corrupt job data: {0}")]
     Corrupt(String),
+    /// The Redis URL cannot be used (a cluster URL listing no node).
+    #[error("redis url: {0}")]
+    Config(String),
 }
 
 /// Why a job attempt failed, and whether another attempt may succeed.

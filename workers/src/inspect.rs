@@ -95,7 +95,7 @@ impl Queue {
                     .await?;
                 let mut out = Vec::with_capacity(done.len());
                 for (id, at) in done {
-                    if let Some(mut job) = self.stored_job(&id).await? {
+                    if let Some(mut job) = self.stored_job(queue, &id).await? {
                         if job.state == JobState::Running {
                             job.finished_at(at as i64);
                         }
@@ -120,7 +120,7 @@ impl Queue {
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(job) = self.job(&id).await? {
+            if let Some(job) = self.job_in(queue, &id).await? {
                 out.push(job);
             }
         }
@@ -154,7 +154,8 @@ impl Queue {
             .await?;
         let mut out = Vec::with_capacity(beats.len());
         for (name, beat) in beats {
-            let info: HashMap<String, String> = conn.hgetall(self.keys.worker_info(&name)).await?;
+            let info: HashMap<String, String> =
+                conn.hgetall(self.keys.worker_info(queue, &name)).await?;
             let in_flight: u64 = conn.scard(self.keys.running(queue, &name)).await?;
             out.push(WorkerInfo {
                 queue: queue.to_owned(),
@@ -213,7 +214,7 @@ impl Queue {
         let Some(id) = id else { return Ok(None) };
         // a pushed job has no `updated` until it changes state
         let (updated, created): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(self.keys.job(&id))
+            .arg(self.keys.job(queue, &id))
             .arg("updated")
             .arg("created")
             .query_async(&mut conn)
@@ -253,8 +254,8 @@ impl Queue {
         for chunk in ids.chunks(500) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.del(self.keys.job(id)).ignore();
-                pipe.del(self.keys.job_log(id)).ignore();
+                pipe.del(self.keys.job(queue, id)).ignore();
+                pipe.del(self.keys.job_log(queue, id)).ignore();
                 pipe.zrem(self.keys.done(queue), id).ignore();
             }
             let () = pipe.query_async(&mut conn).await?;
@@ -279,7 +280,7 @@ impl Queue {
         let ids: Vec<String> = conn.zrange(self.keys.dead(queue), 0, -1).await?;
         let mut matching = Vec::new();
         for id in ids {
-            let err: Option<String> = conn.hget(self.keys.job(&id), "error").await?;
+            let err: Option<String> = conn.hget(self.keys.job(queue, &id), "error").await?;
             if err.is_some_and(|e| e.contains(needle)) {
                 matching.push(id);
             }

@@ -1,5 +1,13 @@
 //! The Redis key layout, in one place. Every key starts with the namespace so
 //! several deployments (or test runs) can share one Redis.
+//!
+//! Redis Cluster: a script may only touch keys of one hash slot, so every
+//! key a script of one queue touches (its lists and sets, its job hashes
+//! and attempt logs, its de-duplication keys, its workers' info) carries the
+//! queue's name as hash tag: `{ns}:q:{queue}:…`, braces included. The keys
+//! shared by all queues (the queue registry, metrics, leases, rate limits,
+//! once-keys) are single keys that no script combines with another, so each
+//! may live on any node.
 
 /// Minute slots of the per-queue throughput ring in the stats hash.
 pub(crate) const STATS_SLOTS: u32 = 60;
@@ -18,22 +26,24 @@ impl Keys {
         Self { ns: ns.to_owned() }
     }
 
-    /// Prefix of every job hash: `{ns}:job:{id}` (and `{…}:log` for attempts).
-    pub(crate) fn job_prefix(&self) -> String {
-        format!("{}:job:", self.ns)
-    }
-
-    pub(crate) fn job(&self, id: &str) -> String {
-        format!("{}:job:{id}", self.ns)
-    }
-
-    pub(crate) fn job_log(&self, id: &str) -> String {
-        format!("{}:job:{id}:log", self.ns)
-    }
-
-    /// Prefix of the per-queue keys: `{ns}:q:{queue}:`.
+    /// Prefix of the per-queue keys: `{ns}:q:{queue}:`, the braces
+    /// literal: the queue's hash tag.
     pub(crate) fn queue_prefix(&self, queue: &str) -> String {
-        format!("{}:q:{queue}:", self.ns)
+        format!("{}:q:{{{queue}}}:", self.ns)
+    }
+
+    /// Prefix of a queue's job hashes: `{queue prefix}job:{id}` (and
+    /// `{…}:log` for attempts).
+    pub(crate) fn job_prefix(&self, queue: &str) -> String {
+        format!("{}job:", self.queue_prefix(queue))
+    }
+
+    pub(crate) fn job(&self, queue: &str, id: &str) -> String {
+        format!("{}job:{id}", self.queue_prefix(queue))
+    }
+
+    pub(crate) fn job_log(&self, queue: &str, id: &str) -> String {
+        format!("{}job:{id}:log", self.queue_prefix(queue))
     }
 
     pub(crate) fn pending(&self, queue: &str) -> String {
@@ -64,8 +74,9 @@ impl Keys {
         format!("{}running:{worker}", self.queue_prefix(queue))
     }
 
-    pub(crate) fn worker_info(&self, worker: &str) -> String {
-        format!("{}:worker:{worker}", self.ns)
+    /// What a worker of `queue` says about itself (host, pid, …).
+    pub(crate) fn worker_info(&self, queue: &str, worker: &str) -> String {
+        format!("{}worker:{worker}", self.queue_prefix(queue))
     }
 
     /// The set of every queue name pushed to or served (for listings
@@ -86,12 +97,12 @@ impl Keys {
         format!("{}:lease:{name}", self.ns)
     }
 
-    /// Prefix of the de-duplication keys of [`Queue::push_unique`]:
-    /// `{ns}:seen:{key}`.
+    /// Prefix of the de-duplication keys of [`Queue::push_unique`] for
+    /// `queue`: `{queue prefix}seen:{key}`.
     ///
     /// [`Queue::push_unique`]: crate::Queue::push_unique
-    pub(crate) fn seen_prefix(&self) -> String {
-        format!("{}:seen:", self.ns)
+    pub(crate) fn seen_prefix(&self, queue: &str) -> String {
+        format!("{}seen:", self.queue_prefix(queue))
     }
 
     pub(crate) fn rate_limit(&self, key: &str) -> String {

@@ -11,11 +11,13 @@
 //! - `claim` — the worker's side of the queue (claim, ack, settle, reap).
 //! - `queue`, `push`, `inspect`, `lease`, `ratelimit`, `metrics` — the
 //!   client side; `model` — the shapes they return.
-//! - `keys`, `error` and the Lua scripts in `lua/` — below everything.
+//! - `keys`, `conn` (one Redis or a cluster), `error` and the Lua scripts
+//!   in `lua/` — below everything.
 
 mod backend;
 mod claim;
 mod config;
+mod conn;
 mod error;
 mod inspect;
 mod job;
@@ -30,6 +32,7 @@ mod retry;
 
 pub use backend::{job_span, JsonCodec, MakeSpan, RedisBackend, RedisLayer, RedisService};
 pub use config::WorkerConfig;
+pub use conn::Conn as RedisConn;
 pub use error::{Error, JobError};
 pub use inspect::{Discard, Throughput, WorkerInfo};
 pub use job::{DeadLetter, Job};

@@ -77,7 +77,8 @@ impl Queue {
     /// the last `seen_ttl`, in one script call; returns per item the new
     /// job's id, or `None` for a duplicate (every key seen, by an earlier
     /// call or an earlier item of this one). A key is marked seen (in
-    /// `{ns}:seen:{key}`, holding the job id, for `seen_ttl`) exactly when a
+    /// `{ns}:q:{queue}:seen:{key}`, holding the job id, for `seen_ttl`;
+    /// keys are per queue) exactly when a
     /// job standing for it is created, so a webhook delivered twice makes
     /// one job. An item stands for several events when it carries several
     /// keys (one job per CRM record for all of a batch's events on it).
@@ -147,6 +148,7 @@ impl Queue {
                 )),
             }
         }
+        self.register(queue).await?;
         if let [(opts, items)] = calls.as_slice() {
             // one call: EVALSHA, loading the script only if Redis lacks it
             self.push_script(queue, items, opts, Duration::ZERO).await?;
@@ -175,6 +177,7 @@ impl Queue {
         opts: &PushOptions,
         seen_ttl: Duration,
     ) -> Result<Vec<Option<String>>, Error> {
+        self.register(queue).await?;
         let mut conn = self.conn.clone();
         let inv = self.push_invocation(queue, jobs, opts, seen_ttl);
         Ok(inv.invoke_async(&mut conn).await?)
@@ -190,9 +193,8 @@ impl Queue {
         let mut inv = self.scripts.push.prepare_invoke();
         inv.key(self.keys.pending(queue))
             .key(self.keys.scheduled(queue))
-            .key(self.keys.queues())
-            .arg(self.keys.job_prefix())
-            .arg(self.keys.seen_prefix())
+            .arg(self.keys.job_prefix(queue))
+            .arg(self.keys.seen_prefix(queue))
             .arg(queue)
             .arg(opts.max_attempts)
             .arg(opts.delay.as_millis() as u64)

@@ -13,13 +13,13 @@
 //! scripts, or [`Queue::server_ms`]), so no two processes ever compare their
 //! own clocks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use crate::conn::Conn;
 use crate::error::Error;
 use crate::keys::Keys;
 use crate::model::parse_job;
@@ -58,27 +58,27 @@ impl Scripts {
 /// A handle on the queues of one namespace. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     pub(crate) keys: Arc<Keys>,
     pub(crate) scripts: Arc<Scripts>,
+    /// Queues this handle has added to the registry (`Keys::queues`).
+    registered: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Queue {
     /// Connects to Redis at `url`; every key will start with `namespace`.
+    /// A `redis+cluster://h1:p1,h2:p2` URL, or several comma-separated
+    /// `redis://` URLs, connect to a Redis Cluster (see `conn`).
     ///
     /// # Errors
     /// When the URL is malformed or Redis cannot be reached.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url)?;
-        // The manager reconnects by itself after Redis restarts; the cap keeps
-        // its backoff between attempts short so a worker is back within about
-        // a second of Redis.
-        let config = ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = Conn::open(url).await?;
         Ok(Self {
             conn,
             keys: Arc::new(Keys::new(namespace)),
             scripts: Arc::new(Scripts::new()),
+            registered: Arc::default(),
         })
     }
 
@@ -92,12 +92,68 @@ impl Queue {
         Ok(())
     }
 
-    /// One job, or `None` when the id is unknown (or its record expired).
+    /// Adds `queue` to the registry listings read, once per handle. Not
+    /// part of the push script: in a cluster the registry lives in another
+    /// slot than the queue's keys. Heartbeats add served queues again, so
+    /// a registry lost with Redis' data comes back.
+    pub(crate) async fn register(&self, queue: &str) -> Result<(), Error> {
+        let known = |q: &str| {
+            self.registered
+                .lock()
+                .map(|s| s.contains(q))
+                .unwrap_or(false)
+        };
+        if known(queue) {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.sadd(self.keys.queues(), queue).await?;
+        if let Ok(mut s) = self.registered.lock() {
+            s.insert(queue.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Whether this handle talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// One job of any queue, or `None` when the id is unknown (or its
+    /// record expired). A job's keys live with its queue's (see `keys`), so
+    /// this looks in every known queue; [`Queue::job_in`] looks in one.
     ///
     /// # Errors
     /// When Redis fails or the record is corrupt.
     pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, Error> {
-        let Some(mut job) = self.stored_job(id).await? else {
+        match self.locate(id).await? {
+            Some(queue) => self.job_in(&queue, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The queue holding job `id`, if any.
+    pub(crate) async fn locate(&self, id: &str) -> Result<Option<String>, Error> {
+        let mut conn = self.conn.clone();
+        let queues: Vec<String> = conn.smembers(self.keys.queues()).await?;
+        let found = futures::future::try_join_all(queues.iter().map(|q| {
+            let mut conn = self.conn.clone();
+            let key = self.keys.job(q, id);
+            async move { conn.exists::<_, bool>(key).await }
+        }))
+        .await?;
+        Ok(queues
+            .into_iter()
+            .zip(found)
+            .find_map(|(q, here)| here.then_some(q)))
+    }
+
+    /// One job of `queue`, or `None` when the id is unknown there.
+    ///
+    /// # Errors
+    /// When Redis fails or the record is corrupt.
+    pub async fn job_in(&self, queue: &str, id: &str) -> Result<Option<JobInfo>, Error> {
+        let Some(mut job) = self.stored_job(queue, id).await? else {
             return Ok(None);
         };
         if job.state == JobState::Running {
@@ -113,22 +169,33 @@ impl Queue {
     /// A job as its hash has it. An acknowledged job's hash still says
     /// `running`: `ack.lua` writes only the done set, which holds its id
     /// with the time it finished (see [`JobInfo::finished_at`]).
-    pub(crate) async fn stored_job(&self, id: &str) -> Result<Option<JobInfo>, Error> {
+    pub(crate) async fn stored_job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>, Error> {
         let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = conn.hgetall(self.keys.job(id)).await?;
+        let map: HashMap<String, String> = conn.hgetall(self.keys.job(queue, id)).await?;
         if map.is_empty() {
             return Ok(None);
         }
         parse_job(id, &map).map(Some)
     }
 
-    /// The failed attempts of a job, oldest first.
+    /// The failed attempts of a job of any queue, oldest first.
     ///
     /// # Errors
     /// When Redis fails or an entry is corrupt.
     pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, Error> {
+        match self.locate(id).await? {
+            Some(queue) => self.attempts_in(&queue, id).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The failed attempts of a job of `queue`, oldest first.
+    ///
+    /// # Errors
+    /// When Redis fails or an entry is corrupt.
+    pub async fn attempts_in(&self, queue: &str, id: &str) -> Result<Vec<AttemptRecord>, Error> {
         let mut conn = self.conn.clone();
-        let raw: Vec<String> = conn.lrange(self.keys.job_log(id), 0, -1).await?;
+        let raw: Vec<String> = conn.lrange(self.keys.job_log(queue, id), 0, -1).await?;
         raw.iter()
             .map(|r| serde_json::from_str(r).map_err(|e| Error::Corrupt(e.to_string())))
             .collect()
@@ -146,7 +213,7 @@ impl Queue {
             .await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(job) = self.job(&id).await? {
+            if let Some(job) = self.job_in(queue, &id).await? {
                 out.push(job);
             }
         }
@@ -187,7 +254,7 @@ impl Queue {
                 let mut inv = self.scripts.revive.prepare_invoke();
                 inv.key(self.keys.dead(queue))
                     .key(self.keys.pending(queue))
-                    .arg(self.keys.job_prefix())
+                    .arg(self.keys.job_prefix(queue))
                     .arg(BATCH);
                 for id in chunk.unwrap_or_default() {
                     inv.arg(id);
@@ -219,8 +286,8 @@ impl Queue {
             .zrem(self.keys.scheduled(q), id)
             .zrem(self.keys.dead(q), id)
             .zrem(self.keys.done(q), id)
-            .del(self.keys.job(id))
-            .del(self.keys.job_log(id))
+            .del(self.keys.job(q, id))
+            .del(self.keys.job_log(q, id))
             .ignore()
             .query_async(&mut conn)
             .await?;

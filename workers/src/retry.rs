@@ -113,7 +113,7 @@ impl<Args: Clone, Res> tower::retry::Policy<Task<Args>, Res, BoxDynError> for Re
                 tracing::warn!(job_id = %job.id, error = %e, "could not record a failed attempt");
             }
             tokio::time::sleep(delay).await;
-            if let Err(e) = queue.bump_attempt(&job.id).await {
+            if let Err(e) = queue.bump_attempt(&job.queue, &job.id).await {
                 tracing::warn!(job_id = %job.id, error = %e, "could not count the next attempt");
             }
         }))

@@ -63,7 +63,7 @@ async fn dead_jobs_are_kept_within_count_and_age_and_attempt_logs_are_capped() {
             "trimmed job {id} is gone"
         );
         let log: i64 = redis::cmd("EXISTS")
-            .arg(format!("{ns}:job:{id}:log"))
+            .arg(format!("{ns}:q:{{{Q}}}:job:{id}:log"))
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -71,7 +71,7 @@ async fn dead_jobs_are_kept_within_count_and_age_and_attempt_logs_are_capped() {
     }
     // a kept dead job expires with the retention
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{ns}:job:{}", ids[4]))
+        .arg(format!("{ns}:q:{{{Q}}}:job:{}", ids[4]))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -79,7 +79,7 @@ async fn dead_jobs_are_kept_within_count_and_age_and_attempt_logs_are_capped() {
     // ...and a revived one no longer does
     assert_eq!(q.retry_dead(Q, &[ids[4].clone()]).await.unwrap(), 1);
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{ns}:job:{}", ids[4]))
+        .arg(format!("{ns}:q:{{{Q}}}:job:{}", ids[4]))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -143,7 +143,7 @@ async fn throughput_is_counted_in_a_bounded_ring_of_minutes() {
 
     let mut conn = raw(&redis_url()).await;
     let stats: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(format!("{ns}:q:{Q}:stats"))
+        .arg(format!("{ns}:q:{{{Q}}}:stats"))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -212,7 +212,7 @@ async fn done_jobs_are_kept_for_inspection_within_count_and_age_then_deleted_wit
             q.job(id).await.unwrap().is_none(),
             "trimmed job {id} is gone"
         );
-        let left: i64 = exists(format!("{ns}:job:{id}:log"))
+        let left: i64 = exists(format!("{ns}:q:{{{Q}}}:job:{id}:log"))
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -240,7 +240,7 @@ async fn done_jobs_are_kept_for_inspection_within_count_and_age_then_deleted_wit
     .await;
     worker.stop().await;
     assert!(q.job(&id).await.unwrap().is_none());
-    let left: i64 = exists(format!("{ns}:job:{id}:log"))
+    let left: i64 = exists(format!("{ns}:q:{{{Q}}}:job:{id}:log"))
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -45,8 +45,8 @@ async fn push_unique_creates_one_job_per_key_in_one_call() {
 
     let mut conn = raw(&redis_url()).await;
     let (holder, pttl): (String, i64) = redis::pipe()
-        .get(format!("{ns}:seen:a"))
-        .pttl(format!("{ns}:seen:a"))
+        .get(format!("{ns}:q:{{{Q}}}:seen:a"))
+        .pttl(format!("{ns}:q:{{{Q}}}:seen:a"))
         .query_async(&mut conn)
         .await
         .unwrap();

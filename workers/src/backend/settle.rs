@@ -59,7 +59,7 @@ fn count(shared: &Shared, job: &Job, outcome: &str) {
 
 async fn record(shared: &Shared, job: &Job, err: &JobError) {
     let rec = job.failure_record(err);
-    if let Err(e) = shared.queue.record_attempt(&job.id, &rec).await {
+    if let Err(e) = shared.queue.record_attempt(&job.queue, &job.id, &rec).await {
         tracing::warn!(error = %e, "could not record a failed attempt");
     }
 }

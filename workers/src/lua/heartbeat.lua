@@ -1,15 +1,14 @@
 -- Record that a worker is alive, stamped with the Redis clock: the reaper
 -- compares heartbeats with the same clock, so a worker whose own clock runs
--- behind is not taken for dead.
--- KEYS[1] workers zset, KEYS[2] worker info hash, KEYS[3] set of queue names
--- ARGV[1] worker, ARGV[2] info hash TTL ms, ARGV[3] queue,
--- ARGV[4..] info field, value pairs
+-- behind is not taken for dead. (The queue registry is another slot in a
+-- cluster: the caller adds the queue to it with a command of its own.)
+-- KEYS[1] workers zset, KEYS[2] worker info hash
+-- ARGV[1] worker, ARGV[2] info hash TTL ms, ARGV[3..] info field, value pairs
 -- Returns the heartbeat time (ms since the epoch, Redis clock).
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[3])
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[2], 'heartbeat', now)

@@ -2,7 +2,8 @@
 -- A job with dedup keys is created only if one of them was not seen within
 -- its TTL; the keys and the job are written together, so an event counts as
 -- seen exactly when a job standing for it exists.
--- KEYS[1] pending list, KEYS[2] scheduled zset, KEYS[3] set of queue names
+-- KEYS[1] pending list, KEYS[2] scheduled zset (every key the script
+-- touches shares the queue's hash tag; the caller registers the queue name)
 -- ARGV[1] job key prefix, ARGV[2] seen key prefix, ARGV[3] queue,
 -- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms,
 -- ARGV[7..] triples: id, payload, dedup keys joined by \31 ('' for none)
@@ -20,7 +21,6 @@ local at_s = string.format('%d', now + delay)
 local state = 'pending'
 if delay > 0 then state = 'scheduled' end
 local prefix, queue, max = ARGV[1], ARGV[3], ARGV[4]
-redis.call('SADD', KEYS[3], queue)
 
 -- LPUSH / ZADD of the ids gathered so far (a bounded number: Lua's unpack
 -- takes ~8,000 values); the same order as one LPUSH per job

@@ -35,13 +35,12 @@ pub async fn queue_in(ns: &str) -> Queue {
         .expect("redis reachable")
 }
 
-/// A plain connection to the same Redis, to look at keys directly.
-pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
+/// A plain connection to the same Redis (or Redis Cluster), to look at
+/// keys directly.
+pub async fn raw(url: &str) -> workers::RedisConn {
+    workers::RedisConn::open(url)
         .await
-        .unwrap()
+        .expect("redis reachable")
 }
 
 pub fn config() -> WorkerConfig {
