@@ -1,47 +1,63 @@
 //! The `/_sim` admin surface: no auth, JSON in and out, errors as
 //! `{"error": message}`. Tests and benchmarks use it to act as a CRM user
-//! (records in the CRM's own shape), to inject faults and to read the call
-//! log.
+//! (records in the CRM's own shape), to manage the customers' accounts, to
+//! inject faults and to read the call log.
+//!
+//! `?customer=` names the customer a route acts for; without it, the
+//! default customer (`SimulatorConfig::default_customer`), except where a
+//! route says otherwise.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use poem::http::StatusCode;
-use poem::web::{Data, Path, Query};
-use poem::{get, handler, post, Response, Route};
+use poem::web::{Data, Query};
+use poem::{get, handler, post, put, Response, Route};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::changes::Origin;
 use crate::connection::Connection;
 use crate::error::{admin_error, json_response};
-use crate::faults::FaultConfig;
 use crate::state::State;
-use crate::store::StoreError;
 
+mod accounts;
+mod faults;
+mod records;
 mod webhooks;
 
 /// The routes below `/_sim`.
 pub(crate) fn routes() -> Route {
     Route::new()
         .at("/health", get(health))
-        .at("/faults", get(get_faults).put(put_faults))
+        .at(
+            "/faults",
+            get(faults::get_faults)
+                .put(faults::put_faults)
+                .delete(faults::delete_faults),
+        )
         .at("/calls", get(list_calls).delete(clear_calls))
         .at("/reset", post(reset))
+        .at("/accounts", get(accounts::list))
+        .at("/accounts/:customer/:connection", put(accounts::put))
         .nest("/webhooks", webhooks::routes())
         .at(
             "/:connection/records",
-            get(list_records).post(create_record),
+            get(records::list).post(records::create),
         )
         .at(
             "/:connection/records/:id",
-            get(get_record).patch(patch_record).delete(delete_record),
+            get(records::get)
+                .patch(records::patch)
+                .delete(records::delete),
         )
-        .at("/:connection/records/:id/merge", post(merge_record))
+        .at("/:connection/records/:id/merge", post(records::merge))
 }
 
 /// Errors are full responses (`{"error": …}` with their status).
 type AdminResult = poem::Result<Response>;
+
+/// The query string, as every route reads it.
+type Params = Query<HashMap<String, String>>;
 
 fn fail(status: StatusCode, message: impl Into<String>) -> poem::Error {
     poem::Error::from_response(admin_error(status, message))
@@ -63,15 +79,17 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> poem::Result<T> {
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
 
-fn store_error(e: StoreError) -> poem::Error {
-    match e {
-        StoreError::NotFound(_) => fail(StatusCode::NOT_FOUND, e.to_string()),
-        StoreError::Invalid(_) => fail(StatusCode::BAD_REQUEST, e.to_string()),
+/// A customer id from the URL: not blank.
+fn customer_id(id: &str) -> poem::Result<&str> {
+    if id.trim().is_empty() {
+        return Err(fail(StatusCode::BAD_REQUEST, "customer must not be empty"));
     }
+    Ok(id)
 }
 
-fn flag(query: &HashMap<String, String>, name: &str) -> bool {
-    query.get(name).is_some_and(|v| v == "true" || v == "1")
+/// `?customer=`, when given.
+fn customer(query: &HashMap<String, String>) -> poem::Result<Option<&str>> {
+    query.get("customer").map(|c| customer_id(c)).transpose()
 }
 
 #[handler]
@@ -79,27 +97,12 @@ fn health() -> Response {
     json_response(StatusCode::OK, &json!({"ok": true}))
 }
 
+/// `?customer=` filters here: without it, every call, refused ones (which
+/// have no customer) included.
 #[handler]
-fn get_faults(Data(state): Data<&Arc<State>>) -> AdminResult {
-    ok(StatusCode::OK, &state.faults.snapshot())
-}
-
-#[handler]
-fn put_faults(Data(state): Data<&Arc<State>>, body: Vec<u8>) -> AdminResult {
-    let config: FaultConfig = parse_json(&body)?;
-    state
-        .faults
-        .replace(config)
-        .map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
-    ok(StatusCode::OK, &state.faults.snapshot())
-}
-
-#[handler]
-fn list_calls(
-    Data(state): Data<&Arc<State>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> AdminResult {
+fn list_calls(Data(state): Data<&Arc<State>>, Query(query): Params) -> AdminResult {
     let calls = state.calls.list(
+        customer(&query)?,
         query.get("connection").map(String::as_str),
         query.get("action").map(String::as_str),
     );
@@ -116,103 +119,4 @@ fn clear_calls(Data(state): Data<&Arc<State>>) -> Response {
 fn reset(Data(state): Data<&Arc<State>>) -> Response {
     state.reset();
     json_response(StatusCode::OK, &json!({"ok": true}))
-}
-
-#[handler]
-fn list_records(
-    Data(state): Data<&Arc<State>>,
-    Path(conn): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> AdminResult {
-    let conn = connection(&conn)?;
-    ok(
-        StatusCode::OK,
-        &state
-            .store(conn)
-            .list_native(flag(&query, "includeDeleted")),
-    )
-}
-
-#[handler]
-fn create_record(
-    Data(state): Data<&Arc<State>>,
-    Path(conn): Path<String>,
-    body: Vec<u8>,
-) -> AdminResult {
-    let conn = connection(&conn)?;
-    let input: Value = parse_json(&body)?;
-    let record = state
-        .store(conn)
-        .create_native(input)
-        .map_err(store_error)?;
-    ok(StatusCode::CREATED, &record)
-}
-
-#[handler]
-fn get_record(
-    Data(state): Data<&Arc<State>>,
-    Path((conn, id)): Path<(String, String)>,
-) -> AdminResult {
-    let conn = connection(&conn)?;
-    let record = state
-        .store(conn)
-        .get_native(&id)
-        .ok_or_else(|| store_error(StoreError::NotFound(id)))?;
-    ok(StatusCode::OK, &record)
-}
-
-#[handler]
-fn patch_record(
-    Data(state): Data<&Arc<State>>,
-    Path((conn, id)): Path<(String, String)>,
-    body: Vec<u8>,
-) -> AdminResult {
-    let conn = connection(&conn)?;
-    let patch: Value = parse_json(&body)?;
-    let record = state
-        .store(conn)
-        .patch_native(&id, patch)
-        .map_err(store_error)?;
-    ok(StatusCode::OK, &record)
-}
-
-#[handler]
-fn delete_record(
-    Data(state): Data<&Arc<State>>,
-    Path((conn, id)): Path<(String, String)>,
-) -> AdminResult {
-    let conn = connection(&conn)?;
-    state
-        .store(conn)
-        .delete(&id, Origin::Admin)
-        .map_err(store_error)?;
-    Ok(Response::builder().status(StatusCode::NO_CONTENT).finish())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Merge {
-    merge_into: Value,
-}
-
-#[handler]
-fn merge_record(
-    Data(state): Data<&Arc<State>>,
-    Path((conn, id)): Path<(String, String)>,
-    body: Vec<u8>,
-) -> AdminResult {
-    let conn = connection(&conn)?;
-    let Merge { merge_into } = parse_json(&body)?;
-    let into = match merge_into {
-        Value::String(s) => s,
-        Value::Number(n) => n.to_string(),
-        _ => {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "mergeInto must be a record id",
-            ))
-        }
-    };
-    let kept = state.store(conn).merge(&id, &into).map_err(store_error)?;
-    ok(StatusCode::OK, &kept)
 }

@@ -12,6 +12,10 @@ const CAPACITY: usize = 200_000;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Call {
+    /// The customer the token named (the default one when it named none);
+    /// absent when the token was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) customer: Option<String>,
     /// As given in the URL, even when unknown.
     pub(crate) connection: String,
     pub(crate) action: String,
@@ -45,10 +49,17 @@ impl CallLog {
         calls.push_back(call);
     }
 
-    /// The calls, oldest first, filtered by connection and action when given.
-    pub(crate) fn list(&self, connection: Option<&str>, action: Option<&str>) -> Vec<Call> {
+    /// The calls, oldest first, filtered by customer, connection and action
+    /// when given.
+    pub(crate) fn list(
+        &self,
+        customer: Option<&str>,
+        connection: Option<&str>,
+        action: Option<&str>,
+    ) -> Vec<Call> {
         self.lock()
             .iter()
+            .filter(|c| customer.is_none_or(|x| c.customer.as_deref() == Some(x)))
             .filter(|c| connection.is_none_or(|x| c.connection == x))
             .filter(|c| action.is_none_or(|x| c.action == x))
             .cloned()

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::connection::{universal_record, Connection};
 use crate::mapping::FieldMapping;
+use crate::owner::Owner;
 use crate::record::Record;
 
 /// What happened to a record.
@@ -35,13 +36,15 @@ pub(crate) enum Origin {
 /// One record change, borrowed from the store for the time of the call.
 pub(crate) struct ChangeEvent<'a> {
     pub(crate) connection: Connection,
+    /// The account the record belongs to.
+    pub(crate) owner: &'a Owner,
     pub(crate) kind: ChangeKind,
     pub(crate) origin: Origin,
     /// The native body (system fields apart) before the change; `None` for
     /// a creation.
     pub(crate) before: Option<&'a Map<String, Value>>,
     /// The record after the change; its update time is the change time,
-    /// unique per connection.
+    /// unique per account.
     pub(crate) record: &'a Record,
     /// To build the universal record, only for listeners that want it.
     pub(crate) mapping: &'a FieldMapping,
@@ -77,6 +80,8 @@ impl ChangeListener for LogChanges {
     fn record_changed(&self, e: &ChangeEvent<'_>) {
         tracing::debug!(
             connection = e.connection.key(),
+            customer = e.owner.customer(),
+            account_id = e.owner.account_id(),
             record_id = e.record_id(),
             kind = ?e.kind,
             origin = ?e.origin,

@@ -68,6 +68,18 @@ impl ActionError {
         )
     }
 
+    /// 404: the customer has no such connection (its account is
+    /// disconnected). Integration.app's own answer is not published; this
+    /// is the simulator's.
+    pub(crate) fn connection_not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "bad_request",
+            Some("connection_not_found"),
+            message,
+        )
+    }
+
     /// 400: input the action cannot take.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", None, message)

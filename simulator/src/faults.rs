@@ -1,9 +1,18 @@
 //! Injected faults: latency, outages, random CRM errors, failing records,
 //! forced throttling and per-connection rate limits, set through
 //! `PUT /_sim/faults`.
+//!
+//! Settings come in sets: the workspace-wide one, which applies to every
+//! account, and a customer's own, which replaces it for that customer's
+//! accounts. A set never changes once installed (a PUT installs a new one),
+//! so a call takes it with one read lock and an `Arc` clone. What does
+//! change, the throttle counts and rate-limit windows, is each account's
+//! own (`Counters`), started afresh whenever the account meets a set other
+//! than the one it last counted under.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,9 +41,11 @@ pub(crate) struct FaultConfig {
     /// Emails (case-insensitive) or record ids the CRM refuses as invalid
     /// (400 validation error, which no retry can fix).
     reject_records: Vec<String>,
-    /// Per connection: answer the next `remaining` calls with 429.
+    /// Per connection: answer the next `remaining` calls of each account
+    /// with 429.
     throttle: BTreeMap<String, Throttle>,
-    /// Per connection: at most N accepted calls in any 1000 ms.
+    /// Per connection: at most N accepted calls of each account in any
+    /// 1000 ms.
     rate_limits: BTreeMap<String, u32>,
 }
 
@@ -42,7 +53,8 @@ pub(crate) struct FaultConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct Throttle {
-    /// Calls still to be refused; counts down (GET shows the live value).
+    /// Calls to be refused; each account counts down its own (GET shows
+    /// one customer's live value).
     remaining: u32,
     #[serde(default = "one_second")]
     retry_after_secs: u64,
@@ -52,99 +64,135 @@ fn one_second() -> u64 {
     1
 }
 
-/// The rolling window of `rateLimits`.
-const WINDOW_MS: i64 = 1000;
-
-/// Live fault state shared by all requests.
-#[derive(Default)]
-pub(crate) struct Faults {
-    inner: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    config: FaultConfig,
-    /// Accept times (Unix ms) within the last window, per connection.
-    windows: HashMap<Connection, VecDeque<i64>>,
-}
-
-impl Faults {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Replaces every setting and forgets the rate-limit windows.
-    ///
+impl FaultConfig {
     /// # Errors
     /// An unknown connection key or an error rate outside 0..=1.
-    pub(crate) fn replace(&self, config: FaultConfig) -> Result<(), String> {
-        let keys = config.throttle.keys().chain(config.rate_limits.keys());
+    fn validate(&self) -> Result<(), String> {
+        let keys = self.throttle.keys().chain(self.rate_limits.keys());
         if let Some(bad) = keys.into_iter().find(|k| Connection::parse(k).is_none()) {
             return Err(format!("unknown connection {bad:?}"));
         }
-        if !(0.0..=1.0).contains(&config.error_rate) {
+        if !(0.0..=1.0).contains(&self.error_rate) {
             return Err("errorRate must be between 0 and 1".into());
         }
-        *self.lock() = State {
-            config,
-            windows: HashMap::new(),
-        };
         Ok(())
     }
 
-    /// The current settings, with live throttle counts.
-    pub(crate) fn snapshot(&self) -> FaultConfig {
-        self.lock().config.clone()
+    /// Whether calls on `conn` need the account's counters.
+    fn counts(&self, conn: Connection) -> bool {
+        self.throttle.contains_key(conn.key()) || self.rate_limits.contains_key(conn.key())
+    }
+}
+
+/// The rolling window of `rateLimits`.
+const WINDOW_MS: i64 = 1000;
+
+/// One installed set of settings.
+#[derive(Debug)]
+pub(crate) struct FaultSet {
+    config: FaultConfig,
+    /// Unique per installed set, so that an account can tell whether its
+    /// counters were started under this set.
+    generation: u64,
+}
+
+/// One account's throttle count and rate-limit window.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    inner: Mutex<CounterState>,
+}
+
+#[derive(Debug, Default)]
+struct CounterState {
+    /// The set these counts belong to; 0 before any.
+    generation: u64,
+    /// Calls still to be refused by the throttle.
+    throttle_left: u32,
+    /// Accept times (Unix ms) within the last window.
+    window: VecDeque<i64>,
+}
+
+impl Counters {
+    fn lock(&self) -> MutexGuard<'_, CounterState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The throttle count left under `set` on `conn`, when this account has
+    /// started counting under it.
+    pub(crate) fn throttle_left(&self, set: &FaultSet) -> Option<u32> {
+        let state = self.lock();
+        (state.generation == set.generation).then_some(state.throttle_left)
+    }
+}
+
+impl FaultSet {
     pub(crate) fn latency(&self) -> Duration {
-        Duration::from_millis(self.lock().config.latency_ms)
+        Duration::from_millis(self.config.latency_ms)
     }
 
     pub(crate) fn respond_late(&self) -> Duration {
-        Duration::from_millis(self.lock().config.respond_late_ms)
+        Duration::from_millis(self.config.respond_late_ms)
     }
 
     pub(crate) fn outage(&self) -> bool {
-        self.lock().config.outage
+        self.config.outage
     }
 
-    /// The CRM-side faults of one call, in order: forced throttling, the
-    /// rate limit, random errors, failing records. A call refused by the
-    /// throttle or the limit does not count towards the limit.
+    /// The settings, the throttle counts replaced by `live(conn)` where it
+    /// has one (an account's count as it runs down).
+    pub(crate) fn snapshot(&self, live: impl Fn(Connection) -> Option<u32>) -> FaultConfig {
+        let mut config = self.config.clone();
+        for (key, throttle) in &mut config.throttle {
+            if let Some(left) = Connection::parse(key).and_then(&live) {
+                throttle.remaining = left;
+            }
+        }
+        config
+    }
+
+    /// The CRM-side faults of one call of the account whose counters are
+    /// `counters`, on `conn`, in order: forced throttling, the rate limit,
+    /// random errors, failing records. A call refused by the throttle or
+    /// the limit does not count towards the limit.
     ///
     /// # Errors
     /// The injected failure.
     pub(crate) fn check_crm(
         &self,
         conn: Connection,
+        counters: &Counters,
         now_ms: i64,
         email: Option<&str>,
         record_id: Option<&str>,
     ) -> Result<(), ActionError> {
-        let mut state = self.lock();
-        let State { config, windows } = &mut *state;
-        if let Some(t) = config
-            .throttle
-            .get_mut(conn.key())
-            .filter(|t| t.remaining > 0)
-        {
-            t.remaining -= 1;
-            return Err(ActionError::crm_rate_limited(
-                conn,
-                t.retry_after_secs,
-                None,
-            ));
-        }
-        if let Some(&limit) = config.rate_limits.get(conn.key()) {
-            let window = windows.entry(conn).or_default();
-            while window.front().is_some_and(|&t| t <= now_ms - WINDOW_MS) {
-                window.pop_front();
+        let config = &self.config;
+        if config.counts(conn) {
+            let mut state = counters.lock();
+            if state.generation != self.generation {
+                *state = CounterState {
+                    generation: self.generation,
+                    throttle_left: config.throttle.get(conn.key()).map_or(0, |t| t.remaining),
+                    window: VecDeque::new(),
+                };
             }
-            if window.len() >= limit as usize {
-                return Err(ActionError::crm_rate_limited(conn, 1, Some(limit)));
+            if state.throttle_left > 0 {
+                state.throttle_left -= 1;
+                let retry_after = config
+                    .throttle
+                    .get(conn.key())
+                    .map_or(1, |t| t.retry_after_secs);
+                return Err(ActionError::crm_rate_limited(conn, retry_after, None));
             }
-            window.push_back(now_ms);
+            if let Some(&limit) = config.rate_limits.get(conn.key()) {
+                let window = &mut state.window;
+                while window.front().is_some_and(|&t| t <= now_ms - WINDOW_MS) {
+                    window.pop_front();
+                }
+                if window.len() >= limit as usize {
+                    return Err(ActionError::crm_rate_limited(conn, 1, Some(limit)));
+                }
+                window.push_back(now_ms);
+            }
         }
         if config.error_rate > 0.0 && rand::random::<f64>() < config.error_rate {
             return Err(ActionError::crm_server_error(
@@ -172,15 +220,109 @@ impl Faults {
     }
 }
 
+/// The installed sets.
+pub(crate) struct Faults {
+    workspace: RwLock<Arc<FaultSet>>,
+    /// Customers' own sets, by customer id.
+    own: RwLock<HashMap<String, Arc<FaultSet>>>,
+    next_generation: AtomicU64,
+}
+
+impl Default for Faults {
+    /// The workspace-wide defaults, which inject nothing, and no
+    /// customer's own.
+    fn default() -> Self {
+        Self {
+            workspace: RwLock::new(Arc::new(FaultSet {
+                config: FaultConfig::default(),
+                generation: 1,
+            })),
+            own: RwLock::default(),
+            next_generation: AtomicU64::new(2),
+        }
+    }
+}
+
+/// Poisoning is ignored: the maps stay consistent whatever panicked.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Faults {
+    fn install(&self, config: FaultConfig) -> Result<Arc<FaultSet>, String> {
+        config.validate()?;
+        Ok(Arc::new(FaultSet {
+            config,
+            generation: self.next_generation.fetch_add(1, Ordering::SeqCst),
+        }))
+    }
+
+    /// The set that applies to `customer`'s accounts: its own, else the
+    /// workspace-wide one.
+    pub(crate) fn for_customer(&self, customer: &str) -> Arc<FaultSet> {
+        {
+            let own = read(&self.own);
+            if let Some(set) = own.get(customer) {
+                return set.clone();
+            }
+        }
+        self.workspace()
+    }
+
+    /// The workspace-wide set.
+    pub(crate) fn workspace(&self) -> Arc<FaultSet> {
+        read(&self.workspace).clone()
+    }
+
+    /// Replaces the workspace-wide settings; every account counts afresh
+    /// under them.
+    ///
+    /// # Errors
+    /// An unknown connection key or an error rate outside 0..=1.
+    pub(crate) fn replace(&self, config: FaultConfig) -> Result<(), String> {
+        let set = self.install(config)?;
+        *write(&self.workspace) = set;
+        Ok(())
+    }
+
+    /// Sets `customer`'s own settings, which replace the workspace-wide
+    /// ones for its accounts.
+    ///
+    /// # Errors
+    /// As for `replace`.
+    pub(crate) fn replace_own(&self, customer: &str, config: FaultConfig) -> Result<(), String> {
+        let set = self.install(config)?;
+        write(&self.own).insert(customer.to_owned(), set);
+        Ok(())
+    }
+
+    /// Drops `customer`'s own settings, so that the workspace-wide ones
+    /// apply to it again. Whether it had any.
+    pub(crate) fn drop_own(&self, customer: &str) -> bool {
+        write(&self.own).remove(customer).is_some()
+    }
+
+    /// Back to the defaults: nothing injected anywhere.
+    pub(crate) fn reset(&self) {
+        self.replace(FaultConfig::default())
+            .expect("the default fault settings are valid");
+        write(&self.own).clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use poem::http::StatusCode;
 
-    fn faults(json: serde_json::Value) -> Faults {
+    fn faults(json: serde_json::Value) -> Arc<FaultSet> {
         let f = Faults::default();
         f.replace(serde_json::from_value(json).unwrap()).unwrap();
-        f
+        f.workspace()
     }
 
     fn status(r: Result<(), ActionError>) -> StatusCode {
@@ -188,18 +330,25 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_is_a_sliding_window_of_accepted_calls() {
+    fn rate_limit_is_a_sliding_window_of_accepted_calls_per_account() {
         let f = faults(serde_json::json!({"rateLimits": {"pipedrive": 2}}));
-        let at = |ms| status(f.check_crm(Connection::Pipedrive, ms, None, None));
-        assert_eq!(at(0), StatusCode::OK);
-        assert_eq!(at(500), StatusCode::OK);
-        assert_eq!(at(900), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(at(999), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(at(1000), StatusCode::OK, "the call at 0 left the window");
-        assert_eq!(at(1001), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(at(1500), StatusCode::OK);
+        let (one, other) = (Counters::default(), Counters::default());
+        let at = |c, ms| status(f.check_crm(Connection::Pipedrive, c, ms, None, None));
+        assert_eq!(at(&one, 0), StatusCode::OK);
+        assert_eq!(at(&one, 500), StatusCode::OK);
+        assert_eq!(at(&one, 900), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(at(&other, 900), StatusCode::OK, "another account's window");
+        assert_eq!(at(&one, 999), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
-            status(f.check_crm(Connection::HubSpot, 1500, None, None)),
+            at(&one, 1000),
+            StatusCode::OK,
+            "the call at 0 left the window"
+        );
+        assert_eq!(at(&one, 1001), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(at(&one, 1500), StatusCode::OK);
+        let hubspot = Counters::default();
+        assert_eq!(
+            status(f.check_crm(Connection::HubSpot, &hubspot, 1500, None, None)),
             StatusCode::OK
         );
     }
@@ -207,22 +356,62 @@ mod tests {
     #[test]
     fn reject_records_answer_400() {
         let f = faults(serde_json::json!({"rejectRecords": ["bad@example.com"]}));
-        let r = f.check_crm(Connection::HubSpot, 0, Some("BAD@example.com"), None);
+        let c = Counters::default();
+        let r = f.check_crm(Connection::HubSpot, &c, 0, Some("BAD@example.com"), None);
         assert_eq!(status(r), StatusCode::BAD_REQUEST);
-        let ok = f.check_crm(Connection::HubSpot, 0, Some("good@example.com"), None);
+        let ok = f.check_crm(Connection::HubSpot, &c, 0, Some("good@example.com"), None);
         assert_eq!(status(ok), StatusCode::OK);
     }
 
     #[test]
-    fn throttle_counts_down_then_lets_calls_through() {
+    fn throttle_counts_down_per_account_then_lets_calls_through() {
         let f = faults(
             serde_json::json!({"throttle": {"hubspot": {"remaining": 2, "retryAfterSecs": 3}}}),
         );
-        let call = || status(f.check_crm(Connection::HubSpot, 0, None, None));
-        assert_eq!(call(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(f.snapshot().throttle["hubspot"].remaining, 1);
-        assert_eq!(call(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(call(), StatusCode::OK);
+        let (one, other) = (Counters::default(), Counters::default());
+        let call = |c| status(f.check_crm(Connection::HubSpot, c, 0, None, None));
+        assert_eq!(one.throttle_left(&f), None, "not counting yet");
+        assert_eq!(call(&one), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(one.throttle_left(&f), Some(1));
+        let live = f.snapshot(|_| one.throttle_left(&f));
+        assert_eq!(live.throttle["hubspot"].remaining, 1);
+        assert_eq!(call(&one), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(call(&one), StatusCode::OK);
+        assert_eq!(call(&other), StatusCode::TOO_MANY_REQUESTS, "its own count");
+    }
+
+    #[test]
+    fn a_new_set_restarts_the_counts_and_a_customers_own_replaces_the_workspace_one() {
+        let faults = Faults::default();
+        let throttle = |n| serde_json::json!({"throttle": {"hubspot": {"remaining": n}}});
+        faults
+            .replace(serde_json::from_value(throttle(1)).unwrap())
+            .unwrap();
+        let c = Counters::default();
+        let call = |set: &FaultSet| status(set.check_crm(Connection::HubSpot, &c, 0, None, None));
+        assert_eq!(
+            call(&faults.for_customer("a")),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(call(&faults.for_customer("a")), StatusCode::OK);
+        faults
+            .replace_own("a", serde_json::from_value(throttle(1)).unwrap())
+            .unwrap();
+        assert_eq!(
+            call(&faults.for_customer("a")),
+            StatusCode::TOO_MANY_REQUESTS,
+            "counted afresh under a's own"
+        );
+        assert_eq!(
+            faults.for_customer("b").generation,
+            faults.workspace().generation
+        );
+        assert!(faults.drop_own("a"));
+        assert!(!faults.drop_own("a"));
+        assert_eq!(
+            faults.for_customer("a").generation,
+            faults.workspace().generation
+        );
     }
 
     #[test]
@@ -235,7 +424,7 @@ mod tests {
         ];
         for (email, id, want) in cases {
             assert_eq!(
-                status(f.check_crm(Connection::HubSpot, 0, email, id)),
+                status(f.check_crm(Connection::HubSpot, &Counters::default(), 0, email, id)),
                 want,
                 "{email:?} {id:?}"
             );

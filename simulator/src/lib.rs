@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod accounts;
 mod admin;
 mod auth;
 mod calls;
@@ -12,6 +13,7 @@ mod faults;
 mod formula;
 mod mapping;
 mod ops;
+mod owner;
 mod record;
 mod run;
 mod schema;
@@ -48,10 +50,14 @@ pub struct SimulatorConfig {
     /// The `integration-app/` directory with the action specs and field
     /// mappings.
     pub config_dir: PathBuf,
-    /// Where the HubSpot account sends its signed contact webhooks; `None`
-    /// sends none.
+    /// The customer of bearer tokens that name none and of admin calls
+    /// without `?customer=`; its accounts get the home ids (HubSpot
+    /// `webhooks.portal_id`, Pipedrive `companyId` 7001).
+    pub default_customer: String,
+    /// Where the HubSpot accounts send their signed contact webhooks;
+    /// `None` sends none.
     pub webhooks: Option<WebhookConfig>,
-    /// Where the Pipedrive connection's flows post record events; `None`
+    /// Where the Pipedrive connections' flows post record events; `None`
     /// posts none.
     pub events: Option<EventsConfig>,
 }
@@ -62,6 +68,7 @@ impl std::fmt::Debug for SimulatorConfig {
             .field("workspace_key", &self.workspace_key)
             .field("workspace_secret", &"<redacted>")
             .field("config_dir", &self.config_dir)
+            .field("default_customer", &self.default_customer)
             .field("webhooks", &self.webhooks)
             .field("events", &self.events)
             .finish()

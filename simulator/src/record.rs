@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 pub(crate) struct Record {
     pub(crate) id: u64,
     pub(crate) created_ms: i64,
-    /// Unique per connection (see `Inner::tick` in `store/index.rs`), so it
+    /// Unique per account (see `Inner::tick` in `store/index.rs`), so it
     /// orders records.
     pub(crate) updated_ms: i64,
     pub(crate) deleted_ms: Option<i64>,

@@ -1,11 +1,15 @@
 //! `POST /connections/{connection}/actions/{actionKey}/run`, the endpoint
 //! the app's Integration.app client calls.
 //!
-//! A call goes through, in order: injected latency, the bearer JWT, the
-//! connection and action lookup, an injected outage, input validation
-//! against the action's `inputSchema`, the CRM-side faults (throttle, rate
-//! limit, random errors, failing records) and then the action itself.
-//! Every call, whatever its outcome, lands in the call log.
+//! The bearer JWT names the customer (see `auth.rs`); the call acts on that
+//! customer's account on the connection, made on first use, under the
+//! faults that apply to the customer. A call goes through, in order:
+//! injected latency, the bearer JWT, the connection lookup (the customer's
+//! account must be connected), the action lookup, an injected outage,
+//! input validation against the action's `inputSchema`, the CRM-side
+//! faults (throttle, rate limit, random errors, failing records) and then
+//! the action itself. Every call, whatever its outcome, lands in the call
+//! log.
 
 use std::sync::Arc;
 
@@ -14,9 +18,11 @@ use poem::web::{Data, Path};
 use poem::{handler, IntoResponse, Request, Response};
 use serde_json::{json, Value};
 
+use crate::auth::Identity;
 use crate::calls::Call;
 use crate::connection::Connection;
 use crate::error::{json_response, ActionError};
+use crate::faults::FaultSet;
 use crate::state::State;
 use crate::{ops, schema};
 
@@ -34,7 +40,7 @@ pub(crate) async fn run_action(
     handle(state, connection, action, authorization, &body).await
 }
 
-#[tracing::instrument(skip_all, fields(connection = %connection, action = %action, status))]
+#[tracing::instrument(skip_all, fields(connection = %connection, action = %action, customer, status))]
 async fn handle(
     state: &State,
     connection: String,
@@ -42,11 +48,22 @@ async fn handle(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Response {
-    let latency = state.faults.latency();
+    // The token is read first, for the customer whose faults apply; a
+    // refused one is answered after the latency like any other call.
+    let identity = state.auth.identify(authorization);
+    let customer = match &identity {
+        Ok(id) => id.customer.as_deref(),
+        Err(_) => None,
+    }
+    .unwrap_or(state.accounts.default_customer())
+    .to_owned();
+    let faults = state.faults.for_customer(&customer);
+    let latency = faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let mut call = Call {
+        customer: identity.is_ok().then_some(customer),
         connection,
         action,
         status: 0,
@@ -54,9 +71,9 @@ async fn handle(
         email: None,
         record_id: None,
     };
-    let resp = match execute(state, authorization, body, &mut call) {
+    let resp = match execute(state, identity, &faults, body, &mut call) {
         Ok(output) => {
-            let late = state.faults.respond_late();
+            let late = faults.respond_late();
             if !late.is_zero() {
                 tokio::time::sleep(late).await;
             }
@@ -65,30 +82,42 @@ async fn handle(
         Err(e) => e.into_response(),
     };
     call.status = resp.status().as_u16();
-    tracing::Span::current().record("status", call.status);
+    let span = tracing::Span::current();
+    span.record("status", call.status);
+    if let Some(customer) = &call.customer {
+        span.record("customer", customer.as_str());
+    }
     state.calls.record(call);
     resp
 }
 
 fn execute(
     state: &State,
-    authorization: Option<&str>,
+    identity: Result<Identity, String>,
+    faults: &FaultSet,
     body: &[u8],
     call: &mut Call,
 ) -> Result<Value, ActionError> {
     let now_secs = u64::try_from(call.at_ms / 1000).unwrap_or(0);
-    state
-        .auth
-        .check(authorization, now_secs)
+    identity
+        .and_then(|id| id.check_exp(now_secs))
         .map_err(ActionError::not_authenticated)?;
     let conn = Connection::parse(&call.connection).ok_or_else(|| {
         ActionError::not_found(format!("Connection {:?} not found", call.connection))
     })?;
+    let account = state.account(call.customer.as_deref(), conn);
+    if !account.owner().connected() {
+        return Err(ActionError::connection_not_found(format!(
+            "Customer {:?} has no {:?} connection",
+            account.owner().customer(),
+            conn.key()
+        )));
+    }
     let spec = state
         .config
         .action(&call.action)
         .ok_or_else(|| ActionError::not_found(format!("Action {:?} not found", call.action)))?;
-    if state.faults.outage() {
+    if faults.outage() {
         return Err(ActionError::outage());
     }
     let mut input: Value = if body.iter().all(u8::is_ascii_whitespace) {
@@ -104,13 +133,14 @@ fn execute(
         .and_then(Value::as_str)
         .map(str::to_owned);
     call.record_id = ops::id_arg(&args);
-    state.faults.check_crm(
+    faults.check_crm(
         conn,
+        &account.counters,
         call.at_ms,
         call.email.as_deref(),
         call.record_id.as_deref(),
     )?;
-    let output = ops::run(spec.kind, state.store(conn), &args)?;
+    let output = ops::run(spec.kind, &account.store, &args)?;
     if call.record_id.is_none() {
         call.record_id = output.get("id").and_then(Value::as_str).map(str::to_owned);
     }

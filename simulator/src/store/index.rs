@@ -1,4 +1,4 @@
-//! A connection's records and the indexes kept beside them.
+//! An account's records and the indexes kept beside them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -7,6 +7,14 @@ use crate::record::Record;
 /// A position in the (updatedTime, id) order.
 pub(crate) type Position = (i64, u64);
 
+/// Where a store's id and time counters stand: what a store made after a
+/// reset starts from, so that ids are not reused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sequence {
+    pub(crate) next_id: u64,
+    pub(crate) last_ms: i64,
+}
+
 /// Everything behind a store's mutex.
 #[derive(Default)]
 pub(super) struct Inner {
@@ -14,12 +22,20 @@ pub(super) struct Inner {
     pub(super) by_updated: BTreeSet<Position>,
     /// Live records by lower-cased primary email; the lowest id wins a tie.
     pub(super) by_email: HashMap<String, BTreeSet<u64>>,
-    /// Never reset, so ids are not reused after `/_sim/reset`.
+    /// Carried over to the account's next store by `/_sim/reset`
+    /// (`Sequence`), so ids are not reused.
     pub(super) next_id: u64,
     pub(super) last_ms: i64,
 }
 
 impl Inner {
+    pub(super) fn sequence(&self) -> Sequence {
+        Sequence {
+            next_id: self.next_id,
+            last_ms: self.last_ms,
+        }
+    }
+
     /// Now, or 1 ms after the last time handed out if that is not earlier.
     pub(super) fn tick(&mut self, now_ms: i64) -> i64 {
         self.last_ms = now_ms.max(self.last_ms + 1);

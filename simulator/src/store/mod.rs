@@ -1,6 +1,7 @@
-//! The in-memory records of one connection, kept in the CRM's own shape.
+//! The in-memory records of one account (a customer's CRM account on one
+//! connection), kept in the CRM's own shape.
 //!
-//! One mutex guards a connection's records and indexes, so each operation
+//! One mutex guards an account's records and indexes, so each operation
 //! (an upsert's lookup-then-write in particular) is atomic. Errors are a
 //! `thiserror` enum the action and admin layers turn into their responses.
 
@@ -12,6 +13,7 @@ use crate::changes::{ChangeEvent, ChangeKind, ChangeListener, Origin};
 use crate::clock::Clock;
 use crate::connection::Connection;
 use crate::mapping::FieldMapping;
+use crate::owner::Owner;
 use crate::record::Record;
 
 mod index;
@@ -19,7 +21,7 @@ mod native;
 mod universal;
 
 use index::Inner;
-pub(crate) use index::Position;
+pub(crate) use index::{Position, Sequence};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +32,11 @@ pub(crate) enum StoreError {
     Invalid(String),
 }
 
-/// One connection's records.
+/// One account's records.
 pub(crate) struct Store {
     conn: Connection,
+    /// Shown to the listeners with every change.
+    owner: Arc<Owner>,
     mapping: Arc<FieldMapping>,
     clock: Clock,
     listeners: Vec<Arc<dyn ChangeListener>>,
@@ -51,18 +55,29 @@ fn normalize_email(email: &str) -> Option<String> {
 }
 
 impl Store {
+    /// An empty store for `owner`. `sequence` is where an earlier store of
+    /// the same account left off (after a reset), so that ids are not
+    /// reused; `None` starts at the connection's first id.
     pub(crate) fn new(
-        conn: Connection,
+        owner: Arc<Owner>,
         mapping: Arc<FieldMapping>,
         clock: Clock,
         listeners: Vec<Arc<dyn ChangeListener>>,
+        sequence: Option<Sequence>,
     ) -> Self {
-        let inner = Inner {
+        let conn = owner.connection();
+        let sequence = sequence.unwrap_or(Sequence {
             next_id: conn.first_id(),
+            last_ms: 0,
+        });
+        let inner = Inner {
+            next_id: sequence.next_id,
+            last_ms: sequence.last_ms,
             ..Inner::default()
         };
         Self {
             conn,
+            owner,
             mapping,
             clock,
             listeners,
@@ -144,6 +159,7 @@ impl Store {
     ) {
         let event = ChangeEvent {
             connection: self.conn,
+            owner: &self.owner,
             kind,
             origin,
             before,

@@ -78,11 +78,19 @@ impl Store {
             .collect()
     }
 
-    /// Drops every record; ids and times keep increasing afterwards.
-    pub(crate) fn clear(&self) {
-        let mut inner = self.lock();
-        inner.records.clear();
-        inner.by_updated.clear();
-        inner.by_email.clear();
+    /// How many records are live (not deleted).
+    pub(crate) fn live_count(&self) -> usize {
+        let inner = self.lock();
+        inner
+            .records
+            .values()
+            .filter(|r| r.deleted_ms.is_none())
+            .count()
+    }
+
+    /// Where the id and time counters stand, for the store that replaces
+    /// this one after a reset.
+    pub(crate) fn sequence(&self) -> super::Sequence {
+        self.lock().sequence()
     }
 }

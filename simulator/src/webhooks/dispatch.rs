@@ -1,8 +1,9 @@
 //! The background task between the listeners and the app: it batches HubSpot
-//! events (100 at most, or whatever came within the batch window of the
-//! first), and runs each batch's delivery, retries included, as a task of
-//! its own, at most `MAX_IN_FLIGHT` requests at a time.
+//! events per portal (100 at most, or whatever came within the batch window
+//! of the first), and runs each batch's delivery, retries included, as a
+//! task of its own, at most `MAX_IN_FLIGHT` requests at a time.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -10,48 +11,53 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::log::{Batch, Kind};
-use super::queue::{Item, Queued, Shared};
+use super::log::{Batch, BatchOwner, Kind};
+use super::queue::{Item, Portal, Queued, Shared};
 use super::MAX_BATCH;
 
-/// HubSpot events waiting for their batch to close.
+/// HubSpot events of one portal waiting for their batch to close.
 struct Pending {
     events: Vec<Value>,
     generation: u64,
-    due: Option<Instant>,
+    due: Instant,
 }
+
+/// The open batches, one per portal.
+type Open = HashMap<Portal, Pending>;
 
 /// Runs until the queue closes, then finishes the deliveries in flight.
 /// Aborting it aborts them too.
 pub(super) async fn run(shared: Arc<Shared>, mut rx: UnboundedReceiver<Queued>) {
-    let window = shared.hubspot.as_ref().map(|h| h.batch_window);
-    let mut pending = Pending {
-        events: Vec::new(),
-        generation: 0,
-        due: None,
-    };
+    let window = shared
+        .hubspot
+        .as_ref()
+        .map(|h| h.batch_window)
+        .unwrap_or_default();
+    let mut open = Open::new();
     let mut deliveries = JoinSet::new();
     loop {
-        let due = pending.due;
+        let due = open.values().map(|p| p.due).min();
         tokio::select! {
             queued = rx.recv() => {
                 let Some(Queued { generation, item }) = queued else { break };
                 match item {
-                    Item::HubSpot(event) => {
-                        if pending.due.is_some() && pending.generation != generation {
-                            flush(&shared, &mut pending, &mut deliveries);
+                    Item::HubSpot { portal, event } => {
+                        if open.get(&portal).is_some_and(|p| p.generation != generation) {
+                            flush(&shared, &mut open, &portal, &mut deliveries);
                         }
-                        if pending.due.is_none() {
-                            pending.due = Some(Instant::now() + window.unwrap_or_default());
-                            pending.generation = generation;
-                        }
+                        let pending = open.entry(portal.clone()).or_insert_with(|| Pending {
+                            events: Vec::new(),
+                            generation,
+                            due: Instant::now() + window,
+                        });
                         pending.events.push(event);
                         if pending.events.len() >= MAX_BATCH {
-                            flush(&shared, &mut pending, &mut deliveries);
+                            flush(&shared, &mut open, &portal, &mut deliveries);
                         }
                     }
-                    Item::Flow(body) => {
-                        let batch = shared.new_batch(Kind::Events, generation, vec![body]);
+                    Item::Flow { customer, body } => {
+                        let owner = BatchOwner { portal_id: None, customer: Some(customer) };
+                        let batch = shared.new_batch(Kind::Events, generation, owner, vec![body]);
                         deliveries.spawn(deliver(shared.clone(), batch));
                     }
                     Item::Again(batch) => {
@@ -60,24 +66,40 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: UnboundedReceiver<Queued>) 
                 }
             }
             () = async { sleep_until(due.unwrap_or_else(Instant::now)).await }, if due.is_some() => {
-                flush(&shared, &mut pending, &mut deliveries);
+                let now = Instant::now();
+                let ripe: Vec<Portal> = open
+                    .iter()
+                    .filter(|(_, p)| p.due <= now)
+                    .map(|(portal, _)| portal.clone())
+                    .collect();
+                for portal in ripe {
+                    flush(&shared, &mut open, &portal, &mut deliveries);
+                }
             }
             Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
         }
     }
-    flush(&shared, &mut pending, &mut deliveries);
+    let portals: Vec<Portal> = open.keys().cloned().collect();
+    for portal in portals {
+        flush(&shared, &mut open, &portal, &mut deliveries);
+    }
     while deliveries.join_next().await.is_some() {}
 }
 
-/// Closes the pending batch and starts its delivery, unless a reset came
-/// since its events were queued.
-fn flush(shared: &Arc<Shared>, pending: &mut Pending, deliveries: &mut JoinSet<()>) {
-    pending.due = None;
-    let events = std::mem::take(&mut pending.events);
-    if events.is_empty() || pending.generation != shared.generation() {
+/// Closes the open batch of `portal` and starts its delivery, unless a
+/// reset came since its events were queued.
+fn flush(shared: &Arc<Shared>, open: &mut Open, portal: &Portal, deliveries: &mut JoinSet<()>) {
+    let Some(pending) = open.remove(portal) else {
+        return;
+    };
+    if pending.events.is_empty() || pending.generation != shared.generation() {
         return;
     }
-    let batch = shared.new_batch(Kind::HubSpot, pending.generation, events);
+    let owner = BatchOwner {
+        portal_id: Some(portal.portal_id),
+        customer: Some(portal.customer.clone()),
+    };
+    let batch = shared.new_batch(Kind::HubSpot, pending.generation, owner, pending.events);
     deliveries.spawn(deliver(shared.clone(), batch));
 }
 

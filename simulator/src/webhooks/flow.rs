@@ -1,7 +1,9 @@
-//! Integration.app flow events for the Pipedrive connection: each change of
-//! a person is one call `{externalRecordId, data, event, integrationKey}`,
-//! `data` being the universal record as `get-contact` returns it. A merge
-//! is the deletion of the merged record.
+//! Integration.app flow events for the Pipedrive connections: each change
+//! of a person is one call `{externalRecordId, data, event, integrationKey}`
+//! for the customer whose account it is, `data` being the universal record
+//! as `get-contact` returns it. A merge is the deletion of the merged
+//! record. A disconnected account has no connection to run flows on, so
+//! its changes make no calls.
 
 use serde_json::json;
 
@@ -31,15 +33,18 @@ fn trigger(kind: ChangeKind) -> &'static str {
 
 impl ChangeListener for FlowEvents {
     fn record_changed(&self, e: &ChangeEvent<'_>) {
-        if e.connection != Connection::Pipedrive {
+        if e.connection != Connection::Pipedrive || !e.owner.connected() {
             return;
         }
-        self.queue.push(Item::Flow(json!({
-            "externalRecordId": e.record_id().to_string(),
-            "data": e.universal(),
-            "event": trigger(e.kind),
-            "integrationKey": Connection::Pipedrive.key(),
-        })));
+        self.queue.push(Item::Flow {
+            customer: e.owner.customer().to_owned(),
+            body: json!({
+                "externalRecordId": e.record_id().to_string(),
+                "data": e.universal(),
+                "event": trigger(e.kind),
+                "integrationKey": Connection::Pipedrive.key(),
+            }),
+        });
     }
 }
 

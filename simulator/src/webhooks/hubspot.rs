@@ -4,13 +4,15 @@
 //! `contact.propertyChange` per tracked property it set; an update gives one
 //! `contact.propertyChange` per tracked property whose value changed (a
 //! cleared one has `propertyValue` ""); a deletion `contact.deletion`; a
-//! merge `contact.merge` about the kept record.
+//! merge `contact.merge` about the kept record. Each event carries the
+//! `portalId` of the account whose record changed, and is batched with
+//! the events of that portal only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Map, Value};
 
-use super::queue::{Item, Queue};
+use super::queue::{Item, Portal, Queue};
 use super::WebhookConfig;
 use crate::changes::{ChangeEvent, ChangeKind, ChangeListener, Origin};
 use crate::connection::Connection;
@@ -39,7 +41,6 @@ fn subscription_id(subscription_type: &str) -> u64 {
 /// Turns HubSpot record changes into webhook events and queues them.
 pub(super) struct HubSpotWebhooks {
     queue: Queue,
-    portal_id: u64,
     app_id: u64,
     /// Unique and increasing (HubSpot only promises neither).
     next_event_id: AtomicU64,
@@ -49,14 +50,19 @@ impl HubSpotWebhooks {
     pub(super) fn new(queue: Queue, cfg: &WebhookConfig) -> Self {
         Self {
             queue,
-            portal_id: cfg.portal_id,
             app_id: cfg.app_id,
             next_event_id: AtomicU64::new(1),
         }
     }
 
     /// An event with the fields every subscription type has.
-    fn event(&self, e: &ChangeEvent<'_>, subscription_type: &str, object_id: u64) -> Value {
+    fn event(
+        &self,
+        e: &ChangeEvent<'_>,
+        portal_id: u64,
+        subscription_type: &str,
+        object_id: u64,
+    ) -> Value {
         let (change_source, source_id) = match e.origin {
             Origin::Action => ("INTEGRATION", self.app_id.to_string()),
             Origin::Admin => ("CRM_UI", "userId:1".to_owned()),
@@ -64,7 +70,7 @@ impl HubSpotWebhooks {
         json!({
             "eventId": self.next_event_id.fetch_add(1, Ordering::SeqCst),
             "subscriptionId": subscription_id(subscription_type),
-            "portalId": self.portal_id,
+            "portalId": portal_id,
             "appId": self.app_id,
             "occurredAt": e.at_ms(),
             "subscriptionType": subscription_type,
@@ -75,24 +81,24 @@ impl HubSpotWebhooks {
         })
     }
 
-    fn events(&self, e: &ChangeEvent<'_>) -> Vec<Value> {
+    fn events(&self, e: &ChangeEvent<'_>, portal_id: u64) -> Vec<Value> {
         let id = e.record_id();
         match e.kind {
             ChangeKind::Created => {
-                let mut creation = self.event(e, "contact.creation", id);
+                let mut creation = self.event(e, portal_id, "contact.creation", id);
                 creation["changeFlag"] = json!("NEW");
                 let mut out = vec![creation];
-                out.extend(self.property_changes(e));
+                out.extend(self.property_changes(e, portal_id));
                 out
             }
-            ChangeKind::Updated => self.property_changes(e),
+            ChangeKind::Updated => self.property_changes(e, portal_id),
             ChangeKind::Deleted => {
-                let mut deletion = self.event(e, "contact.deletion", id);
+                let mut deletion = self.event(e, portal_id, "contact.deletion", id);
                 deletion["changeFlag"] = json!("DELETED");
                 vec![deletion]
             }
             ChangeKind::Merged { into } => {
-                let mut merge = self.event(e, "contact.merge", into);
+                let mut merge = self.event(e, portal_id, "contact.merge", into);
                 merge["primaryObjectId"] = json!(into);
                 merge["mergedObjectIds"] = json!([id]);
                 merge["newObjectId"] = json!(into);
@@ -101,7 +107,7 @@ impl HubSpotWebhooks {
         }
     }
 
-    fn property_changes(&self, e: &ChangeEvent<'_>) -> Vec<Value> {
+    fn property_changes(&self, e: &ChangeEvent<'_>, portal_id: u64) -> Vec<Value> {
         let after = properties(Some(&e.record.body));
         let before = properties(e.before);
         TRACKED
@@ -109,7 +115,8 @@ impl HubSpotWebhooks {
             .filter_map(|name| {
                 let value = property_value(after, name);
                 (value != property_value(before, name)).then(|| {
-                    let mut event = self.event(e, "contact.propertyChange", e.record_id());
+                    let mut event =
+                        self.event(e, portal_id, "contact.propertyChange", e.record_id());
                     event["propertyName"] = json!(name);
                     event["propertyValue"] = json!(value);
                     event
@@ -137,8 +144,15 @@ impl ChangeListener for HubSpotWebhooks {
         if e.connection != Connection::HubSpot {
             return;
         }
-        for event in self.events(e) {
-            self.queue.push(Item::HubSpot(event));
+        let portal = Portal {
+            portal_id: e.owner.account_id(),
+            customer: e.owner.customer().to_owned(),
+        };
+        for event in self.events(e, portal.portal_id) {
+            self.queue.push(Item::HubSpot {
+                portal: portal.clone(),
+                event,
+            });
         }
     }
 }

@@ -41,8 +41,22 @@ pub(crate) struct Batch {
     /// The `/_sim/reset` generation it was made in; a reset drops the
     /// batches of earlier generations still waiting.
     pub(crate) generation: u64,
+    /// Whose account the batch is about.
+    pub(crate) owner: BatchOwner,
     /// HubSpot: the events of the array; events: the one call body.
     pub(crate) events: Arc<Vec<Value>>,
+}
+
+/// The account a batch is about, as far as it is known: a HubSpot batch
+/// names its portal and customer, a flow call its customer, a raw
+/// `/_sim/webhooks/send` neither.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BatchOwner {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) portal_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) customer: Option<String>,
 }
 
 /// One delivery attempt as `GET /_sim/webhooks` shows it.
@@ -51,6 +65,9 @@ pub(crate) struct Batch {
 pub(crate) struct Attempt {
     pub(crate) batch_id: u64,
     pub(crate) kind: Kind,
+    /// `portalId` and `customer`, when the batch has them.
+    #[serde(flatten)]
+    pub(crate) owner: BatchOwner,
     /// 0 for the first delivery, then the retry number.
     pub(crate) attempt: u32,
     /// The app's HTTP status; null when there was no answer.

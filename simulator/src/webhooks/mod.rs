@@ -24,13 +24,17 @@ mod sign;
 pub(crate) use log::Kind;
 pub(crate) use outbox::{Outbox, OutboxError};
 
+/// The `portalId` of the default customer's HubSpot account when
+/// [`WebhookConfig::portal_id`] does not say otherwise.
+pub(crate) const DEFAULT_PORTAL_ID: u64 = 62_515;
+
 /// How many HubSpot events one webhook request carries at most.
 pub(crate) const MAX_BATCH: usize = 100;
 /// How many deliveries are in flight at once (HubSpot's default
 /// per-account concurrency).
 pub(crate) const MAX_IN_FLIGHT: usize = 10;
 
-/// Where and how the simulated HubSpot account sends its CRM-object
+/// Where and how the simulated HubSpot accounts send their CRM-object
 /// webhooks (`contact.*` subscriptions) to the app.
 #[derive(Clone)]
 pub struct WebhookConfig {
@@ -40,7 +44,9 @@ pub struct WebhookConfig {
     pub url: String,
     /// The HubSpot app's client secret, the key of both signatures.
     pub client_secret: String,
-    /// `portalId` of every event (the HubSpot account).
+    /// `portalId` of the default customer's HubSpot account (the other
+    /// customers' accounts get ids of their own); every event carries the
+    /// `portalId` of the account whose record changed.
     pub portal_id: u64,
     /// `appId` of every event, and the `sourceId` of changes the app made
     /// itself through action runs.
@@ -68,7 +74,7 @@ impl WebhookConfig {
         Self {
             url: url.into(),
             client_secret: client_secret.into(),
-            portal_id: 62_515,
+            portal_id: DEFAULT_PORTAL_ID,
             app_id: 54_321,
             batch_window: Duration::from_millis(100),
             timeout: Duration::from_secs(5),
@@ -104,15 +110,14 @@ impl std::fmt::Debug for WebhookConfig {
     }
 }
 
-/// Where the Integration.app flows of the Pipedrive connection
+/// Where the Integration.app flows of the Pipedrive connections
 /// (`data-record-created|updated|deleted` triggers) call the app. The calls
-/// carry an `x-integration-app-token` signed with the workspace secret.
+/// carry an `x-integration-app-token` signed with the workspace secret,
+/// naming the customer whose account the record belongs to.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
     /// The app's events endpoint.
     pub url: String,
-    /// The `sub` claim of the token: the customer the connection belongs to.
-    pub customer_id: String,
     /// As in [`WebhookConfig`]: slower answers count as failures.
     pub timeout: Duration,
     /// As in [`WebhookConfig`].
@@ -124,13 +129,12 @@ pub struct EventsConfig {
 }
 
 impl EventsConfig {
-    /// Events to `url` for customer `contact-sync`, with the same timeout and
-    /// retry defaults as [`WebhookConfig::new`].
+    /// Events to `url`, with the same timeout and retry defaults as
+    /// [`WebhookConfig::new`].
     pub fn new(url: impl Into<String>) -> Self {
         let defaults = WebhookConfig::new("", "");
         Self {
             url: url.into(),
-            customer_id: "contact-sync".into(),
             timeout: defaults.timeout,
             max_retries: defaults.max_retries,
             retry_base: defaults.retry_base,

@@ -10,7 +10,7 @@ use tokio::task::AbortHandle;
 use super::dispatch;
 use super::flow::FlowEvents;
 use super::hubspot::HubSpotWebhooks;
-use super::log::{Attempt, Kind};
+use super::log::{Attempt, BatchOwner, Kind};
 use super::queue::{EventsTarget, HubSpotTarget, Item, Queue, Shared};
 use crate::changes::ChangeListener;
 use crate::clock::Clock;
@@ -63,7 +63,6 @@ impl Outbox {
                 url: e.url.clone(),
                 workspace_key: cfg.workspace_key.clone(),
                 workspace_secret: cfg.workspace_secret.clone(),
-                customer_id: e.customer_id.clone(),
                 retry: e.retry(),
             }),
             reqwest::Client::builder()
@@ -138,9 +137,12 @@ impl Outbox {
         if self.shared.hubspot.is_none() {
             return Err(OutboxError::NotConfigured);
         }
-        let batch = self
-            .shared
-            .new_batch(Kind::HubSpot, self.shared.generation(), events);
+        let batch = self.shared.new_batch(
+            Kind::HubSpot,
+            self.shared.generation(),
+            BatchOwner::default(),
+            events,
+        );
         Ok(self.shared.attempt(&batch, 0).await)
     }
 

@@ -33,6 +33,7 @@ impl Shared {
         let attempt = Attempt {
             batch_id: batch.id,
             kind: batch.kind,
+            owner: batch.owner.clone(),
             attempt: n,
             status,
             error,
@@ -76,11 +77,16 @@ impl Shared {
         let target = self.events.as_ref().ok_or("events are not configured")?;
         let body = serde_json::to_vec(batch.events.first().unwrap_or(&Value::Null))
             .map_err(|e| e.to_string())?;
+        let customer = batch
+            .owner
+            .customer
+            .as_deref()
+            .ok_or("a flow call without a customer")?;
         let now_secs = u64::try_from(self.clock.now_ms() / 1000).unwrap_or(0);
         let token = sign::flow_token(
             &target.workspace_key,
             &target.workspace_secret,
-            &target.customer_id,
+            customer,
             now_secs,
         )
         .map_err(|e| format!("minting the token: {e}"))?;

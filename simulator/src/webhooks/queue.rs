@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Semaphore};
 
-use super::log::{Batch, Kind, Log};
+use super::log::{Batch, BatchOwner, Kind, Log};
 use super::{Retry, MAX_IN_FLIGHT};
 use crate::clock::Clock;
 
@@ -25,16 +25,23 @@ pub(super) struct EventsTarget {
     pub(super) url: String,
     pub(super) workspace_key: String,
     pub(super) workspace_secret: String,
-    pub(super) customer_id: String,
     pub(super) retry: Retry,
+}
+
+/// Whose account a HubSpot batch is about: the portal and its customer.
+/// A batch only ever holds the events of one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Portal {
+    pub(super) portal_id: u64,
+    pub(super) customer: String,
 }
 
 /// What the listeners queue for the dispatcher.
 pub(super) enum Item {
-    /// One HubSpot event, to be batched with others.
-    HubSpot(Value),
-    /// One flow call body, sent on its own.
-    Flow(Value),
+    /// One HubSpot event, to be batched with others of its portal.
+    HubSpot { portal: Portal, event: Value },
+    /// One flow call body of `customer`'s account, sent on its own.
+    Flow { customer: String, body: Value },
     /// A past batch, sent again as it was.
     Again(Batch),
 }
@@ -101,11 +108,18 @@ impl Shared {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(super) fn new_batch(&self, kind: Kind, generation: u64, events: Vec<Value>) -> Batch {
+    pub(super) fn new_batch(
+        &self,
+        kind: Kind,
+        generation: u64,
+        owner: BatchOwner,
+        events: Vec<Value>,
+    ) -> Batch {
         let batch = Batch {
             id: self.next_batch.fetch_add(1, Ordering::SeqCst),
             kind,
             generation,
+            owner,
             events: Arc::new(events),
         };
         self.log.keep(&batch);

@@ -37,6 +37,7 @@ pub(super) fn hubspot_v3(
 struct FlowClaims<'a> {
     iss: &'a str,
     sub: &'a str,
+    id: &'a str,
     iat: u64,
     exp: u64,
 }
@@ -45,7 +46,9 @@ struct FlowClaims<'a> {
 const FLOW_TOKEN_TTL_SECS: u64 = 300;
 
 /// The `x-integration-app-token` of a flow call: HS256 with the workspace
-/// secret, `iss` = workspace key, `sub` = customer id, valid for 5 minutes.
+/// secret, `iss` = workspace key, `sub` (and `id`, as in the tokens the app
+/// mints) = the customer whose connection ran the flow, valid for 5
+/// minutes.
 ///
 /// # Errors
 /// The token cannot be encoded (not expected with an HMAC key).
@@ -58,6 +61,7 @@ pub(super) fn flow_token(
     let claims = FlowClaims {
         iss: workspace_key,
         sub: customer_id,
+        id: customer_id,
         iat: now_secs,
         exp: now_secs + FLOW_TOKEN_TTL_SECS,
     };

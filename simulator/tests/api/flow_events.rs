@@ -9,7 +9,7 @@ use crate::delivery::log_until;
 use crate::helpers::{now_secs, TestApp, KEY, SECRET};
 use crate::receiver::{Received, Receiver};
 
-fn claims(r: &Received) -> Value {
+pub fn claims(r: &Received) -> Value {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_issuer(&[KEY]);
     validation.set_required_spec_claims(&["exp", "iss", "sub"]);

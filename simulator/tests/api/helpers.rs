@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 
 pub const KEY: &str = "test-workspace";
 pub const SECRET: &str = "test-secret";
+/// The simulator's default customer, and the one `good_token` names.
+pub const CUSTOMER: &str = "contact-sync";
 
 /// A response taken apart.
 #[derive(Debug)]
@@ -45,13 +47,18 @@ pub fn token(alg: Algorithm, secret: &str, claims: Value) -> String {
     .unwrap()
 }
 
-/// A valid token, as the app mints it.
+/// A valid token, as the app mints it, for the default customer.
 pub fn good_token() -> String {
+    customer_token(CUSTOMER)
+}
+
+/// A valid token for `customer`.
+pub fn customer_token(customer: &str) -> String {
     let now = now_secs();
     token(
         Algorithm::HS512,
         SECRET,
-        json!({"iss": KEY, "id": "customer-1", "name": "Customer", "iat": now, "exp": now + 7200}),
+        json!({"iss": KEY, "id": customer, "name": "Customer", "iat": now, "exp": now + 7200}),
     )
 }
 
@@ -69,6 +76,7 @@ impl TestApp {
             workspace_key: KEY.into(),
             workspace_secret: SECRET.into(),
             config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration-app"),
+            default_customer: CUSTOMER.into(),
             webhooks,
             events,
         };
@@ -152,6 +160,29 @@ impl TestApp {
         .await
     }
 
+    /// Runs an action for `customer` (a token whose `id` names it).
+    pub async fn run_for(&self, customer: &str, conn: &str, action: &str, input: Value) -> Reply {
+        self.run_as(
+            Some(&format!("Bearer {}", customer_token(customer))),
+            conn,
+            action,
+            &input,
+        )
+        .await
+    }
+
+    /// Runs an action for `customer` that must succeed; returns its output.
+    pub async fn ok_for(&self, customer: &str, conn: &str, action: &str, input: Value) -> Value {
+        let r = self.run_for(customer, conn, action, input).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{action} on {conn} for {customer}: {}",
+            r.body
+        );
+        r.body["output"].clone()
+    }
+
     /// Runs an action that must succeed; returns its output.
     pub async fn ok(&self, conn: &str, action: &str, input: Value) -> Value {
         let r = self.run(conn, action, input).await;
@@ -199,6 +230,28 @@ impl TestApp {
         let r = self.admin(reqwest::Method::GET, &path, None).await;
         assert_eq!(r.status, StatusCode::OK);
         r.body.as_array().unwrap().clone()
+    }
+
+    /// `customer`'s live records on `conn`, through `?customer=`.
+    pub async fn records_of(&self, customer: &str, conn: &str) -> Vec<Value> {
+        let path = format!("/_sim/{conn}/records?customer={customer}");
+        let r = self.admin(reqwest::Method::GET, &path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body.as_array().unwrap().clone()
+    }
+
+    pub async fn accounts(&self) -> Vec<Value> {
+        let r = self
+            .admin(reqwest::Method::GET, "/_sim/accounts", None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.body.as_array().unwrap().clone()
+    }
+
+    pub async fn put_account(&self, customer: &str, conn: &str, body: Value) -> Reply {
+        let path = format!("/_sim/accounts/{customer}/{conn}");
+        self.admin(reqwest::Method::PUT, &path, Some(&body.to_string()))
+            .await
     }
 
     pub async fn calls(&self, query: &str) -> Vec<Value> {

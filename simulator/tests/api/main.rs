@@ -1,6 +1,7 @@
 //! Black-box tests: the real simulator served on a random port, driven over
 //! HTTP.
 
+mod accounts;
 mod actions;
 mod admin;
 mod auth;

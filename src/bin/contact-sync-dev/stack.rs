@@ -101,6 +101,7 @@ fn simulator_config(
         workspace_key: key,
         workspace_secret: secret,
         config_dir: sim.integration_app_config_dir.clone(),
+        default_customer: integration.integration_app_customer_id.clone(),
         webhooks: match (
             sim.simulator_webhook_url.as_ref().filter(|u| !u.is_empty()),
             &hubspot.hubspot_client_secret,
@@ -112,10 +113,7 @@ fn simulator_config(
             .simulator_events_url
             .as_ref()
             .filter(|u| !u.is_empty())
-            .map(|url| simulator::EventsConfig {
-                customer_id: integration.integration_app_customer_id.clone(),
-                ..simulator::EventsConfig::new(url)
-            }),
+            .map(simulator::EventsConfig::new),
     })
 }
 
