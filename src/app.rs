@@ -13,9 +13,9 @@ use workers::{Backoff, Queue, RateLimiter, WorkerConfig};
 use crate::api::{self, ApiState};
 use crate::config::{ApiProcess, MongoConfig, RedisConfig, SchedulerProcess, WorkerProcess};
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::jobs::{Contexts, Enqueuer, Tuning};
-use crate::store::Store;
+use crate::store::{Customers, Store};
 use crate::sync::{InboundSync, Outbound};
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -57,6 +57,23 @@ async fn connect_store(cfg: &MongoConfig) -> anyhow::Result<Store> {
     .context("MONGODB_URI: cannot connect or prepare the database")
 }
 
+/// Sets this process' default customer (`INTEGRATION_APP_CUSTOMER_ID`),
+/// makes sure it exists, connected to `providers`, and gives it what was
+/// written before there were customers.
+async fn prepare_customers(
+    store: &Store,
+    cfg: &crate::config::IntegrationAppConfig,
+    providers: &[Provider],
+) -> anyhow::Result<()> {
+    let id = CustomerId::parse(&cfg.integration_app_customer_id)
+        .map_err(|m| anyhow::anyhow!("INTEGRATION_APP_CUSTOMER_ID: {m}"))?;
+    CustomerId::set_default(id.clone());
+    store
+        .ensure_default_customer(&id, providers)
+        .await
+        .context("preparing the default customer")
+}
+
 /// Binds a listener, with the address in the error.
 ///
 /// # Errors
@@ -92,8 +109,11 @@ pub async fn run_api(
         },
     };
     let queue = connect_queue(&cfg.redis).await?;
+    let store = connect_store(&cfg.mongo).await?;
+    prepare_customers(&store, &cfg.integration, &cfg.sync.providers).await?;
     let state = ApiState {
-        store: connect_store(&cfg.mongo).await?,
+        customers: Customers::new(store.clone(), cfg.sync.providers.clone()),
+        store,
         metrics: workers::Metrics::new(&queue),
         enqueuer: Enqueuer::new(queue, cfg.jobs.retry_attempts)
             .with_dedup_ttl(Duration::from_secs(cfg.api.webhook_dedup_secs)),
@@ -138,6 +158,7 @@ pub async fn run_worker(
     let (key, secret) = cfg.integration.require_workspace()?;
     let queue = connect_queue(&cfg.redis).await?;
     let store = connect_store(&cfg.mongo).await?;
+    prepare_customers(&store, &cfg.integration, &cfg.sync.providers).await?;
     let limits = CrmLimits {
         limiter: RateLimiter::new(&queue),
         hubspot: cfg.rate_limits.per_second(Provider::Hubspot),
@@ -147,7 +168,7 @@ pub async fn run_worker(
     let metrics = workers::Metrics::new(&queue);
     let crm = IntegrationApp::new(
         &cfg.integration.integration_app_url,
-        TokenMinter::new(&key, &secret, &cfg.integration.integration_app_customer_id),
+        TokenMinter::new(&key, &secret),
         Some(limits),
         // a CRM call may take no longer than one job attempt
         cfg.worker.job_timeout(),
@@ -159,7 +180,7 @@ pub async fn run_worker(
         crm.clone(),
         Arc::new(enqueuer),
         queue.clone(),
-        cfg.sync.providers.clone(),
+        Customers::new(store.clone(), cfg.sync.providers.clone()),
         cfg.worker.conflict_policy,
     ));
     let outbound =
@@ -214,8 +235,11 @@ pub async fn run_scheduler(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let enqueuer = Enqueuer::new(connect_queue(&cfg.redis).await?, cfg.jobs.retry_attempts);
+    let store = connect_store(&cfg.mongo).await?;
+    prepare_customers(&store, &cfg.integration, &Provider::ALL).await?;
     crate::scheduler::run(
         enqueuer,
+        store,
         cfg.scheduler.poll_providers.clone(),
         Duration::from_secs(cfg.scheduler.poll_interval_secs),
         shutdown,

@@ -346,6 +346,11 @@ pub struct SchedulerProcess {
     pub jobs: JobsConfig,
     #[command(flatten)]
     pub redis: RedisConfig,
+    /// Which customers have which connections.
+    #[command(flatten)]
+    pub mongo: MongoConfig,
+    #[command(flatten)]
+    pub integration: IntegrationAppConfig,
 }
 
 /// Everything, for tools that run the whole stack in one process (the
@@ -408,6 +413,8 @@ impl Config {
             scheduler: self.scheduler.clone(),
             jobs: self.jobs.clone(),
             redis: self.redis.clone(),
+            mongo: self.mongo.clone(),
+            integration: self.integration.clone(),
         }
     }
 }

@@ -1,8 +1,13 @@
-//! The scheduler: queues a `provider-poll` per polled provider at every
-//! multiple of the poll interval. Ticks come from apalis-cron (a
-//! [`CronScheduler`] over an aligned interval, run by an apalis worker);
-//! apalis-cron schedules per process, so each tick is also claimed once in
-//! Redis and any number of scheduler replicas queue it exactly once.
+//! The scheduler: queues a `provider-poll` once per poll interval for every
+//! polled connection (each customer's enabled connection with a polled
+//! provider), spread over the interval: the interval is cut into one-second
+//! slots and each connection polls in its own slot (a hash of its name), so
+//! a thousand connections polled every ten minutes give one or two polls a
+//! second rather than a thousand at once. Ticks come from apalis-cron (a
+//! [`CronScheduler`] over an aligned step, run by an apalis worker);
+//! apalis-cron schedules per process, so each connection's poll of an
+//! interval is also claimed once in Redis and any number of scheduler
+//! replicas queue it exactly once.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,8 +17,9 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_cron::timezone::Utc;
 use apalis_cron::{CronScheduler, Schedule, Tick};
 
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::jobs::Enqueuer;
+use crate::store::Store;
 
 /// Every multiple of a number of seconds since the epoch, so the replicas
 /// of the scheduler tick at the same instants and agree on each tick's key.
@@ -38,28 +44,106 @@ impl Schedule<Utc> for Every {
     }
 }
 
+/// Connections to poll: (customer, provider).
+type Connections = Vec<(CustomerId, Provider)>;
+
 /// What a tick needs.
 struct Ticks {
     enqueuer: Enqueuer,
+    store: Store,
     providers: Vec<Provider>,
+    /// Seconds between ticks (one slot).
     step_secs: u64,
+    /// Slots per poll interval.
+    slots: u64,
+    /// The connections to poll, and when they were read.
+    known: tokio::sync::Mutex<Option<(std::time::Instant, Connections)>>,
 }
 
-/// Queues the tick's polls, each claimed once pool-wide. A failure is
-/// logged and the tick is not retried: the next one polls from the same
-/// cursor.
+/// How long the list of connections is used before it is read again.
+const CONNECTIONS_TTL: Duration = Duration::from_secs(30);
+
+/// The slot of the interval a connection polls in: the same on every
+/// replica and every version (SHA-256, not the std hasher).
+fn slot_of(customer: &CustomerId, provider: Provider, slots: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{customer}:{provider}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first) % slots.max(1)
+}
+
+/// Customers read per page when a tick walks them.
+const CUSTOMER_PAGE: i64 = 500;
+
+/// Every (customer, provider) connection to poll: enabled, with a polled
+/// provider.
+async fn connections(ctx: &Ticks) -> anyhow::Result<Connections> {
+    let mut out = Vec::new();
+    let mut after: Option<CustomerId> = None;
+    loop {
+        let page = ctx.store.customers(after.as_ref(), CUSTOMER_PAGE).await?;
+        let full = page.len() as i64 == CUSTOMER_PAGE;
+        for c in &page {
+            for p in c.enabled() {
+                if ctx.providers.contains(&p) {
+                    out.push((c.id.clone(), p));
+                }
+            }
+        }
+        after = page.last().map(|c| c.id.clone());
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// The connections to poll: the cached list, read again when older than
+/// [`CONNECTIONS_TTL`] or the interval.
+async fn current(ctx: &Ticks) -> anyhow::Result<Connections> {
+    let mut known = ctx.known.lock().await;
+    let ttl = CONNECTIONS_TTL.min(Duration::from_secs(ctx.step_secs * ctx.slots));
+    if let Some((at, list)) = known.as_ref() {
+        if at.elapsed() < ttl {
+            return Ok(list.clone());
+        }
+    }
+    let list = connections(ctx).await?;
+    *known = Some((std::time::Instant::now(), list.clone()));
+    Ok(list)
+}
+
+/// Queues the polls of the tick's slot, each claimed once pool-wide per
+/// interval. A failure is logged and the poll is not retried: the next
+/// interval polls from the same cursor.
 async fn on_tick(tick: Tick<Utc>, ctx: Data<Arc<Ticks>>) {
     let index = tick.get_timestamp() / ctx.step_secs;
-    let ttl = Duration::from_secs(ctx.step_secs * 2);
-    for &p in &ctx.providers {
-        let key = format!("tick:{p}:{}:{index}", ctx.step_secs * 1000);
+    let (interval, slot) = (index / ctx.slots, index % ctx.slots);
+    let interval_ms = ctx.step_secs * ctx.slots * 1000;
+    let ttl = Duration::from_secs(ctx.step_secs * ctx.slots * 2);
+    let all = match current(&ctx).await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "reading the connections to poll failed; the next tick tries again");
+            return;
+        }
+    };
+    for (customer, p) in all {
+        if slot_of(&customer, p, ctx.slots) != slot {
+            continue;
+        }
+        let key = format!("tick:{customer}:{p}:{interval_ms}:{interval}");
         match ctx.enqueuer.queue().claim_once(&key, ttl).await {
-            Ok(true) => match ctx.enqueuer.poll(p, false).await {
-                Ok(id) => tracing::info!(provider = %p, job_id = %id, tick = index, "poll queued"),
-                Err(e) => tracing::warn!(provider = %p, error = %e, "queueing a poll failed"),
+            Ok(true) => match ctx.enqueuer.poll(&customer, p, false).await {
+                Ok(id) => {
+                    tracing::info!(%customer, provider = %p, job_id = %id, interval, slot, "poll queued")
+                }
+                Err(e) => {
+                    tracing::warn!(%customer, provider = %p, error = %e, "queueing a poll failed")
+                }
             },
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "claiming a scheduler tick failed"),
+            Err(e) => tracing::warn!(error = %e, "claiming a poll of the interval failed"),
         }
     }
 }
@@ -70,20 +154,22 @@ async fn on_tick(tick: Tick<Utc>, ctx: Data<Arc<Ticks>>) {
 /// When the apalis worker fails.
 pub async fn run(
     enqueuer: Enqueuer,
+    store: Store,
     providers: Vec<Provider>,
     interval: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let every = Every::new(interval);
-    tracing::info!(
-        ?providers,
-        interval_secs = every.step_secs,
-        "scheduler started"
-    );
+    // One-second slots (an interval under a second is one slot of its own).
+    let interval_secs = interval.as_secs().max(1);
+    let every = Every::new(Duration::from_secs(1));
+    tracing::info!(?providers, interval_secs, "scheduler started");
     let ticks = Arc::new(Ticks {
         enqueuer,
+        store,
         providers,
         step_secs: every.step_secs,
+        slots: interval_secs / every.step_secs,
+        known: tokio::sync::Mutex::new(None),
     });
     let worker = WorkerBuilder::new("scheduler")
         .backend(CronScheduler::new(every))
@@ -98,4 +184,30 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("scheduler: {e}"))?;
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_spread_evenly_over_the_slots() {
+        let slots = 600;
+        let mut per_slot = vec![0u32; slots as usize];
+        for i in 0..1000 {
+            let c = CustomerId::parse(&format!("customer-{i}")).unwrap();
+            let s = slot_of(&c, Provider::Pipedrive, slots);
+            assert_eq!(s, slot_of(&c, Provider::Pipedrive, slots), "stable");
+            per_slot[s as usize] += 1;
+        }
+        let busiest = per_slot.iter().max().copied().unwrap_or(0);
+        assert!(
+            busiest <= 8,
+            "1,000 connections over 600 slots: at most {busiest} in one"
+        );
+        assert_eq!(
+            slot_of(&CustomerId::parse("x").unwrap(), Provider::Hubspot, 1),
+            0
+        );
+    }
 }

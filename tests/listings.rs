@@ -464,6 +464,7 @@ async fn apalis_listings_show_what_the_api_shows() {
         .push(
             ProviderPoll::QUEUE,
             &ProviderPoll {
+                customer: Default::default(),
                 provider: Provider::Hubspot,
                 backfill: true,
             },

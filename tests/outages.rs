@@ -118,6 +118,7 @@ async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
     let jobs = contact_sync::jobs::plan_jobs(&[Provider::Hubspot, Provider::Pipedrive]);
     let contact = store
         .insert_contact(NewContact {
+            customer_id: Default::default(),
             first_name: Some("Orphan".into()),
             last_name: None,
             email: Email::parse("orphan@example.com").unwrap(),

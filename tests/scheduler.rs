@@ -139,3 +139,111 @@ async fn two_schedulers_queue_every_tick_once() {
 
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// Every job of the provider-poll queue in `state` (all pages).
+async fn all_polls(app: &TestApp, state: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let (status, body) = app
+            .call(
+                Method::GET,
+                &format!(
+                    "/api/queues/provider-poll/jobs?state={state}&limit=500&offset={}",
+                    out.len()
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let page = body.as_array().cloned().expect("a list of jobs");
+        let last = page.len() < 500;
+        out.extend(page);
+        if last {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn polls_of_200_connections_are_spread_over_the_interval_once_each() {
+    const CONNECTIONS: usize = 200;
+    const INTERVAL_SECS: i64 = 8;
+    let mut app = TestApp::spawn().await;
+    for i in 0..CONNECTIONS {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/customers",
+                Some(serde_json::json!({
+                    "id": format!("c{i:03}"), "name": format!("Customer {i}"),
+                    "connections": { "pipedrive": {} },
+                })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let logs = std::env::temp_dir().join(format!("contact-sync-spread-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let interval = INTERVAL_SECS.to_string();
+    app.add_scheduler(
+        &[
+            ("POLL_INTERVAL_SECS", interval.as_str()),
+            ("POLL_PROVIDERS", "pipedrive"),
+        ],
+        &logs.join("scheduler.log"),
+    );
+
+    // Three intervals: the queue never holds more than a few polls.
+    let q = app.queue().await;
+    let mut most = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3 * INTERVAL_SECS as u64 + 1) {
+        let c = q.counts("provider-poll").await.unwrap();
+        most = most.max(c.pending + c.running);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    terminate(&mut app.schedulers[0], Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(30)).await;
+    // Each connection polled once in every interval the run fully covered,
+    // 201 connections (the default customer's too) over 8 one-second slots:
+    // about 25 queued a second; all at once would be 201.
+    let done = all_polls(&app, "done").await;
+    let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+    for j in &done {
+        *per_second
+            .entry(j["createdMs"].as_i64().unwrap() / 1000)
+            .or_default() += 1;
+    }
+    let burst = per_second.values().max().copied().unwrap_or(0);
+    eprintln!(
+        "{} polls; at most {burst} queued in one second, {most} waiting at once",
+        done.len()
+    );
+    assert!(burst <= 60, "at most {burst} polls queued in one second");
+    assert!(most <= 120, "at most {most} polls waited at once");
+    let interval_ms = INTERVAL_SECS * 1000;
+    let mut by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for j in &done {
+        let customer = j["payload"]["customer"]
+            .as_str()
+            .expect("customer")
+            .to_owned();
+        let created = j["createdMs"].as_i64().expect("createdMs");
+        by.entry(customer).or_default().push(created / interval_ms);
+    }
+    assert_eq!(by.len(), CONNECTIONS + 1, "every connection was polled");
+    let first = by.values().flatten().min().copied().unwrap();
+    let last = by.values().flatten().max().copied().unwrap();
+    assert!(last - first >= 2, "the run covered a whole interval");
+    for (customer, intervals) in &by {
+        for i in first + 1..last {
+            let n = intervals.iter().filter(|x| **x == i).count();
+            assert_eq!(
+                n, 1,
+                "{customer} polled {n} times in interval {i}: {intervals:?}"
+            );
+        }
+    }
+    assert!(all_polls(&app, "dead").await.is_empty());
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -7,13 +7,13 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
-use super::auth::{ApiAuth, ViewerAuth};
+use super::auth::{ContactsAuth, Scope};
 use super::errors::{fail_into, ErrorBody, Fail};
 use super::text::Text;
 use super::views::{ContactView, LinkView, SyncLogView};
 use super::ApiState;
 use crate::domain::Provider;
-use crate::domain::{ContactId, Email, SyncStatus};
+use crate::domain::{ContactId, CustomerId, Email, SyncStatus};
 use crate::jobs::plan_jobs;
 use crate::store::{Contact, ContactPatch, Link, NewContact, Outbox, StoreError};
 
@@ -21,6 +21,10 @@ use crate::store::{Contact, ContactPatch, Link, NewContact, Outbox, StoreError};
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateContact {
+    /// The customer it belongs to (default: the default customer). Its
+    /// enabled connections say which CRMs the contact syncs with.
+    #[oai(validator(max_length = 64))]
+    pub customer_id: Option<String>,
     /// Given name.
     #[oai(validator(max_length = 200))]
     pub first_name: Option<Text>,
@@ -124,7 +128,11 @@ enum WriteResponse {
     /// The input is invalid (the body names the field).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// No such contact.
+    /// A viewer token, or a customer token writing another customer's
+    /// contact.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such contact (or not the customer token's).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// Another contact has this email.
@@ -136,6 +144,7 @@ enum WriteResponse {
 }
 fail_into!(WriteResponse {
     BadRequest,
+    Forbidden,
     NotFound,
     Conflict,
     Unavailable
@@ -145,7 +154,7 @@ fail_into!(WriteResponse {
 enum GetResponse {
     /// The contact with its link per provider.
     #[oai(status = 200)]
-    Ok(Json<ContactView>),
+    Ok(Json<Box<ContactView>>),
     /// The id is malformed.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -170,12 +179,16 @@ enum ListResponse {
     /// A query parameter is invalid.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// A customer token asking for another customer's contacts.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// MongoDB is unavailable.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
 fail_into!(ListResponse {
     BadRequest,
+    Forbidden,
     Unavailable
 });
 
@@ -187,12 +200,16 @@ enum LogsResponse {
     /// The id is malformed.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// Not the customer token's contact.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
     /// MongoDB is unavailable.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
 fail_into!(LogsResponse {
     BadRequest,
+    NotFound,
     Unavailable
 });
 
@@ -217,6 +234,37 @@ fn clean_patch(v: MaybeUndefined<Text>) -> Option<Option<String>> {
     }
 }
 
+/// Refuses a viewer token on a write.
+fn writable(scope: &Scope) -> Result<(), Fail> {
+    match scope {
+        Scope::All { write: false } => Err(Fail::forbidden(
+            "a viewer token may only read; this needs an operator token",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The contact, if the token may see it (a customer token sees its
+/// customer's only; another's is "not found", not "forbidden", so ids of
+/// other customers' contacts cannot be probed).
+fn visible(scope: &Scope, contact: Option<Contact>) -> Option<Contact> {
+    contact.filter(|c| scope.customer().is_none_or(|own| *own == c.customer_id))
+}
+
+impl ApiState {
+    /// For a customer token: fails with 404 unless the contact is its
+    /// customer's (one read, only for customer tokens).
+    async fn check_owner(&self, scope: &Scope, id: ContactId) -> Result<(), Fail> {
+        if scope.customer().is_none() {
+            return Ok(());
+        }
+        let contact = self.store.contact(id).await.map_err(Fail::unavailable)?;
+        visible(scope, contact)
+            .map(|_| ())
+            .ok_or_else(|| Fail::not_found(format!("no contact {id}")))
+    }
+}
+
 fn store_fail(e: StoreError) -> Fail {
     match e {
         StoreError::Conflict(m) => Fail::conflict(m),
@@ -234,12 +282,44 @@ impl ContactsApi {
     async fn create(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        auth: ContactsAuth,
         body: Json<CreateContact>,
     ) -> WriteResponse {
         let res = async {
+            writable(&auth.0)?;
             let b = body.0;
+            let asked = b
+                .customer_id
+                .as_deref()
+                .map(CustomerId::parse)
+                .transpose()
+                .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))?;
+            let customer = match (auth.0.customer(), asked) {
+                (Some(own), Some(asked)) if *own != asked => {
+                    return Err(Fail::forbidden(format!(
+                        "this token may only create contacts of customer {own}"
+                    )))
+                }
+                (Some(own), _) => own.clone(),
+                (None, Some(asked)) => asked,
+                (None, None) => CustomerId::default_customer(),
+            };
+            let providers = match state.customers.get(&customer).await {
+                Ok(Some(c)) => c
+                    .enabled()
+                    .into_iter()
+                    .filter(|p| state.providers.contains(p))
+                    .collect::<Vec<_>>(),
+                Ok(None) => {
+                    return Err(Fail::bad_request(
+                        "unknown_customer",
+                        format!("customerId: no customer {customer}"),
+                    ))
+                }
+                Err(e) => return Err(Fail::unavailable(e)),
+            };
             let new = NewContact {
+                customer_id: customer,
                 email: parse_email(&b.email.0)?,
                 first_name: clean(b.first_name),
                 last_name: clean(b.last_name),
@@ -248,7 +328,7 @@ impl ContactsApi {
                 job_title: clean(b.job_title),
                 outbox: None,
             };
-            let jobs = plan_jobs(&state.providers);
+            let jobs = plan_jobs(&providers);
             let new = NewContact {
                 outbox: Some(Outbox::new(&jobs)),
                 ..new
@@ -264,16 +344,13 @@ impl ContactsApi {
     async fn get(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ViewerAuth,
+        auth: ContactsAuth,
         id: Path<String>,
     ) -> GetResponse {
         let res = async {
             let id = parse_id(&id.0)?;
-            let contact = state
-                .store
-                .contact(id)
-                .await
-                .map_err(Fail::unavailable)?
+            let contact = state.store.contact(id).await.map_err(Fail::unavailable)?;
+            let contact = visible(&auth.0, contact)
                 .filter(|c| c.deleted_at.is_none())
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
             let links = state
@@ -281,7 +358,9 @@ impl ContactsApi {
                 .links_of(&[id])
                 .await
                 .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(GetResponse::Ok(Json(ContactView::new(&contact, &links))))
+            Ok::<_, Fail>(GetResponse::Ok(Json(Box::new(ContactView::new(
+                &contact, &links,
+            )))))
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -291,7 +370,7 @@ impl ContactsApi {
     async fn list(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ViewerAuth,
+        auth: ContactsAuth,
         /// Page number, from 1.
         #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
         page: Query<Option<u32>>,
@@ -303,8 +382,26 @@ impl ContactsApi {
         per_page: Query<Option<u32>>,
         /// Only contacts with a link in this status.
         status: Query<Option<StatusFilter>>,
+        /// Only this customer's contacts.
+        #[oai(name = "customerId", validator(max_length = 64))]
+        customer_id: Query<Option<String>>,
     ) -> ListResponse {
         let res = async {
+            let customer = customer_id
+                .0
+                .as_deref()
+                .map(CustomerId::parse)
+                .transpose()
+                .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))?;
+            let customer = match (auth.0.customer(), customer) {
+                (Some(own), Some(asked)) if *own != asked => {
+                    return Err(Fail::forbidden(format!(
+                        "this token may only list contacts of customer {own}"
+                    )))
+                }
+                (Some(own), _) => Some(own.clone()),
+                (None, asked) => asked,
+            };
             let page = page.0.unwrap_or(1);
             let per_page = per_page.0.unwrap_or(50);
             let only = match status.0 {
@@ -327,7 +424,12 @@ impl ContactsApi {
             let skip = u64::from(page - 1) * u64::from(per_page);
             let (contacts, total) = state
                 .store
-                .list_contacts(only.as_deref(), skip, i64::from(per_page))
+                .list_contacts(
+                    customer.as_ref(),
+                    only.as_deref(),
+                    skip,
+                    i64::from(per_page),
+                )
                 .await
                 .map_err(Fail::unavailable)?;
             let ids: Vec<ContactId> = contacts.iter().map(|c| c.id).collect();
@@ -355,12 +457,14 @@ impl ContactsApi {
     async fn update(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        auth: ContactsAuth,
         id: Path<String>,
         body: Json<UpdateContact>,
     ) -> WriteResponse {
         let res = async {
+            writable(&auth.0)?;
             let id = parse_id(&id.0)?;
+            state.check_owner(&auth.0, id).await?;
             let b = body.0;
             let patch = ContactPatch {
                 email: b.email.as_ref().map(|e| parse_email(&e.0)).transpose()?,
@@ -392,11 +496,12 @@ impl ContactsApi {
     async fn sync_logs(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ViewerAuth,
+        auth: ContactsAuth,
         id: Path<String>,
     ) -> LogsResponse {
         let res = async {
             let id = parse_id(&id.0)?;
+            state.check_owner(&auth.0, id).await?;
             let logs = state
                 .store
                 .sync_logs(id, 200)
@@ -414,11 +519,13 @@ impl ContactsApi {
     async fn delete(
         &self,
         state: poem::web::Data<&ApiState>,
-        _auth: ApiAuth,
+        auth: ContactsAuth,
         id: Path<String>,
     ) -> WriteResponse {
         let res = async {
+            writable(&auth.0)?;
             let id = parse_id(&id.0)?;
+            state.check_owner(&auth.0, id).await?;
             let jobs = plan_jobs(&state.providers);
             let contact = state
                 .store
@@ -448,14 +555,29 @@ impl ApiState {
         jobs: Vec<(Provider, String)>,
         created: bool,
     ) -> WriteResponse {
+        let customer = &contact.customer_id;
+        // A change's jobs were planned before its customer was known (an
+        // update or delete does not read the contact first): only the CRMs
+        // the customer has connected get one.
+        let jobs = if created {
+            jobs
+        } else {
+            match self.customers.providers(customer).await {
+                Ok(connected) => jobs
+                    .into_iter()
+                    .filter(|(p, _)| connected.contains(p))
+                    .collect(),
+                Err(_) => jobs,
+            }
+        };
         let queued = tokio::time::timeout(QUEUE_WAIT, async {
             if created {
                 self.enqueuer
-                    .push_new_jobs(&self.store, contact.id, &jobs, contact.version)
+                    .push_new_jobs(&self.store, contact.id, customer, &jobs, contact.version)
                     .await
             } else {
                 self.enqueuer
-                    .push_jobs(&self.store, contact.id, &jobs, contact.version)
+                    .push_jobs(&self.store, contact.id, customer, &jobs, contact.version)
                     .await
             }
         })
@@ -470,7 +592,7 @@ impl ApiState {
             // exactly what marking them pending made of no links
             (Ok(()), true) => jobs
                 .iter()
-                .map(|(p, job)| Link::new_pending(contact.id, *p, job, contact.version))
+                .map(|(p, job)| Link::new_pending(contact.id, customer, *p, job, contact.version))
                 .collect(),
             (Ok(()), false) => self.store.links_of(&[contact.id]).await.unwrap_or_default(),
         };
@@ -492,6 +614,7 @@ impl ContactView {
     fn new(c: &Contact, links: &[crate::store::Link]) -> Self {
         Self {
             id: c.id.to_string(),
+            customer_id: c.customer_id.to_string(),
             first_name: c.first_name.clone(),
             last_name: c.last_name.clone(),
             email: c.email.as_str().to_owned(),

@@ -21,6 +21,8 @@ pub struct ErrorBody {
 pub enum FailKind {
     /// 400.
     BadRequest,
+    /// 403.
+    Forbidden,
     /// 404.
     NotFound,
     /// 409.
@@ -52,6 +54,11 @@ impl Fail {
     /// 400 with a specific code.
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(FailKind::BadRequest, code, message)
+    }
+
+    /// 403: the token may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(FailKind::Forbidden, "forbidden", message)
     }
 
     /// 404.
@@ -104,12 +111,17 @@ pub async fn json_error(err: poem::Error) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_server_error() => "internal",
         _ => "error",
     };
     let message = match status {
         StatusCode::UNAUTHORIZED => "missing or invalid bearer token".to_owned(),
         StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_owned(),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::error!(error = %err, "request failed");
+            "a backing service is unavailable; try again".to_owned()
+        }
         s if s.is_server_error() => {
             tracing::error!(error = %err, "request failed");
             "internal error".to_owned()

@@ -339,8 +339,11 @@ impl JobsApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         provider: Path<String>,
+        /// Whose connection (default: the default customer's).
+        #[oai(name = "customerId", validator(max_length = 64))]
+        customer_id: Query<Option<String>>,
     ) -> PollResponse {
-        poll(&state, &provider.0, false)
+        poll(&state, &provider.0, customer_id.0.as_deref(), false)
             .await
             .unwrap_or_else(Into::into)
     }
@@ -352,8 +355,11 @@ impl JobsApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         provider: Path<String>,
+        /// Whose connection (default: the default customer's).
+        #[oai(name = "customerId", validator(max_length = 64))]
+        customer_id: Query<Option<String>>,
     ) -> PollResponse {
-        poll(&state, &provider.0, true)
+        poll(&state, &provider.0, customer_id.0.as_deref(), true)
             .await
             .unwrap_or_else(Into::into)
     }
@@ -420,11 +426,34 @@ impl JobsApi {
     }
 }
 
-async fn poll(state: &ApiState, provider: &str, backfill: bool) -> Result<PollResponse, Fail> {
+async fn poll(
+    state: &ApiState,
+    provider: &str,
+    customer: Option<&str>,
+    backfill: bool,
+) -> Result<PollResponse, Fail> {
     let provider: Provider = provider.parse().map_err(Fail::not_found)?;
+    let customer = match customer {
+        Some(c) => crate::domain::CustomerId::parse(c)
+            .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))?,
+        None => crate::domain::CustomerId::default_customer(),
+    };
+    let connected = state
+        .customers
+        .get(&customer)
+        .await
+        .map_err(Fail::unavailable)?
+        .ok_or_else(|| Fail::not_found(format!("no customer {customer}")))?
+        .connection(provider)
+        .is_some_and(|c| c.enabled);
+    if !connected {
+        return Err(Fail::not_found(format!(
+            "customer {customer} has no enabled {provider} connection"
+        )));
+    }
     let job_id = state
         .enqueuer
-        .poll(provider, backfill)
+        .poll(&customer, provider, backfill)
         .await
         .map_err(Fail::unavailable)?;
     Ok(PollResponse::Accepted(Json(Queued { job_id })))

@@ -4,6 +4,7 @@
 pub mod auth;
 mod console;
 mod contacts;
+mod customers;
 pub mod errors;
 pub mod hooks;
 mod jobs;
@@ -40,8 +41,10 @@ pub struct ApiState {
     pub store: Store,
     /// The queues.
     pub enqueuer: Enqueuer,
-    /// CRMs every contact is synced to.
+    /// CRMs the deployment syncs with at all.
     pub providers: Vec<Provider>,
+    /// The customers, and which of those CRMs each has connected.
+    pub customers: crate::store::Customers,
     /// Pool-wide metrics.
     pub metrics: workers::Metrics,
     /// Pool-wide calls per second allowed per CRM (shown to operators).
@@ -52,6 +55,8 @@ pub struct ApiState {
 enum Tag {
     /// The app's contacts.
     Contacts,
+    /// The app's customers and their CRM connections.
+    Customers,
     /// Sync jobs and queues.
     Jobs,
     /// Operators: queues, workers, links, sync logs, connections.
@@ -77,7 +82,12 @@ pub fn app(
     metrics_here: bool,
 ) -> impl poem::Endpoint {
     let api = OpenApiService::new(
-        (contacts::ContactsApi, jobs::JobsApi, ops::OpsApi),
+        (
+            contacts::ContactsApi,
+            customers::CustomersApi,
+            jobs::JobsApi,
+            ops::OpsApi,
+        ),
         "contact-sync",
         env!("CARGO_PKG_VERSION"),
     )

@@ -544,11 +544,18 @@ impl OpsApi {
                     .provider_health(p)
                     .await
                     .map_err(Fail::unavailable)?;
-                let cursor = state.store.cursor(p).await.map_err(Fail::unavailable)?;
+                // The default customer's connection; each customer's own
+                // are under /api/customers.
+                let default = crate::domain::CustomerId::default_customer();
+                let cursor = state
+                    .store
+                    .cursor(&default, p)
+                    .await
+                    .map_err(Fail::unavailable)?;
                 let used = state
                     .enqueuer
                     .queue()
-                    .rate_limit_use(&format!("crm:{p}"), Duration::from_millis(1100))
+                    .rate_limit_use(&format!("crm:{default}:{p}"), Duration::from_millis(1100))
                     .await
                     .map_err(Fail::unavailable)?;
                 let count =
@@ -584,7 +591,13 @@ impl ApiState {
         providers: &[Provider],
     ) -> Result<(), Fail> {
         self.enqueuer
-            .push_contact(&self.store, contact.id, providers, contact.version)
+            .push_contact(
+                &self.store,
+                contact.id,
+                &contact.customer_id,
+                providers,
+                contact.version,
+            )
             .await
             .map_err(Fail::unavailable)?;
         Ok(())

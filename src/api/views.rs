@@ -11,6 +11,8 @@ use crate::store::{Link, SyncLog};
 pub struct ContactView {
     /// Contact id (24 hex digits).
     pub id: String,
+    /// The customer it belongs to.
+    pub customer_id: String,
     /// Given name.
     pub first_name: Option<String>,
     /// Family name.

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use workers::{JobError, RateLimiter};
 
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 pub use token::TokenMinter;
 
 /// Why an action run failed.
@@ -28,6 +28,14 @@ pub enum CrmError {
         /// When it will accept calls again.
         retry_after: Option<Duration>,
     },
+    /// The connection's own pool-wide budget is used up for a while: the
+    /// job gives its worker slot back to other customers' jobs and comes
+    /// back after `retry_after`, no attempt used.
+    #[error("rate budget of the connection used up; back in {retry_after:?}")]
+    OverBudget {
+        /// When a grant is free again.
+        retry_after: Duration,
+    },
     /// Network failure, timeout, 5xx: may pass on retry.
     #[error("{0}")]
     Transient(String),
@@ -43,6 +51,13 @@ impl From<CrmError> for JobError {
                 message,
                 retry_after,
             } => JobError::throttled(format!("rate limited: {message}"), retry_after),
+            CrmError::OverBudget { retry_after } => JobError::deferred(
+                format!(
+                    "rate budget used up; back in {} ms",
+                    retry_after.as_millis()
+                ),
+                retry_after,
+            ),
             CrmError::Transient(m) => JobError::transient(m),
             CrmError::NotFound(m) => JobError::permanent(format!("not found: {m}")),
             CrmError::Permanent(m) => JobError::permanent(m),
@@ -66,7 +81,13 @@ struct RunResponse<O> {
     output: O,
 }
 
-/// Pool-wide rate limits per provider (calls per window).
+/// Longest a call waits in its worker slot for its connection's budget;
+/// past this the job is deferred and the slot goes to another job.
+pub const INLINE_BUDGET_WAIT: Duration = Duration::from_millis(300);
+
+/// Pool-wide rate limits per connection (calls per window): each
+/// customer's CRM account has its own budget, as HubSpot and Pipedrive
+/// count per portal and per company.
 #[derive(Clone)]
 pub struct CrmLimits {
     /// The shared limiter.
@@ -134,39 +155,75 @@ impl IntegrationApp {
         }
     }
 
-    /// Runs `action` on the provider's connection with `input` as the body.
+    /// Takes one call of the connection's pool-wide budget: waits for it
+    /// when it comes within [`INLINE_BUDGET_WAIT`], else hands the job's
+    /// slot back ([`CrmError::OverBudget`]), so a customer held back by its
+    /// own budget does not hold workers other customers could use.
+    async fn take_budget(
+        &self,
+        l: &CrmLimits,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<(), CrmError> {
+        let limit = match provider {
+            Provider::Hubspot => l.hubspot,
+            Provider::Pipedrive => l.pipedrive,
+        };
+        let key = format!("crm:{customer}:{provider}");
+        let started = tokio::time::Instant::now();
+        loop {
+            let wait = l
+                .limiter
+                .try_acquire(&key, limit, l.window)
+                .await
+                .map_err(|e| CrmError::Transient(format!("rate limiter unavailable: {e}")))?;
+            let Some(wait) = wait else { break };
+            if let Some(m) = &self.metrics {
+                m.inc("rate_limit_waits_total", &[("provider", provider.as_str())]);
+            }
+            if started.elapsed() + wait > INLINE_BUDGET_WAIT {
+                if let Some(m) = &self.metrics {
+                    m.inc(
+                        "rate_limit_deferrals_total",
+                        &[("provider", provider.as_str())],
+                    );
+                }
+                return Err(CrmError::OverBudget { retry_after: wait });
+            }
+            // a little jitter so the waiting calls do not all ask at once
+            let jitter = rand::random_range(0..=wait.as_millis() as u64 / 4 + 1);
+            tokio::time::sleep(wait + Duration::from_millis(jitter)).await;
+        }
+        let waited = started.elapsed();
+        if !waited.is_zero() {
+            if let Some(m) = &self.metrics {
+                m.observe(
+                    "rate_limit_wait_seconds",
+                    &[("provider", provider.as_str())],
+                    waited.as_secs_f64(),
+                );
+            }
+            tracing::debug!(%provider, waited_ms = waited.as_millis() as u64, "waited for the rate limit");
+        }
+        Ok(())
+    }
+
+    /// Runs `action` on the customer's connection with the provider, with
+    /// `input` as the body.
     ///
     /// # Errors
     /// A classified [`CrmError`].
     pub async fn run<I: Serialize + ?Sized, O: DeserializeOwned>(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         action: &str,
         input: &I,
     ) -> Result<O, CrmError> {
         if let Some(l) = &self.limits {
-            let limit = match provider {
-                Provider::Hubspot => l.hubspot,
-                Provider::Pipedrive => l.pipedrive,
-            };
-            let waited = l
-                .limiter
-                .acquire(&format!("crm:{provider}"), limit, l.window)
-                .await
-                .map_err(|e| CrmError::Transient(format!("rate limiter unavailable: {e}")))?;
-            if !waited.is_zero() {
-                if let Some(m) = &self.metrics {
-                    m.inc("rate_limit_waits_total", &[("provider", provider.as_str())]);
-                    m.observe(
-                        "rate_limit_wait_seconds",
-                        &[("provider", provider.as_str())],
-                        waited.as_secs_f64(),
-                    );
-                }
-                tracing::debug!(%provider, waited_ms = waited.as_millis() as u64, "waited for the rate limit");
-            }
+            self.take_budget(l, customer, provider).await?;
         }
-        let token = self.tokens.token().map_err(|e| {
+        let token = self.tokens.token(customer.as_str()).map_err(|e| {
             CrmError::Permanent(format!("cannot sign the Integration.app token: {e}"))
         })?;
         let url = format!("{}/connections/{provider}/actions/{action}/run", self.base);
@@ -268,6 +325,7 @@ mod tests {
         for (status, d, want) in cases {
             let got = match classify(status, &d, None, "a", p, "") {
                 CrmError::RateLimited { .. } => "rate",
+                CrmError::OverBudget { .. } => "budget",
                 CrmError::Transient(_) => "transient",
                 CrmError::NotFound(_) => "not_found",
                 CrmError::Permanent(_) => "permanent",

@@ -92,6 +92,81 @@ impl fmt::Display for ContactId {
     }
 }
 
+/// The id of one of the app's customers: the `id` claim of the tokens
+/// minted for it at Integration.app, chosen by the app (`42`, `acme-eu`).
+/// 1–64 characters out of letters, digits and `-_.:@`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CustomerId(String);
+
+/// The customer that data without one belongs to (set once at start-up
+/// from `INTEGRATION_APP_CUSTOMER_ID`).
+static DEFAULT_CUSTOMER: std::sync::OnceLock<CustomerId> = std::sync::OnceLock::new();
+
+/// What `INTEGRATION_APP_CUSTOMER_ID` defaults to.
+pub const DEFAULT_CUSTOMER_ID: &str = "contact-sync";
+
+impl CustomerId {
+    /// Parses an id.
+    ///
+    /// # Errors
+    /// When `s` is empty, longer than 64 characters or holds other
+    /// characters.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = |c: char| c.is_ascii_alphanumeric() || "-_.:@".contains(c);
+        if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
+            return Err(format!(
+                "invalid customer id {s:?}: 1-64 letters, digits or -_.:@"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The default customer: what was written before there were customers
+    /// belongs to it, and single-customer deployments only ever use it.
+    pub fn default_customer() -> Self {
+        DEFAULT_CUSTOMER
+            .get_or_init(|| Self(DEFAULT_CUSTOMER_ID.to_owned()))
+            .clone()
+    }
+
+    /// Sets the default customer for this process (the first call wins).
+    pub fn set_default(id: Self) {
+        let _ = DEFAULT_CUSTOMER.set(id);
+    }
+}
+
+impl Default for CustomerId {
+    fn default() -> Self {
+        Self::default_customer()
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for CustomerId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<CustomerId> for String {
+    fn from(c: CustomerId) -> Self {
+        c.0
+    }
+}
+
 /// An email address, trimmed and lower-cased (CRMs match on it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

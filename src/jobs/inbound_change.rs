@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
 use super::{Contexts, Kind};
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::sync::InboundSync;
 
 /// A CRM record changed. Idempotent: the handler fetches the record's
@@ -17,6 +17,10 @@ use crate::sync::InboundSync;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboundChange {
+    /// Whose connection (the default customer for jobs queued before
+    /// there were customers).
+    #[serde(default)]
+    pub customer: CustomerId,
     /// The CRM.
     pub provider: Provider,
     /// The CRM record id.
@@ -27,6 +31,11 @@ pub struct InboundChange {
     /// The events this job stands for (for the sync log).
     #[serde(default)]
     pub event_ids: Vec<String>,
+    /// The CRM account the change came from, when the api could not tell
+    /// whose it is (MongoDB was unavailable): the worker finds the customer
+    /// by it, so webhooks are accepted without MongoDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 impl Kind for InboundChange {
@@ -40,7 +49,7 @@ impl Kind for InboundChange {
     /// The job, the CRM and its record (the contact is added once known).
     fn span(&self, job: &Job) -> tracing::Span {
         tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
-            provider = %self.provider, external_id = %self.external_id)
+            customer = %self.customer, provider = %self.provider, external_id = %self.external_id)
     }
 
     /// A sync log entry, and the link in `error` when the record is linked.
@@ -51,6 +60,7 @@ impl Kind for InboundChange {
         error: &JobError,
     ) -> Result<(), JobError> {
         ctx.record_failure(
+            &self.customer,
             self.provider,
             Some(&self.external_id),
             &job.id,
@@ -71,7 +81,22 @@ pub async fn handle(
     ctx: Data<Arc<InboundSync>>,
     id: TaskId,
 ) -> Result<(), JobError> {
-    ctx.change(job.provider, &job.external_id, &id.to_string())
+    let customer = match &job.account_id {
+        None => job.customer,
+        Some(account) => match ctx
+            .customers
+            .route(job.provider, account)
+            .await
+            .map_err(crate::sync::store_err)?
+        {
+            Some(c) => c,
+            None => {
+                tracing::warn!(provider = %job.provider, account_id = %account, "a change in a CRM account no customer has connected; ignored");
+                return Ok(());
+            }
+        },
+    };
+    ctx.change(&customer, job.provider, &job.external_id, &id.to_string())
         .await
         .map(|_| ())
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::future::Future;
 use workers::{Job, JobError, JobState, PushOptions, Queue, RedisBackend, WorkerConfig};
 
-use crate::domain::{ContactId, Provider};
+use crate::domain::{ContactId, CustomerId, Provider};
 use crate::store::Store;
 use crate::sync::PushQueue;
 
@@ -131,11 +131,13 @@ impl Enqueuer {
         &self,
         store: &Store,
         contact: ContactId,
+        customer: &CustomerId,
         providers: &[Provider],
         version: i64,
     ) -> anyhow::Result<Vec<(Provider, String)>> {
         let jobs = plan_jobs(providers);
-        self.push_jobs(store, contact, &jobs, version).await?;
+        self.push_jobs(store, contact, customer, &jobs, version)
+            .await?;
         Ok(jobs)
     }
 
@@ -149,10 +151,11 @@ impl Enqueuer {
         &self,
         store: &Store,
         contact: ContactId,
+        customer: &CustomerId,
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
-        store.mark_pending(contact, jobs, version).await?;
+        store.mark_pending(contact, customer, jobs, version).await?;
         self.queue_jobs(contact, jobs, version).await
     }
 
@@ -165,10 +168,13 @@ impl Enqueuer {
         &self,
         store: &Store,
         contact: ContactId,
+        customer: &CustomerId,
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
-        store.insert_pending_links(contact, jobs, version).await?;
+        store
+            .insert_pending_links(contact, customer, jobs, version)
+            .await?;
         self.queue_jobs(contact, jobs, version).await
     }
 
@@ -266,12 +272,23 @@ impl Enqueuer {
         Ok(ids.iter().flatten().count())
     }
 
-    /// Queues a poll of `provider`; returns the job id.
+    /// Queues a poll of a customer's connection with `provider`; returns
+    /// the job id.
     ///
     /// # Errors
     /// When Redis fails.
-    pub async fn poll(&self, provider: Provider, backfill: bool) -> Result<String, workers::Error> {
-        self.push(&ProviderPoll { provider, backfill }, None).await
+    pub async fn poll(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        backfill: bool,
+    ) -> Result<String, workers::Error> {
+        let job = ProviderPoll {
+            customer: customer.clone(),
+            provider,
+            backfill,
+        };
+        self.push(&job, None).await
     }
 
     /// Queues one job of kind `K`, on the queue its type names, under `id`
@@ -318,11 +335,12 @@ impl PushQueue for Enqueuer {
         &'a self,
         store: &'a Store,
         contact: ContactId,
+        customer: &'a CustomerId,
         providers: &'a [Provider],
         version: i64,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            Enqueuer::push_contact(self, store, contact, providers, version)
+            Enqueuer::push_contact(self, store, contact, customer, providers, version)
                 .await
                 .map(|_| ())
         })

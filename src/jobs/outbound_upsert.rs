@@ -66,8 +66,18 @@ impl Kind for OutboundUpsert {
 
     /// The link is marked `pending` again, pointing at the revived job.
     async fn on_revive(&self, store: &Store, job_id: &str) -> anyhow::Result<()> {
+        let customer = store
+            .contact(self.contact_id)
+            .await?
+            .map(|c| c.customer_id)
+            .unwrap_or_default();
         store
-            .mark_pending(self.contact_id, &[(self.provider, job_id.to_owned())], 0)
+            .mark_pending(
+                self.contact_id,
+                &customer,
+                &[(self.provider, job_id.to_owned())],
+                0,
+            )
             .await?;
         Ok(())
     }

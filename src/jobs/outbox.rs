@@ -38,11 +38,29 @@ pub async fn relay_once(
     let ids: Vec<_> = owed.iter().map(|c| c.id).collect();
     let links = store.links_of(&ids).await?;
     let mut done = Vec::with_capacity(owed.len());
+    // An update's outbox names every provider (the contact's customer is
+    // only known once it is written); only its customer's connected ones
+    // are pushed. Read once per customer per round.
+    let mut connected = std::collections::HashMap::new();
     for contact in &owed {
         let Some(outbox) = &contact.outbox else {
             continue;
         };
-        let jobs = outbox.pairs();
+        let customer = &contact.customer_id;
+        if !connected.contains_key(customer) {
+            let providers = store
+                .customer(customer)
+                .await?
+                .map(|c| c.enabled())
+                .unwrap_or_default();
+            connected.insert(customer.clone(), providers);
+        }
+        let providers = &connected[customer];
+        let jobs: Vec<_> = outbox
+            .pairs()
+            .into_iter()
+            .filter(|(p, _)| providers.contains(p))
+            .collect();
         // Links the api (or a later change) already marked for this version
         // are left as they are: marking a synced link pending again would
         // strand it.
@@ -59,7 +77,7 @@ pub async fn relay_once(
             .collect();
         if !unmarked.is_empty() {
             store
-                .mark_pending(contact.id, &unmarked, contact.version)
+                .mark_pending(contact.id, &contact.customer_id, &unmarked, contact.version)
                 .await?;
         }
         enqueuer

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
 use super::{Contexts, Kind, Tuning};
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::sync::InboundSync;
 
 /// Poll a CRM for changed records. Idempotent: it resumes from the stored
@@ -16,6 +16,10 @@ use crate::sync::InboundSync;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderPoll {
+    /// Whose connection (the default customer for jobs queued before
+    /// there were customers).
+    #[serde(default)]
+    pub customer: CustomerId,
     /// The CRM.
     pub provider: Provider,
     /// Start from the beginning instead of the stored cursor.
@@ -40,7 +44,7 @@ impl Kind for ProviderPoll {
 
     fn span(&self, job: &Job) -> tracing::Span {
         tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
-            provider = %self.provider)
+            customer = %self.customer, provider = %self.provider)
     }
 
     /// A sync log entry for the CRM.
@@ -51,6 +55,7 @@ impl Kind for ProviderPoll {
         error: &JobError,
     ) -> Result<(), JobError> {
         ctx.record_failure(
+            &self.customer,
             self.provider,
             None,
             &job.id,
@@ -71,7 +76,7 @@ pub async fn handle(
     ctx: Data<Arc<InboundSync>>,
     id: TaskId,
 ) -> Result<(), JobError> {
-    ctx.poll(job.provider, job.backfill, &id.to_string())
+    ctx.poll(&job.customer, job.provider, job.backfill, &id.to_string())
         .await
         .map(|_| ())
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grouped::GroupError;
 use super::{is_duplicate_key, Store, StoreError};
-use crate::domain::{ContactId, Email};
+use crate::domain::{ContactId, CustomerId, Email};
 
 /// A contact as stored. `version` grows by one with every change, so a sync
 /// job can tell which state it pushed.
@@ -18,6 +18,10 @@ pub struct Contact {
     /// The contact id.
     #[serde(rename = "_id")]
     pub id: ContactId,
+    /// The customer it belongs to (the default one for contacts written
+    /// before there were customers).
+    #[serde(default)]
+    pub customer_id: CustomerId,
     /// Given name.
     pub first_name: Option<String>,
     /// Family name.
@@ -98,6 +102,8 @@ impl Outbox {
 /// The fields of a new contact, already validated.
 #[derive(Debug, Clone)]
 pub struct NewContact {
+    /// The customer it belongs to.
+    pub customer_id: CustomerId,
     /// Given name.
     pub first_name: Option<String>,
     /// Family name.
@@ -193,6 +199,7 @@ impl Store {
         let now = DateTime::now();
         let contact = Contact {
             id: ContactId::new(),
+            customer_id: new.customer_id,
             first_name: new.first_name,
             last_name: new.last_name,
             active_email: Some(new.email.as_str().to_owned()),
@@ -334,18 +341,22 @@ impl Store {
             .with_context(|| format!("deleting contact {id}"))
     }
 
-    /// A page of live contacts, newest first, optionally only those with the
-    /// given ids; with the total count.
+    /// A page of live contacts, newest first, optionally only a customer's
+    /// and only those with the given ids; with the total count.
     ///
     /// # Errors
     /// When the database fails.
     pub async fn list_contacts(
         &self,
+        customer: Option<&CustomerId>,
         only: Option<&[ContactId]>,
         skip: u64,
         limit: i64,
     ) -> anyhow::Result<(Vec<Contact>, u64)> {
         let mut filter = doc! { "deletedAt": { "$exists": false } };
+        if let Some(c) = customer {
+            filter.insert("customerId", c.as_str());
+        }
         if let Some(ids) = only {
             let oids: Vec<_> = ids.iter().map(|i| i.oid()).collect();
             filter.insert("_id", doc! { "$in": oids });

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{is_duplicate_key, Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
-use crate::domain::{ContactId, Email, Provider};
+use crate::domain::{CustomerId, Email, Provider};
 
 /// Where a provider's poll stands: records changed at or after `since_ms`
 /// are listed next; `boundary_ids` were already applied at exactly
@@ -28,6 +28,11 @@ pub struct PollCursor {
     pub last_poll_at: Option<DateTime>,
 }
 
+/// The id of a connection's cursor: `{customer}:{provider}`.
+pub(crate) fn cursor_id(customer: &CustomerId, provider: Provider) -> String {
+    format!("{customer}:{provider}")
+}
+
 impl Store {
     /// The link that points at a CRM record.
     ///
@@ -35,22 +40,27 @@ impl Store {
     /// When the database fails.
     pub async fn link_by_external(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         external_id: &str,
     ) -> anyhow::Result<Option<Link>> {
         self.links
-            .find_one(doc! { "provider": provider.as_str(), "externalId": external_id })
+            .find_one(doc! { "customerId": customer.as_str(), "provider": provider.as_str(), "externalId": external_id })
             .await
             .context("reading a link by external id")
     }
 
-    /// The live contact with this email.
+    /// The customer's live contact with this email.
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn live_contact_by_email(&self, email: &Email) -> anyhow::Result<Option<Contact>> {
+    pub async fn live_contact_by_email(
+        &self,
+        customer: &CustomerId,
+        email: &Email,
+    ) -> anyhow::Result<Option<Contact>> {
         self.contacts
-            .find_one(doc! { "activeEmail": email.as_str() })
+            .find_one(doc! { "customerId": customer.as_str(), "activeEmail": email.as_str() })
             .await
             .context("reading a contact by email")
     }
@@ -62,13 +72,14 @@ impl Store {
     /// [`StoreError::Conflict`] when the record is linked to another contact.
     pub async fn mark_inbound(
         &self,
-        contact: ContactId,
+        contact: &Contact,
         provider: Provider,
         external_id: &str,
         version: i64,
         crm_updated_ms: i64,
         fields: &UniversalContact,
     ) -> Result<(), StoreError> {
+        let (customer, contact) = (&contact.customer_id, contact.id);
         let now = DateTime::now();
         let snapshot = bson::to_bson(fields).context("encoding synced fields")?;
         let res = self
@@ -78,7 +89,7 @@ impl Store {
                 doc! {
                     "$set": { "externalId": external_id, "updatedAt": now, "lastSyncedAt": now, "syncedFields": snapshot },
                     "$max": { "syncedVersion": version, "pendingVersion": version, "crmUpdatedMs": crm_updated_ms },
-                    "$setOnInsert": { "contactId": contact.oid(), "provider": provider.as_str(), "attempts": 0_i64, "syncStatus": "pending" },
+                    "$setOnInsert": { "contactId": contact.oid(), "customerId": customer.as_str(), "provider": provider.as_str(), "attempts": 0_i64, "syncStatus": "pending" },
                 },
             )
             .upsert(true)
@@ -106,14 +117,19 @@ impl Store {
         Ok(())
     }
 
-    /// The poll cursor of a provider (zero when it never polled).
+    /// The poll cursor of a customer's connection (zero when it never
+    /// polled).
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn cursor(&self, provider: Provider) -> anyhow::Result<PollCursor> {
+    pub async fn cursor(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> anyhow::Result<PollCursor> {
         Ok(self
             .cursors
-            .find_one(doc! { "_id": provider.as_str() })
+            .find_one(doc! { "_id": cursor_id(customer, provider) })
             .await
             .context("reading a poll cursor")?
             .unwrap_or_default())
@@ -125,6 +141,7 @@ impl Store {
     /// When the database fails.
     pub async fn save_cursor(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         since_ms: i64,
         boundary: &[String],
@@ -135,7 +152,10 @@ impl Store {
             set.insert("lastPollAt", DateTime::now());
         }
         self.cursors
-            .update_one(doc! { "_id": provider.as_str() }, doc! { "$set": set })
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider) },
+                doc! { "$set": set },
+            )
             .upsert(true)
             .await
             .context("saving a poll cursor")?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grouped::GroupError;
 use super::{Store, StoreError};
-use crate::domain::{ContactId, Provider, SyncStatus};
+use crate::domain::{ContactId, CustomerId, Provider, SyncStatus};
 
 /// A contact's link to one CRM record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +19,9 @@ pub struct Link {
     pub id: String,
     /// The contact.
     pub contact_id: ContactId,
+    /// The contact's customer, whose CRM account the record is in.
+    #[serde(default)]
+    pub customer_id: CustomerId,
     /// The CRM.
     pub provider: Provider,
     /// The CRM record's id, once known.
@@ -92,10 +95,17 @@ impl Link {
 impl Link {
     /// What [`Store::mark_pending`] makes of a link that did not exist: the
     /// links of a contact just created, known without reading them back.
-    pub fn new_pending(contact: ContactId, provider: Provider, job_id: &str, version: i64) -> Self {
+    pub fn new_pending(
+        contact: ContactId,
+        customer: &CustomerId,
+        provider: Provider,
+        job_id: &str,
+        version: i64,
+    ) -> Self {
         Self {
             id: link_id(contact, provider),
             contact_id: contact,
+            customer_id: customer.clone(),
             provider,
             external_id: None,
             sync_status: SyncStatus::Pending,
@@ -128,6 +138,7 @@ impl Store {
     pub async fn mark_pending(
         &self,
         contact: ContactId,
+        customer: &CustomerId,
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
@@ -151,6 +162,7 @@ impl Store {
                         "$max": { "pendingVersion": version },
                         "$setOnInsert": {
                             "contactId": contact.oid(),
+                            "customerId": customer.as_str(),
                             "provider": provider.as_str(),
                             "attempts": 0_i64,
                             "syncedVersion": 0_i64,
@@ -175,11 +187,12 @@ impl Store {
     pub async fn insert_pending_links(
         &self,
         contact: ContactId,
+        customer: &CustomerId,
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
         let inserts = jobs.iter().map(|(provider, job_id)| async move {
-            let link = Link::new_pending(contact, *provider, job_id, version);
+            let link = Link::new_pending(contact, customer, *provider, job_id, version);
             let doc = bson::to_document(&link).context("encoding a link")?;
             match self.groups.link_inserts.call(doc).await {
                 Some(Ok(())) => Ok(()),
@@ -277,6 +290,7 @@ impl Store {
     pub async fn record_push_intent(
         &self,
         contact: ContactId,
+        customer: &CustomerId,
         provider: Provider,
         fields: &crate::domain::UniversalContact,
     ) -> anyhow::Result<()> {
@@ -287,6 +301,7 @@ impl Store {
                 "$set": { "pushIntent": intent, "updatedAt": DateTime::now() },
                 "$setOnInsert": {
                     "contactId": contact.oid(),
+                    "customerId": customer.as_str(),
                     "provider": provider.as_str(),
                     "syncStatus": "pending",
                     "pendingVersion": 0_i64,
@@ -310,6 +325,7 @@ impl Store {
     pub async fn mark_synced(
         &self,
         contact: ContactId,
+        customer: &CustomerId,
         provider: Provider,
         external_id: &str,
         version: i64,
@@ -334,6 +350,7 @@ impl Store {
             "lastJobId": { "$literal": job_id },
             "syncedFields": { "$literal": snapshot },
             "contactId": { "$ifNull": ["$contactId", contact.oid()] },
+            "customerId": { "$ifNull": ["$customerId", { "$literal": customer.as_str() }] },
             "provider": { "$ifNull": ["$provider", provider.as_str()] },
             "pendingVersion": { "$ifNull": ["$pendingVersion", version] },
             "syncedVersion": { "$max": ["$syncedVersion", version] },
@@ -374,6 +391,7 @@ impl Store {
     pub async fn mark_error(
         &self,
         contact: ContactId,
+        customer: &CustomerId,
         provider: Provider,
         error: &str,
         attempts: u32,
@@ -391,6 +409,7 @@ impl Store {
                 },
                 "$setOnInsert": {
                     "contactId": contact.oid(),
+                    "customerId": customer.as_str(),
                     "provider": provider.as_str(),
                     "pendingVersion": 0_i64,
                     "syncedVersion": 0_i64,

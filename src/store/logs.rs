@@ -6,7 +6,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use crate::domain::{ContactId, Provider};
+use crate::domain::{ContactId, CustomerId, Provider};
 
 /// Which way a change travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub struct SyncLog {
     /// belong to none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_id: Option<ContactId>,
+    /// Whose CRM account and contacts.
+    #[serde(default)]
+    pub customer_id: CustomerId,
     /// The CRM.
     pub provider: Provider,
     /// Which way.

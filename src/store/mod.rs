@@ -5,6 +5,7 @@
 
 mod batch;
 mod contacts;
+mod customers;
 mod grouped;
 mod inbound;
 mod links;
@@ -17,6 +18,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
 pub use contacts::{Contact, ContactPatch, NewContact, Outbox, OutboxJob};
+pub use customers::{Connection, Customer, Customers};
 pub use inbound::PollCursor;
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
@@ -68,6 +70,7 @@ pub struct Store {
     links: Collection<Link>,
     logs: Collection<SyncLog>,
     cursors: Collection<PollCursor>,
+    customers: Collection<Customer>,
     /// Small writes and reads shared by concurrent callers (group commit).
     groups: grouped::Groups,
 }
@@ -138,6 +141,7 @@ impl Store {
             links,
             logs,
             cursors: db.collection("sync_cursors"),
+            customers: db.collection("customers"),
             db,
         };
         store.ensure_indexes().await?;
@@ -214,21 +218,63 @@ impl Store {
                 )
                 .build()
         };
-        // An email belongs to one live contact: `activeEmail` is unset on delete.
+        // An email belongs to one live contact of a customer: `activeEmail`
+        // is unset on delete. (Before there were customers the index was
+        // on the email alone.)
+        let _ = self.contacts.drop_index("active_email_unique").await;
         let active_email = IndexModel::builder()
-            .keys(doc! { "activeEmail": 1 })
+            .keys(doc! { "customerId": 1, "activeEmail": 1 })
             .options(
                 IndexOptions::builder()
                     .unique(true)
-                    .sparse(true)
-                    .name("active_email_unique".to_owned())
+                    .name("customer_active_email_unique".to_owned())
+                    .partial_filter_expression(doc! { "activeEmail": { "$exists": true } })
                     .build(),
             )
             .build();
         self.contacts
             .create_index(active_email)
             .await
-            .context("creating contacts.activeEmail index")?;
+            .context("creating contacts (customerId, activeEmail) index")?;
+        self.contacts
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "customerId": 1, "_id": -1 })
+                    .build(),
+            )
+            .await
+            .context("creating contacts customerId index")?;
+        self.customers
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "tokenHashes": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name("token_hashes".to_owned())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .context("creating customers token index")?;
+        // A customer's CRM account belongs to that customer alone.
+        for p in crate::domain::Provider::ALL {
+            let field = format!("connections.{p}.accountId");
+            let account = IndexModel::builder()
+                .keys(doc! { &field: 1 })
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name(format!("{p}_account_unique"))
+                        .partial_filter_expression(doc! { &field: { "$exists": true } })
+                        .build(),
+                )
+                .build();
+            self.customers
+                .create_index(account)
+                .await
+                .context("creating customers account index")?;
+        }
         // The outbox relay looks for changes whose jobs may not be queued.
         let outbox = IndexModel::builder()
             .keys(doc! { "outbox.at": 1 })
@@ -250,13 +296,15 @@ impl Store {
             ))
             .await
             .context("creating contact_links (contactId, provider) index")?;
-        // (provider, externalId) is unique among links that have an external id.
+        // (customer, provider, externalId) is unique among links that have
+        // an external id: two customers' CRM accounts hand out the same ids.
+        let _ = self.links.drop_index("provider_external_unique").await;
         let external = IndexModel::builder()
-            .keys(doc! { "provider": 1, "externalId": 1 })
+            .keys(doc! { "customerId": 1, "provider": 1, "externalId": 1 })
             .options(
                 IndexOptions::builder()
                     .unique(true)
-                    .name("provider_external_unique".to_owned())
+                    .name("customer_provider_external_unique".to_owned())
                     .partial_filter_expression(doc! { "externalId": { "$exists": true } })
                     .build(),
             )
@@ -264,7 +312,7 @@ impl Store {
         self.links
             .create_index(external)
             .await
-            .context("creating contact_links (provider, externalId) index")?;
+            .context("creating contact_links (customerId, provider, externalId) index")?;
         self.links
             .create_index(
                 IndexModel::builder()

@@ -18,16 +18,30 @@ impl InboundSync {
         contact: &Contact,
         from: Provider,
     ) -> Result<(), JobError> {
-        self.ensure(contact, &self.others(from)).await
+        let others = self.others(contact, from).await?;
+        self.ensure(contact, &others).await
     }
 
-    /// Every provider but `from`.
-    pub(super) fn others(&self, from: Provider) -> Vec<Provider> {
-        self.providers
-            .iter()
-            .copied()
+    /// Every CRM the contact's customer syncs with but `from`.
+    pub(super) async fn others(
+        &self,
+        contact: &Contact,
+        from: Provider,
+    ) -> Result<Vec<Provider>, JobError> {
+        Ok(self
+            .connected(contact)
+            .await?
+            .into_iter()
             .filter(|p| *p != from)
-            .collect()
+            .collect())
+    }
+
+    /// Every CRM the contact's customer syncs with.
+    pub(super) async fn connected(&self, contact: &Contact) -> Result<Vec<Provider>, JobError> {
+        self.customers
+            .providers(&contact.customer_id)
+            .await
+            .map_err(store_err)
     }
 
     /// Queues a push to each of `providers` whose link is behind the
@@ -71,7 +85,8 @@ impl InboundSync {
         contact: &Contact,
         from: Provider,
     ) -> Result<(), JobError> {
-        self.push(contact, &self.others(from)).await
+        let others = self.others(contact, from).await?;
+        self.push(contact, &others).await
     }
 
     /// Marks the links pending and queues a push per provider.
@@ -84,7 +99,13 @@ impl InboundSync {
             return Ok(());
         }
         self.pushes
-            .push_contact(&self.store, contact.id, providers, contact.version)
+            .push_contact(
+                &self.store,
+                contact.id,
+                &contact.customer_id,
+                providers,
+                contact.version,
+            )
             .await
             .map_err(queue_err)?;
         Ok(())

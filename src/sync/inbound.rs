@@ -11,8 +11,8 @@ use super::record::CrmRecord;
 use super::PushQueue;
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::UniversalContact;
-use crate::domain::{Email, Provider};
-use crate::store::{Contact, Direction, Store, StoreError, SyncLog};
+use crate::domain::{CustomerId, Email, Provider};
+use crate::store::{Contact, Customers, Direction, Store, StoreError, SyncLog};
 use crate::sync::merge;
 use crate::sync::{link_lease_name, queue_err, store_err, with_lease};
 
@@ -22,7 +22,8 @@ pub struct InboundSync {
     pub(crate) store: Store,
     pub(crate) crm: IntegrationApp,
     pub(crate) pushes: Arc<dyn PushQueue>,
-    pub(crate) providers: Vec<Provider>,
+    /// Which CRMs each customer syncs with.
+    pub(crate) customers: Customers,
     /// Who wins a conflict.
     pub policy: ConflictPolicy,
     pub(crate) leases: Queue,
@@ -40,14 +41,14 @@ impl InboundSync {
         crm: IntegrationApp,
         pushes: Arc<dyn PushQueue>,
         leases: Queue,
-        providers: Vec<Provider>,
+        customers: Customers,
         policy: ConflictPolicy,
     ) -> Self {
         Self {
             store,
             crm,
             pushes,
-            providers,
+            customers,
             policy,
             leases,
         }
@@ -59,6 +60,7 @@ impl InboundSync {
     /// Transient for store and network trouble, permanent for refusals.
     pub async fn change(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         external_id: &str,
         job_id: &str,
@@ -67,7 +69,12 @@ impl InboundSync {
         let read_at = self.leases.server_ms().await.map_err(queue_err)?;
         let record = match self
             .crm
-            .run::<_, serde_json::Value>(provider, "get-contact", &json!({ "id": external_id }))
+            .run::<_, serde_json::Value>(
+                customer,
+                provider,
+                "get-contact",
+                &json!({ "id": external_id }),
+            )
             .await
         {
             Ok(v) => Some(
@@ -78,7 +85,8 @@ impl InboundSync {
             Err(CrmError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        self.apply(provider, external_id, record, job_id).await
+        self.apply(customer, provider, external_id, record, job_id)
+            .await
     }
 
     /// Applies the current state of one CRM record (`None`: gone).
@@ -94,6 +102,7 @@ impl InboundSync {
     #[tracing::instrument(skip_all, fields(contact_id = tracing::field::Empty))]
     pub async fn apply(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         external_id: &str,
         record: Option<CrmRecord>,
@@ -103,7 +112,7 @@ impl InboundSync {
         // created the record may not have recorded its id yet) by email.
         let owner = match self
             .store
-            .link_by_external(provider, external_id)
+            .link_by_external(customer, provider, external_id)
             .await
             .map_err(store_err)?
         {
@@ -115,7 +124,7 @@ impl InboundSync {
             {
                 Some(e) => self
                     .store
-                    .live_contact_by_email(&e)
+                    .live_contact_by_email(customer, &e)
                     .await
                     .map_err(store_err)?
                     .map(|c| c.id),
@@ -125,7 +134,7 @@ impl InboundSync {
         if let Some(contact) = owner {
             tracing::Span::current().record("contact_id", tracing::field::display(contact));
         }
-        let work = self.apply_during_push(provider, external_id, record, job_id);
+        let work = self.apply_during_push(customer, provider, external_id, record, job_id);
         match owner {
             Some(contact) => {
                 with_lease(
@@ -147,6 +156,7 @@ impl InboundSync {
     /// Transient for store trouble, permanent for conflicts.
     pub async fn apply_during_push(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         external_id: &str,
         record: Option<CrmRecord>,
@@ -154,9 +164,9 @@ impl InboundSync {
     ) -> Result<Applied, JobError> {
         let (applied, contact, conflict) = with_lease(
             &self.leases,
-            &format!("ext:{provider}:{external_id}"),
+            &format!("ext:{customer}:{provider}:{external_id}"),
             "another job is applying this record",
-            self.apply_held(provider, external_id, record, job_id),
+            self.apply_held(customer, provider, external_id, record, job_id),
         )
         .await?;
         if let Some(contact) = contact {
@@ -167,6 +177,7 @@ impl InboundSync {
                 self.store
                     .log_sync(&SyncLog {
                         contact_id: Some(contact.id),
+                        customer_id: contact.customer_id.clone(),
                         provider,
                         direction: Direction::Inbound,
                         outcome: applied.as_str().into(),
@@ -188,6 +199,7 @@ impl InboundSync {
 
     async fn apply_held(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         external_id: &str,
         record: Option<CrmRecord>,
@@ -195,7 +207,7 @@ impl InboundSync {
     ) -> Result<(Applied, Option<Contact>, Option<String>), JobError> {
         let link = self
             .store
-            .link_by_external(provider, external_id)
+            .link_by_external(customer, provider, external_id)
             .await
             .map_err(store_err)?;
         let linked = match &link {
@@ -259,7 +271,7 @@ impl InboundSync {
             None => match &email {
                 Some(e) => self
                     .store
-                    .live_contact_by_email(e)
+                    .live_contact_by_email(customer, e)
                     .await
                     .map_err(store_err)?,
                 None => None,
@@ -284,7 +296,7 @@ impl InboundSync {
                 tracing::warn!("CRM record has no usable email; not imported");
                 return Ok((Applied::Skipped, None, None));
             };
-            let created = self.create(&record, email).await?;
+            let created = self.create(customer, &record, email).await?;
             let holds = merge::apply(&record.fields, &Vec::new());
             self.mark(
                 provider,
@@ -333,7 +345,8 @@ impl InboundSync {
                 return Ok((Applied::Unchanged, Some(contact), None));
             }
             // the app holds values this CRM lacks: make sure they get there
-            self.ensure(&contact, &self.providers).await?;
+            let all = self.connected(&contact).await?;
+            self.ensure(&contact, &all).await?;
             let applied = if plan.conflicts.is_empty() {
                 Applied::Unchanged
             } else {
@@ -393,6 +406,7 @@ impl InboundSync {
     /// When the database fails.
     pub async fn record_failure(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         external_id: Option<&str>,
         job_id: &str,
@@ -400,17 +414,18 @@ impl InboundSync {
         error: &str,
     ) -> anyhow::Result<()> {
         let link = match external_id {
-            Some(ext) => self.store.link_by_external(provider, ext).await?,
+            Some(ext) => self.store.link_by_external(customer, provider, ext).await?,
             None => None,
         };
         if let Some(l) = &link {
             self.store
-                .mark_error(l.contact_id, provider, error, attempts, job_id)
+                .mark_error(l.contact_id, customer, provider, error, attempts, job_id)
                 .await?;
         }
         self.store
             .log_sync(&SyncLog {
                 contact_id: link.map(|l| l.contact_id),
+                customer_id: customer.clone(),
                 provider,
                 direction: Direction::Inbound,
                 outcome: "failed".into(),
@@ -425,10 +440,16 @@ impl InboundSync {
             .await
     }
 
-    async fn create(&self, record: &CrmRecord, email: Email) -> Result<Contact, JobError> {
+    async fn create(
+        &self,
+        customer: &CustomerId,
+        record: &CrmRecord,
+        email: Email,
+    ) -> Result<Contact, JobError> {
         let f = &record.fields;
         let clean = |v: &Option<String>| norm(v).map(str::to_owned);
         let new = crate::store::NewContact {
+            customer_id: customer.clone(),
             first_name: clean(&f.first_name),
             last_name: clean(&f.last_name),
             email,
@@ -466,14 +487,7 @@ impl InboundSync {
         };
         match self
             .store
-            .mark_inbound(
-                contact.id,
-                provider,
-                external_id,
-                version,
-                crm_ms,
-                crm_holds,
-            )
+            .mark_inbound(contact, provider, external_id, version, crm_ms, crm_holds)
             .await
         {
             Ok(()) => Ok(()),

@@ -46,6 +46,7 @@ pub trait PushQueue: Send + Sync + 'static {
         &'a self,
         store: &'a Store,
         contact: ContactId,
+        customer: &'a crate::domain::CustomerId,
         providers: &'a [Provider],
         version: i64,
     ) -> BoxFuture<'a, anyhow::Result<()>>;

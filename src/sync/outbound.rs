@@ -15,7 +15,7 @@ use super::record::CrmRecord;
 use super::{queue_err, store_err};
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::UniversalContact;
-use crate::domain::{ContactId, Provider, SyncStatus};
+use crate::domain::{ContactId, CustomerId, Provider, SyncStatus};
 use crate::store::{Contact, Direction, Link, Store, StoreError, SyncLog};
 
 #[derive(Deserialize)]
@@ -184,7 +184,12 @@ impl Outbound {
         if let Some(ext) = &known {
             match self
                 .crm
-                .run::<_, serde_json::Value>(provider, "delete-contact", &json!({ "id": ext }))
+                .run::<_, serde_json::Value>(
+                    &contact.customer_id,
+                    provider,
+                    "delete-contact",
+                    &json!({ "id": ext }),
+                )
                 .await
             {
                 Ok(_) | Err(CrmError::NotFound(_)) => {}
@@ -227,13 +232,19 @@ impl Outbound {
                     },
                 }
             }
-            (Some(ext), _) => match self.read(provider, ext).await? {
+            (Some(ext), _) => match self.read(&contact.customer_id, provider, ext).await? {
                 Some(record) if record.deleted => {
                     if self.policy() != ConflictPolicy::AppWins {
                         if let Some(inbound) = &self.inbound {
                             tracing::info!("the CRM record was deleted; applying that first");
                             inbound
-                                .apply_during_push(provider, ext, Some(record), job_id)
+                                .apply_during_push(
+                                    &contact.customer_id,
+                                    provider,
+                                    ext,
+                                    Some(record),
+                                    job_id,
+                                )
                                 .await?;
                             return Ok(true);
                         }
@@ -288,7 +299,7 @@ impl Outbound {
             // Written down before the CRM is, so a push that lands but is
             // not recorded (a crash, the database failing) is known as ours.
             self.store
-                .record_push_intent(contact.id, provider, &plan.result)
+                .record_push_intent(contact.id, &contact.customer_id, provider, &plan.result)
                 .await
                 .map_err(store_err)?;
         }
@@ -297,6 +308,7 @@ impl Outbound {
                 let out: UpsertOutput = self
                     .crm
                     .run(
+                        &contact.customer_id,
                         provider,
                         "upsert-contact",
                         &json!({ "fields": merge::fields_json(&plan.to_crm) }),
@@ -310,7 +322,12 @@ impl Outbound {
                     let input = json!({ "id": ext, "fields": merge::fields_json(&plan.to_crm) });
                     match self
                         .crm
-                        .run::<_, serde::de::IgnoredAny>(provider, "update-contact", &input)
+                        .run::<_, serde::de::IgnoredAny>(
+                            &contact.customer_id,
+                            provider,
+                            "update-contact",
+                            &input,
+                        )
                         .await
                     {
                         Ok(_) => {}
@@ -377,6 +394,7 @@ impl Outbound {
         let found = self
             .crm
             .run::<_, serde_json::Value>(
+                &contact.customer_id,
                 provider,
                 "find-contact",
                 &json!({ "email": contact.email.as_str() }),
@@ -404,11 +422,16 @@ impl Outbound {
         })
     }
 
-    async fn read(&self, provider: Provider, ext: &str) -> Result<Option<CrmRecord>, JobError> {
+    async fn read(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        ext: &str,
+    ) -> Result<Option<CrmRecord>, JobError> {
         let read_at = self.leases.server_ms().await.map_err(queue_err)?;
         match self
             .crm
-            .run::<_, serde_json::Value>(provider, "get-contact", &json!({ "id": ext }))
+            .run::<_, serde_json::Value>(customer, provider, "get-contact", &json!({ "id": ext }))
             .await
         {
             Ok(v) => Ok(Some(
@@ -440,6 +463,7 @@ impl Outbound {
             .store
             .mark_synced(
                 contact.id,
+                &contact.customer_id,
                 provider,
                 ext,
                 contact.version,
@@ -469,6 +493,7 @@ impl Outbound {
         self.store
             .log_sync(&SyncLog {
                 contact_id: Some(contact.id),
+                customer_id: contact.customer_id.clone(),
                 provider,
                 direction: Direction::Outbound,
                 outcome: outcome.into(),
@@ -497,12 +522,20 @@ impl Outbound {
         attempts: u32,
         error: &str,
     ) -> anyhow::Result<()> {
+        // Only read when a job is given up on: whose link and log it is.
+        let customer = self
+            .store
+            .contact(contact_id)
+            .await?
+            .map(|c| c.customer_id)
+            .unwrap_or_default();
         self.store
-            .mark_error(contact_id, provider, error, attempts, job_id)
+            .mark_error(contact_id, &customer, provider, error, attempts, job_id)
             .await?;
         self.store
             .log_sync(&SyncLog {
                 contact_id: Some(contact_id),
+                customer_id: customer,
                 provider,
                 direction: Direction::Outbound,
                 outcome: "failed".into(),

@@ -11,7 +11,7 @@ use workers::JobError;
 
 use super::inbound::InboundSync;
 use super::record::CrmRecord;
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::sync::{queue_err, store_err};
 
 /// A poll's lease lapses this long after its worker dies.
@@ -61,14 +61,19 @@ impl InboundSync {
     /// applied, so a retry resumes there.
     pub async fn poll(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         backfill: bool,
         job_id: &str,
     ) -> Result<PollReport, JobError> {
-        // One poll per provider at a time, pool-wide.
+        // One poll per connection at a time, pool-wide.
         let Some(lease) = self
             .leases
-            .lease(&format!("poll:{provider}"), POLL_LEASE_TTL, POLL_LEASE_WAIT)
+            .lease(
+                &format!("poll:{customer}:{provider}"),
+                POLL_LEASE_TTL,
+                POLL_LEASE_WAIT,
+            )
             .await
             .map_err(queue_err)?
         else {
@@ -81,7 +86,10 @@ impl InboundSync {
         let mut cursor = if backfill {
             Default::default()
         } else {
-            self.store.cursor(provider).await.map_err(store_err)?
+            self.store
+                .cursor(customer, provider)
+                .await
+                .map_err(store_err)?
         };
         let mut report = PollReport::default();
         let mut page_cursor: Option<String> = None;
@@ -91,7 +99,10 @@ impl InboundSync {
                 input["cursor"] = json!(c);
             }
             let read_at = self.leases.server_ms().await.map_err(queue_err)?;
-            let page: Page = self.crm.run(provider, "list-contacts", &input).await?;
+            let page: Page = self
+                .crm
+                .run(customer, provider, "list-contacts", &input)
+                .await?;
             report.listed += page.records.len();
             let (mut since, mut boundary) = (cursor.since_ms, cursor.boundary_ids.clone());
             for raw in &page.records {
@@ -99,7 +110,7 @@ impl InboundSync {
                     Ok(rec) => rec.read_at(read_at),
                     Err(e) => {
                         // unreadable: logged, and the poll goes on
-                        self.skip_record(provider, raw["id"].as_str(), job_id, &e)
+                        self.skip_record(customer, provider, raw["id"].as_str(), job_id, &e)
                             .await?;
                         report.failed += 1;
                         continue;
@@ -110,12 +121,12 @@ impl InboundSync {
                     continue;
                 }
                 let (id, at) = (rec.id.clone(), rec.updated_ms);
-                match self.apply(provider, &id, Some(rec), job_id).await {
+                match self.apply(customer, provider, &id, Some(rec), job_id).await {
                     Ok(_) => report.applied += 1,
                     // One record the app cannot apply (a duplicate, a
                     // refusal) must not hold back every record after it.
                     Err(e) if !e.is_transient() => {
-                        self.skip_record(provider, Some(&id), job_id, &e.to_string())
+                        self.skip_record(customer, provider, Some(&id), job_id, &e.to_string())
                             .await?;
                         report.failed += 1;
                     }
@@ -131,7 +142,7 @@ impl InboundSync {
             }
             let done = page.cursor.is_none();
             self.store
-                .save_cursor(provider, since, &boundary, done)
+                .save_cursor(customer, provider, since, &boundary, done)
                 .await
                 .map_err(store_err)?;
             cursor.since_ms = since;
@@ -156,6 +167,7 @@ impl InboundSync {
 
     async fn skip_record(
         &self,
+        customer: &CustomerId,
         provider: Provider,
         external_id: Option<&str>,
         job_id: &str,
@@ -166,7 +178,7 @@ impl InboundSync {
             error,
             "CRM record not applied; the poll goes on"
         );
-        self.record_failure(provider, external_id, job_id, 1, error)
+        self.record_failure(customer, provider, external_id, job_id, 1, error)
             .await
             .map_err(store_err)
     }

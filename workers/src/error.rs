@@ -53,6 +53,17 @@ pub enum JobError {
         /// What went wrong.
         message: String,
     },
+    /// The job may not run yet (a budget of its own, such as its account's
+    /// rate limit, is used up) and gives its slot back: it is postponed by
+    /// `retry_after` without using an attempt, and the worker goes on
+    /// claiming other jobs.
+    #[error("{message}")]
+    Deferred {
+        /// Why it waits.
+        message: String,
+        /// How long, at least.
+        retry_after: Duration,
+    },
     /// A dependency of the worker itself is unavailable; the job is fine.
     /// Uses no attempt, however long the outage lasts.
     #[error("{message}")]
@@ -79,6 +90,20 @@ impl JobError {
             message: message.into(),
             retry_after,
         }
+    }
+
+    /// Not now: postponed by `retry_after`, no attempt used, no pause (see
+    /// [`Deferred`](Self::Deferred)).
+    pub fn deferred(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self::Deferred {
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    /// Whether the job gave its slot back to wait for a budget of its own.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Self::Deferred { .. })
     }
 
     /// A failure no retry can fix.
@@ -116,6 +141,7 @@ impl JobError {
             Self::Transient { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
                 *retry_after
             }
+            Self::Deferred { retry_after, .. } => Some(*retry_after),
             Self::Permanent { .. } => None,
         }
     }

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::api::errors::error_response as error;
 use crate::api::ApiState;
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::jobs::InboundChange;
 
 /// The workspace credentials the token is checked against.
@@ -74,15 +74,29 @@ async fn handle(
     v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
     v.set_issuer(&[key]);
     v.set_required_spec_claims(&["exp", "iss"]);
-    if let Err(e) =
-        decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
-    {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("invalid x-integration-app-token: {e}"),
-        );
-    }
+    let claims = match decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &v,
+    ) {
+        Ok(data) => data.claims,
+        Err(e) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("invalid x-integration-app-token: {e}"),
+            );
+        }
+    };
+    // The customer whose connection fired the flow: the token's subject
+    // (or `id`, as in the tokens minted for the customer).
+    let customer = match claims["sub"].as_str().or(claims["id"].as_str()) {
+        Some(c) => match CustomerId::parse(c) {
+            Ok(c) => c,
+            Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
+        },
+        None => CustomerId::default_customer(),
+    };
     let Ok(bytes) = body.into_vec().await else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -128,11 +142,31 @@ async fn handle(
         }
     };
     let _ = (&ev.event, &ev.data, &ev.instance_key);
+    match state.customers.get(&customer).await {
+        Ok(Some(c)) if c.connection(provider).is_some_and(|c| c.enabled) => {}
+        Ok(_) => {
+            tracing::warn!(%customer, %provider, "a flow event for a connection no customer has enabled; ignored");
+            state.metrics.inc(
+                "webhook_events_ignored_total",
+                &[
+                    ("source", "integration-app"),
+                    ("reason", "unknown_connection"),
+                ],
+            );
+            return Json(json!({ "ignored": true })).into_response();
+        }
+        // The token names the customer: accepted without MongoDB.
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "could not check the customer's connection; accepted")
+        }
+    }
     let job = InboundChange {
+        customer,
         provider,
         external_id,
         occurred_at: chrono::Utc::now().timestamp_millis(),
         event_ids: Vec::new(),
+        account_id: None,
     };
     match state.enqueuer.inbound(&job).await {
         Ok(id) => Json(json!({ "jobId": id })).into_response(),

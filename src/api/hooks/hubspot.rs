@@ -14,7 +14,7 @@ use serde_json::json;
 use super::signature::{verify, SignedRequest};
 use crate::api::errors::error_response as error;
 use crate::api::ApiState;
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::jobs::InboundChange;
 
 /// Most events HubSpot puts in one request.
@@ -40,6 +40,9 @@ struct Event {
     #[serde(default)]
     occurred_at: i64,
     object_id: serde_json::Value,
+    /// The HubSpot account (portal) the record is in.
+    #[serde(default)]
+    portal_id: Option<serde_json::Value>,
     #[serde(default)]
     property_name: Option<String>,
     #[serde(default)]
@@ -155,24 +158,57 @@ async fn handle(
 /// standing for it is queued, so neither a crash nor a failed call can make
 /// HubSpot's retry look like a duplicate. Returns the jobs queued.
 async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
-    let mut per_record: BTreeMap<String, (Vec<String>, InboundChange)> = BTreeMap::new();
+    // Each portal is one customer's HubSpot connection. A portal no
+    // customer has connected is ignored (answered 200: HubSpot would only
+    // retry it), and counted.
+    // When MongoDB cannot say whose a portal is, the job carries the
+    // portal and the worker finds the customer (webhooks need no MongoDB).
+    let mut customers: BTreeMap<String, Option<(CustomerId, bool)>> = BTreeMap::new();
+    for e in events {
+        let portal = e.portal_id.as_ref().and_then(id_text).unwrap_or_default();
+        if let std::collections::btree_map::Entry::Vacant(slot) = customers.entry(portal) {
+            let c = match state.customers.route(Provider::Hubspot, slot.key()).await {
+                Ok(Some(c)) => Some((c, false)),
+                Ok(None) => {
+                    tracing::warn!(portal_id = %slot.key(), "webhook events for a HubSpot portal no customer has connected; ignored");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "customer of a portal unknown for now; the worker finds it");
+                    Some((CustomerId::default_customer(), true))
+                }
+            };
+            slot.insert(c);
+        }
+    }
+    let mut per_record: BTreeMap<(String, String), (Vec<String>, InboundChange)> = BTreeMap::new();
+    let mut ignored = 0_u64;
     let mut touch = |id: Option<String>, e: &Event| {
+        let portal = e.portal_id.as_ref().and_then(id_text).unwrap_or_default();
+        let Some((customer, deferred)) = customers.get(&portal).cloned().flatten() else {
+            ignored += 1;
+            return;
+        };
         if let Some(id) = id {
-            let (keys, job) = per_record.entry(id.clone()).or_insert_with(|| {
-                (
-                    Vec::new(),
-                    InboundChange {
-                        provider: Provider::Hubspot,
-                        external_id: id.clone(),
-                        occurred_at: 0,
-                        event_ids: Vec::new(),
-                    },
-                )
-            });
+            let (keys, job) = per_record
+                .entry((portal.clone(), id.clone()))
+                .or_insert_with(|| {
+                    (
+                        Vec::new(),
+                        InboundChange {
+                            customer,
+                            account_id: deferred.then(|| portal.clone()),
+                            provider: Provider::Hubspot,
+                            external_id: id.clone(),
+                            occurred_at: 0,
+                            event_ids: Vec::new(),
+                        },
+                    )
+                });
             // eventId alone is not unique: the key is the event's whole
             // identity, and the record it is about (a merge names several).
             keys.push(format!(
-                "hubspot:{}:{}:{}:{}:{}:{id}",
+                "hubspot:{portal}:{}:{}:{}:{}:{}:{id}",
                 e.event_id,
                 e.object_id,
                 e.subscription_type,
@@ -191,6 +227,13 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
         for m in &e.merged_object_ids {
             touch(id_text(m), e);
         }
+    }
+    if ignored > 0 {
+        state.metrics.add(
+            "webhook_events_ignored_total",
+            &[("source", "hubspot"), ("reason", "unknown_portal")],
+            i64::try_from(ignored).unwrap_or(i64::MAX),
+        );
     }
     let items: Vec<(Vec<String>, InboundChange)> = per_record.into_values().collect();
     Ok(state.enqueuer.inbound_unique(&items).await?)

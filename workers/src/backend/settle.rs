@@ -68,6 +68,12 @@ async fn record(shared: &Shared, job: &Job, err: &JobError) {
 /// attempt, then postpone, reschedule or dead-letter the job. Returns the
 /// outcome for the metrics.
 async fn settle_failure(shared: &Shared, job: &Job, err: &JobError) -> &'static str {
+    if err.is_deferred() {
+        let wait = err.retry_after().unwrap_or_default();
+        tracing::debug!(error = %err, wait_ms = wait.as_millis() as u64, "job deferred; its attempt given back");
+        settle(shared, job, Settle::Postpone(wait), &err.to_string()).await;
+        return "deferred";
+    }
     if err.is_unavailable() {
         let pause = shared.cfg.unavailable_pause;
         tracing::warn!(error = %err, pause_ms = pause.as_millis() as u64, "a dependency is unavailable: job postponed, its attempt given back, claims paused");

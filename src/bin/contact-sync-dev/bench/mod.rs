@@ -460,10 +460,12 @@ pub async fn bench_inbound(mut cfg: DevConfig, changes: usize) -> anyhow::Result
     let jobs: Vec<InboundChange> = ids
         .into_iter()
         .map(|external_id| InboundChange {
+            customer: Default::default(),
             provider: Provider::Hubspot,
             external_id,
             occurred_at: chrono::Utc::now().timestamp_millis(),
             event_ids: Vec::new(),
+            account_id: None,
         })
         .collect();
     let queue = workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;

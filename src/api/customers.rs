@@ -1,0 +1,412 @@
+//! `/api/customers`: the app's customers and their CRM connections. Each
+//! customer connects its own HubSpot portal or Pipedrive company through
+//! Integration.app; its contacts sync only with the connections it has
+//! enabled. Viewers read; operators create and change.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::auth::{ApiAuth, ViewerAuth};
+use super::errors::{fail_into, ErrorBody, Fail};
+use super::text::Text;
+use super::ApiState;
+use crate::domain::{CustomerId, Provider};
+use crate::store::{Connection, Customer, StoreError};
+
+/// A new customer.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCustomer {
+    /// The id: the `id` claim of its Integration.app tokens (1-64 letters,
+    /// digits or `-_.:@`).
+    #[oai(validator(max_length = 64))]
+    pub id: String,
+    /// What operators call it.
+    #[oai(validator(max_length = 200))]
+    pub name: Text,
+    /// Its CRM connections, by provider (`hubspot`, `pipedrive`).
+    #[oai(default)]
+    pub connections: BTreeMap<String, SetConnection>,
+}
+
+/// A connection as recorded or changed.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetConnection {
+    /// The CRM account: HubSpot's `portalId`, Pipedrive's company id;
+    /// webhooks are routed by it. `null` forgets it; absent keeps it.
+    #[oai(validator(max_length = 64))]
+    pub account_id: MaybeUndefined<String>,
+    /// Whether contacts sync with it (default true).
+    pub enabled: Option<bool>,
+}
+
+/// One CRM connection of a customer.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CustomerConnectionView {
+    /// The CRM.
+    pub provider: String,
+    /// The CRM account (portal / company id), once recorded.
+    pub account_id: Option<String>,
+    /// Whether contacts sync with it.
+    pub enabled: bool,
+    /// When the connection was last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When its last poll finished.
+    pub last_poll_at: Option<DateTime<Utc>>,
+}
+
+/// A customer.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CustomerView {
+    /// The id.
+    pub id: String,
+    /// The name.
+    pub name: String,
+    /// Whether it is the default customer (data from before there were
+    /// customers belongs to it).
+    pub default: bool,
+    /// Its connections.
+    pub connections: Vec<CustomerConnectionView>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+enum OneResponse {
+    /// The customer.
+    #[oai(status = 200)]
+    Ok(Json<CustomerView>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<CustomerView>),
+    /// The input is invalid (the body names the field).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such customer or provider.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The id, or a CRM account, is taken.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// MongoDB is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(OneResponse {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Unavailable
+});
+
+/// A customer api token, shown this once.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct MintedToken {
+    /// The customer.
+    pub customer_id: String,
+    /// The bearer token: it reads and changes this customer's contacts
+    /// (`/api/contacts`) and nothing else. Only its digest is stored.
+    pub token: String,
+}
+
+#[derive(ApiResponse)]
+enum TokenResponse {
+    /// Minted.
+    #[oai(status = 201)]
+    Created(Json<MintedToken>),
+    /// Revoked (every token of the customer).
+    #[oai(status = 204)]
+    Revoked,
+    /// The id is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such customer.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// MongoDB is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(TokenResponse {
+    BadRequest,
+    NotFound,
+    Unavailable
+});
+
+#[derive(ApiResponse)]
+enum ListResponse {
+    /// Customers, by id.
+    #[oai(status = 200)]
+    Ok(Json<Vec<CustomerView>>),
+    /// A query parameter is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// MongoDB is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+fail_into!(ListResponse {
+    BadRequest,
+    Unavailable
+});
+
+fn parse_customer(id: &str) -> Result<CustomerId, Fail> {
+    CustomerId::parse(id).map_err(|m| Fail::bad_request("invalid_customer", m))
+}
+
+fn parse_provider(p: &str) -> Result<Provider, Fail> {
+    p.parse::<Provider>().map_err(Fail::not_found)
+}
+
+fn store_fail(e: StoreError) -> Fail {
+    match e {
+        StoreError::Conflict(m) => Fail::conflict(m),
+        StoreError::Other(e) => Fail::unavailable(format!("{e:#}")),
+    }
+}
+
+/// An account id: what the CRM shows, trimmed; never blank.
+fn account(id: &str) -> Result<String, Fail> {
+    let id = id.trim();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(Fail::bad_request(
+            "invalid_account",
+            format!("accountId {id:?}: letters, digits and - only"),
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// What `set` makes of `current`.
+fn apply(current: Option<&Connection>, set: &SetConnection) -> Result<Connection, Fail> {
+    let account_id = match &set.account_id {
+        MaybeUndefined::Undefined => current.and_then(|c| c.account_id.clone()),
+        MaybeUndefined::Null => None,
+        MaybeUndefined::Value(v) => Some(account(v)?),
+    };
+    Ok(Connection {
+        account_id,
+        enabled: set
+            .enabled
+            .unwrap_or_else(|| current.is_none_or(|c| c.enabled)),
+        updated_at: bson::DateTime::now(),
+    })
+}
+
+impl ApiState {
+    async fn customer_view(&self, c: &Customer) -> Result<CustomerView, Fail> {
+        let mut connections = Vec::with_capacity(c.connections.len());
+        for p in Provider::ALL {
+            let Some(conn) = c.connection(p) else {
+                continue;
+            };
+            let cursor = self
+                .store
+                .cursor(&c.id, p)
+                .await
+                .map_err(Fail::unavailable)?;
+            connections.push(CustomerConnectionView {
+                provider: p.to_string(),
+                account_id: conn.account_id.clone(),
+                enabled: conn.enabled,
+                updated_at: conn.updated_at.to_chrono(),
+                last_poll_at: cursor.last_poll_at.map(|t| t.to_chrono()),
+            });
+        }
+        Ok(CustomerView {
+            id: c.id.to_string(),
+            name: c.name.clone(),
+            default: c.id == CustomerId::default_customer(),
+            connections,
+            created_at: c.created_at.to_chrono(),
+        })
+    }
+}
+
+/// The customers endpoints.
+pub struct CustomersApi;
+
+#[OpenApi(prefix_path = "/customers", tag = "super::Tag::Customers")]
+impl CustomersApi {
+    /// Create a customer with its CRM connections.
+    #[oai(path = "/", method = "post")]
+    async fn create(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        body: Json<CreateCustomer>,
+    ) -> OneResponse {
+        let res = async {
+            let b = body.0;
+            let id = parse_customer(&b.id)?;
+            let name = b.name.0.trim().to_owned();
+            if name.is_empty() {
+                return Err(Fail::bad_request("invalid_name", "name: must not be blank"));
+            }
+            let mut customer = Customer::new(id, &name, &[]);
+            for (p, set) in &b.connections {
+                let provider = p.parse::<Provider>().map_err(|m| {
+                    Fail::bad_request("invalid_provider", format!("connections: {m}"))
+                })?;
+                customer
+                    .connections
+                    .insert(provider.as_str().to_owned(), apply(None, set)?);
+            }
+            state
+                .store
+                .create_customer(&customer)
+                .await
+                .map_err(store_fail)?;
+            state.customers.forget(&customer.id);
+            Ok::<_, Fail>(OneResponse::Created(Json(
+                state.customer_view(&customer).await?,
+            )))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Customers, by id (at most `limit`, after the id `after`).
+    #[oai(path = "/", method = "get")]
+    async fn list(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ViewerAuth,
+        /// Only customers whose id sorts after this one (the last of the
+        /// previous page).
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Customers to return, 1 to 500.
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+    ) -> ListResponse {
+        let res = async {
+            let after = after.0.as_deref().map(parse_customer).transpose()?;
+            let page = state
+                .store
+                .customers(after.as_ref(), i64::from(limit.0.unwrap_or(100)))
+                .await
+                .map_err(Fail::unavailable)?;
+            let mut out = Vec::with_capacity(page.len());
+            for c in &page {
+                out.push(state.customer_view(c).await?);
+            }
+            Ok::<_, Fail>(ListResponse::Ok(Json(out)))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// One customer with its connections.
+    #[oai(path = "/:id", method = "get")]
+    async fn get(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ViewerAuth,
+        id: Path<String>,
+    ) -> OneResponse {
+        let res = async {
+            let id = parse_customer(&id.0)?;
+            let c = state
+                .store
+                .customer(&id)
+                .await
+                .map_err(Fail::unavailable)?
+                .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
+            Ok::<_, Fail>(OneResponse::Ok(Json(state.customer_view(&c).await?)))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Record, enable or disable a customer's connection with a CRM. A
+    /// disabled connection gets no new jobs and is not polled.
+    #[oai(path = "/:id/connections/:provider", method = "put")]
+    async fn set_connection(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+        provider: Path<String>,
+        body: Json<SetConnection>,
+    ) -> OneResponse {
+        let res = async {
+            let id = parse_customer(&id.0)?;
+            let provider = parse_provider(&provider.0)?;
+            let current = state
+                .store
+                .customer(&id)
+                .await
+                .map_err(Fail::unavailable)?
+                .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
+            let conn = apply(current.connection(provider), &body.0)?;
+            let updated = state
+                .store
+                .set_connection(&id, provider, &conn)
+                .await
+                .map_err(store_fail)?
+                .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
+            state.customers.forget(&id);
+            Ok::<_, Fail>(OneResponse::Ok(Json(state.customer_view(&updated).await?)))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Mint an api token for the customer's own backend: it reads and
+    /// changes this customer's contacts only. Shown once.
+    #[oai(path = "/:id/tokens", method = "post")]
+    async fn mint_token(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> TokenResponse {
+        let res = async {
+            let id = parse_customer(&id.0)?;
+            let (token, digest) = super::auth::mint_customer_token();
+            if !state
+                .store
+                .add_customer_token(&id, &digest)
+                .await
+                .map_err(Fail::unavailable)?
+            {
+                return Err(Fail::not_found(format!("no customer {id}")));
+            }
+            Ok::<_, Fail>(TokenResponse::Created(Json(MintedToken {
+                customer_id: id.to_string(),
+                token,
+            })))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Revoke every api token of the customer (within 2 s on every api
+    /// process).
+    #[oai(path = "/:id/tokens", method = "delete")]
+    async fn revoke_tokens(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        id: Path<String>,
+    ) -> TokenResponse {
+        let res = async {
+            let id = parse_customer(&id.0)?;
+            if !state
+                .store
+                .revoke_customer_tokens(&id)
+                .await
+                .map_err(Fail::unavailable)?
+            {
+                return Err(Fail::not_found(format!("no customer {id}")));
+            }
+            Ok::<_, Fail>(TokenResponse::Revoked)
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+}

@@ -1,0 +1,478 @@
+//! The `customers` collection: the app's customers and the CRM connections
+//! each has made through Integration.app. Contacts, links and poll cursors
+//! belong to one customer.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use bson::{doc, DateTime};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{is_duplicate_key, Store, StoreError};
+use crate::domain::{CustomerId, Provider};
+
+/// A customer of the app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    /// The id (the `id` claim of its Integration.app tokens).
+    #[serde(rename = "_id")]
+    pub id: CustomerId,
+    /// What operators call it.
+    pub name: String,
+    /// Its CRM connections, by provider key (`hubspot`, `pipedrive`).
+    #[serde(default)]
+    pub connections: BTreeMap<String, Connection>,
+    /// When it was created.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+    /// SHA-256 digests (hex) of its api tokens: a customer token sees and
+    /// changes that customer's contacts only. The tokens themselves are
+    /// shown once, when minted, and never stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_hashes: Vec<String>,
+}
+
+/// One CRM connection of a customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    /// The CRM account: HubSpot's `portalId`, Pipedrive's company id. Its
+    /// webhooks are routed to the customer by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Whether contacts sync with it. A disabled connection gets no jobs.
+    pub enabled: bool,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+impl Customer {
+    /// A customer with `providers` connected (account ids unknown yet).
+    pub fn new(id: CustomerId, name: &str, providers: &[Provider]) -> Self {
+        let now = DateTime::now();
+        Self {
+            id,
+            name: name.to_owned(),
+            connections: providers
+                .iter()
+                .map(|p| {
+                    (
+                        p.as_str().to_owned(),
+                        Connection {
+                            account_id: None,
+                            enabled: true,
+                            updated_at: now,
+                        },
+                    )
+                })
+                .collect(),
+            created_at: now,
+            updated_at: now,
+            token_hashes: Vec::new(),
+        }
+    }
+
+    /// The connection with `provider`, if any.
+    pub fn connection(&self, provider: Provider) -> Option<&Connection> {
+        self.connections.get(provider.as_str())
+    }
+
+    /// The providers whose connection is enabled, in [`Provider::ALL`] order.
+    pub fn enabled(&self) -> Vec<Provider> {
+        Provider::ALL
+            .into_iter()
+            .filter(|p| self.connection(*p).is_some_and(|c| c.enabled))
+            .collect()
+    }
+}
+
+/// The field of a provider's account id, for filters and indexes.
+fn account_field(provider: Provider) -> String {
+    format!("connections.{provider}.accountId")
+}
+
+impl Store {
+    /// Creates a customer.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the id, or one of its account ids, is
+    /// taken.
+    pub async fn create_customer(&self, customer: &Customer) -> Result<(), StoreError> {
+        match self.customers.insert_one(customer).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!(
+                "customer {} already exists, or one of its CRM accounts belongs to another customer",
+                customer.id
+            ))),
+            Err(e) => Err(anyhow::Error::new(e)
+                .context("creating a customer")
+                .into()),
+        }
+    }
+
+    /// Every customer, by id (at most `limit`, after `after`).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn customers(
+        &self,
+        after: Option<&CustomerId>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Customer>> {
+        let filter = match after {
+            Some(a) => doc! { "_id": { "$gt": a.as_str() } },
+            None => doc! {},
+        };
+        self.customers
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
+            .await
+            .context("listing customers")?
+            .try_collect()
+            .await
+            .context("reading customers")
+    }
+
+    /// One customer.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn customer(&self, id: &CustomerId) -> anyhow::Result<Option<Customer>> {
+        self.customers
+            .find_one(doc! { "_id": id.as_str() })
+            .await
+            .with_context(|| format!("reading customer {id}"))
+    }
+
+    /// The customer whose `provider` connection is the CRM account
+    /// `account_id`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn customer_by_account(
+        &self,
+        provider: Provider,
+        account_id: &str,
+    ) -> anyhow::Result<Option<Customer>> {
+        self.customers
+            .find_one(doc! { account_field(provider): account_id })
+            .await
+            .context("reading a customer by CRM account")
+    }
+
+    /// Records (or replaces) a customer's connection with `provider`;
+    /// `None` when there is no such customer.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the account belongs to another customer.
+    pub async fn set_connection(
+        &self,
+        id: &CustomerId,
+        provider: Provider,
+        connection: &Connection,
+    ) -> Result<Option<Customer>, StoreError> {
+        let value = bson::to_bson(connection).context("encoding a connection")?;
+        let res = self
+            .customers
+            .find_one_and_update(
+                doc! { "_id": id.as_str() },
+                doc! { "$set": {
+                    format!("connections.{provider}"): value,
+                    "updatedAt": DateTime::now(),
+                } },
+            )
+            .return_document(mongodb::options::ReturnDocument::After)
+            .await;
+        match res {
+            Ok(c) => Ok(c),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!(
+                "{provider} account {} is connected to another customer",
+                connection.account_id.as_deref().unwrap_or("?")
+            ))),
+            Err(e) => Err(anyhow::Error::new(e)
+                .context("recording a connection")
+                .into()),
+        }
+    }
+
+    /// Adds an api token (by its digest) to a customer; `false` when there
+    /// is no such customer.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn add_customer_token(&self, id: &CustomerId, hash: &str) -> anyhow::Result<bool> {
+        let res = self
+            .customers
+            .update_one(
+                doc! { "_id": id.as_str() },
+                doc! { "$push": { "tokenHashes": hash }, "$set": { "updatedAt": DateTime::now() } },
+            )
+            .await
+            .context("adding a customer token")?;
+        Ok(res.matched_count == 1)
+    }
+
+    /// Revokes every api token of a customer; `false` when there is no
+    /// such customer.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn revoke_customer_tokens(&self, id: &CustomerId) -> anyhow::Result<bool> {
+        let res = self
+            .customers
+            .update_one(
+                doc! { "_id": id.as_str() },
+                doc! { "$set": { "tokenHashes": [], "updatedAt": DateTime::now() } },
+            )
+            .await
+            .context("revoking customer tokens")?;
+        Ok(res.matched_count == 1)
+    }
+
+    /// The customer an api token (by its digest) belongs to.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn customer_by_token(&self, hash: &str) -> anyhow::Result<Option<CustomerId>> {
+        Ok(self
+            .customers
+            .find_one(doc! { "tokenHashes": hash })
+            .await
+            .context("reading a customer by token")?
+            .map(|c| c.id))
+    }
+
+    /// Makes sure the default customer exists, connected to `providers`
+    /// (an existing one is left as operators set it), and gives it what was
+    /// written before there were customers: contacts, links and poll
+    /// cursors without a customer. Runs once per database (a marker in
+    /// `meta` says it ran), so a start-up does not scan the collections.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn ensure_default_customer(
+        &self,
+        id: &CustomerId,
+        providers: &[Provider],
+    ) -> anyhow::Result<()> {
+        let fresh = Customer::new(id.clone(), "Default customer", providers);
+        let mut on_insert = bson::to_document(&fresh).context("encoding a customer")?;
+        on_insert.remove("_id");
+        self.customers
+            .update_one(
+                doc! { "_id": id.as_str() },
+                doc! { "$setOnInsert": on_insert },
+            )
+            .upsert(true)
+            .await
+            .context("creating the default customer")?;
+        let meta = self.db.collection::<bson::Document>("meta");
+        const MARKER: &str = "customers-adopted";
+        if meta.find_one(doc! { "_id": MARKER }).await?.is_some() {
+            return Ok(());
+        }
+        let unowned = doc! { "customerId": { "$exists": false } };
+        let own = doc! { "$set": { "customerId": id.as_str() } };
+        self.contacts
+            .update_many(unowned.clone(), own.clone())
+            .await
+            .context("giving contacts to the default customer")?;
+        self.links
+            .update_many(unowned, own)
+            .await
+            .context("giving links to the default customer")?;
+        // Cursors were one per provider, named by it.
+        for p in Provider::ALL {
+            let cursors = self.db.collection::<bson::Document>("sync_cursors");
+            if let Some(mut old) = cursors.find_one(doc! { "_id": p.as_str() }).await? {
+                old.insert("_id", super::inbound::cursor_id(id, p));
+                match cursors.insert_one(&old).await {
+                    Ok(_) => {}
+                    Err(e) if is_duplicate_key(&e) => {}
+                    Err(e) => return Err(e).context("moving a poll cursor"),
+                }
+                cursors.delete_one(doc! { "_id": p.as_str() }).await?;
+            }
+        }
+        match meta
+            .insert_one(doc! { "_id": MARKER, "customer": id.as_str(), "at": DateTime::now() })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e).context("marking the adoption done"),
+        }
+    }
+}
+
+/// How long a customer read from the database is used before it is read
+/// again: a connection enabled or disabled takes effect within this long.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Entries a cache keeps before it drops the expired ones.
+const CACHE_SWEEP_AT: usize = 100_000;
+
+/// What was read, and when, by key; shared by clones. (A map under a lock
+/// is all this needs: a few reads per key per [`CACHE_TTL`].)
+struct TtlCache<K, V>(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<K, (std::time::Instant, V)>>>,
+);
+
+impl<K, V> Clone for TtlCache<K, V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
+    fn new() -> Self {
+        Self(Default::default())
+    }
+
+    /// `Ok(value)` while fresh, `Err(Some(value))` once expired, `Err(None)`
+    /// when never read.
+    fn get(&self, key: &K) -> Result<V, Option<V>> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(key) {
+            Some((at, v)) if at.elapsed() < CACHE_TTL => Ok(v.clone()),
+            Some((_, v)) => Err(Some(v.clone())),
+            None => Err(None),
+        }
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > CACHE_SWEEP_AT {
+            map.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        }
+        map.insert(key, (std::time::Instant::now(), value));
+    }
+
+    fn forget(&self, key: &K) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// The customers a process works for, read through a short-lived cache:
+/// every contact write and every job asks which CRMs its customer syncs
+/// with, and a database read each time would double the trips.
+#[derive(Clone)]
+pub struct Customers {
+    store: Store,
+    /// The providers this deployment syncs with at all.
+    providers: Vec<Provider>,
+    /// Customer id → the customer, if there is one.
+    by_id: TtlCache<CustomerId, Option<Customer>>,
+    /// Token digest → the customer it belongs to, if any.
+    tokens: TtlCache<String, Option<CustomerId>>,
+    /// (provider, CRM account) → the customer it belongs to, if any.
+    accounts: TtlCache<(Provider, String), Option<CustomerId>>,
+}
+
+impl Customers {
+    /// Customers of `store`, synced with at most `providers`.
+    pub fn new(store: Store, providers: Vec<Provider>) -> Self {
+        Self {
+            store,
+            providers,
+            by_id: TtlCache::new(),
+            tokens: TtlCache::new(),
+            accounts: TtlCache::new(),
+        }
+    }
+
+    /// The customer whose api token has this digest (revocations take
+    /// effect within the cache's lifetime, 2 s).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn by_token(&self, hash: &str) -> anyhow::Result<Option<CustomerId>> {
+        let key = hash.to_owned();
+        if let Ok(c) = self.tokens.get(&key) {
+            return Ok(c);
+        }
+        let found = self.store.customer_by_token(hash).await?;
+        self.tokens.put(key, found.clone());
+        Ok(found)
+    }
+
+    /// The customer a CRM account's webhooks are for: the one whose
+    /// connection records that account; else, while the default
+    /// customer's connection with the provider has no account recorded
+    /// (a deployment from before there were customers), the default
+    /// customer; else none (the caller ignores the event). When MongoDB
+    /// fails, what was known before is used.
+    ///
+    /// # Errors
+    /// When the database fails and nothing was known.
+    pub async fn route(
+        &self,
+        provider: Provider,
+        account_id: &str,
+    ) -> anyhow::Result<Option<CustomerId>> {
+        let key = (provider, account_id.to_owned());
+        let stale = match self.accounts.get(&key) {
+            Ok(c) => return Ok(c),
+            Err(stale) => stale,
+        };
+        let by_account = match self.store.customer_by_account(provider, account_id).await {
+            Ok(c) => c,
+            Err(e) => return stale.ok_or(e),
+        };
+        let found = match by_account {
+            Some(c) => Some(c.id),
+            None => {
+                let default = CustomerId::default_customer();
+                self.get(&default)
+                    .await?
+                    .filter(|c| {
+                        c.connection(provider)
+                            .is_some_and(|conn| conn.enabled && conn.account_id.is_none())
+                    })
+                    .map(|c| c.id)
+            }
+        };
+        self.accounts.put(key, found.clone());
+        Ok(found)
+    }
+
+    /// The customer (`None`: there is no such customer).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn get(&self, id: &CustomerId) -> anyhow::Result<Option<Customer>> {
+        if let Ok(c) = self.by_id.get(id) {
+            return Ok(c);
+        }
+        let found = self.store.customer(id).await?;
+        self.by_id.put(id.clone(), found.clone());
+        Ok(found)
+    }
+
+    /// Forgets what is cached of `id` (after this process changed it).
+    pub fn forget(&self, id: &CustomerId) {
+        self.by_id.forget(id);
+    }
+
+    /// The CRMs the customer's contacts sync with: its enabled connections
+    /// among the deployment's providers (none for an unknown customer).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn providers(&self, id: &CustomerId) -> anyhow::Result<Vec<Provider>> {
+        Ok(self
+            .get(id)
+            .await?
+            .map(|c| {
+                c.enabled()
+                    .into_iter()
+                    .filter(|p| self.providers.contains(p))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
