@@ -859,3 +859,62 @@ async fn a_customer_held_back_by_its_rate_budget_leaves_the_workers_to_others() 
         .await;
     assert_eq!(dead, json!([]), "{dead}");
 }
+
+#[tokio::test]
+async fn one_customers_backlog_does_not_hold_back_another_customers_edit() {
+    // No worker while A's backlog is queued: 150 contacts, 300 pushes.
+    let mut app = TestApp::with(
+        common::Options {
+            workers: 0,
+            ..Default::default()
+        }
+        .env("WORKER_CONCURRENCY", 2),
+    )
+    .await;
+    for id in ["cust-a", "cust-b"] {
+        customer(
+            &app,
+            json!({ "id": id, "name": id, "connections": { "hubspot": {}, "pipedrive": {} } }),
+        )
+        .await;
+    }
+    let body: Vec<Value> = (0..150)
+        .map(|i| json!({ "email": format!("a{i}@example.com"), "customerId": "cust-a" }))
+        .collect();
+    let mut a_ids = Vec::new();
+    for b in body {
+        let (status, r) = app.create(b).await;
+        assert_eq!(status, 202, "{r}");
+        a_ids.push(r["contact"]["id"].as_str().unwrap().to_owned());
+    }
+    let (status, r) = app
+        .create(json!({ "email": "b@example.com", "customerId": "cust-b" }))
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let b_id = r["contact"]["id"].as_str().unwrap().to_owned();
+    let counts = app.queue().await.counts("outbound-upsert").await.unwrap();
+    assert_eq!(counts.pending, 302, "{counts:?}");
+
+    // B's pushes were queued last, but take their turn at once.
+    app.add_worker();
+    for p in ["hubspot", "pipedrive"] {
+        app.wait_link(&b_id, p, "synced", Duration::from_secs(20))
+            .await;
+    }
+    let left = app.queue().await.counts("outbound-upsert").await.unwrap();
+    eprintln!(
+        "B synced with {} of A's 300 pushes still queued",
+        left.pending
+    );
+    assert!(
+        left.pending > 150,
+        "B did not wait for A's backlog: {} of 300 still queued",
+        left.pending
+    );
+    app.wait_links(
+        &a_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "synced",
+        Duration::from_secs(120),
+    )
+    .await;
+}

@@ -459,6 +459,7 @@ async fn apalis_listings_show_what_the_api_shows() {
         max_attempts: 3,
         delay: Duration::from_secs(3600),
         id: None,
+        group: None,
     };
     let scheduled_poll = q
         .push(

@@ -42,6 +42,13 @@ impl Kind for InboundChange {
     const QUEUE: &'static str = "inbound-change";
     type Context = Arc<InboundSync>;
 
+    fn group(&self) -> Option<String> {
+        Some(match &self.account_id {
+            Some(a) => format!("{}:{a}", self.provider),
+            None => self.customer.to_string(),
+        })
+    }
+
     fn context(all: &Contexts) -> Self::Context {
         all.inbound.clone()
     }

@@ -47,6 +47,13 @@ pub trait Kind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'st
     /// Adjusts the worker settings for this kind (default: none).
     fn tune(_cfg: &mut Tuning) {}
 
+    /// The job's fair-share group (the customer it works for): jobs of
+    /// different groups are claimed in turns, so one customer's backlog
+    /// never holds back another's job. Default: none.
+    fn group(&self) -> Option<String> {
+        None
+    }
+
     /// The span the job runs in (retries and dead-lettering included).
     fn span(&self, job: &Job) -> tracing::Span;
 
@@ -156,7 +163,7 @@ impl Enqueuer {
         version: i64,
     ) -> anyhow::Result<()> {
         store.mark_pending(contact, customer, jobs, version).await?;
-        self.queue_jobs(contact, jobs, version).await
+        self.queue_jobs(contact, customer, jobs, version).await
     }
 
     /// [`Self::push_jobs`] for a contact just created: it has no links
@@ -175,7 +182,7 @@ impl Enqueuer {
         store
             .insert_pending_links(contact, customer, jobs, version)
             .await?;
-        self.queue_jobs(contact, jobs, version).await
+        self.queue_jobs(contact, customer, jobs, version).await
     }
 
     /// Queues the pushes of `jobs` (links already marked).
@@ -185,6 +192,7 @@ impl Enqueuer {
     pub async fn queue_jobs(
         &self,
         contact: ContactId,
+        customer: &CustomerId,
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
@@ -193,6 +201,7 @@ impl Enqueuer {
                 contact_id: contact,
                 provider: *provider,
                 version,
+                customer: Some(customer.clone()),
             };
             (id.clone(), payload)
         });
@@ -258,7 +267,9 @@ impl Enqueuer {
     ) -> Result<usize, workers::Error> {
         let raw = items
             .iter()
-            .map(|(keys, change)| Ok((keys.clone(), serde_json::to_string(change)?)))
+            .map(|(keys, change)| {
+                Ok((keys.clone(), serde_json::to_string(change)?, change.group()))
+            })
             .collect::<Result<Vec<_>, serde_json::Error>>()
             .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
         let opts = PushOptions {
@@ -267,7 +278,7 @@ impl Enqueuer {
         };
         let ids = self
             .queue
-            .push_unique(InboundChange::QUEUE, &raw, opts, self.dedup_ttl)
+            .push_unique_grouped(InboundChange::QUEUE, &raw, opts, self.dedup_ttl)
             .await?;
         Ok(ids.iter().flatten().count())
     }
@@ -317,9 +328,12 @@ impl Enqueuer {
         cfg.max_attempts = self.max_attempts;
         let mut sink = RedisBackend::<K>::new(self.queue.clone(), cfg);
         let tasks = jobs.into_iter().map(|(id, job)| {
-            TaskBuilder::new(job)
-                .task_id(TaskId::from_string(id))
-                .build()
+            let group = job.group();
+            let task = TaskBuilder::new(job).task_id(TaskId::from_string(id));
+            match group {
+                Some(g) => task.data(workers::Group(g)).build(),
+                None => task.build(),
+            }
         });
         sink.push_all(futures::stream::iter(tasks))
             .await

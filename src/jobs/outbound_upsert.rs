@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
 use super::{Contexts, Kind};
+use crate::domain::CustomerId;
 use crate::domain::{ContactId, Provider};
 use crate::store::Store;
 use crate::sync::Outbound;
@@ -28,11 +29,19 @@ pub struct OutboundUpsert {
     /// The contact version when the job was queued.
     #[serde(default)]
     pub version: i64,
+    /// The contact's customer: the job's fair-share group (absent in jobs
+    /// queued before there were customers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerId>,
 }
 
 impl Kind for OutboundUpsert {
     const QUEUE: &'static str = "outbound-upsert";
     type Context = Arc<Outbound>;
+
+    fn group(&self) -> Option<String> {
+        self.customer.as_ref().map(ToString::to_string)
+    }
 
     fn context(all: &Contexts) -> Self::Context {
         all.outbound.clone()

@@ -81,7 +81,7 @@ pub async fn relay_once(
                 .await?;
         }
         enqueuer
-            .queue_jobs(contact.id, &jobs, contact.version)
+            .queue_jobs(contact.id, &contact.customer_id, &jobs, contact.version)
             .await?;
         done.push((contact.id, outbox.clone()));
     }

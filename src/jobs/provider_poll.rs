@@ -31,6 +31,10 @@ impl Kind for ProviderPoll {
     const QUEUE: &'static str = "provider-poll";
     type Context = Arc<InboundSync>;
 
+    fn group(&self) -> Option<String> {
+        Some(self.customer.to_string())
+    }
+
     fn context(all: &Contexts) -> Self::Context {
         all.inbound.clone()
     }

@@ -85,6 +85,7 @@ impl Queue {
             .arg(MAX_BATCH)
             .arg(worker)
             .arg(max_stalls.max(1))
+            .arg(self.keys.queue_prefix(queue))
             .invoke_async(&mut conn)
             .await?;
         let mut out = Vec::with_capacity(flat.len() / 5);
@@ -170,6 +171,7 @@ impl Queue {
             .arg(limits.dead_retention.as_millis() as u64)
             .arg(limits.dead_keep)
             .arg(STATS_SLOTS)
+            .arg(self.keys.queue_prefix(queue))
             .invoke_async(&mut conn)
             .await?;
         Ok(())

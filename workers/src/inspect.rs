@@ -59,6 +59,9 @@ pub struct Throughput {
     pub failed: u64,
 }
 
+/// Groups a listing of pending jobs looks into, at most.
+const MAX_GROUPS_LISTED: usize = 1000;
+
 impl Queue {
     /// Jobs of a queue in one state, a page at a time (newest first for
     /// done and dead, next-to-run first for pending and scheduled).
@@ -79,13 +82,41 @@ impl Queue {
                 // claimed from the right: the next to run is the last element
                 let len: isize = conn.llen(self.keys.pending(queue)).await?;
                 let (a, b) = ((len - 1 - stop).max(0), len - 1 - start);
-                if b < 0 {
+                let mut v: Vec<String> = if b < 0 {
                     Vec::new()
                 } else {
                     let mut v: Vec<String> = conn.lrange(self.keys.pending(queue), a, b).await?;
                     v.reverse();
                     v
+                };
+                // then the jobs waiting in groups, group by group in the
+                // order of their turns
+                let wanted = (offset + limit) as usize;
+                let mut seen = len.max(0) as usize;
+                if seen < wanted {
+                    let groups: Vec<String> = conn
+                        .lrange(self.keys.groups(queue), -(MAX_GROUPS_LISTED as isize), -1)
+                        .await?;
+                    for g in groups.iter().rev() {
+                        if seen >= wanted {
+                            break;
+                        }
+                        let glist = self.keys.group(queue, g);
+                        let glen: usize = conn.llen(&glist).await?;
+                        let skip = (offset as usize).saturating_sub(seen);
+                        if skip < glen {
+                            let take = (wanted - seen.max(offset as usize)).min(glen - skip);
+                            let hi = glen as isize - 1 - skip as isize;
+                            let lo = hi - take as isize + 1;
+                            let mut ids: Vec<String> = conn.lrange(&glist, lo, hi).await?;
+                            ids.reverse();
+                            v.extend(ids);
+                        }
+                        seen += glen;
+                    }
                 }
+                v.truncate(limit as usize);
+                v
             }
             JobState::Scheduled => conn.zrange(self.keys.scheduled(queue), start, stop).await?,
             JobState::Done => {
@@ -210,7 +241,15 @@ impl Queue {
     /// When Redis fails.
     pub async fn oldest_pending_age(&self, queue: &str) -> Result<Option<Duration>, Error> {
         let mut conn = self.conn.clone();
-        let id: Option<String> = conn.lindex(self.keys.pending(queue), -1).await?;
+        let mut id: Option<String> = conn.lindex(self.keys.pending(queue), -1).await?;
+        if id.is_none() {
+            // the group whose turn is next: its next job has waited about
+            // as long as any (groups take turns)
+            let next: Option<String> = conn.lindex(self.keys.groups(queue), -1).await?;
+            if let Some(g) = next {
+                id = conn.lindex(self.keys.group(queue, &g), -1).await?;
+            }
+        }
         let Some(id) = id else { return Ok(None) };
         // a pushed job has no `updated` until it changes state
         let (updated, created): (Option<i64>, Option<i64>) = redis::cmd("HMGET")

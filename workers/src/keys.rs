@@ -50,6 +50,21 @@ impl Keys {
         format!("{}pending", self.queue_prefix(queue))
     }
 
+    /// The ring of groups with jobs waiting (see `lua/ready.lua`).
+    pub(crate) fn groups(&self, queue: &str) -> String {
+        format!("{}groups", self.queue_prefix(queue))
+    }
+
+    /// The jobs of one group waiting to be claimed.
+    pub(crate) fn group(&self, queue: &str, group: &str) -> String {
+        format!("{}g:{group}", self.queue_prefix(queue))
+    }
+
+    /// How many jobs wait in groups.
+    pub(crate) fn grouped(&self, queue: &str) -> String {
+        format!("{}grouped", self.queue_prefix(queue))
+    }
+
     pub(crate) fn scheduled(&self, queue: &str) -> String {
         format!("{}scheduled", self.queue_prefix(queue))
     }

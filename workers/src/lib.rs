@@ -38,6 +38,8 @@ pub use inspect::{Discard, Throughput, WorkerInfo};
 pub use job::{DeadLetter, Job};
 pub use lease::Lease;
 pub use metrics::{series, Metrics, BUCKETS};
-pub use queue::{new_job_id, AttemptRecord, JobInfo, JobState, PushOptions, Queue, QueueCounts};
+pub use queue::{
+    new_job_id, AttemptRecord, Group, JobInfo, JobState, PushOptions, Queue, QueueCounts,
+};
 pub use ratelimit::RateLimiter;
 pub use retry::{Backoff, RetryPolicy};

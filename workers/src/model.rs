@@ -49,7 +49,17 @@ pub struct PushOptions {
     /// The id to give the job (so a caller can record it before the push);
     /// a fresh UUIDv7 when `None`.
     pub id: Option<String>,
+    /// The job's fair-share group (say, the customer it works for): jobs
+    /// of different groups are claimed in turns, so one group's backlog
+    /// never holds back another's job. `None`: no group.
+    pub group: Option<String>,
 }
+
+/// A task's fair-share group, put in the task's data when it is built
+/// (`TaskBuilder::new(job).data(Group("customer-42".into()))`): the backend
+/// queues it in that group (see [`PushOptions::group`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group(pub String);
 
 /// A fresh job id: a UUIDv7, so ids sort by creation time.
 pub fn new_job_id() -> String {
@@ -62,6 +72,7 @@ impl Default for PushOptions {
             max_attempts: 3,
             delay: Duration::ZERO,
             id: None,
+            group: None,
         }
     }
 }

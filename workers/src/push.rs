@@ -13,8 +13,9 @@ use crate::queue::{new_job_id, PushOptions, Queue};
 /// Separates the de-duplication keys of one item inside the push script.
 const KEY_SEPARATOR: char = '\u{1f}';
 
-/// `(id, payload, dedup keys or "")`, as the push script takes each job.
-type Item = (String, String, String);
+/// `(id, payload, dedup keys or "", group or "")`, as the push script takes
+/// each job.
+type Item = (String, String, String, String);
 
 /// One job of a batch push.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub(crate) struct NewJob {
     pub(crate) payload: String,
     pub(crate) max_attempts: u32,
     pub(crate) delay: Duration,
+    /// The fair-share group ("" for none; see [`PushOptions::group`]).
+    pub(crate) group: String,
 }
 
 impl Queue {
@@ -38,9 +41,10 @@ impl Queue {
     ) -> Result<String, Error> {
         let body = serde_json::to_string(payload).map_err(|e| Error::Corrupt(e.to_string()))?;
         let id = opts.id.clone().unwrap_or_else(new_job_id);
+        let group = opts.group.clone().unwrap_or_default();
         self.push_script(
             queue,
-            &[(id.clone(), body, String::new())],
+            &[(id.clone(), body, String::new(), group)],
             &opts,
             Duration::ZERO,
         )
@@ -61,14 +65,15 @@ impl Queue {
         opts: PushOptions,
     ) -> Result<Vec<String>, Error> {
         let mut ids = Vec::with_capacity(payloads.len());
+        let group = opts.group.clone().unwrap_or_default();
         for chunk in payloads.chunks(1000) {
-            let jobs: Vec<(String, String, String)> = chunk
+            let jobs: Vec<Item> = chunk
                 .iter()
-                .map(|body| (new_job_id(), body.clone(), String::new()))
+                .map(|body| (new_job_id(), body.clone(), String::new(), group.clone()))
                 .collect();
             self.push_script(queue, &jobs, &opts, Duration::ZERO)
                 .await?;
-            ids.extend(jobs.into_iter().map(|(id, _, _)| id));
+            ids.extend(jobs.into_iter().map(|(id, _, _, _)| id));
         }
         Ok(ids)
     }
@@ -93,25 +98,46 @@ impl Queue {
         opts: PushOptions,
         seen_ttl: Duration,
     ) -> Result<Vec<Option<String>>, Error> {
+        let items: Vec<(Vec<String>, String, Option<String>)> = items
+            .iter()
+            .map(|(keys, body)| (keys.clone(), body.clone(), opts.group.clone()))
+            .collect();
+        self.push_unique_grouped(queue, &items, opts, seen_ttl)
+            .await
+    }
+
+    /// [`Self::push_unique`] with a fair-share group per item (see
+    /// [`PushOptions::group`]; `opts.group` is ignored).
+    ///
+    /// # Errors
+    /// When Redis fails; then nothing of this call was written.
+    pub async fn push_unique_grouped(
+        &self,
+        queue: &str,
+        items: &[(Vec<String>, String, Option<String>)],
+        opts: PushOptions,
+        seen_ttl: Duration,
+    ) -> Result<Vec<Option<String>>, Error> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let bad = |k: &String| k.is_empty() || k.contains(KEY_SEPARATOR);
-        if let Some((keys, _)) = items
+        if let Some((keys, _, _)) = items
             .iter()
-            .find(|(keys, _)| keys.is_empty() || keys.iter().any(bad))
+            .find(|(keys, _, _)| keys.is_empty() || keys.iter().any(bad))
         {
             return Err(Error::Corrupt(format!(
                 "unusable de-duplication keys {keys:?}"
             )));
         }
-        let jobs: Vec<(String, String, String)> = items
+        let jobs: Vec<Item> = items
             .iter()
-            .map(|(keys, body)| {
+            .map(|(keys, body, group)| {
                 (
                     new_job_id(),
                     body.clone(),
                     keys.join(&KEY_SEPARATOR.to_string()),
+                    group.clone().unwrap_or_default(),
                 )
             })
             .collect();
@@ -129,7 +155,12 @@ impl Queue {
     pub(crate) async fn push_jobs(&self, queue: &str, jobs: &[NewJob]) -> Result<(), Error> {
         let mut calls: Vec<(PushOptions, Vec<Item>)> = Vec::new();
         for job in jobs {
-            let item = (job.id.clone(), job.payload.clone(), String::new());
+            let item = (
+                job.id.clone(),
+                job.payload.clone(),
+                String::new(),
+                job.group.clone(),
+            );
             match calls.last_mut() {
                 Some((opts, items))
                     if opts.max_attempts == job.max_attempts
@@ -142,7 +173,7 @@ impl Queue {
                     PushOptions {
                         max_attempts: job.max_attempts,
                         delay: job.delay,
-                        id: None,
+                        ..PushOptions::default()
                     },
                     vec![item],
                 )),
@@ -173,7 +204,7 @@ impl Queue {
     async fn push_script(
         &self,
         queue: &str,
-        jobs: &[(String, String, String)],
+        jobs: &[Item],
         opts: &PushOptions,
         seen_ttl: Duration,
     ) -> Result<Vec<Option<String>>, Error> {
@@ -186,7 +217,7 @@ impl Queue {
     fn push_invocation<'a>(
         &'a self,
         queue: &str,
-        jobs: &[(String, String, String)],
+        jobs: &[Item],
         opts: &PushOptions,
         seen_ttl: Duration,
     ) -> redis::ScriptInvocation<'a> {
@@ -198,9 +229,10 @@ impl Queue {
             .arg(queue)
             .arg(opts.max_attempts)
             .arg(opts.delay.as_millis() as u64)
-            .arg(seen_ttl.as_millis() as u64);
-        for (id, body, dedup) in jobs {
-            inv.arg(id).arg(body).arg(dedup);
+            .arg(seen_ttl.as_millis() as u64)
+            .arg(self.keys.queue_prefix(queue));
+        for (id, body, dedup, group) in jobs {
+            inv.arg(id).arg(body).arg(dedup).arg(group);
         }
         inv
     }

@@ -23,7 +23,9 @@ use crate::conn::Conn;
 use crate::error::Error;
 use crate::keys::Keys;
 use crate::model::parse_job;
-pub use crate::model::{new_job_id, AttemptRecord, JobInfo, JobState, PushOptions, QueueCounts};
+pub use crate::model::{
+    new_job_id, AttemptRecord, Group, JobInfo, JobState, PushOptions, QueueCounts,
+};
 
 pub(crate) struct Scripts {
     pub(crate) push: Script,
@@ -41,13 +43,28 @@ pub(crate) struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            push: Script::new(include_str!("lua/push.lua")),
+            push: Script::new(concat!(
+                include_str!("lua/ready.lua"),
+                include_str!("lua/push.lua")
+            )),
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
-            fetch: Script::new(include_str!("lua/fetch.lua")),
+            fetch: Script::new(concat!(
+                include_str!("lua/ready.lua"),
+                include_str!("lua/fetch.lua")
+            )),
             ack: Script::new(include_str!("lua/ack.lua")),
-            settle: Script::new(include_str!("lua/settle.lua")),
-            reap: Script::new(include_str!("lua/reap.lua")),
-            revive: Script::new(include_str!("lua/revive.lua")),
+            settle: Script::new(concat!(
+                include_str!("lua/ready.lua"),
+                include_str!("lua/settle.lua")
+            )),
+            reap: Script::new(concat!(
+                include_str!("lua/ready.lua"),
+                include_str!("lua/reap.lua")
+            )),
+            revive: Script::new(concat!(
+                include_str!("lua/ready.lua"),
+                include_str!("lua/revive.lua")
+            )),
             rate_limit: Script::new(include_str!("lua/ratelimit.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
             retried: Script::new(include_str!("lua/retried.lua")),
@@ -255,7 +272,8 @@ impl Queue {
                 inv.key(self.keys.dead(queue))
                     .key(self.keys.pending(queue))
                     .arg(self.keys.job_prefix(queue))
-                    .arg(BATCH);
+                    .arg(BATCH)
+                    .arg(self.keys.queue_prefix(queue));
                 for id in chunk.unwrap_or_default() {
                     inv.arg(id);
                 }
@@ -280,6 +298,14 @@ impl Queue {
         };
         let q = &job.queue;
         let mut conn = self.conn.clone();
+        let group: Option<String> = conn.hget(self.keys.job(q, id), "group").await?;
+        if let Some(g) = group {
+            // waiting in its group: out of the group's list, and the count
+            let removed: i64 = conn.lrem(self.keys.group(q, &g), 0, id).await?;
+            if removed > 0 {
+                let _: i64 = conn.decr(self.keys.grouped(q), removed).await?;
+            }
+        }
         let () = redis::pipe()
             .atomic()
             .lrem(self.keys.pending(q), 0, id)
@@ -310,7 +336,8 @@ impl Queue {
             .zcard(self.keys.done(queue))
             .zcard(self.keys.dead(queue))
             .hget(self.keys.stats(queue), "completed")
-            .hget(self.keys.stats(queue), "failed");
+            .hget(self.keys.stats(queue), "failed")
+            .get(self.keys.grouped(queue));
         for w in &workers {
             pipe.scard(self.keys.running(queue, w));
         }
@@ -325,19 +352,19 @@ impl Queue {
                 _ => 0,
             }
         };
-        let head: Vec<u64> = values.iter().take(6).map(num).collect();
-        if head.len() < 6 {
+        let head: Vec<u64> = values.iter().take(7).map(num).collect();
+        if head.len() < 7 {
             return Err(Error::Corrupt("short reply to the counts pipeline".into()));
         }
         let head = (
-            head[0],
+            head[0] + head[6],
             head[1],
             head[2],
             head[3],
             Some(head[4]),
             Some(head[5]),
         );
-        let running: Vec<u64> = values.iter().skip(6).map(num).collect();
+        let running: Vec<u64> = values.iter().skip(7).map(num).collect();
         Ok(QueueCounts {
             pending: head.0,
             scheduled: head.1,

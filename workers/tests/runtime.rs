@@ -21,6 +21,7 @@ async fn a_backlog_far_past_8000_due_jobs_drains_and_finished_jobs_are_bounded()
         max_attempts: 3,
         delay: Duration::from_millis(1),
         id: None,
+        group: None,
     };
     q.push_many_raw(Q, &payloads, opts).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -71,6 +71,21 @@ enum Command {
         #[arg(long)]
         wrk: bool,
     },
+    /// Benchmark: one customer's backlog against another customer's
+    /// single edits (fair groups).
+    BenchFair {
+        #[command(flatten)]
+        cfg: DevConfig,
+        /// Customer A's queued pushes (two per contact).
+        #[arg(long, default_value_t = 50_000)]
+        pushes: usize,
+        /// Milliseconds between customer B's writes.
+        #[arg(long, default_value_t = 100)]
+        every_ms: u64,
+        /// Longest the run goes on, in seconds.
+        #[arg(long, default_value_t = 600)]
+        max_secs: u64,
+    },
     /// Benchmark: inbound apply throughput (changes/s).
     BenchInbound {
         #[command(flatten)]
@@ -124,6 +139,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             wrk,
         } => bench::bench_webhooks(cfg, rate, seconds, events, wrk).await,
         Command::BenchInbound { cfg, changes } => bench::bench_inbound(cfg, changes).await,
+        Command::BenchFair {
+            cfg,
+            pushes,
+            every_ms,
+            max_secs,
+        } => {
+            let fair = bench::Fair {
+                pushes,
+                every_ms,
+                max_secs,
+            };
+            bench::bench_fair(cfg, fair).await
+        }
         Command::BenchSoak {
             cfg,
             minutes,

@@ -86,10 +86,16 @@ fn new_job(task: Task<String>, default_attempts: u32, now_ms: i64) -> NewJob {
         let at_ms = i64::try_from(at).unwrap_or(i64::MAX / 1000) * 1000;
         Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64)
     });
+    let group = task
+        .data()
+        .get::<crate::Group>()
+        .map(|g| g.0.clone())
+        .unwrap_or_default();
     NewJob {
         id,
         payload: task.args,
         max_attempts,
         delay,
+        group,
     }
 }

@@ -6,9 +6,12 @@
 -- worker died while running it), or an earlier dead-lettering failed (the
 -- reason it recorded in `burying`).
 -- A claimed job costs two commands (HMGET, HSET); the rest is per batch.
+-- Jobs of groups (see make_ready) are claimed in turns, one group after
+-- another; half a batch at most goes to ungrouped jobs while groups wait.
 -- KEYS[1] pending list, KEYS[2] scheduled zset, KEYS[3] this worker's running set
 -- ARGV[1] job key prefix, ARGV[2] max jobs (at most 1000), ARGV[3] promote
--- limit (at most 1000), ARGV[4] worker, ARGV[5] max stalls
+-- limit (at most 1000), ARGV[4] worker, ARGV[5] max stalls, ARGV[6] queue
+-- key prefix
 -- Returns a flat array: id, payload, attempt (integer), max attempts
 -- (integer), bury reason ('' to run it), repeated.
 local t = redis.call('TIME')
@@ -18,21 +21,61 @@ local now_s = string.format('%d', now)
 local prefix = ARGV[1]
 local worker = ARGV[4]
 local max_stalls = tonumber(ARGV[5])
+local qprefix = ARGV[6]
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_s, 'LIMIT', 0, tonumber(ARGV[3]))
 if #due > 0 then
-  -- the same order as one RPUSH each: the latest due is claimed first
-  redis.call('RPUSH', KEYS[1], unpack(due))
   redis.call('ZREM', KEYS[2], unpack(due))
+  local plain = {}
   for i = 1, #due do
-    redis.call('HSET', prefix .. due[i], 'state', 'pending')
+    local key = prefix .. due[i]
+    local group = redis.call('HGET', key, 'group')
+    redis.call('HSET', key, 'state', 'pending')
+    if group then
+      make_ready(KEYS[1], qprefix, due[i], group, true)
+    else
+      plain[#plain + 1] = due[i]
+    end
   end
+  -- the same order as one RPUSH each: the latest due is claimed first
+  if #plain > 0 then redis.call('RPUSH', KEYS[1], unpack(plain)) end
 end
 local out = {}
 local claimed = {}
-if tonumber(ARGV[2]) < 1 then return out end
--- one RPOP for the whole batch (Redis 6.2+)
-local ids = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
-if not ids then return out end
+local want = tonumber(ARGV[2])
+if want < 1 then return out end
+
+-- Up to `k` jobs of the groups, one group's turn after another; a group
+-- alone in the ring gives all it has in one RPOP.
+local function from_groups(k, ids)
+  local ring = qprefix .. 'groups'
+  local taken, turns = 0, 0
+  while taken < k and turns < 2 * k + 10 do
+    turns = turns + 1
+    local group = redis.call('RPOP', ring)
+    if not group then break end
+    local glist = qprefix .. 'g:' .. group
+    local n = 1
+    if redis.call('LLEN', ring) == 0 then n = k - taken end
+    local got = redis.call('RPOP', glist, n)
+    if got then
+      for _, id in ipairs(got) do ids[#ids + 1] = id end
+      taken = taken + #got
+    end
+    if redis.call('LLEN', glist) > 0 then redis.call('LPUSH', ring, group) end
+  end
+  if taken > 0 then redis.call('DECRBY', qprefix .. 'grouped', taken) end
+end
+
+-- one RPOP for the ungrouped part of the batch (Redis 6.2+)
+local ids = {}
+local plain = redis.call('RPOP', KEYS[1], math.ceil(want / 2)) or {}
+for _, id in ipairs(plain) do ids[#ids + 1] = id end
+from_groups(want - #ids, ids)
+if #ids < want then
+  local more = redis.call('RPOP', KEYS[1], want - #ids) or {}
+  for _, id in ipairs(more) do ids[#ids + 1] = id end
+end
+if #ids == 0 then return out end
 for _, id in ipairs(ids) do
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'payload', 'max', 'attempts', 'stalls', 'burying', 'claim')

@@ -5,8 +5,9 @@
 -- KEYS[1] pending list, KEYS[2] scheduled zset (every key the script
 -- touches shares the queue's hash tag; the caller registers the queue name)
 -- ARGV[1] job key prefix, ARGV[2] seen key prefix, ARGV[3] queue,
--- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms,
--- ARGV[7..] triples: id, payload, dedup keys joined by \31 ('' for none)
+-- ARGV[4] max attempts, ARGV[5] delay ms, ARGV[6] seen TTL ms, ARGV[7] queue
+-- key prefix, ARGV[8..] quadruples: id, payload, dedup keys joined by \31
+-- ('' for none), group ('' for none; see make_ready)
 -- Pushing an id that exists already does nothing (pushes are idempotent by id).
 -- A job costs two commands (EXISTS, HSET); the ready or scheduled ids go in
 -- with one command per thousand. The hash leaves out what reads as its
@@ -20,7 +21,7 @@ local now_s = string.format('%d', now)
 local at_s = string.format('%d', now + delay)
 local state = 'pending'
 if delay > 0 then state = 'scheduled' end
-local prefix, queue, max = ARGV[1], ARGV[3], ARGV[4]
+local prefix, queue, max, qprefix = ARGV[1], ARGV[3], ARGV[4], ARGV[7]
 
 -- LPUSH / ZADD of the ids gathered so far (a bounded number: Lua's unpack
 -- takes ~8,000 values); the same order as one LPUSH per job
@@ -36,8 +37,8 @@ local function flush()
 end
 
 local out = {}
-for i = 7, #ARGV, 3 do
-  local id, payload, dedup = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 8, #ARGV, 4 do
+  local id, payload, dedup, group = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local fresh = true
   if dedup ~= '' then
     -- the item's keys, separated by \31: it is new if any of them is
@@ -51,11 +52,20 @@ for i = 7, #ARGV, 3 do
     -- the job exists already and is left as it is
     out[#out + 1] = id
   elseif fresh then
-    redis.call('HSET', prefix .. id, 'queue', queue, 'payload', payload, 'state', state,
-      'max', max, 'created', now_s)
-    if delay > 0 then batch[#batch + 1] = at_s end
-    batch[#batch + 1] = id
-    if #batch >= 2000 then flush() end
+    if group == '' then
+      redis.call('HSET', prefix .. id, 'queue', queue, 'payload', payload, 'state', state,
+        'max', max, 'created', now_s)
+    else
+      redis.call('HSET', prefix .. id, 'queue', queue, 'payload', payload, 'state', state,
+        'max', max, 'created', now_s, 'group', group)
+    end
+    if group ~= '' and delay == 0 then
+      make_ready(KEYS[1], qprefix, id, group, false)
+    else
+      if delay > 0 then batch[#batch + 1] = at_s end
+      batch[#batch + 1] = id
+      if #batch >= 2000 then flush() end
+    end
     out[#out + 1] = id
   else
     out[#out + 1] = false

@@ -26,7 +26,7 @@ for i = 1, #gone do
     for j = 1, #ids do
       local key = ARGV[2] .. ids[j]
       -- `updated` is the claim's time: nothing else writes it while a job runs
-      local f = redis.call('HMGET', key, 'payload', 'attempts', 'updated')
+      local f = redis.call('HMGET', key, 'payload', 'attempts', 'updated', 'group')
       if f[1] then
         local err = 'worker ' .. w .. ' stopped while running it'
         local started = tonumber(f[3]) or now
@@ -37,7 +37,7 @@ for i = 1, #gone do
           tonumber(f[2]) or 0, cjson.encode(w), started, math.max(now - started, 0),
           cjson.encode(err)))
         redis.call('LTRIM', key .. ':log', -keep_log, -1)
-        redis.call('RPUSH', KEYS[2], ids[j])
+        make_ready(KEYS[2], ARGV[1], ids[j], f[4], true)
         n = n + 1
       end
     end

@@ -13,7 +13,8 @@
 -- ARGV[4] delay ms (retry) or least delay ms (postpone, bury), ARGV[5] error
 -- text, ARGV[6] postpone backoff base ms, ARGV[7] its cap ms, ARGV[8] jitter
 -- in [0, 1), ARGV[9] dead retention ms (0: no limit), ARGV[10] most dead jobs
--- kept (0: no limit), ARGV[11] minute slots in the stats ring
+-- kept (0: no limit), ARGV[11] minute slots in the stats ring, ARGV[12] queue
+-- key prefix
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local id = ARGV[2]
@@ -81,6 +82,6 @@ else
     redis.call('HINCRBY', key, 'attempts', -1)
   end
   redis.call('HSET', key, 'state', 'pending', 'updated', now)
-  redis.call('RPUSH', KEYS[4], id)
+  make_ready(KEYS[4], ARGV[12], id, redis.call('HGET', key, 'group'), true)
 end
 return 1

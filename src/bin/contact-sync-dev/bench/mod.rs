@@ -13,7 +13,9 @@ use crate::stack::Stack;
 use contact_sync::domain::SyncStatus;
 use contact_sync::store::Store;
 
+mod fair;
 mod soak;
+pub use fair::{bench_fair, Fair};
 pub use soak::{bench_soak, Soak};
 
 /// A fresh Redis namespace and database, so a run starts empty and leaves
