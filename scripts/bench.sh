@@ -28,6 +28,8 @@ fi
 wrk_flag=""; command -v wrk >/dev/null && wrk_flag="--wrk"
 echo "== webhook ingest: signed 100-event batches, ${WEBHOOK_RATE:-200}/s for 10 s (api alone)"
 RUST_LOG=warn target/release/contact-sync-dev bench-webhooks --rate "${WEBHOOK_RATE:-200}" --seconds 10 $wrk_flag
+echo "== fairness: customer A's ${FAIR_PUSHES:-50000} queued pushes against customer B's writes every 100 ms"
+RUST_LOG=warn WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-64} target/release/contact-sync-dev bench-fair --pushes "${FAIR_PUSHES:-50000}" --every-ms 100 --max-secs "${FAIR_SECS:-300}"
 if [ -n "${SOAK_MINUTES:-}" ]; then
   echo "== soak: steady mixed load for $SOAK_MINUTES min over separate processes"
   target/release/contact-sync-dev bench-soak --minutes "$SOAK_MINUTES"

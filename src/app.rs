@@ -173,7 +173,8 @@ pub async fn run_worker(
         // a CRM call may take no longer than one job attempt
         cfg.worker.job_timeout(),
     )?
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_customers(Customers::new(store.clone(), cfg.sync.providers.clone()));
     let enqueuer = Enqueuer::new(queue.clone(), cfg.jobs.retry_attempts);
     let inbound = Arc::new(InboundSync::new(
         store.clone(),

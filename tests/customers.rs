@@ -918,3 +918,64 @@ async fn one_customers_backlog_does_not_hold_back_another_customers_edit() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_connection_s_own_rate_limit_overrides_the_providers_default() {
+    let app = TestApp::spawn().await;
+    customer(
+        &app,
+        json!({ "id": "slow", "name": "slow", "connections": { "hubspot": { "rateLimit": 2 } } }),
+    )
+    .await;
+    let fast = customer(
+        &app,
+        json!({ "id": "fast", "name": "fast", "connections": { "hubspot": {} } }),
+    )
+    .await;
+    assert!(connection(&fast, "hubspot").unwrap()["rateLimit"].is_null());
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/customers/slow/connections/hubspot",
+            Some(json!({ "rateLimit": 0 })),
+        )
+        .await;
+    assert_eq!(status, 400, "a limit of 0 is refused: {body}");
+    let mut ids = Vec::new();
+    for c in ["slow", "fast"] {
+        for i in 0..4 {
+            let (status, body) = app
+                .create(json!({ "email": format!("{c}{i}@example.com"), "customerId": c }))
+                .await;
+            assert_eq!(status, 202, "{body}");
+            ids.push(body["contact"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    for id in &ids {
+        app.wait_link(id, "hubspot", "synced", Duration::from_secs(30))
+            .await;
+    }
+    // The calls each account saw: at most 2 in any second for "slow" (its
+    // own limit, as the CRM counts arrivals), all at once for "fast" (the
+    // test default, 1,000/s).
+    let busiest = |calls: Vec<Value>| {
+        let mut at: Vec<i64> = calls.iter().filter_map(|c| c["atMs"].as_i64()).collect();
+        at.sort_unstable();
+        (0..at.len())
+            .map(|i| at[i..].iter().take_while(|t| **t < at[i] + 1000).count())
+            .max()
+            .unwrap_or(0)
+    };
+    let slow = app.sim_get("/calls?connection=hubspot&customer=slow").await;
+    let fast = app.sim_get("/calls?connection=hubspot&customer=fast").await;
+    let (slow, fast) = (
+        slow.as_array().cloned().unwrap_or_default(),
+        fast.as_array().cloned().unwrap_or_default(),
+    );
+    assert_eq!(slow.len(), 8, "find + upsert per contact: {slow:?}");
+    assert!(busiest(slow.clone()) <= 2, "slow's calls: {slow:?}");
+    assert!(
+        busiest(fast.clone()) > 2,
+        "fast's calls were not held back: {fast:?}"
+    );
+}

@@ -44,6 +44,11 @@ pub struct SetConnection {
     pub account_id: MaybeUndefined<String>,
     /// Whether contacts sync with it (default true).
     pub enabled: Option<bool>,
+    /// Calls per second the account allows, shared by the worker pool
+    /// (1-10000); `null` goes back to the provider's default; absent keeps
+    /// it.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
+    pub rate_limit: MaybeUndefined<u32>,
 }
 
 /// One CRM connection of a customer.
@@ -56,6 +61,8 @@ pub struct CustomerConnectionView {
     pub account_id: Option<String>,
     /// Whether contacts sync with it.
     pub enabled: bool,
+    /// Its own calls per second, when it overrides the provider's default.
+    pub rate_limit: Option<u32>,
     /// When the connection was last changed.
     pub updated_at: DateTime<Utc>,
     /// When its last poll finished.
@@ -193,11 +200,17 @@ fn apply(current: Option<&Connection>, set: &SetConnection) -> Result<Connection
         MaybeUndefined::Null => None,
         MaybeUndefined::Value(v) => Some(account(v)?),
     };
+    let rate_limit = match &set.rate_limit {
+        MaybeUndefined::Undefined => current.and_then(|c| c.rate_limit),
+        MaybeUndefined::Null => None,
+        MaybeUndefined::Value(v) => Some(*v),
+    };
     Ok(Connection {
         account_id,
         enabled: set
             .enabled
             .unwrap_or_else(|| current.is_none_or(|c| c.enabled)),
+        rate_limit,
         updated_at: bson::DateTime::now(),
     })
 }
@@ -218,6 +231,7 @@ impl ApiState {
                 provider: p.to_string(),
                 account_id: conn.account_id.clone(),
                 enabled: conn.enabled,
+                rate_limit: conn.rate_limit,
                 updated_at: conn.updated_at.to_chrono(),
                 last_poll_at: cursor.last_poll_at.map(|t| t.to_chrono()),
             });

@@ -81,9 +81,35 @@ struct RunResponse<O> {
     output: O,
 }
 
-/// Longest a call waits in its worker slot for its connection's budget;
-/// past this the job is deferred and the slot goes to another job.
+/// Longest a job's first CRM call waits in its worker slot for its
+/// connection's budget; past this the job is deferred and the slot goes to
+/// another job. Later calls of the job wait inline: deferring then would
+/// throw away the grants its earlier calls used, and jobs that each got a
+/// first call through but never a second would use the whole budget up.
 pub const INLINE_BUDGET_WAIT: Duration = Duration::from_millis(300);
+
+tokio::task_local! {
+    /// CRM calls made so far by the job this task runs (see [`job_scope`]).
+    static CALLS_IN_JOB: std::cell::Cell<u32>;
+}
+
+/// Runs one job's work: its first CRM call may defer the job when the
+/// connection's budget is used up; the calls after it wait for it.
+pub async fn job_scope<F: std::future::Future>(work: F) -> F::Output {
+    CALLS_IN_JOB.scope(std::cell::Cell::new(0), work).await
+}
+
+/// Counts a call of the current job; whether it is the job's first (only
+/// a first call may defer the job; outside a job, none does).
+fn first_call_of_job() -> bool {
+    CALLS_IN_JOB
+        .try_with(|c| {
+            let n = c.get();
+            c.set(n.saturating_add(1));
+            n == 0
+        })
+        .unwrap_or(false)
+}
 
 /// Pool-wide rate limits per connection (calls per window): each
 /// customer's CRM account has its own budget, as HubSpot and Pipedrive
@@ -109,6 +135,8 @@ pub struct IntegrationApp {
     tokens: Arc<TokenMinter>,
     limits: Option<CrmLimits>,
     metrics: Option<workers::Metrics>,
+    /// Where a connection's own rate limit is found.
+    customers: Option<crate::store::Customers>,
 }
 
 impl IntegrationApp {
@@ -133,7 +161,15 @@ impl IntegrationApp {
             tokens: Arc::new(tokens),
             limits,
             metrics: None,
+            customers: None,
         })
+    }
+
+    /// Reads each connection's own rate limit (which overrides the
+    /// provider's default) from `customers`.
+    pub fn with_customers(mut self, customers: crate::store::Customers) -> Self {
+        self.customers = Some(customers);
+        self
     }
 
     /// Counts calls by provider, action and status, and rate-limit waits.
@@ -156,19 +192,33 @@ impl IntegrationApp {
     }
 
     /// Takes one call of the connection's pool-wide budget: waits for it
-    /// when it comes within [`INLINE_BUDGET_WAIT`], else hands the job's
-    /// slot back ([`CrmError::OverBudget`]), so a customer held back by its
-    /// own budget does not hold workers other customers could use.
+    /// when it comes within [`INLINE_BUDGET_WAIT`] or the job made calls
+    /// already (`may_defer` false), else hands the job's slot back
+    /// ([`CrmError::OverBudget`]), so a customer held back by its own
+    /// budget does not hold workers other customers could use.
     async fn take_budget(
         &self,
         l: &CrmLimits,
         customer: &CustomerId,
         provider: Provider,
+        may_defer: bool,
     ) -> Result<(), CrmError> {
-        let limit = match provider {
+        let default = match provider {
             Provider::Hubspot => l.hubspot,
             Provider::Pipedrive => l.pipedrive,
         };
+        // the connection's own limit, from the customers cache (an outage
+        // of MongoDB falls back to the default)
+        let own = match &self.customers {
+            Some(c) => c
+                .get(customer)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.connection(provider).and_then(|conn| conn.rate_limit)),
+            None => None,
+        };
+        let limit = own.unwrap_or(default);
         let key = format!("crm:{customer}:{provider}");
         let started = tokio::time::Instant::now();
         loop {
@@ -181,7 +231,7 @@ impl IntegrationApp {
             if let Some(m) = &self.metrics {
                 m.inc("rate_limit_waits_total", &[("provider", provider.as_str())]);
             }
-            if started.elapsed() + wait > INLINE_BUDGET_WAIT {
+            if may_defer && started.elapsed() + wait > INLINE_BUDGET_WAIT {
                 if let Some(m) = &self.metrics {
                     m.inc(
                         "rate_limit_deferrals_total",
@@ -220,8 +270,9 @@ impl IntegrationApp {
         action: &str,
         input: &I,
     ) -> Result<O, CrmError> {
+        let may_defer = first_call_of_job();
         if let Some(l) = &self.limits {
-            self.take_budget(l, customer, provider).await?;
+            self.take_budget(l, customer, provider, may_defer).await?;
         }
         let token = self.tokens.token(customer.as_str()).map_err(|e| {
             CrmError::Permanent(format!("cannot sign the Integration.app token: {e}"))

@@ -103,7 +103,7 @@ pub async fn handle(
             }
         },
     };
-    ctx.change(&customer, job.provider, &job.external_id, &id.to_string())
+    crate::crm::job_scope(ctx.change(&customer, job.provider, &job.external_id, &id.to_string()))
         .await
         .map(|_| ())
 }

@@ -103,6 +103,5 @@ pub async fn handle(
     attempt: Attempt,
 ) -> Result<(), JobError> {
     let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX);
-    ctx.run(job.contact_id, job.provider, &id.to_string(), attempt)
-        .await
+    crate::crm::job_scope(ctx.run(job.contact_id, job.provider, &id.to_string(), attempt)).await
 }

@@ -80,7 +80,7 @@ pub async fn handle(
     ctx: Data<Arc<InboundSync>>,
     id: TaskId,
 ) -> Result<(), JobError> {
-    ctx.poll(&job.customer, job.provider, job.backfill, &id.to_string())
+    crate::crm::job_scope(ctx.poll(&job.customer, job.provider, job.backfill, &id.to_string()))
         .await
         .map(|_| ())
 }

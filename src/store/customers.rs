@@ -45,6 +45,10 @@ pub struct Connection {
     pub account_id: Option<String>,
     /// Whether contacts sync with it. A disabled connection gets no jobs.
     pub enabled: bool,
+    /// Calls per second this account allows, shared by the pool (absent:
+    /// the provider's default, `RATE_LIMIT_HUBSPOT` / `RATE_LIMIT_PIPEDRIVE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
     /// Last change.
     pub updated_at: DateTime,
 }
@@ -64,6 +68,7 @@ impl Customer {
                         Connection {
                             account_id: None,
                             enabled: true,
+                            rate_limit: None,
                             updated_at: now,
                         },
                     )
