@@ -188,6 +188,19 @@ async fn customers_are_managed_and_their_contacts_sync_only_with_their_connectio
     assert!(b_link["externalId"].is_string(), "{b_link}");
     let (_, b_view) = app.contact(&b_contact).await;
     assert_eq!(b_view["links"].as_array().unwrap().len(), 1, "{b_view}");
+    // ... and its connection's health shows it
+    let (status, b) = app.call(Method::GET, "/api/customers/cust-b", None).await;
+    assert_eq!(status, 200, "{b}");
+    let hub = connection(&b, "hubspot").unwrap();
+    assert_eq!(
+        (
+            &hub["linksSynced"],
+            &hub["linksPending"],
+            &hub["linksError"]
+        ),
+        (&json!(1), &json!(0), &json!(0)),
+        "{b}"
+    );
 
     // Listing by customer shows only that customer's contacts.
     let (status, page) = app

@@ -67,6 +67,12 @@ pub struct CustomerConnectionView {
     pub updated_at: DateTime<Utc>,
     /// When its last poll finished.
     pub last_poll_at: Option<DateTime<Utc>>,
+    /// The customer's contacts waiting for a push to this CRM.
+    pub links_pending: u64,
+    /// The customer's contacts up to date in this CRM.
+    pub links_synced: u64,
+    /// The customer's contacts whose push failed for good.
+    pub links_error: u64,
 }
 
 /// A customer.
@@ -217,6 +223,18 @@ fn apply(current: Option<&Connection>, set: &SetConnection) -> Result<Connection
 
 impl ApiState {
     async fn customer_view(&self, c: &Customer) -> Result<CustomerView, Fail> {
+        let counts = self
+            .store
+            .customer_link_counts(&c.id)
+            .await
+            .map_err(Fail::unavailable)?;
+        let count = |p: Provider, s: crate::domain::SyncStatus| {
+            counts
+                .iter()
+                .filter(|(cp, cs, _)| *cp == p && *cs == s)
+                .map(|(_, _, n)| n)
+                .sum::<u64>()
+        };
         let mut connections = Vec::with_capacity(c.connections.len());
         for p in Provider::ALL {
             let Some(conn) = c.connection(p) else {
@@ -234,6 +252,9 @@ impl ApiState {
                 rate_limit: conn.rate_limit,
                 updated_at: conn.updated_at.to_chrono(),
                 last_poll_at: cursor.last_poll_at.map(|t| t.to_chrono()),
+                links_pending: count(p, crate::domain::SyncStatus::Pending),
+                links_synced: count(p, crate::domain::SyncStatus::Synced),
+                links_error: count(p, crate::domain::SyncStatus::Error),
             });
         }
         Ok(CustomerView {

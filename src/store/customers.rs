@@ -204,6 +204,55 @@ impl Store {
         }
     }
 
+    /// A customer's links by provider and status.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn customer_link_counts(
+        &self,
+        customer: &CustomerId,
+    ) -> anyhow::Result<Vec<(Provider, crate::domain::SyncStatus, u64)>> {
+        use crate::domain::SyncStatus;
+        let pipeline = vec![
+            doc! { "$match": { "customerId": customer.as_str() } },
+            doc! { "$group": { "_id": { "p": "$provider", "s": "$syncStatus" }, "n": { "$sum": 1 } } },
+        ];
+        let groups: Vec<bson::Document> = self
+            .links
+            .aggregate(pipeline)
+            .await
+            .context("counting a customer's links")?
+            .try_collect()
+            .await
+            .context("reading link counts")?;
+        let mut out = Vec::new();
+        for g in groups {
+            let Ok(id) = g.get_document("_id") else {
+                continue;
+            };
+            let provider = id
+                .get_str("p")
+                .ok()
+                .and_then(|p| p.parse::<Provider>().ok());
+            let status = match id.get_str("s") {
+                Ok("pending") => Some(SyncStatus::Pending),
+                Ok("synced") => Some(SyncStatus::Synced),
+                Ok("error") => Some(SyncStatus::Error),
+                _ => None,
+            };
+            let n = match g.get("n") {
+                Some(bson::Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(bson::Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(bson::Bson::Double(n)) => *n as u64,
+                _ => 0,
+            };
+            if let (Some(p), Some(s)) = (provider, status) {
+                out.push((p, s, n));
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds an api token (by its digest) to a customer; `false` when there
     /// is no such customer.
     ///

@@ -321,6 +321,14 @@ impl Store {
             )
             .await
             .context("creating contact_links status index")?;
+        self.links
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "customerId": 1, "provider": 1, "syncStatus": 1 })
+                    .build(),
+            )
+            .await
+            .context("creating contact_links customer status index")?;
         self.logs
             .create_index(
                 IndexModel::builder()
