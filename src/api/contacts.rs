@@ -8,14 +8,14 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::auth::{ContactsAuth, Scope};
-use super::errors::{fail_into, ErrorBody, Fail};
+use super::errors::{customer_param, fail_into, ErrorBody, Fail};
 use super::text::Text;
 use super::views::{ContactView, LinkView, SyncLogView};
 use super::ApiState;
 use crate::domain::Provider;
 use crate::domain::{ContactId, CustomerId, Email, SyncStatus};
 use crate::jobs::plan_jobs;
-use crate::store::{Contact, ContactPatch, Link, NewContact, Outbox, StoreError};
+use crate::store::{Contact, ContactPatch, Link, NewContact, Outbox};
 
 /// A new contact.
 #[derive(Debug, Object)]
@@ -265,13 +265,6 @@ impl ApiState {
     }
 }
 
-fn store_fail(e: StoreError) -> Fail {
-    match e {
-        StoreError::Conflict(m) => Fail::conflict(m),
-        StoreError::Other(e) => Fail::unavailable(format!("{e:#}")),
-    }
-}
-
 /// The contacts endpoints.
 pub struct ContactsApi;
 
@@ -288,12 +281,7 @@ impl ContactsApi {
         let res = async {
             writable(&auth.0)?;
             let b = body.0;
-            let asked = b
-                .customer_id
-                .as_deref()
-                .map(CustomerId::parse)
-                .transpose()
-                .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))?;
+            let asked = customer_param(b.customer_id.as_deref())?;
             let customer = match (auth.0.customer(), asked) {
                 (Some(own), Some(asked)) if *own != asked => {
                     return Err(Fail::forbidden(format!(
@@ -333,7 +321,7 @@ impl ContactsApi {
                 outbox: Some(Outbox::new(&jobs)),
                 ..new
             };
-            let contact = state.store.insert_contact(new).await.map_err(store_fail)?;
+            let contact = state.store.insert_contact(new).await.map_err(Fail::from)?;
             Ok::<_, Fail>(state.accept(contact, jobs, true).await)
         };
         res.await.unwrap_or_else(Into::into)
@@ -387,12 +375,7 @@ impl ContactsApi {
         customer_id: Query<Option<String>>,
     ) -> ListResponse {
         let res = async {
-            let customer = customer_id
-                .0
-                .as_deref()
-                .map(CustomerId::parse)
-                .transpose()
-                .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))?;
+            let customer = customer_param(customer_id.0.as_deref())?;
             let customer = match (auth.0.customer(), customer) {
                 (Some(own), Some(asked)) if *own != asked => {
                     return Err(Fail::forbidden(format!(
@@ -484,7 +467,7 @@ impl ContactsApi {
                 .store
                 .update_contact(id, &patch)
                 .await
-                .map_err(store_fail)?
+                .map_err(Fail::from)?
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
             Ok::<_, Fail>(state.accept(contact, jobs, false).await)
         };

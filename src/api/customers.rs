@@ -16,7 +16,7 @@ use super::errors::{fail_into, ErrorBody, Fail};
 use super::text::Text;
 use super::ApiState;
 use crate::domain::{CustomerId, Provider};
-use crate::store::{Connection, Customer, StoreError};
+use crate::store::{Connection, Customer};
 
 /// A new customer.
 #[derive(Debug, Object)]
@@ -180,13 +180,6 @@ fn parse_provider(p: &str) -> Result<Provider, Fail> {
     p.parse::<Provider>().map_err(Fail::not_found)
 }
 
-fn store_fail(e: StoreError) -> Fail {
-    match e {
-        StoreError::Conflict(m) => Fail::conflict(m),
-        StoreError::Other(e) => Fail::unavailable(format!("{e:#}")),
-    }
-}
-
 /// An account id: what the CRM shows, trimmed; never blank.
 fn account(id: &str) -> Result<String, Fail> {
     let id = id.trim();
@@ -300,7 +293,7 @@ impl CustomersApi {
                 .store
                 .create_customer(&customer)
                 .await
-                .map_err(store_fail)?;
+                .map_err(Fail::from)?;
             state.customers.forget(&customer.id);
             Ok::<_, Fail>(OneResponse::Created(Json(
                 state.customer_view(&customer).await?,
@@ -385,7 +378,7 @@ impl CustomersApi {
                 .store
                 .set_connection(&id, provider, &conn)
                 .await
-                .map_err(store_fail)?
+                .map_err(Fail::from)?
                 .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
             state.customers.forget(&id);
             Ok::<_, Fail>(OneResponse::Ok(Json(state.customer_view(&updated).await?)))

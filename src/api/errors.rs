@@ -82,6 +82,25 @@ impl Fail {
     }
 }
 
+impl From<crate::store::StoreError> for Fail {
+    /// A refused unique index is 409; anything else of the store is 503.
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Conflict(m) => Self::conflict(m),
+            crate::store::StoreError::Other(e) => Self::unavailable(format!("{e:#}")),
+        }
+    }
+}
+
+/// A `customerId` parameter or field: absent stays `None`, a malformed
+/// one is a 400 naming it.
+pub fn customer_param(value: Option<&str>) -> Result<Option<crate::domain::CustomerId>, Fail> {
+    value
+        .map(crate::domain::CustomerId::parse)
+        .transpose()
+        .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))
+}
+
 /// Implements `From<Fail>` for an operation response enum that has variants
 /// named after the [`FailKind`]s it documents (others become `Unavailable`).
 macro_rules! fail_into {

@@ -433,11 +433,8 @@ async fn poll(
     backfill: bool,
 ) -> Result<PollResponse, Fail> {
     let provider: Provider = provider.parse().map_err(Fail::not_found)?;
-    let customer = match customer {
-        Some(c) => crate::domain::CustomerId::parse(c)
-            .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))?,
-        None => crate::domain::CustomerId::default_customer(),
-    };
+    let customer = super::errors::customer_param(customer)?
+        .unwrap_or_else(crate::domain::CustomerId::default_customer);
     let connected = state
         .customers
         .get(&customer)
