@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, TestApp, TOKEN};
+use common::{eventually, Options, TestApp, TOKEN};
 use serde_json::json;
 
 use chromium::{artifact, Browser};
@@ -198,6 +198,267 @@ async fn viewer_browses_dead_jobs_but_may_not_retry() {
         "the page logged errors: {:#?}",
         browser.problems()
     );
+}
+
+#[tokio::test]
+async fn operator_manages_each_customer_s_contacts_from_the_console() {
+    // arrange: Acme (HubSpot + Pipedrive) and Globex (HubSpot only), each
+    // on its own simulated CRM accounts
+    let app = TestApp::spawn().await;
+    let accounts = [
+        ("acme", "hubspot", 72001),
+        ("acme", "pipedrive", 82001),
+        ("globex", "hubspot", 72002),
+    ];
+    for (customer, connection, account) in accounts {
+        let (status, body) = app
+            .sim_send(
+                reqwest::Method::PUT,
+                &format!("/accounts/{customer}/{connection}"),
+                Some(json!({ "accountId": account })),
+            )
+            .await;
+        assert_eq!(
+            status, 200,
+            "simulated account {customer}/{connection}: {body}"
+        );
+    }
+    for (id, name) in [("acme", "Acme Corp"), ("globex", "Globex")] {
+        let connections: serde_json::Map<String, serde_json::Value> = accounts
+            .iter()
+            .filter(|(c, _, _)| *c == id)
+            .map(|(_, conn, account)| {
+                (
+                    conn.to_string(),
+                    json!({ "accountId": account.to_string() }),
+                )
+            })
+            .collect();
+        let (status, body) = app
+            .call(
+                reqwest::Method::POST,
+                "/api/customers",
+                Some(json!({ "id": id, "name": name, "connections": connections })),
+            )
+            .await;
+        assert_eq!(status, 201, "customer {id}: {body}");
+    }
+    let mut browser = Browser::launch().await;
+    sign_in(&mut browser, &app, TOKEN).await;
+
+    // the customers and their connections' health
+    browser.click("a[data-nav=customers]").await;
+    for (customer, provider) in [
+        ("acme", "hubspot"),
+        ("acme", "pipedrive"),
+        ("globex", "hubspot"),
+    ] {
+        browser
+            .wait_for(
+                &format!("{customer}'s {provider} connection, healthy"),
+                &exists(&format!(
+                    "tr[data-customer-id={customer}][data-provider={provider}] [data-health=ok]"
+                )),
+            )
+            .await;
+    }
+    assert!(
+        !browser
+            .eval(&exists(
+                "tr[data-customer-id=globex][data-provider=pipedrive]"
+            ))
+            .await
+            .as_bool()
+            .unwrap_or(true),
+        "Globex has no Pipedrive connection"
+    );
+    browser.screenshot(&artifact("console-customers.png")).await;
+
+    // act: pick Acme, create a contact; a bad email is refused beside its field
+    browser.click("button[data-key=\"pick:acme\"]").await;
+    browser
+        .wait_for("Acme's contacts", &heading("Contacts of Acme Corp"))
+        .await;
+    browser.click("button[data-action=new]").await;
+    fill(&mut browser, "firstName", "Ada").await;
+    fill(&mut browser, "email", "ada-at-acme").await;
+    browser
+        .click("#contact-form button[data-action=save]")
+        .await;
+    browser
+        .wait_for(
+            "the email field marked invalid",
+            "document.querySelector('#f-email[aria-invalid=true]') !== null \
+             && document.getElementById('e-email').textContent.includes('email')",
+        )
+        .await;
+    browser
+        .screenshot(&artifact("console-validation.png"))
+        .await;
+    fill(&mut browser, "email", "ada@acme.example").await;
+    browser
+        .click("#contact-form button[data-action=save]")
+        .await;
+    let ada = "tr[data-email=\"ada@acme.example\"]";
+    for provider in ["hubspot", "pipedrive"] {
+        browser
+            .wait_for(
+                &format!("Ada's {provider} badge synced"),
+                &exists(&format!(
+                    "{ada} .badge[data-provider={provider}][data-status=synced]"
+                )),
+            )
+            .await;
+    }
+    assert_eq!(
+        crm_emails(&app, "acme", "hubspot").await,
+        ["ada@acme.example"],
+        "Ada is in Acme's HubSpot"
+    );
+    assert!(
+        crm_emails(&app, "globex", "hubspot").await.is_empty(),
+        "nothing in Globex's HubSpot"
+    );
+
+    // edit: the new last name reaches Acme's CRMs
+    browser
+        .click(&format!("{ada} button[data-action=edit]"))
+        .await;
+    fill(&mut browser, "lastName", "Lovelace").await;
+    browser
+        .click("#contact-form button[data-action=save]")
+        .await;
+    browser
+        .wait_for(
+            "the edited name in the list",
+            &format!("document.querySelector('{ada} th')?.textContent === 'Ada Lovelace'"),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the edit in Acme's HubSpot",
+        || async {
+            let records = app.sim_get("/hubspot/records?customer=acme").await;
+            (records[0]["properties"]["lastname"] == "Lovelace").then_some(())
+        },
+    )
+    .await;
+
+    // switch to Globex with the picker: Acme's contact is not listed
+    browser
+        .eval(
+            "(() => { const s = document.getElementById('customer'); s.value = 'globex'; \
+             s.dispatchEvent(new Event('change')); })()",
+        )
+        .await;
+    browser
+        .wait_for("Globex's contacts", &heading("Contacts of Globex"))
+        .await;
+    browser
+        .wait_for("Acme's contact gone", &format!("!({})", exists(ada)))
+        .await;
+    browser.click("button[data-action=new]").await;
+    fill(&mut browser, "email", "grace@globex.example").await;
+    browser
+        .click("#contact-form button[data-action=save]")
+        .await;
+    let grace = "tr[data-email=\"grace@globex.example\"]";
+    browser
+        .wait_for(
+            "Grace's HubSpot badge synced",
+            &exists(&format!(
+                "{grace} .badge[data-provider=hubspot][data-status=synced]"
+            )),
+        )
+        .await;
+    assert!(
+        !browser
+            .eval(&exists(&format!("{grace} .badge[data-provider=pipedrive]")))
+            .await
+            .as_bool()
+            .unwrap_or(true),
+        "Globex has no Pipedrive: no Pipedrive badge"
+    );
+    browser
+        .screenshot(&artifact("console-customer-contacts.png"))
+        .await;
+
+    // delete, confirmed in the page's own dialog
+    browser
+        .click(&format!("{grace} button[data-action=delete]"))
+        .await;
+    browser.click("dialog button[data-action=confirm]").await;
+    browser
+        .wait_for("Grace gone from the list", &format!("!({})", exists(grace)))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "Grace deleted in Globex's HubSpot",
+        || async {
+            crm_emails(&app, "globex", "hubspot")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        crm_emails(&app, "acme", "hubspot").await,
+        ["ada@acme.example"],
+        "Acme's record untouched"
+    );
+
+    // the overview draws the outbound queue's last hour
+    browser.click("a[data-nav=overview]").await;
+    browser
+        .wait_for(
+            "the outbound queue's graph with the pushes",
+            "Number(document.querySelector('figure.graph[data-queue=\"outbound-upsert\"]')\
+             ?.dataset.completed) >= 4",
+        )
+        .await;
+    browser
+        .screenshot(&artifact("console-overview-graph.png"))
+        .await;
+    assert!(
+        browser.problems().is_empty(),
+        "the page logged errors: {:#?}",
+        browser.problems()
+    );
+}
+
+/// Replaces the text of the contact form's field `name` by typing `text`.
+async fn fill(browser: &mut Browser, name: &str, text: &str) {
+    let field = format!("#contact-form #f-{name}");
+    browser.click(&field).await;
+    browser
+        .eval(&format!(
+            "document.querySelector({}).select()",
+            json!(field)
+        ))
+        .await;
+    browser.type_text(text).await;
+}
+
+/// A JS expression: whether the view's heading reads `text`.
+fn heading(text: &str) -> String {
+    format!(
+        "document.querySelector('#view h1')?.textContent === {}",
+        json!(text)
+    )
+}
+
+/// The emails of a customer's records in one of its simulated CRMs.
+async fn crm_emails(app: &TestApp, customer: &str, connection: &str) -> Vec<String> {
+    let records = app
+        .sim_get(&format!("/{connection}/records?customer={customer}"))
+        .await;
+    records
+        .as_array()
+        .unwrap_or_else(|| panic!("{customer}'s {connection} records: {records}"))
+        .iter()
+        .filter_map(|r| common::record_email(connection, r))
+        .collect()
 }
 
 /// Creates a contact whose pushes to both CRMs fail for good; returns its id.

@@ -992,3 +992,92 @@ async fn a_connection_s_own_rate_limit_overrides_the_providers_default() {
         "fast's calls were not held back: {fast:?}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_s_health_and_each_queue_s_last_hour_show_failures() {
+    let app = TestApp::spawn().await;
+    app.set_faults(json!({ "failRecords": ["bad@example.com"] }))
+        .await;
+    let good = app.create_ok("good@example.com").await;
+    let bad = app.create_ok("bad@example.com").await;
+    for p in ["hubspot", "pipedrive"] {
+        app.wait_link(&good, p, "synced", Duration::from_secs(10))
+            .await;
+        app.wait_link(&bad, p, "error", Duration::from_secs(20))
+            .await;
+    }
+
+    // the connection: one push synced, one failed for good
+    let (status, c) = app
+        .call(Method::GET, "/api/customers/contact-sync", None)
+        .await;
+    assert_eq!(status, 200, "{c}");
+    let hubspot = connection(&c, "hubspot").expect("a HubSpot connection");
+    assert_eq!(hubspot["health"], "failing", "{hubspot}");
+    assert_eq!(hubspot["linksError"], 1, "{hubspot}");
+    assert_eq!(hubspot["linksSynced"], 1, "{hubspot}");
+    assert!(hubspot["lastSuccessAt"].is_string(), "{hubspot}");
+    assert!(hubspot["syncs1h"].as_u64() >= Some(2), "{hubspot}");
+    let rate = hubspot["errorRate1h"].as_f64().unwrap_or_default();
+    assert!(rate >= 0.5 && rate < 1.0, "{hubspot}");
+    assert!(hubspot["rateLimitInEffect"].as_u64() > Some(0), "{hubspot}");
+
+    // a disabled connection says so, whatever its history
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/customers/contact-sync/connections/pipedrive",
+            Some(json!({ "enabled": false })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, c) = app
+        .call(Method::GET, "/api/customers/contact-sync", None)
+        .await;
+    assert_eq!(connection(&c, "pipedrive").unwrap()["health"], "disabled");
+
+    // the outbound queue's last hour, minute by minute
+    let (status, history) = app.call(Method::GET, "/api/queues/history", None).await;
+    assert_eq!(status, 200, "{history}");
+    let outbound = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "outbound-upsert")
+        .unwrap_or_else(|| panic!("outbound-upsert in {history}"));
+    let minutes = outbound["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 60, "one entry per minute: {outbound}");
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        sum("completed"),
+        2,
+        "the good contact's two pushes: {outbound}"
+    );
+    assert_eq!(
+        sum("failed"),
+        6,
+        "three failed attempts per CRM for the bad one: {outbound}"
+    );
+    let (status, five) = app
+        .call(Method::GET, "/api/queues/history?minutes=5", None)
+        .await;
+    assert_eq!(status, 200, "{five}");
+    assert_eq!(five[0]["minutes"].as_array().map(Vec::len), Some(5));
+    for bad_minutes in ["0", "61", "x"] {
+        let (status, body) = app
+            .call(
+                Method::GET,
+                &format!("/api/queues/history?minutes={bad_minutes}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 400, "minutes={bad_minutes}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("minutes"),
+            "the error names the parameter: {body}"
+        );
+    }
+}

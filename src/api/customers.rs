@@ -73,6 +73,49 @@ pub struct CustomerConnectionView {
     pub links_synced: u64,
     /// The customer's contacts whose push failed for good.
     pub links_error: u64,
+    /// When a sync with it last succeeded (either way).
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Syncs with it over the last hour.
+    pub syncs_1h: u64,
+    /// Share of those that failed, 0 to 1.
+    pub error_rate_1h: f64,
+    /// Calls per second it may make (its own `rateLimit`, else the
+    /// provider's default).
+    pub rate_limit_in_effect: u32,
+    /// Calls granted over the last second.
+    pub rate_limit_used: u64,
+    /// At a glance: `disabled`; `failing` (half or more of the last hour's
+    /// syncs failed); `degraded` (some failed, or contacts in error);
+    /// else `ok`.
+    pub health: ConnectionHealth,
+}
+
+/// A connection's health at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ConnectionHealth {
+    /// Syncing without failures.
+    Ok,
+    /// Some syncs failed in the last hour, or some contacts are in error.
+    Degraded,
+    /// Half or more of the last hour's syncs failed.
+    Failing,
+    /// Switched off: its customer's contacts do not sync with it.
+    Disabled,
+}
+
+impl ConnectionHealth {
+    fn of(enabled: bool, h: &crate::store::SyncHealth, links_error: u64) -> Self {
+        if !enabled {
+            Self::Disabled
+        } else if h.recent_failed > 0 && h.recent_failed * 2 >= h.recent {
+            Self::Failing
+        } else if h.recent_failed > 0 || links_error > 0 {
+            Self::Degraded
+        } else {
+            Self::Ok
+        }
+    }
 }
 
 /// A customer.
@@ -238,6 +281,21 @@ impl ApiState {
                 .cursor(&c.id, p)
                 .await
                 .map_err(Fail::unavailable)?;
+            let health = self
+                .store
+                .customer_sync_health(&c.id, p)
+                .await
+                .map_err(Fail::unavailable)?;
+            let rate_limit_used = self
+                .enqueuer
+                .queue()
+                .rate_limit_use(
+                    &format!("crm:{}:{p}", c.id),
+                    std::time::Duration::from_millis(1100),
+                )
+                .await
+                .map_err(Fail::unavailable)?;
+            let links_error = count(p, crate::domain::SyncStatus::Error);
             connections.push(CustomerConnectionView {
                 provider: p.to_string(),
                 account_id: conn.account_id.clone(),
@@ -247,7 +305,19 @@ impl ApiState {
                 last_poll_at: cursor.last_poll_at.map(|t| t.to_chrono()),
                 links_pending: count(p, crate::domain::SyncStatus::Pending),
                 links_synced: count(p, crate::domain::SyncStatus::Synced),
-                links_error: count(p, crate::domain::SyncStatus::Error),
+                links_error,
+                last_success_at: health.last_success.map(|t| t.to_chrono()),
+                syncs_1h: health.recent,
+                error_rate_1h: if health.recent == 0 {
+                    0.0
+                } else {
+                    health.recent_failed as f64 / health.recent as f64
+                },
+                rate_limit_in_effect: conn
+                    .rate_limit
+                    .unwrap_or_else(|| self.rate_limits.get(&p).copied().unwrap_or(0)),
+                rate_limit_used,
+                health: ConnectionHealth::of(conn.enabled, &health, links_error),
             });
         }
         Ok(CustomerView {

@@ -85,6 +85,28 @@ impl From<ProviderParam> for Provider {
     }
 }
 
+/// What a queue finished in one minute.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct MinuteView {
+    /// When the minute began (the queue's Redis clock).
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// Jobs completed in it.
+    pub completed: u64,
+    /// Attempts that failed in it (retried or dead).
+    pub failed: u64,
+}
+
+/// One queue's throughput, minute by minute.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct QueueHistory {
+    /// Queue name.
+    pub queue: String,
+    /// Oldest minute first; the last is the current, unfinished one.
+    pub minutes: Vec<MinuteView>,
+}
+
 /// One queue at a glance.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
@@ -201,6 +223,7 @@ macro_rules! response {
 response!(QueuesResponse, 200, Vec<QueueOverview>, {
     Unavailable = 503
 });
+response!(HistoryResponse, 200, Vec<QueueHistory>, { BadRequest = 400, Unavailable = 503 });
 response!(JobsResponse, 200, Vec<JobView>, { BadRequest = 400, NotFound = 404, Unavailable = 503 });
 response!(CountResponse, 200, Count, { BadRequest = 400, NotFound = 404, Conflict = 409, Unavailable = 503 });
 response!(MovedResponse, 202, Moved, { BadRequest = 400, NotFound = 404, Unavailable = 503 });
@@ -257,6 +280,44 @@ impl OpsApi {
                 });
             }
             Ok::<_, Fail>(QueuesResponse::Ok(Json(out)))
+        };
+        res.await.unwrap_or_else(Into::into)
+    }
+
+    /// Every queue's completed jobs and failed attempts per minute over
+    /// the last `minutes` minutes (1 to 60, default 60): what the console's
+    /// throughput graph draws.
+    #[oai(path = "/queues/history", method = "get")]
+    async fn history(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ViewerAuth,
+        /// Minutes to cover, 1 to 60.
+        #[oai(validator(minimum(value = "1"), maximum(value = "60")))]
+        minutes: Query<Option<u32>>,
+    ) -> HistoryResponse {
+        let res = async {
+            let q = state.enqueuer.queue();
+            let mut out = Vec::with_capacity(QUEUES.len());
+            for &name in QUEUES {
+                let minutes = q
+                    .history(name, minutes.0.unwrap_or(60))
+                    .await
+                    .map_err(Fail::unavailable)?;
+                out.push(QueueHistory {
+                    queue: name.into(),
+                    minutes: minutes
+                        .iter()
+                        .map(|m| MinuteView {
+                            start: chrono::DateTime::from_timestamp_millis(m.start_ms)
+                                .unwrap_or_default(),
+                            completed: m.completed,
+                            failed: m.failed,
+                        })
+                        .collect(),
+                });
+            }
+            Ok::<_, Fail>(HistoryResponse::Ok(Json(out)))
         };
         res.await.unwrap_or_else(Into::into)
     }

@@ -240,17 +240,63 @@ impl Store {
                 Ok("error") => Some(SyncStatus::Error),
                 _ => None,
             };
-            let n = match g.get("n") {
-                Some(bson::Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-                Some(bson::Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-                Some(bson::Bson::Double(n)) => *n as u64,
-                _ => 0,
-            };
+            let n = count_field(&g);
             if let (Some(p), Some(s)) = (provider, status) {
                 out.push((p, s, n));
             }
         }
         Ok(out)
+    }
+
+    /// How a customer's syncs with one CRM went: the last that did not
+    /// fail, and how many ran and failed over the last hour (read through
+    /// the `(customerId, provider, at)` index of the sync logs).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn customer_sync_health(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> anyhow::Result<SyncHealth> {
+        let scope = doc! { "customerId": customer.as_str(), "provider": provider.as_str() };
+        let mut last_ok = scope.clone();
+        last_ok.insert("outcome", doc! { "$ne": "failed" });
+        let last_success = self
+            .logs
+            .find_one(last_ok)
+            .sort(doc! { "at": -1 })
+            .await
+            .context("reading a customer's last sync")?
+            .map(|l| l.at);
+        let hour_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 3_600_000);
+        let mut recent = scope;
+        recent.insert("at", doc! { "$gte": hour_ago });
+        let pipeline = vec![
+            doc! { "$match": recent },
+            doc! { "$group": { "_id": "$outcome", "n": { "$sum": 1 } } },
+        ];
+        let groups: Vec<bson::Document> = self
+            .logs
+            .clone_with_type::<bson::Document>()
+            .aggregate(pipeline)
+            .await
+            .context("counting a customer's recent syncs")?
+            .try_collect()
+            .await
+            .context("reading recent sync counts")?;
+        let mut health = SyncHealth {
+            last_success,
+            ..SyncHealth::default()
+        };
+        for g in groups {
+            let n = count_field(&g);
+            health.recent += n;
+            if g.get_str("_id") == Ok("failed") {
+                health.recent_failed += n;
+            }
+        }
+        Ok(health)
     }
 
     /// Adds an api token (by its digest) to a customer; `false` when there
@@ -529,4 +575,25 @@ impl Customers {
             })
             .unwrap_or_default())
     }
+}
+
+/// The `n` of a `$group` stage's output (the server may give any number type).
+fn count_field(g: &bson::Document) -> u64 {
+    match g.get("n") {
+        Some(bson::Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(bson::Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(bson::Bson::Double(n)) => *n as u64,
+        _ => 0,
+    }
+}
+
+/// How one connection's syncs went (see [`Store::customer_sync_health`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncHealth {
+    /// The last sync that did not fail.
+    pub last_success: Option<DateTime>,
+    /// Syncs logged over the last hour.
+    pub recent: u64,
+    /// Of those, failed ones.
+    pub recent_failed: u64,
 }

@@ -18,7 +18,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
 pub use contacts::{Contact, ContactPatch, NewContact, Outbox, OutboxJob};
-pub use customers::{Connection, Customer, Customers};
+pub use customers::{Connection, Customer, Customers, SyncHealth};
 pub use inbound::PollCursor;
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
@@ -339,9 +339,11 @@ impl Store {
             .context("creating sync_logs index")?;
         // What operators filter on (`/api/sync-logs`, `/api/connections`,
         // `/metrics`): by provider, and by provider and outcome, newest first.
+        // Per customer: a connection's health (`/api/customers/{id}`).
         for keys in [
             doc! { "provider": 1, "at": -1 },
             doc! { "provider": 1, "outcome": 1, "at": -1 },
+            doc! { "customerId": 1, "provider": 1, "at": -1 },
         ] {
             self.logs
                 .create_index(IndexModel::builder().keys(keys).build())

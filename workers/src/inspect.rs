@@ -59,6 +59,18 @@ pub struct Throughput {
     pub failed: u64,
 }
 
+/// What a queue finished in one minute.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Minute {
+    /// When the minute began, ms since the Unix epoch (Redis' clock).
+    pub start_ms: i64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts failed.
+    pub failed: u64,
+}
+
 /// Groups a listing of pending jobs looks into, at most.
 const MAX_GROUPS_LISTED: usize = 1000;
 
@@ -210,6 +222,22 @@ impl Queue {
     /// # Errors
     /// When Redis fails.
     pub async fn throughput(&self, queue: &str, minutes: u32) -> Result<Throughput, Error> {
+        let history = self.history(queue, minutes).await?;
+        Ok(Throughput {
+            minutes: history.len() as u32,
+            completed: history.iter().map(|m| m.completed).sum(),
+            failed: history.iter().map(|m| m.failed).sum(),
+        })
+    }
+
+    /// Completed jobs and failed attempts minute by minute, oldest first,
+    /// over the last `minutes` minutes (the current one last; at most 60,
+    /// the length of the ring the counts are kept in). A minute nothing
+    /// finished in is there with zeros.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn history(&self, queue: &str, minutes: u32) -> Result<Vec<Minute>, Error> {
         let minutes = minutes.clamp(1, STATS_SLOTS);
         let mut conn = self.conn.clone();
         // the ring is written with the Redis clock, so it is read with it too
@@ -220,19 +248,20 @@ impl Queue {
             .await?;
         let now_min = secs / 60;
         let field = |name: &str, slot: i64| stats.get(&format!("{name}:{slot}")).copied();
-        let mut t = Throughput {
-            minutes,
-            ..Throughput::default()
-        };
-        for minute in (now_min - i64::from(minutes) + 1)..=now_min {
-            let slot = minute.rem_euclid(i64::from(STATS_SLOTS));
-            // a slot still holding an older lap's minute counts nothing
-            if field("m", slot) == Some(minute) {
-                t.completed += field("c", slot).unwrap_or(0).max(0) as u64;
-                t.failed += field("f", slot).unwrap_or(0).max(0) as u64;
-            }
-        }
-        Ok(t)
+        let count = |name: &str, slot: i64| field(name, slot).unwrap_or(0).max(0) as u64;
+        let out = ((now_min - i64::from(minutes) + 1)..=now_min)
+            .map(|minute| {
+                let slot = minute.rem_euclid(i64::from(STATS_SLOTS));
+                // a slot still holding an older lap's minute counts nothing
+                let current = field("m", slot) == Some(minute);
+                Minute {
+                    start_ms: minute * 60_000,
+                    completed: if current { count("c", slot) } else { 0 },
+                    failed: if current { count("f", slot) } else { 0 },
+                }
+            })
+            .collect();
+        Ok(out)
     }
 
     /// Age of the job that has waited longest in `pending`, if any.

@@ -34,7 +34,7 @@ pub use backend::{job_span, JsonCodec, MakeSpan, RedisBackend, RedisLayer, Redis
 pub use config::WorkerConfig;
 pub use conn::Conn as RedisConn;
 pub use error::{Error, JobError};
-pub use inspect::{Discard, Throughput, WorkerInfo};
+pub use inspect::{Discard, Minute, Throughput, WorkerInfo};
 pub use job::{DeadLetter, Job};
 pub use lease::Lease;
 pub use metrics::{series, Metrics, BUCKETS};

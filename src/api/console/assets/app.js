@@ -2,6 +2,7 @@
 // every 2 s. Text from the api is only ever set as text, never as markup.
 
 const TOKEN_KEY = 'contact-sync.token';
+const CUSTOMER_KEY = 'contact-sync.customer';
 const REFRESH_MS = 2000;
 const PER_PAGE = 25;
 const CRMS = { hubspot: 'HubSpot', pipedrive: 'Pipedrive' };
@@ -9,24 +10,31 @@ const CRMS = { hubspot: 'HubSpot', pipedrive: 'Pipedrive' };
 const $ = (id) => document.getElementById(id);
 const crm = (p) => CRMS[p] ?? p;
 const token = () => sessionStorage.getItem(TOKEN_KEY);
+// the customer picked in the header; '' is every customer
+const picked = () => sessionStorage.getItem(CUSTOMER_KEY) ?? '';
 
-async function api(method, path) {
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${token()}`, Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(`/api${path}`, {
     method,
     cache: 'no-store',
     // a hung request must not stop the polling, which waits for it
     signal: AbortSignal.timeout(10000),
-    headers: { Authorization: `Bearer ${token()}`, Accept: 'application/json' },
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const body = await res.json().catch(() => null);
-  if (!res.ok) throw Object.assign(new Error(body?.message ?? res.statusText), { status: res.status });
-  return body;
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    throw Object.assign(new Error(data?.message ?? res.statusText), { status: res.status, code: data?.error });
+  }
+  return data;
 }
 
 function explain(err) {
   if (err.status === 401) return 'The api refused this token (401). Sign in with a valid token.';
   if (err.status === 403) {
-    return 'This token may only read (403): retrying and discarding need an operator token.';
+    return `This token may not do this (403): ${err.message}. Changes need an operator token.`;
   }
   if (err.status) return `${err.message} (${err.status})`;
   return `cannot reach the api (${err.message})`;
@@ -50,12 +58,15 @@ const link = (href, text) => h('a', { href }, text);
 const dash = (v) => (v == null || v === '' ? '—' : v);
 
 // `cols` are header texts, a leading '#' marking a numeric column; a row
-// is an array of cells, or `{ attrs, cells }`; a cell may be a ready <th>.
+// is an array of cells, or `{ attrs, cells, skip }` (`skip`: leading
+// columns a cell above spans); a cell may be a ready <th>.
 function table(labelledby, cols, rows, empty) {
-  const num = (i) => (cols[i].startsWith('#') ? 'num' : null);
-  const cell = (c, i) => (c instanceof HTMLTableCellElement ? c : h('td', { class: num(i) }, c));
+  const num = (i) => (cols[i]?.startsWith('#') ? 'num' : null);
+  const cell = (skip) => (c, i) => (c instanceof HTMLTableCellElement ? c : h('td', { class: num(i + skip) }, c));
   const body = rows.length
-    ? rows.map((r) => (Array.isArray(r) ? h('tr', {}, r.map(cell)) : h('tr', r.attrs, r.cells.map(cell))))
+    ? rows.map((r) =>
+        Array.isArray(r) ? h('tr', {}, r.map(cell(0))) : h('tr', r.attrs, r.cells.map(cell(r.skip ?? 0))),
+      )
     : h('tr', {}, h('td', { colspan: cols.length, class: 'empty' }, empty));
   const head = cols.map((c, i) => h('th', { scope: 'col', class: num(i) }, c.replace(/^#/, '')));
   return h(
@@ -172,8 +183,9 @@ function discardJob(job, after) {
       'data-key': `discard:${job.id}`,
       'aria-label': `Discard job ${job.id}`,
     },
-    (b) => {
-      if (!window.confirm(`Discard job ${job.id}? It cannot be retried afterwards.`)) return;
+    async (b) => {
+      const sure = await confirmDialog(`Discard job ${job.id}?`, 'It cannot be retried afterwards.', 'Discard');
+      if (!sure) return;
       act(b, 'Discard', 'DELETE', `/jobs/${job.id}`, () => {
         if (after) location.hash = after;
         return `Job ${job.id} discarded.`;
@@ -182,15 +194,368 @@ function discardJob(job, after) {
   );
 }
 
+// ---- dialogs ----
+// Modal <dialog>s live outside #view, so a refresh never wipes what is
+// being typed; the page behind them keeps refreshing.
+
+function dialog(labelledby, ...content) {
+  const d = h('dialog', { 'aria-labelledby': labelledby, class: 'panel' }, content);
+  d.addEventListener('close', () => d.remove());
+  document.body.append(d);
+  d.showModal();
+  return d;
+}
+
+// Resolves to whether the operator confirmed.
+function confirmDialog(title, text, action) {
+  return new Promise((resolve) => {
+    let answer = false;
+    const d = dialog(
+      'confirm-title',
+      h('h2', { id: 'confirm-title' }, title),
+      h('p', {}, text),
+      h(
+        'p',
+        { class: 'actions' },
+        h(
+          'button',
+          { type: 'button', class: 'danger', 'data-action': 'confirm', onclick: () => ((answer = true), d.close()) },
+          action,
+        ),
+        h('button', { type: 'button', 'data-action': 'cancel', onclick: () => d.close() }, 'Cancel'),
+      ),
+    );
+    d.addEventListener('close', () => resolve(answer));
+    d.querySelector('[data-action=cancel]').focus();
+  });
+}
+
+// ---- contacts: create, edit, delete ----
+
+// Checked by the api, whose errors are shown beside the field they name.
+const FIELDS = [
+  { name: 'firstName', label: 'First name' },
+  { name: 'lastName', label: 'Last name' },
+  { name: 'email', label: 'Email', type: 'email', required: true },
+  { name: 'phone', label: 'Phone', type: 'tel' },
+  { name: 'companyName', label: 'Company' },
+  { name: 'jobTitle', label: 'Job title' },
+];
+
+// The field an api error names (`email: …`, "field `firstName` …"), if any.
+function fieldOf(err) {
+  const text = err.message ?? '';
+  const named = FIELDS.find((f) => new RegExp(`(^|[^A-Za-z])${f.name}([^A-Za-z]|$)`).test(text));
+  if (named) return named.name;
+  if (/customer/i.test(text)) return 'customerId';
+  return /e-?mail/i.test(text) ? 'email' : null;
+}
+
+const contactName = (c) => [c.firstName, c.lastName].filter(Boolean).join(' ') || c.email;
+
+// Opens the form for a new contact (`contact` absent) or for editing one.
+function contactForm(contact) {
+  const editing = Boolean(contact);
+  const input = (f) => {
+    const attrs = {
+      id: `f-${f.name}`,
+      name: f.name,
+      type: f.type ?? 'text',
+      autocomplete: 'off',
+      'aria-describedby': `e-${f.name}`,
+    };
+    const el = h('input', attrs);
+    el.value = contact?.[f.name] ?? '';
+    return h(
+      'div',
+      { class: 'field' },
+      h('label', { for: `f-${f.name}` }, f.label, f.required ? ' (required)' : ''),
+      el,
+      h('p', { id: `e-${f.name}`, class: 'field-error' }),
+    );
+  };
+  const customerField = editing
+    ? h('p', { class: 'muted' }, `Customer: ${customerName(contact.customerId)}`)
+    : h(
+        'div',
+        { class: 'field' },
+        h('label', { for: 'f-customerId' }, 'Customer'),
+        h(
+          'select',
+          { id: 'f-customerId', name: 'customerId', 'aria-describedby': 'e-customerId' },
+          customers.map((c) =>
+            h('option', { value: c.id, selected: c.id === (picked() || defaultCustomer()) }, c.name),
+          ),
+        ),
+        h('p', { id: 'e-customerId', class: 'field-error' }),
+      );
+  const title = editing ? `Edit ${contactName(contact)}` : 'New contact';
+  const form = h(
+    'form',
+    { id: 'contact-form', novalidate: true },
+    h('h2', { id: 'form-title' }, title),
+    customerField,
+    FIELDS.map(input),
+    h('p', { id: 'form-error', class: 'form-error', role: 'alert' }),
+    h(
+      'p',
+      { class: 'actions' },
+      h('button', { type: 'submit', class: 'primary', 'data-action': 'save' }, editing ? 'Save' : 'Create'),
+      h('button', { type: 'button', 'data-action': 'cancel', onclick: () => d.close() }, 'Cancel'),
+    ),
+  );
+  const d = dialog('form-title', form);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    saveContact(d, form, contact);
+  });
+  form.querySelector('input').focus();
+}
+
+function clearErrors(form) {
+  for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+  for (const el of form.querySelectorAll('.field-error, .form-error')) el.textContent = '';
+}
+
+function showError(form, err) {
+  const field = err.status === 400 || err.status === 409 ? fieldOf(err) : null;
+  const el = field && form.querySelector(`#f-${field}`);
+  if (el) {
+    el.setAttribute('aria-invalid', 'true');
+    form.querySelector(`#e-${field}`).textContent = err.message;
+    el.focus();
+  } else {
+    form.querySelector('#form-error').textContent = explain(err);
+  }
+}
+
+async function saveContact(d, form, contact) {
+  const save = form.querySelector('[data-action=save]');
+  if (save.dataset.busy) return;
+  clearErrors(form);
+  const value = (name) => form.elements[name].value.trim();
+  let body = {};
+  if (contact) {
+    // only what changed; an emptied field is cleared (null)
+    for (const f of FIELDS) {
+      const v = value(f.name);
+      if (v !== (contact[f.name] ?? '')) body[f.name] = v === '' && !f.required ? null : v;
+    }
+    if (!Object.keys(body).length) {
+      d.close();
+      setStatus(`Nothing changed in ${contactName(contact)}.`);
+      return;
+    }
+  } else {
+    // a customer token's form has no choice: the api takes its customer
+    if (form.elements.customerId?.value) body.customerId = value('customerId');
+    for (const f of FIELDS) if (value(f.name) !== '' || f.required) body[f.name] = value(f.name);
+  }
+  save.dataset.busy = '1';
+  save.setAttribute('aria-busy', 'true');
+  try {
+    const r = contact
+      ? await api('PATCH', `/contacts/${encodeURIComponent(contact.id)}`, body)
+      : await api('POST', '/contacts', body);
+    d.close();
+    setAlert('');
+    setStatus(`${contact ? 'Saved' : 'Created'} ${r.contact.email}; ${syncing(r)}`);
+    await refresh();
+  } catch (err) {
+    if (err.status === 401) {
+      d.close();
+      return showLogin(explain(err));
+    }
+    showError(form, err);
+  } finally {
+    delete save.dataset.busy;
+    save.removeAttribute('aria-busy');
+  }
+}
+
+function syncing(r) {
+  if (!r.jobs.length) return 'it syncs with no CRM (its customer has none enabled).';
+  const to = r.jobs.map((j) => crm(j.provider)).join(' and ');
+  return r.queued ? `syncing to ${to}.` : `queued for ${to} once Redis answers.`;
+}
+
+function editContact(c) {
+  return button(
+    'Edit',
+    { 'data-action': 'edit', 'data-key': `edit:${c.id}`, 'aria-label': `Edit ${c.email}` },
+    () => contactForm(c),
+  );
+}
+
+function deleteContact(c, after) {
+  return button(
+    'Delete',
+    { class: 'danger', 'data-action': 'delete', 'data-key': `delete:${c.id}`, 'aria-label': `Delete ${c.email}` },
+    async (b) => {
+      const where = c.links.length ? ` It is deleted from ${c.links.map((l) => crm(l.provider)).join(' and ')} too.` : '';
+      if (!(await confirmDialog(`Delete ${c.email}?`, `This cannot be undone.${where}`, 'Delete'))) return;
+      act(b, 'Delete', 'DELETE', `/contacts/${encodeURIComponent(c.id)}`, (r) => {
+        if (after) location.hash = after;
+        return `Deleted ${c.email}; ${syncing(r)}`;
+      });
+    },
+  );
+}
+
+// ---- customers ----
+
+let customers = [];
+const defaultCustomer = () => customers.find((c) => c.default)?.id ?? '';
+const customerName = (id) => customers.find((c) => c.id === id)?.name ?? id;
+
+// Fills the header's picker; an unknown pick (a deleted customer, say)
+// falls back to every customer.
+function fillPicker(list) {
+  customers = list;
+  const sel = $('customer');
+  const now = picked();
+  if (now && !list.some((c) => c.id === now)) sessionStorage.removeItem(CUSTOMER_KEY);
+  const options = [h('option', { value: '' }, 'All customers')].concat(
+    list.map((c) => h('option', { value: c.id }, c.default ? `${c.name} (default)` : c.name)),
+  );
+  const same =
+    sel.options.length === options.length && options.every((o, i) => sel.options[i].value === o.value && sel.options[i].text === o.text);
+  if (!same) sel.replaceChildren(...options);
+  sel.value = picked();
+}
+
+async function loadCustomerList() {
+  fillPicker(await api('GET', '/customers?limit=500'));
+}
+
+function healthBadge(health) {
+  const cls = { ok: 'synced', degraded: 'pending', failing: 'error' }[health] ?? 'off';
+  return h('span', { class: `badge ${cls}`, 'data-health': health }, health);
+}
+
+async function loadCustomers() {
+  const list = await api('GET', '/customers?limit=500');
+  fillPicker(list);
+  return list;
+}
+
+function renderCustomers(list) {
+  const rows = list.flatMap((c) => {
+    const head = (span) =>
+      h(
+        'th',
+        { scope: 'row', rowspan: span },
+        h('span', {}, c.name),
+        h('br'),
+        h('code', { class: 'muted' }, c.id),
+        c.default ? h('span', { class: 'muted' }, ' (default)') : null,
+        h('br'),
+        button('Contacts', { 'data-action': 'pick', 'data-key': `pick:${c.id}`, 'aria-label': `Contacts of ${c.name}` }, () =>
+          pick(c.id, '#/contacts'),
+        ),
+      );
+    if (!c.connections.length) {
+      return [{ attrs: { 'data-customer-id': c.id }, cells: [head(1), h('td', { colspan: 9, class: 'empty' }, 'No CRM connected.')] }];
+    }
+    return c.connections.map((x, i) => ({
+      attrs: { 'data-customer-id': c.id, 'data-provider': x.provider },
+      skip: i === 0 ? 0 : 1,
+      cells: [
+        i === 0 ? head(c.connections.length) : null,
+        crm(x.provider),
+        dash(x.accountId),
+        healthBadge(x.health),
+        h('span', { class: x.errorRate1h > 0 ? 'warn' : null }, `${percent(x.errorRate1h)} of ${x.syncs1h}`),
+        time(x.lastSuccessAt),
+        time(x.lastPollAt),
+        x.linksPending,
+        x.linksSynced,
+        x.linksError,
+        `${x.rateLimitUsed} / ${x.rateLimitInEffect} per s`,
+      ].filter((cell) => cell !== null),
+    }));
+  });
+  return page(
+    'Customers',
+    h('p', { id: 'h-customers', class: 'muted' }, `${list.length} customer${list.length === 1 ? '' : 's'} and their CRM connections.`),
+    table(
+      'h-customers',
+      ['Customer', 'CRM', 'Account', 'Health', '#Errors (1 h)', 'Last success', 'Last poll', '#Pending', '#Synced', '#Error', '#Budget used'],
+      rows,
+      'No customers.',
+    ),
+  );
+}
+
+// Picks a customer in the header and, optionally, goes to a view.
+function pick(id, hash) {
+  if (id) sessionStorage.setItem(CUSTOMER_KEY, id);
+  else sessionStorage.removeItem(CUSTOMER_KEY);
+  $('customer').value = id;
+  setStatus(id ? `Showing ${customerName(id)}.` : 'Showing every customer.');
+  if (hash && location.hash !== hash) location.hash = hash;
+  else refresh({ moved: true });
+}
+
+// ---- throughput graph ----
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, ...kids) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  el.append(...kids);
+  return el;
+}
+
+// One queue's last hour: a bar per minute, completed jobs below failed
+// attempts (red), scaled to the busiest minute.
+function graph(q) {
+  const W = 240;
+  const H = 56;
+  const bar = W / q.minutes.length;
+  const top = Math.max(1, ...q.minutes.map((m) => m.completed + m.failed));
+  const y = (n) => (n / top) * (H - 2);
+  const bars = q.minutes.flatMap((m, i) => {
+    const x = (i * bar).toFixed(1);
+    const when = new Date(m.start).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const tip = svg('title', {}, `${when}: ${m.completed} completed, ${m.failed} failed`);
+    const ok = y(m.completed);
+    const bad = y(m.failed);
+    const g = svg('g', {}, tip);
+    if (ok) g.append(svg('rect', { x, y: H - ok, width: Math.max(1, bar - 1), height: ok, class: 'ok' }));
+    if (bad) g.append(svg('rect', { x, y: H - ok - bad, width: Math.max(1, bar - 1), height: bad, class: 'bad' }));
+    return [g];
+  });
+  const completed = q.minutes.reduce((n, m) => n + m.completed, 0);
+  const failed = q.minutes.reduce((n, m) => n + m.failed, 0);
+  const label = `${q.queue}: ${completed} completed, ${failed} failed in the last hour`;
+  return h(
+    'figure',
+    { class: 'graph', 'data-queue': q.queue, 'data-completed': completed, 'data-failed': failed },
+    svg(
+      'svg',
+      { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': label },
+      svg('line', { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, class: 'axis' }),
+      ...bars,
+    ),
+    h('div', { class: 'ticks', 'aria-hidden': 'true' }, h('span', {}, '60 min ago'), h('span', {}, `peak ${top}/min`), h('span', {}, 'now')),
+    h('figcaption', {}, h('strong', {}, q.queue), ` ${completed} done · `, h('span', { class: failed ? 'warn' : null }, `${failed} failed`)),
+  );
+}
+
+// ---- views ----
+
 // ---- views ----
 
 async function loadOverview() {
-  const paths = ['/queues', '/workers', '/connections', '/links?status=error&limit=20'];
-  const [queues, workers, connections, links] = await Promise.all(paths.map((p) => api('GET', p)));
-  return { queues, workers, connections, links };
+  const who = picked() || defaultCustomer();
+  const paths = ['/queues', '/queues/history', '/workers', '/links?status=error&limit=20'];
+  const [queues, history, workers, links] = await Promise.all(paths.map((p) => api('GET', p)));
+  const customer = who ? await api('GET', `/customers/${encodeURIComponent(who)}`) : null;
+  return { queues, history, workers, links, customer };
 }
 
-function renderOverview({ queues, workers, connections, links }) {
+function renderOverview({ queues, history, workers, links, customer }) {
   const now = Date.now();
   return page(
     'Overview',
@@ -223,6 +588,7 @@ function renderOverview({ queues, workers, connections, links }) {
       ]),
       'No queues.',
     ),
+    section('h-history', 'Last hour', h('div', { class: 'graphs' }, history.map(graph))),
     tableSection(
       'h-workers',
       `Workers (${workers.length})`,
@@ -238,22 +604,29 @@ function renderOverview({ queues, workers, connections, links }) {
       ]),
       'No live workers.',
     ),
-    tableSection(
-      'h-connections',
-      'Connections',
-      ['CRM', 'Last success', 'Last poll', '#Error rate (1 h)', '#Pending', '#Synced', '#Error', '#Rate limit used'],
-      connections.map((c) => [
-        crm(c.provider),
-        time(c.lastSuccessAt),
-        time(c.lastPollAt),
-        h('span', { class: c.errorRate1h > 0 ? 'warn' : null }, percent(c.errorRate1h)),
-        c.linksPending,
-        c.linksSynced,
-        c.linksError,
-        `${c.rateLimitUsed} / ${c.rateLimit} per s`,
-      ]),
-      'No connections.',
-    ),
+    customer
+      ? tableSection(
+          'h-connections',
+          `Connections of ${customer.name}`,
+          ['CRM', 'Account', 'Health', 'Last success', 'Last poll', '#Errors (1 h)', '#Pending', '#Synced', '#Error', '#Budget used'],
+          customer.connections.map((c) => ({
+            attrs: { 'data-provider': c.provider },
+            cells: [
+              crm(c.provider),
+              dash(c.accountId),
+              healthBadge(c.health),
+              time(c.lastSuccessAt),
+              time(c.lastPollAt),
+              h('span', { class: c.errorRate1h > 0 ? 'warn' : null }, percent(c.errorRate1h)),
+              c.linksPending,
+              c.linksSynced,
+              c.linksError,
+              `${c.rateLimitUsed} / ${c.rateLimitInEffect} per s`,
+            ],
+          })),
+          'No CRM connected.',
+        )
+      : null,
     tableSection(
       'h-links',
       `Links in error (${links.total})`,
@@ -272,7 +645,8 @@ function renderOverview({ queues, workers, connections, links }) {
 
 const loadContacts = (route) => {
   const page = Math.max(1, Number.parseInt(route.params.get('page'), 10) || 1);
-  return api('GET', `/contacts?page=${page}&perPage=${PER_PAGE}`);
+  const who = picked() ? `&customerId=${encodeURIComponent(picked())}` : '';
+  return api('GET', `/contacts?page=${page}&perPage=${PER_PAGE}${who}`);
 };
 
 function syncCell(c) {
@@ -288,26 +662,36 @@ function syncCell(c) {
 function renderContacts(data) {
   const pages = Math.max(1, Math.ceil(data.total / data.perPage));
   const name = (c) => [c.firstName, c.lastName].filter(Boolean).join(' ') || '(no name)';
+  const all = !picked();
   const rows = data.items.map((c) => {
     const errors = c.links.filter((l) => l.lastError).map((l) => `${crm(l.provider)}: ${l.lastError}`);
     return {
-      attrs: { 'data-contact-id': c.id },
+      attrs: { 'data-contact-id': c.id, 'data-email': c.email },
       cells: [
         h('th', { scope: 'row' }, link(`#/contact/${c.id}`, name(c))),
         c.email,
-        syncCell(c),
+        all ? customerName(c.customerId) : null,
+        c.deleted ? h('span', { class: 'muted' }, 'deleted') : syncCell(c),
         h('span', { class: 'error-text' }, errors.length ? errors.join('\n') : '—'),
-      ],
+        c.deleted ? '' : h('span', { class: 'actions' }, editContact(c), deleteContact(c)),
+      ].filter((cell) => cell !== null),
     };
   });
+  const cols = ['Name', 'Email', ...(all ? ['Customer'] : []), 'Sync', 'Last error', 'Actions'];
+  const whose = all ? 'every customer' : customerName(picked());
   return page(
-    'Contacts',
+    all ? 'Contacts' : `Contacts of ${whose}`,
+    h(
+      'p',
+      { class: 'actions' },
+      button('New contact', { class: 'primary', 'data-action': 'new', 'data-key': 'new' }, () => contactForm()),
+    ),
     h(
       'p',
       { id: 'h-contacts', class: 'muted' },
-      `${data.total} contact${data.total === 1 ? '' : 's'}; a name opens the contact's sync log.`,
+      `${data.total} contact${data.total === 1 ? '' : 's'} of ${whose}; a name opens the contact's sync log.`,
     ),
-    table('h-contacts', ['Name', 'Email', 'Sync', 'Last error'], rows, 'No contacts yet.'),
+    table('h-contacts', cols, rows, 'No contacts yet.'),
     h(
       'nav',
       { 'aria-label': 'Pages', class: 'pager' },
@@ -327,8 +711,15 @@ async function loadContact(route) {
 function renderContact({ contact: c, logs }) {
   const jobLink = (id) => (id ? link(`#/job/${encodeURIComponent(id)}`, id) : '—');
   return page(
-    [c.firstName, c.lastName].filter(Boolean).join(' ') || c.email,
-    h('p', {}, link('#/contacts', '← Contacts'), ` · ${c.email} · version ${c.version}`),
+    contactName(c),
+    h(
+      'p',
+      {},
+      link('#/contacts', '← Contacts'),
+      ` · ${c.email} · ${customerName(c.customerId)} · version ${c.version}`,
+      c.deleted ? ' · deleted' : '',
+    ),
+    c.deleted ? null : h('p', { class: 'actions' }, editContact(c), deleteContact(c, '#/contacts')),
     tableSection(
       'h-contact-links',
       'Links',
@@ -483,6 +874,7 @@ function renderJob(j) {
 
 const VIEWS = {
   overview: { nav: 'overview', load: loadOverview, render: renderOverview },
+  customers: { nav: 'customers', load: loadCustomers, render: renderCustomers },
   contacts: { nav: 'contacts', load: loadContacts, render: renderContacts },
   contact: { nav: 'contacts', load: loadContact, render: renderContact },
   dead: { nav: 'dead', load: loadDead, render: renderDead },
@@ -572,11 +964,17 @@ function showLogin(message) {
   $('token').focus();
 }
 
-function showApp() {
+async function showApp() {
   $('login').hidden = true;
   $('nav').hidden = false;
   $('tools').hidden = false;
   if (!location.hash.startsWith('#/')) history.replaceState(null, '', '#/overview');
+  try {
+    await loadCustomerList();
+  } catch (err) {
+    // the view's own load says what is wrong
+    if (err.status === 401) return showLogin(explain(err));
+  }
   refresh({ moved: true });
 }
 
@@ -606,6 +1004,8 @@ $('sign-out').addEventListener('click', () => {
   showLogin();
   setStatus('Signed out.');
 });
+
+$('customer').addEventListener('change', (e) => pick(e.currentTarget.value));
 
 $('auto').addEventListener('change', () => {
   setStatus($('auto').checked ? 'Automatic refresh on.' : 'Automatic refresh paused.');
