@@ -171,7 +171,9 @@ pub async fn run_worker(
         TokenMinter::new(&key, &secret),
         Some(limits),
         // a CRM call may take no longer than one job attempt
-        cfg.worker.job_timeout(),
+        cfg.worker.job_timeout().min(Duration::from_secs(
+            cfg.integration.crm_call_timeout_secs.max(1),
+        )),
     )?
     .with_metrics(metrics.clone())
     .with_customers(Customers::new(store.clone(), cfg.sync.providers.clone()));

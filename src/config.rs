@@ -227,6 +227,11 @@ pub struct IntegrationAppConfig {
         default_value = "contact-sync"
     )]
     pub integration_app_customer_id: String,
+    /// Longest one CRM call may take, in seconds (never longer than a job
+    /// attempt). A call nobody answers then fails as transient and is
+    /// retried, instead of holding its worker slot for the whole attempt.
+    #[arg(long, env = "CRM_CALL_TIMEOUT_SECS", default_value_t = 10)]
+    pub crm_call_timeout_secs: u64,
 }
 
 impl IntegrationAppConfig {

@@ -410,3 +410,44 @@ async fn the_stores_have_the_bounds_an_operator_sets() {
     .await;
     assert_eq!(dead.as_array().map(Vec::len), Some(2), "{dead}");
 }
+
+#[tokio::test]
+async fn a_crm_call_nobody_answers_fails_after_the_call_timeout_not_the_job_s() {
+    let app = TestApp::with(
+        common::Options::default()
+            .env("CRM_CALL_TIMEOUT_SECS", 1)
+            .env("JOB_TIMEOUT_SECS", 30),
+    )
+    .await;
+    // every CRM call now takes 4 s to be answered
+    app.set_faults(json!({ "latencyMs": 4000 })).await;
+    let (status, body) = app.create(json!({ "email": "slow@example.com" })).await;
+    assert_eq!(status, 202, "{body}");
+    let cid = body["contact"]["id"].as_str().unwrap().to_owned();
+    let job = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["provider"] == "hubspot")
+        .and_then(|j| j["jobId"].as_str())
+        .unwrap_or_else(|| panic!("a HubSpot job: {body}"))
+        .to_owned();
+    let failed = eventually(Duration::from_secs(10), "a failed attempt", || async {
+        let (_, j) = app
+            .call(Method::GET, &format!("/api/jobs/{job}"), None)
+            .await;
+        j["failedAttempts"]
+            .as_array()
+            .and_then(|a| a.first().cloned())
+    })
+    .await;
+    let took = failed["durationMs"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        (900..3_000).contains(&took),
+        "the attempt gave up after the 1 s call timeout, not 4 s or 30 s: {failed}"
+    );
+    // the CRM answers again: the retry pushes it
+    app.set_faults(json!({})).await;
+    app.wait_link(&cid, "hubspot", "synced", Duration::from_secs(20))
+        .await;
+}
