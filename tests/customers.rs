@@ -1019,7 +1019,7 @@ async fn a_connection_s_health_and_each_queue_s_last_hour_show_failures() {
     assert!(hubspot["lastSuccessAt"].is_string(), "{hubspot}");
     assert!(hubspot["syncs1h"].as_u64() >= Some(2), "{hubspot}");
     let rate = hubspot["errorRate1h"].as_f64().unwrap_or_default();
-    assert!(rate >= 0.5 && rate < 1.0, "{hubspot}");
+    assert!((0.5..1.0).contains(&rate), "{hubspot}");
     assert!(hubspot["rateLimitInEffect"].as_u64() > Some(0), "{hubspot}");
 
     // a disabled connection says so, whatever its history
