@@ -25,15 +25,7 @@ async fn an_operator_finds_inspects_and_retries_a_dead_job() {
         .await;
     assert_eq!(status, 202, "{body}");
     let contact = body["contact"]["id"].as_str().unwrap().to_owned();
-    let job_id = body["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["provider"] == "hubspot")
-        .unwrap()["jobId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = common::job_id(&body, "hubspot");
     app.wait_link(&contact, "hubspot", "error", Duration::from_secs(10))
         .await;
 

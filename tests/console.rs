@@ -205,44 +205,15 @@ async fn operator_manages_each_customer_s_contacts_from_the_console() {
     // arrange: Acme (HubSpot + Pipedrive) and Globex (HubSpot only), each
     // on its own simulated CRM accounts
     let app = TestApp::spawn().await;
-    let accounts = [
-        ("acme", "hubspot", 72001),
-        ("acme", "pipedrive", 82001),
-        ("globex", "hubspot", 72002),
-    ];
-    for (customer, connection, account) in accounts {
-        let (status, body) = app
-            .sim_send(
-                reqwest::Method::PUT,
-                &format!("/accounts/{customer}/{connection}"),
-                Some(json!({ "accountId": account })),
-            )
-            .await;
-        assert_eq!(
-            status, 200,
-            "simulated account {customer}/{connection}: {body}"
-        );
-    }
-    for (id, name) in [("acme", "Acme Corp"), ("globex", "Globex")] {
-        let connections: serde_json::Map<String, serde_json::Value> = accounts
-            .iter()
-            .filter(|(c, _, _)| *c == id)
-            .map(|(_, conn, account)| {
-                (
-                    conn.to_string(),
-                    json!({ "accountId": account.to_string() }),
-                )
-            })
-            .collect();
-        let (status, body) = app
-            .call(
-                reqwest::Method::POST,
-                "/api/customers",
-                Some(json!({ "id": id, "name": name, "connections": connections })),
-            )
-            .await;
-        assert_eq!(status, 201, "customer {id}: {body}");
-    }
+    app.customers_on_own_accounts(
+        &[("acme", "Acme Corp"), ("globex", "Globex")],
+        &[
+            ("acme", "hubspot", 72001),
+            ("acme", "pipedrive", 82001),
+            ("globex", "hubspot", 72002),
+        ],
+    )
+    .await;
     let mut browser = Browser::launch().await;
     sign_in(&mut browser, &app, TOKEN).await;
 

@@ -317,39 +317,20 @@ async fn three_customers_each_sync_only_with_their_own_crm_accounts() {
     assert_eq!(status, 200, "{body}");
     // A: HubSpot + Pipedrive, B: HubSpot only, C: Pipedrive only; each on
     // its own simulated account.
-    let setup = [
-        ("cust-a", "hubspot", 71001),
-        ("cust-a", "pipedrive", 81001),
-        ("cust-b", "hubspot", 71002),
-        ("cust-c", "pipedrive", 81003),
-    ];
-    for (customer, conn, account) in setup {
-        let (status, body) = app
-            .sim_send(
-                Method::PUT,
-                &format!("/accounts/{customer}/{conn}"),
-                Some(json!({ "accountId": account })),
-            )
-            .await;
-        assert_eq!(status, 200, "simulated account {customer}/{conn}: {body}");
-    }
-    for id in ["cust-a", "cust-b", "cust-c"] {
-        let connections: serde_json::Map<String, Value> = setup
-            .iter()
-            .filter(|(c, _, _)| *c == id)
-            .map(|(_, conn, account)| {
-                (
-                    conn.to_string(),
-                    json!({ "accountId": account.to_string() }),
-                )
-            })
-            .collect();
-        customer(
-            &app,
-            json!({ "id": id, "name": id, "connections": connections }),
-        )
-        .await;
-    }
+    app.customers_on_own_accounts(
+        &[
+            ("cust-a", "cust-a"),
+            ("cust-b", "cust-b"),
+            ("cust-c", "cust-c"),
+        ],
+        &[
+            ("cust-a", "hubspot", 71001),
+            ("cust-a", "pipedrive", 81001),
+            ("cust-b", "hubspot", 71002),
+            ("cust-c", "pipedrive", 81003),
+        ],
+    )
+    .await;
 
     // Writes: the same email at every customer, and one of each's own.
     let mut ids = Vec::new();

@@ -243,15 +243,7 @@ async fn a_job_that_takes_its_worker_down_every_time_ends_dead_not_in_a_loop() {
     let (status, body) = app.create(json!({ "email": "poison@example.com" })).await;
     assert_eq!(status, 202, "{body}");
     let cid = body["contact"]["id"].as_str().unwrap().to_owned();
-    let job = body["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["provider"] == "hubspot")
-        .unwrap()["jobId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job = common::job_id(&body, "hubspot");
     for death in 0..3 {
         eventually(
             Duration::from_secs(20),
@@ -424,14 +416,7 @@ async fn a_crm_call_nobody_answers_fails_after_the_call_timeout_not_the_job_s() 
     let (status, body) = app.create(json!({ "email": "slow@example.com" })).await;
     assert_eq!(status, 202, "{body}");
     let cid = body["contact"]["id"].as_str().unwrap().to_owned();
-    let job = body["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["provider"] == "hubspot")
-        .and_then(|j| j["jobId"].as_str())
-        .unwrap_or_else(|| panic!("a HubSpot job: {body}"))
-        .to_owned();
+    let job = common::job_id(&body, "hubspot");
     let failed = eventually(Duration::from_secs(10), "a failed attempt", || async {
         let (_, j) = app
             .call(Method::GET, &format!("/api/jobs/{job}"), None)

@@ -130,15 +130,7 @@ async fn a_record_that_always_fails_ends_in_error_then_retry_fixes_it() {
         .await;
     assert_eq!(status, 202, "{body}");
     let id = body["contact"]["id"].as_str().unwrap().to_owned();
-    let job_id = body["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["provider"] == "hubspot")
-        .unwrap()["jobId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = common::job_id(&body, "hubspot");
 
     let link = app
         .wait_link(&id, "hubspot", "error", Duration::from_secs(10))

@@ -417,6 +417,45 @@ impl TestApp {
         body["contact"]["id"].as_str().expect("id").to_owned()
     }
 
+    /// Creates customers (id, name), each connection on its own simulated
+    /// CRM account: `accounts` lists (customer, connection, account id).
+    pub async fn customers_on_own_accounts(
+        &self,
+        customers: &[(&str, &str)],
+        accounts: &[(&str, &str, u64)],
+    ) {
+        for (customer, connection, account) in accounts {
+            let (status, body) = self
+                .sim_send(
+                    reqwest::Method::PUT,
+                    &format!("/accounts/{customer}/{connection}"),
+                    Some(json!({ "accountId": account })),
+                )
+                .await;
+            assert_eq!(
+                status, 200,
+                "simulated account {customer}/{connection}: {body}"
+            );
+        }
+        for (id, name) in customers {
+            let connections: serde_json::Map<String, Value> = accounts
+                .iter()
+                .filter(|(c, _, _)| c == id)
+                .map(|(_, conn, account)| {
+                    (
+                        conn.to_string(),
+                        json!({ "accountId": account.to_string() }),
+                    )
+                })
+                .collect();
+            let body = json!({ "id": id, "name": name, "connections": connections });
+            let (status, created) = self
+                .call(reqwest::Method::POST, "/api/customers", Some(body.clone()))
+                .await;
+            assert_eq!(status, 201, "create customer {body}: {created}");
+        }
+    }
+
     pub async fn contact(&self, id: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, &format!("/api/contacts/{id}"), None)
             .await
@@ -953,4 +992,14 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The id of the job an accepted write queued for `provider`.
+pub fn job_id(accepted: &Value, provider: &str) -> String {
+    accepted["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["provider"] == provider))
+        .and_then(|j| j["jobId"].as_str())
+        .unwrap_or_else(|| panic!("a {provider} job in {accepted}"))
+        .to_owned()
 }
