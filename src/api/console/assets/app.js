@@ -433,13 +433,20 @@ function healthBadge(health) {
   return h('span', { class: `badge ${cls}`, 'data-health': health }, health);
 }
 
-async function loadCustomers() {
-  const list = await api('GET', '/customers?limit=500');
-  fillPicker(list);
-  return list;
+// A page at a time: each customer's health costs the api a few reads,
+// and this view is refreshed every 2 s.
+const CUSTOMERS_PER_PAGE = 25;
+
+async function loadCustomers(route) {
+  const after = route.params.get('after');
+  const from = after ? `&after=${encodeURIComponent(after)}` : '';
+  const list = await api('GET', `/customers?limit=${CUSTOMERS_PER_PAGE + 1}${from}`);
+  // one created since the picker was filled: fill it again
+  if (!after && list.some((c) => !customers.some((k) => k.id === c.id))) await loadCustomerList();
+  return { list: list.slice(0, CUSTOMERS_PER_PAGE), more: list.length > CUSTOMERS_PER_PAGE, after };
 }
 
-function renderCustomers(list) {
+function renderCustomers({ list, more, after }) {
   const rows = list.flatMap((c) => {
     const head = (span) =>
       h(
@@ -475,14 +482,21 @@ function renderCustomers(list) {
       ].filter((cell) => cell !== null),
     }));
   });
+  const last = list[list.length - 1]?.id;
   return page(
     'Customers',
-    h('p', { id: 'h-customers', class: 'muted' }, `${list.length} customer${list.length === 1 ? '' : 's'} and their CRM connections.`),
+    h('p', { id: 'h-customers', class: 'muted' }, 'Customers and their CRM connections, by id.'),
     table(
       'h-customers',
       ['Customer', 'CRM', 'Account', 'Health', '#Errors (1 h)', 'Last success', 'Last poll', '#Pending', '#Synced', '#Error', '#Budget used'],
       rows,
       'No customers.',
+    ),
+    h(
+      'nav',
+      { 'aria-label': 'Pages', class: 'pager' },
+      after ? link('#/customers', '← First page') : null,
+      more ? link(`#/customers?after=${encodeURIComponent(last)}`, 'Next →') : null,
     ),
   );
 }
@@ -550,9 +564,9 @@ function graph(q) {
 async function loadOverview() {
   const who = picked() || defaultCustomer();
   const paths = ['/queues', '/queues/history', '/workers', '/links?status=error&limit=20'];
-  const [queues, history, workers, links] = await Promise.all(paths.map((p) => api('GET', p)));
-  const customer = who ? await api('GET', `/customers/${encodeURIComponent(who)}`) : null;
-  return { queues, history, workers, links, customer };
+  const customer = who ? api('GET', `/customers/${encodeURIComponent(who)}`) : null;
+  const [queues, history, workers, links, customerView] = await Promise.all([...paths.map((p) => api('GET', p)), customer]);
+  return { queues, history, workers, links, customer: customerView };
 }
 
 function renderOverview({ queues, history, workers, links, customer }) {
