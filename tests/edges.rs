@@ -68,6 +68,51 @@ async fn a_push_that_landed_but_was_not_recorded_does_not_revert_a_later_edit() 
     assert_eq!(p[0]["first_name"], "V3", "{p:?}");
 }
 
+#[tokio::test]
+async fn a_create_that_landed_but_was_not_recorded_is_known_as_ours() {
+    let mut app = TestApp::spawn().await;
+    // The first pushes create the records, but the answers come too late:
+    // the worker dies before it hears, so no link records an id. Only the
+    // intent the api wrote with the new links says what was sent.
+    app.set_faults(json!({ "respondLateMs": 8_000 })).await;
+    let (status, body) = app
+        .create(json!({ "email": "edna@example.com", "firstName": "V1" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let cid = body["contact"]["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "V1 created in both CRMs",
+        || async {
+            let h = app.records("hubspot").await;
+            let p = app.records("pipedrive").await;
+            (h.len() == 1 && p.len() == 1).then_some(())
+        },
+    )
+    .await;
+    app.kill_worker(0);
+    app.set_faults(json!({})).await;
+
+    // A later edit in the app, then the pool comes back.
+    patch(&app, &cid, json!({ "firstName": "V2" })).await;
+    app.add_worker();
+    app.settle(Duration::from_secs(30)).await;
+    app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(10))
+        .await;
+
+    let (_, c) = app.contact(&cid).await;
+    assert_eq!(
+        c["firstName"], "V2",
+        "the record our unrecorded create made is not taken for a CRM change: {c}"
+    );
+    let h = app.records("hubspot").await;
+    assert_eq!(h.len(), 1, "no second record: {h:?}");
+    assert_eq!(h[0]["properties"]["firstname"], "V2", "{h:?}");
+    let p = app.records("pipedrive").await;
+    assert_eq!(p.len(), 1, "no second record: {p:?}");
+    assert_eq!(p[0]["first_name"], "V2", "{p:?}");
+}
+
 async fn sync_logs(app: &TestApp, query: &str) -> Vec<Value> {
     let (status, logs) = app
         .call(Method::GET, &format!("/api/sync-logs?{query}"), None)

@@ -556,7 +556,7 @@ impl ApiState {
         let queued = tokio::time::timeout(QUEUE_WAIT, async {
             if created {
                 self.enqueuer
-                    .push_new_jobs(&self.store, contact.id, customer, &jobs, contact.version)
+                    .push_new_jobs(&self.store, &contact, &jobs)
                     .await
             } else {
                 self.enqueuer

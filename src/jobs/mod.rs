@@ -18,7 +18,7 @@ use std::future::Future;
 use workers::{Job, JobError, JobState, PushOptions, Queue, RedisBackend, WorkerConfig};
 
 use crate::domain::{ContactId, CustomerId, Provider};
-use crate::store::Store;
+use crate::store::{Contact, Store};
 use crate::sync::PushQueue;
 
 pub mod inbound_change;
@@ -167,22 +167,29 @@ impl Enqueuer {
     }
 
     /// [`Self::push_jobs`] for a contact just created: it has no links
-    /// yet, so they are inserted `pending` rather than updated.
+    /// yet, so they are inserted `pending` rather than updated, with what
+    /// the push that creates its CRM records will write as their intent.
     ///
     /// # Errors
     /// When MongoDB or Redis fails.
     pub async fn push_new_jobs(
         &self,
         store: &Store,
-        contact: ContactId,
-        customer: &CustomerId,
+        contact: &Contact,
         jobs: &[(Provider, String)],
-        version: i64,
     ) -> anyhow::Result<()> {
+        let intent = crate::sync::merge::created(&contact.into()).result;
         store
-            .insert_pending_links(contact, customer, jobs, version)
+            .insert_pending_links(
+                contact.id,
+                &contact.customer_id,
+                jobs,
+                contact.version,
+                Some(&intent),
+            )
             .await?;
-        self.queue_jobs(contact, customer, jobs, version).await
+        self.queue_jobs(contact.id, &contact.customer_id, jobs, contact.version)
+            .await
     }
 
     /// Queues the pushes of `jobs` (links already marked).

@@ -412,18 +412,22 @@ impl Store {
         if done.is_empty() {
             return Ok(());
         }
-        let any: Vec<Document> = done
+        // Job ids are unique, so "one of these contacts, whose outbox's
+        // first job is one of these jobs" is the same as naming each pair,
+        // and the server finds the contacts by `_id` instead of matching
+        // every contact against an `$or` of them all.
+        let (ids, jobs): (Vec<_>, Vec<_>) = done
             .iter()
-            .filter_map(|(id, o)| {
-                let first = o.jobs.first()?;
-                Some(doc! { "_id": id.oid(), "outbox.jobs.0.jobId": &first.job_id })
-            })
-            .collect();
-        if any.is_empty() {
+            .filter_map(|(id, o)| Some((id.oid(), o.jobs.first()?.job_id.clone())))
+            .unzip();
+        if ids.is_empty() {
             return Ok(());
         }
         self.contacts
-            .update_many(doc! { "$or": any }, doc! { "$unset": { "outbox": "" } })
+            .update_many(
+                doc! { "_id": { "$in": ids }, "outbox.jobs.0.jobId": { "$in": jobs } },
+                doc! { "$unset": { "outbox": "" } },
+            )
             .await
             .context("clearing relayed outboxes")?;
         Ok(())

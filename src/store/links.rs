@@ -180,7 +180,8 @@ impl Store {
     /// The links of a contact just created, `pending` (what
     /// [`Self::mark_pending`] would make of no links), inserted with the
     /// other links being created at the moment: an insert costs the server
-    /// far less than an upsert.
+    /// far less than an upsert. `intent` is what the first push will write
+    /// (see [`Link::push_intent`]), recorded here so the push need not.
     ///
     /// # Errors
     /// When the database fails.
@@ -190,9 +191,13 @@ impl Store {
         customer: &CustomerId,
         jobs: &[(Provider, String)],
         version: i64,
+        intent: Option<&crate::domain::UniversalContact>,
     ) -> anyhow::Result<()> {
         let inserts = jobs.iter().map(|(provider, job_id)| async move {
-            let link = Link::new_pending(contact, customer, *provider, job_id, version);
+            let link = Link {
+                push_intent: intent.cloned(),
+                ..Link::new_pending(contact, customer, *provider, job_id, version)
+            };
             let doc = bson::to_document(&link).context("encoding a link")?;
             match self.groups.link_inserts.call(doc).await {
                 Some(Ok(())) => Ok(()),

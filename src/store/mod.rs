@@ -84,6 +84,47 @@ pub fn commands_sent() -> u64 {
     COMMANDS_SENT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Per command name: how many answered and their summed round trip, kept
+/// only once [`profile_commands`] switched it on (for benchmarks).
+static COMMAND_TIMES: std::sync::Mutex<Option<std::collections::BTreeMap<String, (u64, u64)>>> =
+    std::sync::Mutex::new(None);
+
+/// Starts timing every command of this process by name (see
+/// [`command_profile`]).
+pub fn profile_commands() {
+    let mut times = COMMAND_TIMES.lock().unwrap_or_else(|p| p.into_inner());
+    times.get_or_insert_with(Default::default);
+}
+
+/// Per command name, since [`profile_commands`]: `(name, count, total µs)`.
+pub fn command_profile() -> Vec<(String, u64, u64)> {
+    let times = COMMAND_TIMES.lock().unwrap_or_else(|p| p.into_inner());
+    times
+        .iter()
+        .flatten()
+        .map(|(name, (n, us))| (name.clone(), *n, *us))
+        .collect()
+}
+
+fn command_event(event: mongodb::event::command::CommandEvent) {
+    use mongodb::event::command::CommandEvent;
+    let (name, took) = match event {
+        CommandEvent::Started(_) => {
+            COMMANDS_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        CommandEvent::Succeeded(e) => (e.command_name, e.duration),
+        CommandEvent::Failed(e) => (e.command_name, e.duration),
+        _ => return,
+    };
+    let mut times = COMMAND_TIMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(times) = times.as_mut() {
+        let entry = times.entry(name).or_default();
+        entry.0 += 1;
+        entry.1 += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    }
+}
+
 impl Store {
     /// Connects and makes sure the indexes exist (idempotent).
     ///
@@ -122,13 +163,7 @@ impl Store {
         // then retries writes that had landed). Connection refusals, what an
         // outage looks like here, fail at once anyway.
         options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
-        options.command_event_handler = Some(mongodb::event::EventHandler::callback(
-            |event: mongodb::event::command::CommandEvent| {
-                if matches!(event, mongodb::event::command::CommandEvent::Started(_)) {
-                    COMMANDS_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            },
-        ));
+        options.command_event_handler = Some(mongodb::event::EventHandler::callback(command_event));
         let client = Client::with_options(options)
             .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
         let db = client.database(db);

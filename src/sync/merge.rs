@@ -268,6 +268,18 @@ pub fn apply(base: &UniversalContact, changes: &Changes) -> UniversalContact {
     out
 }
 
+/// What a push that creates the CRM record writes: every field the app
+/// holds. The api records it as the new links' push intent, and the push
+/// that creates the record writes exactly this.
+pub fn created(app: &UniversalContact) -> Merge {
+    let to_crm = present(app);
+    Merge {
+        result: apply(&UniversalContact::default(), &to_crm),
+        to_crm,
+        ..Merge::default()
+    }
+}
+
 /// The fields object of an `update-contact`/`upsert-contact` input: given
 /// keys are written, `null` clears, absent keys are kept by the CRM.
 pub fn fields_json(changes: &Changes) -> Value {

@@ -295,9 +295,12 @@ impl Outbound {
             }
         };
 
-        if !plan.to_crm.is_empty() {
+        let recorded = link.and_then(|l| l.push_intent.as_ref()) == Some(&plan.result);
+        if !plan.to_crm.is_empty() && !recorded {
             // Written down before the CRM is, so a push that lands but is
             // not recorded (a crash, the database failing) is known as ours.
+            // (A new contact's links hold it from the start: the api wrote
+            // what creating the record would write.)
             self.store
                 .record_push_intent(contact.id, &contact.customer_id, provider, &plan.result)
                 .await
@@ -401,14 +404,9 @@ impl Outbound {
             )
             .await?;
         if found.is_null() {
-            let to_crm = merge::present(app);
             return Ok(Target {
                 ext: None,
-                plan: Merge {
-                    result: merge::apply(&UniversalContact::default(), &to_crm),
-                    to_crm,
-                    ..Merge::default()
-                },
+                plan: merge::created(app),
             });
         }
         let record = CrmRecord::parse(&found).map_err(JobError::permanent)?;
