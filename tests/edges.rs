@@ -93,8 +93,17 @@ async fn a_create_that_landed_but_was_not_recorded_is_known_as_ours() {
     app.kill_worker(0);
     app.set_faults(json!({})).await;
 
-    // A later edit in the app, then the pool comes back.
+    // A later edit in the app, then the pool comes back. The CRM's
+    // webhooks for the records it created wait too: whether they or the
+    // pushes run first, neither takes the edit back.
     patch(&app, &cid, json!({ "firstName": "V2" })).await;
+    let q = app.queue().await;
+    eventually(
+        Duration::from_secs(10),
+        "the CRM's webhooks queued",
+        || async { (q.counts("inbound-change").await.ok()?.outstanding() >= 2).then_some(()) },
+    )
+    .await;
     app.add_worker();
     app.settle(Duration::from_secs(30)).await;
     app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(10))

@@ -277,13 +277,19 @@ impl InboundSync {
                 None => None,
             },
         };
+        // The link of a contact met by email (the record's id is not on it).
+        let mut own = None;
         if let (None, Some(c)) = (&link, &contact) {
             // A second CRM record with the email of a contact already linked
             // to another one (a duplicate in the CRM): linking it would
             // steal the link, merging it would mix two people. Refused, so
             // the caller logs it and moves on.
-            let own = self.store.link(c.id, provider).await.map_err(store_err)?;
-            if let Some(other) = own.and_then(|l| l.external_id).filter(|x| x != external_id) {
+            own = self.store.link(c.id, provider).await.map_err(store_err)?;
+            if let Some(other) = own
+                .as_ref()
+                .and_then(|l| l.external_id.as_deref())
+                .filter(|x| *x != external_id)
+            {
                 return Err(JobError::permanent(format!(
                     "{provider} record {external_id} has the email of contact {}, which is linked to {provider} record {other}; not applied",
                     c.id
@@ -319,7 +325,14 @@ impl InboundSync {
             // a CRM record without a usable email never changes the app's
             crm_fields.primary_email = Some(contact.email.as_str().to_owned());
         }
-        let base = link.as_ref().and_then(|l| l.merge_base(&crm_fields));
+        let base = match (&link, &own) {
+            (Some(l), _) => l.merge_base(&crm_fields),
+            // A record our own push created but did not get to record
+            // (its worker died): what that push wrote is the base, so a
+            // later edit in the app is not taken back by the record's echo.
+            (None, Some(l)) => l.intent_matching(&crm_fields),
+            (None, None) => None,
+        };
         let winner = self.policy.winner(record.updated_ms, &contact);
         let plan = merge::merge(base, &UniversalContact::from(&contact), &crm_fields, winner);
         // What the CRM holds now: the base the next push diffs against.
