@@ -9,6 +9,12 @@
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: under many threads glibc's
+/// malloc and free were about a fifth of the process's time in
+/// `bench-sync`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod stack;
 
