@@ -10,8 +10,9 @@
 -- ('' for none), group ('' for none; see make_ready)
 -- Pushing an id that exists already does nothing (pushes are idempotent by id).
 -- A job costs two commands (EXISTS, HSET); the ready or scheduled ids go in
--- with one command per thousand. The hash leaves out what reads as its
--- default: no `attempts` (0) and no `updated` (= `created`).
+-- with one command per thousand (grouped ones: per group and two thousand).
+-- The hash leaves out what reads as its default: no `attempts` (0) and no
+-- `updated` (= `created`).
 -- Returns, per job, its id, or false when its dedup key was already seen.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -34,6 +35,19 @@ local function flush()
     redis.call('LPUSH', KEYS[1], unpack(batch))
   end
   batch = {}
+end
+
+-- Grouped ids, gathered per group and made ready with one LPUSH per group
+-- and one INCRBY (the same lists as make_ready one job at a time: the
+-- group joins the ring when its list was empty before)
+local by_group, groups_seen = {}, {}
+local function flush_group(group)
+  local ids = by_group[group]
+  if #ids == 0 then return end
+  local len = redis.call('LPUSH', qprefix .. 'g:' .. group, unpack(ids))
+  if len == #ids then redis.call('LPUSH', qprefix .. 'groups', group) end
+  redis.call('INCRBY', qprefix .. 'grouped', #ids)
+  by_group[group] = {}
 end
 
 local out = {}
@@ -60,7 +74,14 @@ for i = 8, #ARGV, 4 do
         'max', max, 'created', now_s, 'group', group)
     end
     if group ~= '' and delay == 0 then
-      make_ready(KEYS[1], qprefix, id, group, false)
+      local ids = by_group[group]
+      if not ids then
+        ids = {}
+        by_group[group] = ids
+        groups_seen[#groups_seen + 1] = group
+      end
+      ids[#ids + 1] = id
+      if #ids >= 2000 then flush_group(group) end
     else
       if delay > 0 then batch[#batch + 1] = at_s end
       batch[#batch + 1] = id
@@ -72,4 +93,5 @@ for i = 8, #ARGV, 4 do
   end
 end
 flush()
+for _, group in ipairs(groups_seen) do flush_group(group) end
 return out
