@@ -37,16 +37,10 @@ local function flush()
   batch = {}
 end
 
--- Grouped ids, gathered per group and made ready with one LPUSH per group
--- and one INCRBY (the same lists as make_ready one job at a time: the
--- group joins the ring when its list was empty before)
+-- Grouped ids, gathered per group and made ready together (make_ready_all)
 local by_group, groups_seen = {}, {}
 local function flush_group(group)
-  local ids = by_group[group]
-  if #ids == 0 then return end
-  local len = redis.call('LPUSH', qprefix .. 'g:' .. group, unpack(ids))
-  if len == #ids then redis.call('LPUSH', qprefix .. 'groups', group) end
-  redis.call('INCRBY', qprefix .. 'grouped', #ids)
+  make_ready_all(KEYS[1], qprefix, by_group[group], group, false)
   by_group[group] = {}
 end
 

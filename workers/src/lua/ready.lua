@@ -6,19 +6,25 @@
 -- holds back another group's job. `{queue prefix}grouped` counts the jobs
 -- waiting in groups. Ungrouped jobs use `pending` as before.
 
--- Makes job `id` ready: onto its group's list (the group joining the ring
--- when it had nothing waiting) or, ungrouped, onto `pending`. `urgent`
--- puts it at the claim end (a job given back), else at the far end.
-local function make_ready(pending, qprefix, id, group, urgent)
+-- Makes the jobs `ids` of one group ready, in order: onto the group's list
+-- (the group joining the ring when it had nothing waiting) or, ungrouped,
+-- onto `pending`. `urgent` puts them at the claim end (jobs given back),
+-- else at the far end. One command for them all (at most a few thousand
+-- ids: Lua's unpack is bounded).
+local function make_ready_all(pending, qprefix, ids, group, urgent)
+  if #ids == 0 then return end
+  local push = 'LPUSH'
+  if urgent then push = 'RPUSH' end
   if group and group ~= '' then
-    local glist = qprefix .. 'g:' .. group
-    local len
-    if urgent then len = redis.call('RPUSH', glist, id) else len = redis.call('LPUSH', glist, id) end
-    if len == 1 then redis.call('LPUSH', qprefix .. 'groups', group) end
-    redis.call('INCR', qprefix .. 'grouped')
-  elseif urgent then
-    redis.call('RPUSH', pending, id)
+    local len = redis.call(push, qprefix .. 'g:' .. group, unpack(ids))
+    if len == #ids then redis.call('LPUSH', qprefix .. 'groups', group) end
+    redis.call('INCRBY', qprefix .. 'grouped', #ids)
   else
-    redis.call('LPUSH', pending, id)
+    redis.call(push, pending, unpack(ids))
   end
+end
+
+-- Makes job `id` ready (see make_ready_all).
+local function make_ready(pending, qprefix, id, group, urgent)
+  make_ready_all(pending, qprefix, { id }, group, urgent)
 end
