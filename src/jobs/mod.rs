@@ -185,7 +185,7 @@ impl Enqueuer {
                 &contact.customer_id,
                 jobs,
                 contact.version,
-                Some(&intent),
+                &intent,
             )
             .await?;
         self.queue_jobs(contact.id, &contact.customer_id, jobs, contact.version)

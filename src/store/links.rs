@@ -191,11 +191,11 @@ impl Store {
         customer: &CustomerId,
         jobs: &[(Provider, String)],
         version: i64,
-        intent: Option<&crate::domain::UniversalContact>,
+        intent: &crate::domain::UniversalContact,
     ) -> anyhow::Result<()> {
         let inserts = jobs.iter().map(|(provider, job_id)| async move {
             let link = Link {
-                push_intent: intent.cloned(),
+                push_intent: Some(intent.clone()),
                 ..Link::new_pending(contact, customer, *provider, job_id, version)
             };
             let doc = bson::to_document(&link).context("encoding a link")?;

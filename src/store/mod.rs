@@ -84,6 +84,10 @@ pub fn commands_sent() -> u64 {
     COMMANDS_SENT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether [`profile_commands`] switched timing on: checked before the
+/// lock, so a process that never profiles takes no lock per command.
+static PROFILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Per command name: how many answered and their summed round trip, kept
 /// only once [`profile_commands`] switched it on (for benchmarks).
 static COMMAND_TIMES: std::sync::Mutex<Option<std::collections::BTreeMap<String, (u64, u64)>>> =
@@ -94,6 +98,7 @@ static COMMAND_TIMES: std::sync::Mutex<Option<std::collections::BTreeMap<String,
 pub fn profile_commands() {
     let mut times = COMMAND_TIMES.lock().unwrap_or_else(|p| p.into_inner());
     times.get_or_insert_with(Default::default);
+    PROFILING.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Per command name, since [`profile_commands`]: `(name, count, total µs)`.
@@ -113,6 +118,7 @@ fn command_event(event: mongodb::event::command::CommandEvent) {
             COMMANDS_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
+        _ if !PROFILING.load(std::sync::atomic::Ordering::Relaxed) => return,
         CommandEvent::Succeeded(e) => (e.command_name, e.duration),
         CommandEvent::Failed(e) => (e.command_name, e.duration),
         _ => return,

@@ -278,23 +278,23 @@ impl InboundSync {
             },
         };
         // The link of a contact met by email (the record's id is not on it).
-        let mut own = None;
-        if let (None, Some(c)) = (&link, &contact) {
-            // A second CRM record with the email of a contact already linked
-            // to another one (a duplicate in the CRM): linking it would
-            // steal the link, merging it would mix two people. Refused, so
-            // the caller logs it and moves on.
-            own = self.store.link(c.id, provider).await.map_err(store_err)?;
-            if let Some(other) = own
-                .as_ref()
-                .and_then(|l| l.external_id.as_deref())
-                .filter(|x| *x != external_id)
-            {
-                return Err(JobError::permanent(format!(
-                    "{provider} record {external_id} has the email of contact {}, which is linked to {provider} record {other}; not applied",
-                    c.id
-                )));
-            }
+        let own = match (&link, &contact) {
+            (None, Some(c)) => self.store.link(c.id, provider).await.map_err(store_err)?,
+            _ => None,
+        };
+        // A second CRM record with the email of a contact already linked to
+        // another one (a duplicate in the CRM): linking it would steal the
+        // link, merging it would mix two people. Refused, so the caller
+        // logs it and moves on.
+        let other = own
+            .as_ref()
+            .and_then(|l| l.external_id.as_deref())
+            .filter(|x| *x != external_id);
+        if let (Some(other), Some(c)) = (other, &contact) {
+            return Err(JobError::permanent(format!(
+                "{provider} record {external_id} has the email of contact {}, which is linked to {provider} record {other}; not applied",
+                c.id
+            )));
         }
 
         let Some(contact) = contact else {
