@@ -52,10 +52,7 @@ async fn a_push_that_landed_but_was_not_recorded_does_not_revert_a_later_edit() 
 
     // A later edit in the app, then the pool comes back.
     patch(&app, &cid, json!({ "firstName": "V3" })).await;
-    app.add_worker();
-    app.settle(Duration::from_secs(30)).await;
-    app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(10))
-        .await;
+    pool_back(&mut app, &cid).await;
 
     let (_, c) = app.contact(&cid).await;
     assert_eq!(
@@ -104,10 +101,7 @@ async fn a_create_that_landed_but_was_not_recorded_is_known_as_ours() {
         || async { (q.counts("inbound-change").await.ok()?.outstanding() >= 2).then_some(()) },
     )
     .await;
-    app.add_worker();
-    app.settle(Duration::from_secs(30)).await;
-    app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(10))
-        .await;
+    pool_back(&mut app, &cid).await;
 
     let (_, c) = app.contact(&cid).await;
     assert_eq!(
@@ -120,6 +114,15 @@ async fn a_create_that_landed_but_was_not_recorded_is_known_as_ours() {
     let p = app.records("pipedrive").await;
     assert_eq!(p.len(), 1, "no second record: {p:?}");
     assert_eq!(p[0]["first_name"], "V2", "{p:?}");
+}
+
+/// A worker starts again (after the test killed the last one); returns once
+/// every queue is idle and `cid`'s links are synced.
+async fn pool_back(app: &mut TestApp, cid: &str) {
+    app.add_worker();
+    app.settle(Duration::from_secs(30)).await;
+    app.wait_links(&[cid], "synced", Duration::from_secs(10))
+        .await;
 }
 
 async fn sync_logs(app: &TestApp, query: &str) -> Vec<Value> {
