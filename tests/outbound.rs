@@ -16,11 +16,19 @@ async fn create_update_delete_reach_both_crms() {
 }
 
 /// The same on a 3-master Redis Cluster: each queue's keys share a hash
-/// slot, so every script runs on one node.
+/// slot, so every script runs on one node. The namespace is chosen so the
+/// pool-wide keys live on another node than the queues (a random one may
+/// land on theirs).
 #[tokio::test]
 async fn create_update_delete_reach_both_crms_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
-    create_update_delete(Options::default().env("REDIS_URL", cluster.url())).await;
+    let namespace = cluster.namespace_apart_from("outbound-upsert");
+    create_update_delete(
+        Options::default()
+            .env("REDIS_URL", cluster.url())
+            .env("REDIS_NAMESPACE", namespace),
+    )
+    .await;
     let held = cluster.keys_per_node();
     assert!(
         held.iter().filter(|n| **n > 0).count() >= 2,

@@ -567,8 +567,21 @@ impl ApiState {
         .await
         .map_err(|_| anyhow::anyhow!("queueing took longer than {QUEUE_WAIT:?}"))
         .and_then(|r| r);
-        if let Err(e) = &queued {
-            tracing::warn!(contact_id = %contact.id, error = %format!("{e:#}"), "sync jobs not queued yet; the outbox relay will queue them");
+        match (&queued, &contact.outbox) {
+            (Err(e), _) => {
+                tracing::warn!(contact_id = %contact.id, error = %format!("{e:#}"), "sync jobs not queued yet; the outbox relay will queue them");
+            }
+            // Done with the outbox; the answer does not wait for that (if
+            // it is not cleared, the relay finds the jobs queued already).
+            (Ok(()), Some(outbox)) => {
+                let (store, id, outbox) = (self.store.clone(), contact.id, outbox.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = store.outbox_relayed(id, &outbox).await {
+                        tracing::debug!(contact_id = %id, error = %format!("{e:#}"), "outbox not cleared; the relay will");
+                    }
+                });
+            }
+            (Ok(()), None) => {}
         }
         let links = match (&queued, created) {
             (Err(_), _) => Vec::new(),

@@ -409,28 +409,33 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn clear_outboxes(&self, done: &[(ContactId, Outbox)]) -> anyhow::Result<()> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        // Job ids are unique, so "one of these contacts, whose outbox's
-        // first job is one of these jobs" is the same as naming each pair,
-        // and the server finds the contacts by `_id` instead of matching
-        // every contact against an `$or` of them all.
-        let (ids, jobs): (Vec<_>, Vec<_>) = done
+        let done: Vec<_> = done
             .iter()
-            .filter_map(|(id, o)| Some((id.oid(), o.jobs.first()?.job_id.clone())))
-            .unzip();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.contacts
-            .update_many(
-                doc! { "_id": { "$in": ids }, "outbox.jobs.0.jobId": { "$in": jobs } },
-                doc! { "$unset": { "outbox": "" } },
-            )
+            .filter_map(|(id, o)| Some((*id, o.jobs.first()?.job_id.clone())))
+            .collect();
+        super::grouped::clear_outboxes(&self.contacts.clone_with_type(), &done)
             .await
-            .context("clearing relayed outboxes")?;
-        Ok(())
+            .context("clearing relayed outboxes")
+    }
+
+    /// Removes `contact`'s outbox once its jobs are queued, unless a newer
+    /// change replaced it, together with the other contacts' at the moment
+    /// (one `update`). Left in place, the relay would find it, read it and
+    /// its links, and queue its jobs again (a no-op) a couple of seconds
+    /// later.
+    ///
+    /// # Errors
+    /// When the database fails (then the relay clears it later).
+    pub async fn outbox_relayed(&self, contact: ContactId, outbox: &Outbox) -> anyhow::Result<()> {
+        let Some(first) = outbox.jobs.first() else {
+            return Ok(());
+        };
+        self.groups
+            .outbox_clears
+            .call((contact, first.job_id.clone()))
+            .await
+            .unwrap_or(Err(GroupError::Gone))
+            .map_err(|e| e.into_anyhow("clearing a relayed outbox"))
     }
 }
 

@@ -71,6 +71,9 @@ pub(crate) struct Groups {
     pub(crate) log_inserts: Batcher<Document, Answer>,
     pub(crate) contact_inserts: Batcher<Contact, Answer>,
     pub(crate) contact_reads: Batcher<ContactId, Result<Option<WithLinks>, GroupError>>,
+    /// Each request: a contact whose outbox has been relayed, and the first
+    /// job of that outbox.
+    pub(crate) outbox_clears: Batcher<(ContactId, String), Answer>,
 }
 
 impl Groups {
@@ -109,12 +112,24 @@ impl Groups {
             let (c, from) = (c.clone(), from.clone());
             async move { read_with_links(&c, &from, ids).await }
         });
+        let c = contacts.clone_with_type::<Document>();
+        let outbox_clears = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |done| {
+            let c = c.clone();
+            async move {
+                let n = done.len();
+                match clear_outboxes(&c, &done).await {
+                    Ok(()) => vec![Ok(()); n],
+                    Err(e) => vec![Err(GroupError::Command(e)); n],
+                }
+            }
+        });
         Self {
             link_updates,
             link_inserts,
             log_inserts,
             contact_inserts,
             contact_reads,
+            outbox_clears,
         }
     }
 }
@@ -203,6 +218,29 @@ where
             _ => vec![Err(GroupError::Command(e)); n],
         },
     }
+}
+
+/// Removes the outboxes of `done` (contact, first job of its outbox) in one
+/// `update`, each only if it is still the one relayed (a newer change
+/// brings its own). Job ids are unique, so "one of these contacts, whose
+/// outbox's first job is one of these jobs" is the same as naming each
+/// pair, and the server finds the contacts by `_id` instead of matching
+/// every contact against an `$or` of them all.
+pub(crate) async fn clear_outboxes(
+    contacts: &Collection<Document>,
+    done: &[(ContactId, String)],
+) -> Result<(), mongodb::error::Error> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let (ids, jobs): (Vec<_>, Vec<_>) = done.iter().map(|(id, job)| (id.oid(), job)).unzip();
+    contacts
+        .update_many(
+            doc! { "_id": { "$in": ids }, "outbox.jobs.0.jobId": { "$in": jobs } },
+            doc! { "$unset": { "outbox": "" } },
+        )
+        .await?;
+    Ok(())
 }
 
 /// Reads contacts with their links in one `aggregate` (`$lookup` on the

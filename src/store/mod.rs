@@ -75,14 +75,22 @@ pub struct Store {
     groups: grouped::Groups,
 }
 
-/// Commands this process has sent to MongoDB (every store of the process).
+/// Commands this process has sent to MongoDB (every store connected after
+/// [`monitor_commands`]).
 static COMMANDS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many commands this process has sent to MongoDB so far, so a
-/// benchmark can count the database operations a piece of work costs.
+/// benchmark can count the database operations a piece of work costs
+/// (zero unless [`monitor_commands`] was called before connecting).
 pub fn commands_sent() -> u64 {
     COMMANDS_SENT.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// Whether stores connected from now on watch their commands. Off by
+/// default: a watching driver turns every command and every reply into a
+/// parsed document for the watcher, which cost `bench-sync` about a tenth
+/// of its process's time.
+static MONITOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether [`profile_commands`] switched timing on: checked before the
 /// lock, so a process that never profiles takes no lock per command.
@@ -93,8 +101,14 @@ static PROFILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 static COMMAND_TIMES: std::sync::Mutex<Option<std::collections::BTreeMap<String, (u64, u64)>>> =
     std::sync::Mutex::new(None);
 
-/// Starts timing every command of this process by name (see
-/// [`command_profile`]).
+/// Counts (see [`commands_sent`]) the commands of every store connected
+/// from now on.
+pub fn monitor_commands() {
+    MONITOR.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Starts timing every command by name (see [`command_profile`]), for the
+/// stores connected after [`monitor_commands`].
 pub fn profile_commands() {
     let mut times = COMMAND_TIMES.lock().unwrap_or_else(|p| p.into_inner());
     times.get_or_insert_with(Default::default);
@@ -132,6 +146,37 @@ fn command_event(event: mongodb::event::command::CommandEvent) {
 }
 
 impl Store {
+    /// The server's operation counters (`serverStatus.opcounters`: inserted
+    /// documents, queries, update and delete statements, getMores, other
+    /// commands), for benchmarks to count what a piece of work cost.
+    ///
+    /// # Errors
+    /// When the database fails or does not report them.
+    pub async fn server_opcounters(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let status = self
+            .db
+            .client()
+            .database("admin")
+            .run_command(doc! { "serverStatus": 1 })
+            .await
+            .context("reading serverStatus")?;
+        let counters = status
+            .get_document("opcounters")
+            .context("serverStatus has no opcounters")?;
+        Ok(counters
+            .iter()
+            .map(|(name, v)| {
+                let n = match v {
+                    bson::Bson::Int32(n) => i64::from(*n),
+                    bson::Bson::Int64(n) => *n,
+                    bson::Bson::Double(n) => *n as i64,
+                    _ => 0,
+                };
+                (name.clone(), n)
+            })
+            .collect())
+    }
+
     /// Connects and makes sure the indexes exist (idempotent).
     ///
     /// # Errors
@@ -169,7 +214,10 @@ impl Store {
         // then retries writes that had landed). Connection refusals, what an
         // outage looks like here, fail at once anyway.
         options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
-        options.command_event_handler = Some(mongodb::event::EventHandler::callback(command_event));
+        if MONITOR.load(std::sync::atomic::Ordering::Relaxed) {
+            options.command_event_handler =
+                Some(mongodb::event::EventHandler::callback(command_event));
+        }
         let client = Client::with_options(options)
             .with_context(|| "MONGODB_URI is not a valid MongoDB connection string")?;
         let db = client.database(db);

@@ -205,8 +205,8 @@ impl TestApp {
         let mut app = Self {
             api: format!("http://127.0.0.1:{api_port}"),
             sim: format!("http://127.0.0.1:{sim_port}"),
-            namespace: format!("t-{tag}"),
-            db: format!("t_{tag}"),
+            namespace: env["REDIS_NAMESPACE"].clone(),
+            db: env["MONGODB_DB"].clone(),
             http: reqwest::Client::new(),
             workers: Vec::new(),
             schedulers: Vec::new(),
@@ -964,6 +964,51 @@ impl RedisCluster {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
         format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The node (index in port order) serving `key`'s slot.
+    pub fn node_of(&self, key: &str) -> usize {
+        let cli = |p: u16, args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &p.to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let slot: u16 = cli(self.ports[0], &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        self.ports
+            .iter()
+            .position(|p| {
+                let nodes = cli(*p, &["cluster", "nodes"]);
+                let me = nodes
+                    .lines()
+                    .find(|l| l.contains("myself"))
+                    .unwrap_or_default();
+                // fields 9.. are the node's slots: "a-b" ranges or single slots
+                me.split_whitespace().skip(8).any(|range| {
+                    let (a, b) = range.split_once('-').unwrap_or((range, range));
+                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                })
+            })
+            .expect("a node serves every slot")
+    }
+
+    /// A Redis namespace whose cross-queue keys (`{ns}:queues`) live on
+    /// another node than `queue`'s keys, so a test sees the keys of one
+    /// run spread over the nodes whatever the random namespace would hash
+    /// to.
+    pub fn namespace_apart_from(&self, queue: &str) -> String {
+        let home = self.node_of(&format!("{{{queue}}}"));
+        loop {
+            let ns = format!("t-{}", uuid::Uuid::new_v4().simple());
+            if self.node_of(&format!("{ns}:queues")) != home {
+                return ns;
+            }
+        }
     }
 
     /// Keys held by each node, in port order.

@@ -165,14 +165,20 @@ impl QueueCounts {
     }
 }
 
-pub(crate) fn parse_job(id: &str, map: &HashMap<String, String>) -> Result<JobInfo, Error> {
+/// A job's hash, parsed. `queue` is where it was read: a push leaves the
+/// queue out of the hash (its key names it), and `state` when `pending`.
+pub(crate) fn parse_job(
+    queue: &str,
+    id: &str,
+    map: &HashMap<String, String>,
+) -> Result<JobInfo, Error> {
     let get = |k: &str| map.get(k).map(String::as_str);
     let num = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let payload =
         get("payload").ok_or_else(|| Error::Corrupt(format!("job {id} has no payload")))?;
     Ok(JobInfo {
         id: id.to_owned(),
-        queue: get("queue").unwrap_or_default().to_owned(),
+        queue: queue.to_owned(),
         state: JobState::parse(get("state").unwrap_or("pending"))?,
         attempts: num("attempts").max(0) as u32,
         max_attempts: num("max").max(0) as u32,

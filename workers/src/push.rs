@@ -40,6 +40,7 @@ impl Queue {
         opts: PushOptions,
     ) -> Result<String, Error> {
         let body = serde_json::to_string(payload).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let minted = opts.id.is_none();
         let id = opts.id.clone().unwrap_or_else(new_job_id);
         let group = opts.group.clone().unwrap_or_default();
         self.push_script(
@@ -47,6 +48,7 @@ impl Queue {
             &[(id.clone(), body, String::new(), group)],
             &opts,
             Duration::ZERO,
+            minted,
         )
         .await?;
         Ok(id)
@@ -71,7 +73,7 @@ impl Queue {
                 .iter()
                 .map(|body| (new_job_id(), body.clone(), String::new(), group.clone()))
                 .collect();
-            self.push_script(queue, &jobs, &opts, Duration::ZERO)
+            self.push_script(queue, &jobs, &opts, Duration::ZERO, true)
                 .await?;
             ids.extend(jobs.into_iter().map(|(id, _, _, _)| id));
         }
@@ -141,8 +143,8 @@ impl Queue {
                 )
             })
             .collect();
-        self.push_script(queue, &jobs, &opts, seen_ttl.max(Duration::from_millis(1)))
-            .await
+        let ttl = seen_ttl.max(Duration::from_millis(1));
+        self.push_script(queue, &jobs, &opts, ttl, true).await
     }
 
     /// Enqueues `jobs` in one round trip: runs of jobs with the same
@@ -182,7 +184,8 @@ impl Queue {
         self.register(queue).await?;
         if let [(opts, items)] = calls.as_slice() {
             // one call: EVALSHA, loading the script only if Redis lacks it
-            self.push_script(queue, items, opts, Duration::ZERO).await?;
+            self.push_script(queue, items, opts, Duration::ZERO, false)
+                .await?;
             return Ok(());
         }
         let mut pipe = redis::pipe();
@@ -190,7 +193,7 @@ impl Queue {
         pipe.load_script(&self.scripts.push).ignore();
         let invocations: Vec<_> = calls
             .iter()
-            .map(|(opts, items)| self.push_invocation(queue, items, opts, Duration::ZERO))
+            .map(|(opts, items)| self.push_invocation(queue, items, opts, Duration::ZERO, false))
             .collect();
         for inv in &invocations {
             pipe.invoke_script(inv).ignore();
@@ -200,17 +203,19 @@ impl Queue {
         Ok(())
     }
 
-    /// Runs the push script over `(id, payload, dedup key or "")` triples.
+    /// Runs the push script over `jobs`. `minted`: every id was made for
+    /// this call, so none can exist yet and the script need not look.
     async fn push_script(
         &self,
         queue: &str,
         jobs: &[Item],
         opts: &PushOptions,
         seen_ttl: Duration,
+        minted: bool,
     ) -> Result<Vec<Option<String>>, Error> {
         self.register(queue).await?;
         let mut conn = self.conn.clone();
-        let inv = self.push_invocation(queue, jobs, opts, seen_ttl);
+        let inv = self.push_invocation(queue, jobs, opts, seen_ttl, minted);
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
@@ -220,17 +225,18 @@ impl Queue {
         jobs: &[Item],
         opts: &PushOptions,
         seen_ttl: Duration,
+        minted: bool,
     ) -> redis::ScriptInvocation<'a> {
         let mut inv = self.scripts.push.prepare_invoke();
         inv.key(self.keys.pending(queue))
             .key(self.keys.scheduled(queue))
             .arg(self.keys.job_prefix(queue))
             .arg(self.keys.seen_prefix(queue))
-            .arg(queue)
             .arg(opts.max_attempts)
             .arg(opts.delay.as_millis() as u64)
             .arg(seen_ttl.as_millis() as u64)
-            .arg(self.keys.queue_prefix(queue));
+            .arg(self.keys.queue_prefix(queue))
+            .arg(if minted { "1" } else { "0" });
         for (id, body, dedup, group) in jobs {
             inv.arg(id).arg(body).arg(dedup).arg(group);
         }

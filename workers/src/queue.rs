@@ -192,7 +192,7 @@ impl Queue {
         if map.is_empty() {
             return Ok(None);
         }
-        parse_job(id, &map).map(Some)
+        parse_job(queue, id, &map).map(Some)
     }
 
     /// The failed attempts of a job of any queue, oldest first.

@@ -59,6 +59,10 @@ enum Command {
         /// `--concurrency` is then ignored).
         #[arg(long)]
         rate: Option<f64>,
+        /// Also count and time every MongoDB command of the stack (the
+        /// driver's command monitor, which costs the process CPU itself).
+        #[arg(long)]
+        profile: bool,
     },
     /// Benchmark: HubSpot webhook ingest by the api alone, at a steady rate.
     BenchWebhooks {
@@ -136,7 +140,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             contacts,
             concurrency,
             rate,
-        } => bench::bench_sync(cfg, contacts, concurrency, rate).await,
+            profile,
+        } => bench::bench_sync(cfg, contacts, concurrency, rate, profile).await,
         Command::BenchWebhooks {
             cfg,
             rate,

@@ -66,7 +66,12 @@ pub async fn bench_sync(
     contacts: usize,
     concurrency: usize,
     rate: Option<f64>,
+    profile: bool,
 ) -> anyhow::Result<()> {
+    if profile {
+        // before the stack connects: only stores connected after watch
+        contact_sync::store::monitor_commands();
+    }
     isolate(&mut cfg);
     unthrottled_stack(&mut cfg)?;
     // outbound alone: the simulated CRMs do not report the pushes back
@@ -79,8 +84,11 @@ pub async fn bench_sync(
     let base = format!("http://{}", stack.api_addr);
     wait_ready(&http, &base).await?;
 
-    contact_sync::store::profile_commands();
+    if profile {
+        contact_sync::store::profile_commands();
+    }
     let commands_before = contact_sync::store::commands_sent();
+    let ops_before = store.server_opcounters().await.unwrap_or_default();
     let mut own_commands = 0u64;
     let started = Instant::now();
     let slots = Arc::new(Semaphore::new(match rate {
@@ -140,8 +148,10 @@ pub async fn bench_sync(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let total = started.elapsed();
+    let ops_after = store.server_opcounters().await.unwrap_or_default();
     // what the api and the worker sent, without this loop's own counting
-    let commands = contact_sync::store::commands_sent() - commands_before - own_commands;
+    let commands = (contact_sync::store::commands_sent() - commands_before)
+        .saturating_sub(if profile { own_commands } else { 0 });
     println!("mongodb: {}", cfg.mongo.mongodb_uri);
     println!(
         "api:  {contacts} creates accepted in {:.2} s = {:.0} requests/s (concurrency {concurrency})",
@@ -155,10 +165,38 @@ pub async fn bench_sync(
         want as f64 / total.as_secs_f64(),
         cfg.worker.worker_concurrency
     );
+    // The server's counters: documents inserted, update statements, queries
+    // (`find`s), getMores, other commands (`aggregate`s among them, this
+    // loop's counts too, which are taken off).
+    let per_contact: Vec<String> = ops_after
+        .iter()
+        .filter_map(|(name, after)| {
+            let before = ops_before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |b| b.1);
+            let mut n = after - before;
+            if name == "command" {
+                n -= i64::try_from(own_commands).unwrap_or(0) + 1;
+            }
+            (n > 0).then(|| format!("{name} {:.2}", n as f64 / contacts as f64))
+        })
+        .collect();
     println!(
-        "db:   {commands} MongoDB commands from the api and the worker = {:.1} per contact (both CRMs)",
-        commands as f64 / contacts as f64
+        "db:   server opcounters per contact (both CRMs): {}",
+        if per_contact.is_empty() {
+            "not reported".to_owned()
+        } else {
+            per_contact.join(", ")
+        }
     );
+    if profile {
+        println!(
+            "      {} MongoDB commands from the api and the worker = {:.1} per contact",
+            commands,
+            commands as f64 / contacts as f64
+        );
+    }
     for (name, n, us) in contact_sync::store::command_profile() {
         println!(
             "      {name}: {n} commands, {:.2} ms each on average",
