@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -39,6 +40,23 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
+        Self::spawn_lingering(max, in_flight, Duration::ZERO, run)
+    }
+
+    /// [`Self::spawn`], and a group waits up to `linger` after its first
+    /// request for more (unless it fills up first): for writes nobody
+    /// waits on in a hurry, which then go in groups even when they come in
+    /// one at a time.
+    pub(crate) fn spawn_lingering<F, Fut>(
+        max: usize,
+        in_flight: usize,
+        linger: Duration,
+        run: F,
+    ) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::unbounded_channel::<Slot<T, R>>();
         let run = Arc::new(run);
         let slots = Arc::new(Semaphore::new(in_flight.max(1)));
@@ -53,10 +71,16 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                     return;
                 };
                 let mut group = vec![first];
+                let until = tokio::time::Instant::now() + linger;
                 while group.len() < max.max(1) {
                     match rx.try_recv() {
                         Ok(slot) => group.push(slot),
-                        Err(_) => break,
+                        Err(_) if linger.is_zero() => break,
+                        Err(_) => match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(Some(slot)) => group.push(slot),
+                            // the time is up, or every handle is gone
+                            Ok(None) | Err(_) => break,
+                        },
                     }
                 }
                 let run = Arc::clone(&run);
@@ -115,6 +139,32 @@ mod tests {
             n <= 3,
             "50 concurrent requests took {n} round trips, expected them grouped"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lingering_group_gathers_requests_sent_one_at_a_time() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let batcher = Batcher::spawn_lingering(
+            100,
+            1,
+            std::time::Duration::from_millis(200),
+            move |xs: Vec<u32>| {
+                seen.lock().unwrap().push(xs.len());
+                async move { xs }
+            },
+        );
+        // five requests 10 ms apart: without lingering, five groups
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..5 {
+            let b = batcher.clone();
+            calls.spawn(async move { b.call(i).await });
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let mut answers: Vec<_> = calls.join_all().await;
+        answers.sort_unstable();
+        assert_eq!(answers, (0..5).map(Some).collect::<Vec<_>>());
+        assert_eq!(*sizes.lock().unwrap(), vec![5], "one group");
     }
 
     #[tokio::test]
