@@ -144,11 +144,7 @@ async fn metrics_need_a_token_on_the_api_or_a_listener_of_their_own() {
     assert_eq!(resp.status().as_u16(), 401, "wrong token");
 
     // METRICS_ADDR: a listener of its own, open; the api no longer serves it
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let app =
         TestApp::with(common::Options::default().env("METRICS_ADDR", format!("127.0.0.1:{port}")))
             .await;

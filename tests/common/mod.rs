@@ -26,11 +26,26 @@ pub fn mongodb_uri() -> String {
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27031/?directConnection=true".into())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A port for a process of a test to listen on. Not one from `bind(0)`:
+/// that comes from the range the OS also gives outgoing connections
+/// (32768–60999 on Linux), and before the process binds it a client socket
+/// of a test running alongside may take it. These come from below that
+/// range, each handed out once per test process, from a place of its own
+/// per process.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 15_000;
+    const SPAN: u32 = 7_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + n) % SPAN).expect("a port");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
@@ -221,6 +236,13 @@ impl TestApp {
             app.add_worker();
         }
         app.wait_ready().await;
+        // Ready, but whose api answered? One that could not listen has
+        // exited, and another test's would be answering in its place.
+        for c in &mut app.others {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("the test's simulator or api exited at start ({status}): see its stderr");
+            }
+        }
         app
     }
 
