@@ -430,14 +430,11 @@ impl InboundSync {
             Some(ext) => self.store.link_by_external(customer, provider, ext).await?,
             None => None,
         };
-        if let Some(l) = &link {
-            self.store
-                .mark_error(l.contact_id, customer, provider, error, attempts, job_id)
-                .await?;
-        }
+        // Logged first: whoever sees the link in `error` finds why in the
+        // log (and in the connection's health, which counts the log).
         self.store
             .log_sync(&SyncLog {
-                contact_id: link.map(|l| l.contact_id),
+                contact_id: link.as_ref().map(|l| l.contact_id),
                 customer_id: customer.clone(),
                 provider,
                 direction: Direction::Inbound,
@@ -450,7 +447,13 @@ impl InboundSync {
                 conflict: None,
                 at: DateTime::now(),
             })
-            .await
+            .await?;
+        if let Some(l) = &link {
+            self.store
+                .mark_error(l.contact_id, customer, provider, error, attempts, job_id)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn create(

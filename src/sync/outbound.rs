@@ -527,13 +527,12 @@ impl Outbound {
             .await?
             .map(|c| c.customer_id)
             .unwrap_or_default();
-        self.store
-            .mark_error(contact_id, &customer, provider, error, attempts, job_id)
-            .await?;
+        // Logged first: whoever sees the link in `error` finds why in the
+        // log (and in the connection's health, which counts the log).
         self.store
             .log_sync(&SyncLog {
                 contact_id: Some(contact_id),
-                customer_id: customer,
+                customer_id: customer.clone(),
                 provider,
                 direction: Direction::Outbound,
                 outcome: "failed".into(),
@@ -545,6 +544,9 @@ impl Outbound {
                 conflict: None,
                 at: DateTime::now(),
             })
+            .await?;
+        self.store
+            .mark_error(contact_id, &customer, provider, error, attempts, job_id)
             .await
     }
 }

@@ -22,10 +22,62 @@ pub const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A histogram's series name and labels.
+type HistogramKey = (String, Vec<(String, String)>);
+
+/// One histogram's observations since the last flush, per bucket (not yet
+/// cumulative).
+#[derive(Default)]
+struct Histogram {
+    buckets: [i64; BUCKETS.len()],
+    count: i64,
+    sum: f64,
+}
+
 #[derive(Default)]
 struct Pending {
     counts: HashMap<String, i64>,
     sums: HashMap<String, f64>,
+    /// Kept apart until the flush writes them as their `_bucket`, `_count`
+    /// and `_sum` series: an observation then costs one map entry, not the
+    /// fourteen formatted series names it stands for.
+    histograms: HashMap<HistogramKey, Histogram>,
+}
+
+impl Pending {
+    /// Moves the histograms into `counts` and `sums`, as the series they
+    /// stand for (buckets cumulative, as Prometheus reads them).
+    fn expand_histograms(&mut self) {
+        for ((name, labels), h) in std::mem::take(&mut self.histograms) {
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let bucket_name = format!("{name}_bucket");
+            let mut below = 0;
+            for (le, n) in BUCKETS.iter().zip(h.buckets) {
+                below += n;
+                if below == 0 {
+                    continue;
+                }
+                let le = le.to_string();
+                let mut l = labels.clone();
+                l.push(("le", &le));
+                *self.counts.entry(series(&bucket_name, &l)).or_default() += below;
+            }
+            let mut l = labels.clone();
+            l.push(("le", "+Inf"));
+            *self.counts.entry(series(&bucket_name, &l)).or_default() += h.count;
+            *self
+                .counts
+                .entry(series(&format!("{name}_count"), &labels))
+                .or_default() += h.count;
+            *self
+                .sums
+                .entry(series(&format!("{name}_sum"), &labels))
+                .or_default() += h.sum;
+        }
+    }
 }
 
 /// A handle to the pool-wide metrics. Cheap to clone.
@@ -95,28 +147,20 @@ impl Metrics {
 
     /// Records one observation of a duration histogram.
     pub fn observe(&self, name: &str, labels: &[(&str, &str)], seconds: f64) {
+        let key = (
+            name.to_owned(),
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
         let mut p = self.lock();
-        for le in BUCKETS {
-            if seconds <= le {
-                let le = le.to_string();
-                let mut l = labels.to_vec();
-                l.push(("le", &le));
-                *p.counts
-                    .entry(series(&format!("{name}_bucket"), &l))
-                    .or_default() += 1;
-            }
+        let h = p.histograms.entry(key).or_default();
+        if let Some(i) = BUCKETS.iter().position(|le| seconds <= *le) {
+            h.buckets[i] += 1;
         }
-        let mut l = labels.to_vec();
-        l.push(("le", "+Inf"));
-        *p.counts
-            .entry(series(&format!("{name}_bucket"), &l))
-            .or_default() += 1;
-        *p.counts
-            .entry(series(&format!("{name}_count"), labels))
-            .or_default() += 1;
-        *p.sums
-            .entry(series(&format!("{name}_sum"), labels))
-            .or_default() += seconds;
+        h.count += 1;
+        h.sum += seconds;
     }
 
     /// Writes what was counted since the last flush.
@@ -124,7 +168,8 @@ impl Metrics {
     /// # Errors
     /// When Redis fails (the increments are then kept for the next flush).
     pub async fn flush(&self) -> Result<(), Error> {
-        let taken = std::mem::take(&mut *self.lock());
+        let mut taken = std::mem::take(&mut *self.lock());
+        taken.expand_histograms();
         if taken.counts.is_empty() && taken.sums.is_empty() {
             return Ok(());
         }
@@ -169,6 +214,35 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_are_written_as_cumulative_bucket_series() {
+        let mut p = Pending::default();
+        let key: HistogramKey = ("d_seconds".into(), vec![("q".into(), "a".into())]);
+        let h = p.histograms.entry(key).or_default();
+        for seconds in [0.003, 0.02, 20.0] {
+            if let Some(i) = BUCKETS.iter().position(|le| seconds <= *le) {
+                h.buckets[i] += 1;
+            }
+            h.count += 1;
+            h.sum += seconds;
+        }
+        p.expand_histograms();
+        let count = |le: &str| {
+            p.counts
+                .get(&format!("d_seconds_bucket{{q=\"a\",le=\"{le}\"}}"))
+                .copied()
+        };
+        assert_eq!(count("0.005"), Some(1));
+        assert_eq!(count("0.01"), Some(1));
+        assert_eq!(count("0.025"), Some(2));
+        assert_eq!(count("10"), Some(2));
+        assert_eq!(count("+Inf"), Some(3));
+        assert_eq!(p.counts.get("d_seconds_count{q=\"a\"}"), Some(&3));
+        let sum = p.sums["d_seconds_sum{q=\"a\"}"];
+        assert!((sum - 20.023).abs() < 1e-9, "{sum}");
+        assert!(p.histograms.is_empty());
+    }
 
     #[test]
     fn series_escape_label_values() {
