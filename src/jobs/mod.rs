@@ -203,16 +203,26 @@ impl Enqueuer {
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
-        let pushes = jobs.iter().map(|(provider, id)| {
-            let payload = OutboundUpsert {
-                contact_id: contact,
-                provider: *provider,
-                version,
-                customer: Some(customer.clone()),
-            };
-            (id.clone(), payload)
-        });
-        self.push_all(pushes.collect()).await?;
+        self.push_all(pushes_of(contact, customer, jobs, version))
+            .await?;
+        Ok(())
+    }
+
+    /// [`Self::queue_jobs`] for many contacts at once, in one round trip
+    /// (the outbox relay's round).
+    ///
+    /// # Errors
+    /// When Redis fails; jobs queued before stay queued.
+    pub async fn queue_jobs_of_many(&self, owed: &[OwedJobs<'_>]) -> anyhow::Result<()> {
+        let pushes = owed
+            .iter()
+            .flat_map(|(contact, customer, jobs, version)| {
+                pushes_of(*contact, customer, jobs, *version)
+            })
+            .collect::<Vec<_>>();
+        if !pushes.is_empty() {
+            self.push_all(pushes).await?;
+        }
         Ok(())
     }
 
@@ -349,6 +359,30 @@ impl Enqueuer {
                 other => workers::Error::Corrupt(other.to_string()),
             })
     }
+}
+
+/// One contact's owed pushes: the contact, its customer, `(provider, job
+/// id)` pairs and the version they push.
+pub type OwedJobs<'a> = (ContactId, &'a CustomerId, Vec<(Provider, String)>, i64);
+
+/// The push jobs of one contact, by their chosen ids.
+fn pushes_of(
+    contact: ContactId,
+    customer: &CustomerId,
+    jobs: &[(Provider, String)],
+    version: i64,
+) -> Vec<(String, OutboundUpsert)> {
+    jobs.iter()
+        .map(|(provider, id)| {
+            let payload = OutboundUpsert {
+                contact_id: contact,
+                provider: *provider,
+                version,
+                customer: Some(customer.clone()),
+            };
+            (id.clone(), payload)
+        })
+        .collect()
 }
 
 impl PushQueue for Enqueuer {

@@ -38,6 +38,7 @@ pub async fn relay_once(
     let ids: Vec<_> = owed.iter().map(|c| c.id).collect();
     let links = store.links_of(&ids).await?;
     let mut done = Vec::with_capacity(owed.len());
+    let mut owed_jobs = Vec::with_capacity(owed.len());
     // An update's outbox names every provider (the contact's customer is
     // only known once it is written); only its customer's connected ones
     // are pushed. Read once per customer per round.
@@ -80,11 +81,11 @@ pub async fn relay_once(
                 .mark_pending(contact.id, &contact.customer_id, &unmarked, contact.version)
                 .await?;
         }
-        enqueuer
-            .queue_jobs(contact.id, &contact.customer_id, &jobs, contact.version)
-            .await?;
+        owed_jobs.push((contact.id, &contact.customer_id, jobs, contact.version));
         done.push((contact.id, outbox.clone()));
     }
+    // every contact's jobs in one round trip; cleared only once queued
+    enqueuer.queue_jobs_of_many(&owed_jobs).await?;
     store.clear_outboxes(&done).await?;
     let relayed = done.len();
     if relayed > 0 {
