@@ -34,6 +34,16 @@ struct Histogram {
     sum: f64,
 }
 
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|le| seconds <= *le) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     counts: HashMap<String, i64>,
@@ -154,13 +164,11 @@ impl Metrics {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         );
-        let mut p = self.lock();
-        let h = p.histograms.entry(key).or_default();
-        if let Some(i) = BUCKETS.iter().position(|le| seconds <= *le) {
-            h.buckets[i] += 1;
-        }
-        h.count += 1;
-        h.sum += seconds;
+        self.lock()
+            .histograms
+            .entry(key)
+            .or_default()
+            .observe(seconds);
     }
 
     /// Writes what was counted since the last flush.
@@ -221,11 +229,7 @@ mod tests {
         let key: HistogramKey = ("d_seconds".into(), vec![("q".into(), "a".into())]);
         let h = p.histograms.entry(key).or_default();
         for seconds in [0.003, 0.02, 20.0] {
-            if let Some(i) = BUCKETS.iter().position(|le| seconds <= *le) {
-                h.buckets[i] += 1;
-            }
-            h.count += 1;
-            h.sum += seconds;
+            h.observe(seconds);
         }
         p.expand_histograms();
         let count = |le: &str| {
