@@ -181,14 +181,18 @@ pub async fn run_worker(
     let inbound = Arc::new(InboundSync::new(
         store.clone(),
         crm.clone(),
-        Arc::new(enqueuer),
+        Arc::new(enqueuer.clone()),
         queue.clone(),
         Customers::new(store.clone(), cfg.sync.providers.clone()),
         cfg.worker.conflict_policy,
     ));
     let outbound =
         Arc::new(Outbound::new(store.clone(), crm, queue.clone()).with_conflicts(inbound.clone()));
-    let contexts = Contexts { outbound, inbound };
+    let contexts = Contexts {
+        outbound,
+        inbound,
+        enqueuer,
+    };
     let name = cfg.worker.worker_name();
     let mut worker = WorkerConfig::new("");
     worker.concurrency = cfg.worker.worker_concurrency;

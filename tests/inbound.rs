@@ -617,3 +617,81 @@ async fn a_poll_killed_half_way_resumes_from_its_cursor() {
         "nothing applied twice"
     );
 }
+
+#[tokio::test]
+async fn a_webhook_batch_is_one_job_that_fans_out_into_one_per_record() {
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    // the simulator's own deliveries are held: only the batch below arrives
+    let (status, _) = app.sim_send(Method::PUT, "/webhooks/pause", None).await;
+    assert_eq!(status, 200);
+    let mut ids = Vec::new();
+    for (i, name) in ["Ana", "Ben", "Cy"].iter().enumerate() {
+        ids.push(hubspot_record(&app, &format!("fan{i}@example.com"), name).await);
+    }
+    let mut events: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| hs_event(700 + i as u64, "contact.creation", id, "CRM_UI"))
+        .collect();
+    // two events on one record are one change
+    events.push(hs_event(710, "contact.propertyChange", &ids[0], "CRM_UI"));
+    let batch = json!(events);
+    let (status, body) = app.hubspot_webhook(&batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"], 3, "one change per record: {body}");
+    let q = app.queue().await;
+    let pending = q
+        .list("inbound-change", workers::JobState::Pending, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "the batch is one job: {pending:?}");
+    let gathered = &pending[0];
+    let records: Vec<&str> = gathered.payload["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["externalId"].as_str().unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "{}", gathered.payload);
+    for id in &ids {
+        assert!(records.contains(&id.as_str()), "{id} in {records:?}");
+    }
+
+    // HubSpot delivering it again queues nothing
+    let (status, body) = app.hubspot_webhook(&batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"], 0, "{body}");
+    assert_eq!(q.counts("inbound-change").await.unwrap().pending, 1);
+
+    // a worker fans it out; each record becomes a contact, once
+    app.add_worker();
+    for i in 0..3 {
+        wait_contact(&app, &format!("fan{i}@example.com"), "imported", |_| true).await;
+    }
+    app.settle(Duration::from_secs(20)).await;
+    let done = q
+        .list("inbound-change", workers::JobState::Done, 0, 100)
+        .await
+        .unwrap();
+    let mut children: Vec<&str> = done
+        .iter()
+        .filter_map(|j| j.id.strip_prefix(&format!("{}.", gathered.id)))
+        .collect();
+    children.sort_unstable();
+    assert_eq!(
+        children,
+        ["0", "1", "2"],
+        "one job per record, named after the batch"
+    );
+    assert!(done.iter().any(|j| j.id == gathered.id), "the batch ran");
+    assert_eq!(app.contacts().await.len(), 3, "no duplicates");
+    assert_eq!(
+        app.records("pipedrive").await.len(),
+        3,
+        "each reached Pipedrive"
+    );
+}

@@ -7,7 +7,7 @@ use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
-use super::{Contexts, Kind};
+use super::{Contexts, Enqueuer, Kind};
 use crate::domain::{CustomerId, Provider};
 use crate::sync::InboundSync;
 
@@ -36,11 +36,32 @@ pub struct InboundChange {
     /// by it, so webhooks are accepted without MongoDB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
+    /// A webhook delivery's changes, gathered into one job at ingest (one
+    /// Redis write for the batch instead of one per record); the worker
+    /// fans them out into one job each. Empty for a job of one change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<InboundChange>,
+}
+
+/// One webhook delivery's changes for one connection: a head (the change's
+/// customer, provider and account; its record fields unused) and each change
+/// with the keys of the events it stands for (see
+/// [`super::Enqueuer::inbound_gathered`]).
+pub type Delivery = (InboundChange, Vec<(Vec<String>, InboundChange)>);
+
+/// What `inbound-change` jobs run with: the inbound sync rules, and the
+/// queue a gathered batch fans out on.
+#[derive(Clone)]
+pub struct Inbound {
+    /// The inbound sync rules.
+    pub sync: Arc<InboundSync>,
+    /// Queues a batch's changes.
+    pub enqueuer: Enqueuer,
 }
 
 impl Kind for InboundChange {
     const QUEUE: &'static str = "inbound-change";
-    type Context = Arc<InboundSync>;
+    type Context = Inbound;
 
     fn group(&self) -> Option<String> {
         Some(match &self.account_id {
@@ -50,11 +71,19 @@ impl Kind for InboundChange {
     }
 
     fn context(all: &Contexts) -> Self::Context {
-        all.inbound.clone()
+        Inbound {
+            sync: all.inbound.clone(),
+            enqueuer: all.enqueuer.clone(),
+        }
     }
 
     /// The job, the CRM and its record (the contact is added once known).
+    /// A batch names how many changes it holds instead of a record.
     fn span(&self, job: &Job) -> tracing::Span {
+        if !self.batch.is_empty() {
+            return tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+                customer = %self.customer, provider = %self.provider, batch = self.batch.len());
+        }
         tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
             customer = %self.customer, provider = %self.provider, external_id = %self.external_id)
     }
@@ -66,16 +95,25 @@ impl Kind for InboundChange {
         job: &Job,
         error: &JobError,
     ) -> Result<(), JobError> {
-        ctx.record_failure(
-            &self.customer,
-            self.provider,
-            Some(&self.external_id),
-            &job.id,
-            job.attempt,
-            &error.to_string(),
-        )
-        .await
-        .map_err(crate::sync::store_err)
+        // a batch that could not be fanned out: each of its changes failed
+        let changes = match self.batch.is_empty() {
+            true => vec![self],
+            false => self.batch,
+        };
+        for c in changes {
+            ctx.sync
+                .record_failure(
+                    &c.customer,
+                    c.provider,
+                    Some(&c.external_id),
+                    &job.id,
+                    job.attempt,
+                    &error.to_string(),
+                )
+                .await
+                .map_err(crate::sync::store_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -83,11 +121,11 @@ impl Kind for InboundChange {
 ///
 /// # Errors
 /// Transient for store and network trouble, permanent for refusals.
-pub async fn handle(
-    job: InboundChange,
-    ctx: Data<Arc<InboundSync>>,
-    id: TaskId,
-) -> Result<(), JobError> {
+pub async fn handle(job: InboundChange, ctx: Data<Inbound>, id: TaskId) -> Result<(), JobError> {
+    if !job.batch.is_empty() {
+        return fan_out(&ctx.enqueuer, &id.to_string(), job.batch).await;
+    }
+    let ctx = &ctx.sync;
     let customer = match &job.account_id {
         None => job.customer,
         Some(account) => match ctx
@@ -106,4 +144,23 @@ pub async fn handle(
     crate::crm::job_scope(ctx.change(&customer, job.provider, &job.external_id, &id.to_string()))
         .await
         .map(|_| ())
+}
+
+/// Queues one job per change of a gathered batch, under ids made from the
+/// batch job's: pushing an id that exists does nothing, so a batch run
+/// again (its worker died after the push) queues nothing twice.
+async fn fan_out(
+    enqueuer: &Enqueuer,
+    batch_id: &str,
+    batch: Vec<InboundChange>,
+) -> Result<(), JobError> {
+    let jobs = batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, change)| (format!("{batch_id}.{i}"), change))
+        .collect();
+    enqueuer
+        .push_all(jobs)
+        .await
+        .map_err(crate::sync::queue_err)
 }

@@ -27,7 +27,7 @@ pub mod outbox;
 pub mod provider_poll;
 mod registry;
 
-pub use inbound_change::InboundChange;
+pub use inbound_change::{Delivery, InboundChange};
 pub use outbound_upsert::OutboundUpsert;
 pub use provider_poll::ProviderPoll;
 pub use registry::{revive, run_workers, Contexts, QUEUES};
@@ -113,7 +113,7 @@ impl Enqueuer {
         }
     }
 
-    /// Remembers webhook events for `ttl` (see [`Self::inbound_unique`]).
+    /// Remembers webhook events for `ttl` (see [`Self::inbound_gathered`]).
     pub fn with_dedup_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.dedup_ttl = ttl;
         self
@@ -271,33 +271,46 @@ impl Enqueuer {
             .await
     }
 
-    /// Queues the changes whose events were not seen before, in one Redis
-    /// call: each item is a change with the keys of the events it stands
-    /// for; it is queued if any of them is new, and its keys are seen from
-    /// then on. Returns how many changes were queued.
+    /// Queues each delivery's new changes as one job, in one round trip: a
+    /// delivery is a batch-level change (customer, provider, account; its
+    /// record fields unused) and its changes, each with the keys of the
+    /// events it stands for. A change is new if one of its keys is; its
+    /// keys are seen from then on. The worker fans a job of several
+    /// changes out into one job each. Returns how many changes were queued.
     ///
     /// # Errors
-    /// When Redis fails; then nothing was queued or remembered.
-    pub async fn inbound_unique(
-        &self,
-        items: &[(Vec<String>, InboundChange)],
-    ) -> Result<usize, workers::Error> {
-        let raw = items
+    /// When Redis fails; a delivery is then either queued and remembered
+    /// whole or not at all.
+    pub async fn inbound_gathered(&self, deliveries: &[Delivery]) -> Result<usize, workers::Error> {
+        let corrupt = |e: serde_json::Error| workers::Error::Corrupt(e.to_string());
+        let gatherings = deliveries
             .iter()
-            .map(|(keys, change)| {
-                Ok((keys.clone(), serde_json::to_string(change)?, change.group()))
+            .map(|(head, changes)| {
+                let mut head_json = serde_json::to_string(head).map_err(corrupt)?;
+                // `{...}` becomes `{...,"batch":[`, closed by `]}`
+                head_json.pop();
+                head_json.push_str(",\"batch\":[");
+                let items = changes
+                    .iter()
+                    .map(|(keys, c)| Ok((keys.clone(), serde_json::to_string(c).map_err(corrupt)?)))
+                    .collect::<Result<Vec<_>, workers::Error>>()?;
+                Ok(workers::Gathering {
+                    items,
+                    head: head_json,
+                    tail: "]}".into(),
+                    group: head.group(),
+                })
             })
-            .collect::<Result<Vec<_>, serde_json::Error>>()
-            .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
+            .collect::<Result<Vec<_>, workers::Error>>()?;
         let opts = PushOptions {
             max_attempts: self.max_attempts,
             ..PushOptions::default()
         };
-        let ids = self
+        let done = self
             .queue
-            .push_unique_grouped(InboundChange::QUEUE, &raw, opts, self.dedup_ttl)
+            .push_gathered(InboundChange::QUEUE, &gatherings, &opts, self.dedup_ttl)
             .await?;
-        Ok(ids.iter().flatten().count())
+        Ok(done.iter().map(|g| g.new).sum())
     }
 
     /// Queues a poll of a customer's connection with `provider`; returns

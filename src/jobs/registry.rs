@@ -23,6 +23,8 @@ pub struct Contexts {
     pub outbound: Arc<Outbound>,
     /// Changes from the CRMs.
     pub inbound: Arc<InboundSync>,
+    /// Queues the jobs a job sets off.
+    pub enqueuer: super::Enqueuer,
 }
 
 /// Registers the job kinds: adding a kind is its module plus its line

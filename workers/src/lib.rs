@@ -19,6 +19,7 @@ mod claim;
 mod config;
 mod conn;
 mod error;
+mod gather;
 mod inspect;
 mod job;
 mod keys;
@@ -34,6 +35,7 @@ pub use backend::{job_span, JsonCodec, MakeSpan, RedisBackend, RedisLayer, Redis
 pub use config::WorkerConfig;
 pub use conn::Conn as RedisConn;
 pub use error::{Error, JobError};
+pub use gather::{Gathered, Gathering};
 pub use inspect::{Discard, Minute, Throughput, WorkerInfo};
 pub use job::{DeadLetter, Job};
 pub use lease::Lease;

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::queue::{new_job_id, PushOptions, Queue};
 
 /// Separates the de-duplication keys of one item inside the push script.
-const KEY_SEPARATOR: char = '\u{1f}';
+pub(crate) const KEY_SEPARATOR: char = '\u{1f}';
 
 /// `(id, payload, dedup keys or "", group or "")`, as the push script takes
 /// each job.
@@ -26,6 +26,20 @@ pub(crate) struct NewJob {
     pub(crate) delay: Duration,
     /// The fair-share group ("" for none; see [`PushOptions::group`]).
     pub(crate) group: String,
+}
+
+/// Refuses an item with no de-duplication key, or with a key that is empty
+/// or holds [`KEY_SEPARATOR`].
+pub(crate) fn check_keys<'a>(
+    mut items: impl Iterator<Item = &'a Vec<String>>,
+) -> Result<(), Error> {
+    let bad = |k: &String| k.is_empty() || k.contains(KEY_SEPARATOR);
+    match items.find(|keys| keys.is_empty() || keys.iter().any(bad)) {
+        Some(keys) => Err(Error::Corrupt(format!(
+            "unusable de-duplication keys {keys:?}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl Queue {
@@ -123,15 +137,7 @@ impl Queue {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let bad = |k: &String| k.is_empty() || k.contains(KEY_SEPARATOR);
-        if let Some((keys, _, _)) = items
-            .iter()
-            .find(|(keys, _, _)| keys.is_empty() || keys.iter().any(bad))
-        {
-            return Err(Error::Corrupt(format!(
-                "unusable de-duplication keys {keys:?}"
-            )));
-        }
+        check_keys(items.iter().map(|(keys, _, _)| keys))?;
         let jobs: Vec<Item> = items
             .iter()
             .map(|(keys, body, group)| {

@@ -29,6 +29,7 @@ pub use crate::model::{
 
 pub(crate) struct Scripts {
     pub(crate) push: Script,
+    pub(crate) gather: Script,
     pub(crate) heartbeat: Script,
     pub(crate) fetch: Script,
     pub(crate) ack: Script,
@@ -46,6 +47,10 @@ impl Scripts {
             push: Script::new(concat!(
                 include_str!("lua/ready.lua"),
                 include_str!("lua/push.lua")
+            )),
+            gather: Script::new(concat!(
+                include_str!("lua/ready.lua"),
+                include_str!("lua/gather.lua")
             )),
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             fetch: Script::new(concat!(

@@ -94,3 +94,83 @@ async fn an_item_with_several_keys_is_new_while_any_key_is() {
         .is_err());
     assert_eq!(q.counts(Q).await.unwrap().pending, 2);
 }
+
+#[tokio::test]
+async fn a_gathering_queues_its_new_items_as_one_job() {
+    let ns = namespace();
+    let q = Queue::connect(&redis_url(), &ns).await.unwrap();
+    let ttl = Duration::from_secs(60);
+    let gathering = |items: &[(&str, &str)], group: Option<&str>| workers::Gathering {
+        items: items
+            .iter()
+            .map(|(k, p)| (vec![(*k).to_owned()], (*p).to_owned()))
+            .collect(),
+        head: r#"{"batch":["#.into(),
+        tail: "]}".into(),
+        group: group.map(str::to_owned),
+    };
+    let opts = PushOptions::default();
+    let first = q
+        .push_gathered(
+            Q,
+            &[
+                gathering(&[("a", "1"), ("b", "2"), ("a", "3")], Some("g1")),
+                gathering(&[("c", "4")], None),
+                gathering(&[], None),
+            ],
+            &opts,
+            ttl,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first[0].new, 2, "a repeat within the call: {first:?}");
+    assert_eq!(first[1].new, 1);
+    assert_eq!(first[2], workers::Gathered { job: None, new: 0 });
+    let job = |id: &Option<String>| {
+        let q = q.clone();
+        let id = id.clone().unwrap();
+        async move { q.job(&id).await.unwrap().unwrap() }
+    };
+    let many = job(&first[0].job).await;
+    assert_eq!(many.payload, serde_json::json!({ "batch": [1, 2] }));
+    let mut conn = raw(&redis_url()).await;
+    let in_group: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{ns}:q:{{{Q}}}:g:g1"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(in_group, vec![many.id.clone()], "waits in its group");
+    let one = job(&first[1].job).await;
+    assert_eq!(one.payload, serde_json::json!(4), "one new item is itself");
+    assert_eq!(q.counts(Q).await.unwrap().pending, 2);
+
+    // a redelivery: only what is new is queued; nothing new, no job
+    let again = q
+        .push_gathered(
+            Q,
+            &[
+                gathering(&[("b", "5"), ("d", "6")], Some("g1")),
+                gathering(&[("c", "7")], None),
+            ],
+            &opts,
+            ttl,
+        )
+        .await
+        .unwrap();
+    assert_eq!(job(&again[0].job).await.payload, serde_json::json!(6));
+    assert_eq!(again[1], workers::Gathered { job: None, new: 0 });
+    assert_eq!(q.counts(Q).await.unwrap().pending, 3);
+
+    let holder: String = redis::cmd("GET")
+        .arg(format!("{ns}:q:{{{Q}}}:seen:d"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(Some(holder), again[0].job, "the key names its job");
+    let refused = q
+        .push_gathered(Q, &[gathering(&[("", "8")], None)], &opts, ttl)
+        .await;
+    assert!(refused.is_err(), "an empty key is refused");
+}

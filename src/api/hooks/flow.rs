@@ -167,6 +167,7 @@ async fn handle(
         occurred_at: chrono::Utc::now().timestamp_millis(),
         event_ids: Vec::new(),
         account_id: None,
+        batch: Vec::new(),
     };
     match state.enqueuer.inbound(&job).await {
         Ok(id) => Json(json!({ "jobId": id })).into_response(),

@@ -1,7 +1,8 @@
 //! `POST /api/integration/webhook/hubspot`: HubSpot's webhook deliveries.
 //! Authenticated by signature (not by bearer token). A valid batch is
-//! de-duplicated event by event, grouped into one `inbound-change` job per
-//! contact, durably queued, and only then answered 200.
+//! de-duplicated event by event, grouped into one change per CRM record,
+//! durably queued as one `inbound-change` job per portal (the worker fans it
+//! out into one job per record), and only then answered 200.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use super::signature::{verify, SignedRequest};
 use crate::api::errors::error_response as error;
 use crate::api::ApiState;
 use crate::domain::{CustomerId, Provider};
-use crate::jobs::InboundChange;
+use crate::jobs::{Delivery, InboundChange};
 
 /// Most events HubSpot puts in one request.
 pub const MAX_EVENTS: usize = 100;
@@ -153,10 +154,11 @@ async fn handle(
     }
 }
 
-/// Queues one job per CRM record with a new event, in one Redis call that
-/// also remembers the events: an event counts as seen exactly when a job
-/// standing for it is queued, so neither a crash nor a failed call can make
-/// HubSpot's retry look like a duplicate. Returns the jobs queued.
+/// Queues the CRM records with a new event, one job per portal holding one
+/// change per record, in one Redis round trip that also remembers the
+/// events: an event counts as seen exactly when a job standing for it is
+/// queued, so neither a crash nor a failed call can make HubSpot's retry
+/// look like a duplicate. Returns the changes queued.
 async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
     // Each portal is one customer's HubSpot connection. A portal no
     // customer has connected is ignored (answered 200: HubSpot would only
@@ -181,6 +183,8 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             slot.insert(c);
         }
     }
+    // one delivery per portal (one customer's connection), one change per
+    // record in it
     let mut per_record: BTreeMap<(String, String), (Vec<String>, InboundChange)> = BTreeMap::new();
     let mut ignored = 0_u64;
     let mut touch = |id: Option<String>, e: &Event| {
@@ -192,19 +196,7 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
         if let Some(id) = id {
             let (keys, job) = per_record
                 .entry((portal.clone(), id.clone()))
-                .or_insert_with(|| {
-                    (
-                        Vec::new(),
-                        InboundChange {
-                            customer,
-                            account_id: deferred.then(|| portal.clone()),
-                            provider: Provider::Hubspot,
-                            external_id: id.clone(),
-                            occurred_at: 0,
-                            event_ids: Vec::new(),
-                        },
-                    )
-                });
+                .or_insert_with(|| (Vec::new(), change(customer, deferred, &portal, id.clone())));
             // eventId alone is not unique: the key is the event's whole
             // identity, and the record it is about (a merge names several).
             keys.push(format!(
@@ -235,8 +227,36 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             i64::try_from(ignored).unwrap_or(i64::MAX),
         );
     }
-    let items: Vec<(Vec<String>, InboundChange)> = per_record.into_values().collect();
-    Ok(state.enqueuer.inbound_unique(&items).await?)
+    // a delivery per portal: its head is a change with no record
+    let mut deliveries: BTreeMap<String, Delivery> = BTreeMap::new();
+    for ((portal, _), (keys, change)) in per_record {
+        let (_, changes) = deliveries.entry(portal).or_insert_with(|| {
+            let head = InboundChange {
+                external_id: String::new(),
+                event_ids: Vec::new(),
+                occurred_at: 0,
+                ..change.clone()
+            };
+            (head, Vec::new())
+        });
+        changes.push((keys, change));
+    }
+    let deliveries: Vec<Delivery> = deliveries.into_values().collect();
+    Ok(state.enqueuer.inbound_gathered(&deliveries).await?)
+}
+
+/// A change of record `id` in `portal`, for `customer` (`deferred`: the
+/// customer is not known yet, and the worker finds it by the portal).
+fn change(customer: CustomerId, deferred: bool, portal: &str, id: String) -> InboundChange {
+    InboundChange {
+        customer,
+        account_id: deferred.then(|| portal.to_owned()),
+        provider: Provider::Hubspot,
+        external_id: id,
+        occurred_at: 0,
+        event_ids: Vec::new(),
+        batch: Vec::new(),
+    }
 }
 
 /// Counts a webhook request by its result.

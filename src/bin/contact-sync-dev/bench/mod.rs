@@ -516,6 +516,7 @@ pub async fn bench_inbound(mut cfg: DevConfig, changes: usize) -> anyhow::Result
             occurred_at: chrono::Utc::now().timestamp_millis(),
             event_ids: Vec::new(),
             account_id: None,
+            batch: Vec::new(),
         })
         .collect();
     let queue = workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;
