@@ -78,8 +78,9 @@ pub struct ApiConfig {
     /// v2/v3 signatures cover the full URL. Default: rebuilt from the request.
     #[arg(long, env = "PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
-    /// How long a HubSpot webhook event is remembered, in seconds, so a
-    /// redelivery is recognised (HubSpot retries for up to 24 h).
+    /// How long a HubSpot webhook event is remembered at least, in seconds,
+    /// so a redelivery is recognised (HubSpot retries for up to 24 h); at
+    /// most twice that. Every api of a pool must use the same value.
     #[arg(long, env = "WEBHOOK_DEDUP_SECS", default_value_t = 90_000)]
     pub webhook_dedup_secs: u64,
     /// Where to serve `/metrics` on a listener of its own, without a token.

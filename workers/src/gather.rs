@@ -36,10 +36,15 @@ impl Queue {
     /// Queues each gathering's new items as one job, all in one round trip.
     /// A job of one new item has that item's payload; a job of several has
     /// `head`, their payloads joined by `,`, and `tail` (the consumer tells
-    /// them apart). An item's keys are marked seen (for `seen_ttl`, per
-    /// queue, in the keys [`Queue::push_unique`] uses) exactly when the job
-    /// holding it is created, so a delivery made twice is queued once.
+    /// them apart). An item is new when one of its keys was not seen in the
+    /// last `window` (keys are remembered for at least `window` and at most
+    /// twice that, in one set per window: `{ns}:q:{queue}:seen-in:{n}`;
+    /// keep `window` the same from call to call, as a new one starts the
+    /// memory afresh). A key is marked seen exactly when the job holding
+    /// its item is created, so a delivery made twice is queued once.
     /// `opts.id` and `opts.delay` are ignored: each job is new and ready.
+    /// Short keys (a digest of the event's identity) keep the sets small.
+    /// These keys are apart from [`Queue::push_unique`]'s.
     ///
     /// # Errors
     /// When a key is empty or holds the separator `\u{1f}`, or Redis fails;
@@ -49,7 +54,7 @@ impl Queue {
         queue: &str,
         gatherings: &[Gathering],
         opts: &PushOptions,
-        seen_ttl: Duration,
+        window: Duration,
     ) -> Result<Vec<Gathered>, Error> {
         check_keys(
             gatherings
@@ -65,16 +70,16 @@ impl Queue {
                 .collect());
         }
         self.register(queue).await?;
-        let ttl = seen_ttl.max(Duration::from_millis(1)).as_millis() as u64;
+        let window = window.max(Duration::from_millis(1)).as_millis() as u64;
         let invocations: Vec<_> = calls
             .iter()
             .map(|g| {
                 let mut inv = self.scripts.gather.prepare_invoke();
                 inv.key(self.keys.pending(queue))
                     .arg(self.keys.job_prefix(queue))
-                    .arg(self.keys.seen_prefix(queue))
+                    .arg(self.keys.seen_sets_prefix(queue))
                     .arg(opts.max_attempts)
-                    .arg(ttl)
+                    .arg(window)
                     .arg(self.keys.queue_prefix(queue))
                     .arg(new_job_id())
                     .arg(g.group.as_deref().unwrap_or(""))

@@ -120,6 +120,14 @@ impl Keys {
         format!("{}seen:", self.queue_prefix(queue))
     }
 
+    /// The prefix of the sets of keys [`Queue::push_gathered`] has seen on
+    /// `queue`, one per window of time: `{queue prefix}seen-in:{n}`.
+    ///
+    /// [`Queue::push_gathered`]: crate::Queue::push_gathered
+    pub(crate) fn seen_sets_prefix(&self, queue: &str) -> String {
+        format!("{}seen-in:", self.queue_prefix(queue))
+    }
+
     pub(crate) fn rate_limit(&self, key: &str) -> String {
         format!("{}:rl:{key}", self.ns)
     }

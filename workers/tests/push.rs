@@ -163,14 +163,73 @@ async fn a_gathering_queues_its_new_items_as_one_job() {
     assert_eq!(again[1], workers::Gathered { job: None, new: 0 });
     assert_eq!(q.counts(Q).await.unwrap().pending, 3);
 
-    let holder: String = redis::cmd("GET")
-        .arg(format!("{ns}:q:{{{Q}}}:seen:d"))
+    let sets: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}:q:{{{Q}}}:seen-in:*"))
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(Some(holder), again[0].job, "the key names its job");
+    assert_eq!(sets.len(), 1, "one set for this window: {sets:?}");
+    let mut seen: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&sets[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    seen.sort();
+    assert_eq!(seen, ["a", "b", "c", "d"]);
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&sets[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 120_000 && pttl <= 180_000,
+        "expires as a backstop: {pttl}"
+    );
     let refused = q
         .push_gathered(Q, &[gathering(&[("", "8")], None)], &opts, ttl)
         .await;
     assert!(refused.is_err(), "an empty key is refused");
+}
+
+#[tokio::test]
+async fn a_gathered_key_is_forgotten_two_windows_on() {
+    let ns = namespace();
+    let q = Queue::connect(&redis_url(), &ns).await.unwrap();
+    let window = Duration::from_millis(300);
+    let push = || {
+        let q = q.clone();
+        async move {
+            let g = workers::Gathering {
+                items: vec![(vec!["k".to_owned()], "1".to_owned())],
+                ..workers::Gathering::default()
+            };
+            q.push_gathered(Q, &[g], &PushOptions::default(), window)
+                .await
+                .unwrap()[0]
+                .new
+        }
+    };
+    assert_eq!(push().await, 1);
+    assert_eq!(push().await, 0, "seen within the window");
+    let start = std::time::Instant::now();
+    loop {
+        // a repeat writes nothing, so asking again until it is new is safe
+        if push().await == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "never forgotten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = start.elapsed();
+    assert!(
+        after >= Duration::from_millis(250),
+        "remembered a window at least: {after:?}"
+    );
+    let mut conn = raw(&redis_url()).await;
+    let sets: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}:q:{{{Q}}}:seen-in:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(sets.len() <= 2, "older sets are unlinked: {sets:?}");
 }

@@ -199,14 +199,14 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
                 .or_insert_with(|| (Vec::new(), change(customer, deferred, &portal, id.clone())));
             // eventId alone is not unique: the key is the event's whole
             // identity, and the record it is about (a merge names several).
-            keys.push(format!(
+            keys.push(seen_key(&format!(
                 "hubspot:{portal}:{}:{}:{}:{}:{}:{id}",
                 e.event_id,
                 e.object_id,
                 e.subscription_type,
                 e.occurred_at,
                 e.property_name.as_deref().unwrap_or("")
-            ));
+            )));
             job.occurred_at = job.occurred_at.max(e.occurred_at);
             job.event_ids.push(e.event_id.to_string());
         }
@@ -243,6 +243,16 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
     }
     let deliveries: Vec<Delivery> = deliveries.into_values().collect();
     Ok(state.enqueuer.inbound_gathered(&deliveries).await?)
+}
+
+/// The key an event is remembered by: 96 bits of the SHA-256 of its
+/// identity, 16 characters instead of ~90, so a day of events takes a
+/// fraction of the memory and Redis time.
+fn seen_key(identity: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(identity.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12])
 }
 
 /// A change of record `id` in `portal`, for `customer` (`deferred`: the
