@@ -504,7 +504,11 @@ impl Customers {
     /// connection records that account; else, while the default
     /// customer's connection with the provider has no account recorded
     /// (a deployment from before there were customers), the default
-    /// customer; else none (the caller ignores the event). When MongoDB
+    /// customer; else none (the caller ignores the event). Once a customer
+    /// is known, an expired answer is still given at once while one request
+    /// reads it afresh in the background, so a webhook never waits on
+    /// MongoDB for an account it has routed before (and a slow MongoDB does
+    /// not hold every delivery in flight at each expiry). When MongoDB
     /// fails, what was known before is used.
     ///
     /// # Errors
@@ -515,15 +519,40 @@ impl Customers {
         account_id: &str,
     ) -> anyhow::Result<Option<CustomerId>> {
         let key = (provider, account_id.to_owned());
-        let stale = match self.accounts.get(&key) {
-            Ok(c) => return Ok(c),
-            Err(stale) => stale,
-        };
-        let by_account = match self.store.customer_by_account(provider, account_id).await {
-            Ok(c) => c,
-            Err(e) => return stale.ok_or(e),
-        };
-        let found = match by_account {
+        match self.accounts.get(&key) {
+            Ok(c) => Ok(c),
+            // an account no customer had is read again before answering:
+            // its events would be dropped, and it may just have been connected
+            Err(Some(None)) => match self.route_afresh(provider, account_id).await {
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "the customer of an account is unknown for now");
+                    Ok(None)
+                }
+                found => found,
+            },
+            Err(Some(Some(stale))) => {
+                // fresh again for the others while this one reads
+                self.accounts.put(key, Some(stale.clone()));
+                let this = self.clone();
+                let account = account_id.to_owned();
+                tokio::spawn(async move {
+                    if let Err(e) = this.route_afresh(provider, &account).await {
+                        tracing::debug!(error = %format!("{e:#}"), "re-reading the customer of an account failed; the known one stays");
+                    }
+                });
+                Ok(Some(stale))
+            }
+            Err(None) => self.route_afresh(provider, account_id).await,
+        }
+    }
+
+    /// [`Self::route`] read from the database, and cached.
+    async fn route_afresh(
+        &self,
+        provider: Provider,
+        account_id: &str,
+    ) -> anyhow::Result<Option<CustomerId>> {
+        let found = match self.store.customer_by_account(provider, account_id).await? {
             Some(c) => Some(c.id),
             None => {
                 let default = CustomerId::default_customer();
@@ -536,7 +565,8 @@ impl Customers {
                     .map(|c| c.id)
             }
         };
-        self.accounts.put(key, found.clone());
+        self.accounts
+            .put((provider, account_id.to_owned()), found.clone());
         Ok(found)
     }
 
