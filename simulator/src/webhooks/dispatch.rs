@@ -1,7 +1,7 @@
 //! The background task between the listeners and the app: it batches HubSpot
 //! events per portal (100 at most, or whatever came within the batch window
 //! of the first), and runs each batch's delivery, retries included, as a
-//! task of its own, at most `MAX_IN_FLIGHT` requests at a time.
+//! task of its own, at most `MAX_IN_FLIGHT` requests at a time per account.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,7 +117,7 @@ async fn deliver(shared: Arc<Shared>, batch: Batch) {
             sleep(retry.delay(n)).await;
         }
         shared.wait_unpaused().await;
-        let Ok(_slot) = shared.permits.acquire().await else {
+        let Ok(_slot) = shared.slots(&batch.owner).acquire_owned().await else {
             return;
         };
         // Paused again while waiting for the slot.

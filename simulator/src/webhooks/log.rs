@@ -50,7 +50,7 @@ pub(crate) struct Batch {
 /// The account a batch is about, as far as it is known: a HubSpot batch
 /// names its portal and customer, a flow call its customer, a raw
 /// `/_sim/webhooks/send` neither.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BatchOwner {
     #[serde(skip_serializing_if = "Option::is_none")]

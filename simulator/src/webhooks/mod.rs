@@ -30,8 +30,8 @@ pub(crate) const DEFAULT_PORTAL_ID: u64 = 62_515;
 
 /// How many HubSpot events one webhook request carries at most.
 pub(crate) const MAX_BATCH: usize = 100;
-/// How many deliveries are in flight at once (HubSpot's default
-/// per-account concurrency).
+/// How many deliveries of one account are in flight at once (HubSpot's
+/// default per-account concurrency).
 pub(crate) const MAX_IN_FLIGHT: usize = 10;
 
 /// Where and how the simulated HubSpot accounts send their CRM-object

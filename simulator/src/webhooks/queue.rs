@@ -1,6 +1,7 @@
 //! What the change listeners hand to the dispatcher, and the state that the
 //! dispatcher, the deliveries and the outbox share.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -58,8 +59,8 @@ pub(super) struct Shared {
     pub(super) hubspot: Option<HubSpotTarget>,
     pub(super) events: Option<EventsTarget>,
     pub(super) client: reqwest::Client,
-    /// Bounds the requests in flight.
-    pub(super) permits: Semaphore,
+    /// Bounds the requests in flight, per account (see [`Shared::slots`]).
+    permits: std::sync::Mutex<HashMap<BatchOwner, Arc<Semaphore>>>,
     pub(super) clock: Clock,
     paused: watch::Sender<bool>,
     /// Deliveries waiting for a resume.
@@ -90,13 +91,24 @@ impl Shared {
             hubspot,
             events,
             client,
-            permits: Semaphore::new(MAX_IN_FLIGHT),
+            permits: std::sync::Mutex::new(HashMap::new()),
             clock,
             paused: watch::Sender::new(false),
             held: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             next_batch: AtomicU64::new(1),
         }
+    }
+
+    /// The in-flight slots of the account a batch is from: HubSpot
+    /// allows each account (portal) `MAX_IN_FLIGHT` concurrent requests,
+    /// so one portal's backlog does not slow another's deliveries; flow
+    /// calls are bounded per customer the same way.
+    pub(super) fn slots(&self, owner: &BatchOwner) -> Arc<Semaphore> {
+        let mut all = self.permits.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(owner.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT)))
+            .clone()
     }
 
     pub(super) fn generation(&self) -> u64 {

@@ -7,7 +7,7 @@ use simulator::EventsConfig;
 use crate::delivery::log_until;
 use crate::flow_events::claims;
 use crate::helpers::{now_secs, token, TestApp, CUSTOMER, KEY, SECRET};
-use crate::receiver::Receiver;
+use crate::receiver::{Answer, Receiver, PATIENCE};
 use crate::webhooks::{spawn_hooked, PORTAL_ID};
 
 const OTHER: &str = "acme";
@@ -507,5 +507,64 @@ async fn reset_forgets_every_account_and_gives_the_home_ids_back() {
     assert_eq!(
         account(&accounts, OTHER, "hubspot")["accountId"],
         PORTAL_ID + 1
+    );
+}
+
+#[tokio::test]
+async fn one_portal_s_slow_deliveries_do_not_hold_back_another_portal_s() {
+    let (app, receiver) = spawn_hooked().await;
+    let r = app
+        .put_account(OTHER, "hubspot", json!({"accountId": 777}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // eleven batches of the default portal, held until all are made
+    app.admin(Method::PUT, "/_sim/webhooks/pause", None).await;
+    for n in 1..=11 {
+        let body = json!({"properties": {"email": format!("slow{n}@example.com")}}).to_string();
+        let r = app
+            .admin(Method::POST, "/_sim/hubspot/records", Some(&body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while app
+            .admin(Method::GET, "/_sim/webhooks/pause", None)
+            .await
+            .body["held"]
+            != n
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "batch {n} never held"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    // the app answers the first ten slowly: they fill the portal's slots
+    receiver.script((0..10).map(|_| Answer {
+        status: 200,
+        delay: std::time::Duration::from_secs(3),
+    }));
+    app.admin(Method::PUT, "/_sim/webhooks/resume", None).await;
+    receiver.wait_for(10).await;
+
+    let started = tokio::time::Instant::now();
+    let body = json!({"properties": {"email": "quick@example.com"}}).to_string();
+    let path = format!("/_sim/hubspot/records?customer={OTHER}");
+    let r = app.admin(Method::POST, &path, Some(&body)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    receiver
+        .wait_until("the other portal's delivery", |rs| {
+            rs.iter().any(|r| r.json[0]["portalId"] == 777)
+        })
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "the other portal waited {waited:?} for a slot"
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        11,
+        "the eleventh slow batch still waits for its portal's slot"
     );
 }
