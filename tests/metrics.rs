@@ -122,6 +122,12 @@ async fn metrics_move_by_what_happened() {
         ("status", "502"),
     ];
     assert_eq!(value(&s, "crm_calls_total", &hs_failed), 3.0);
+    let hs_upserts = [("provider", "hubspot"), ("action", "upsert-contact")];
+    assert_eq!(
+        value(&s, "crm_call_seconds", &hs_upserts),
+        4.0,
+        "a duration per call, failed or not"
+    );
     let refused = [("source", "hubspot"), ("result", "invalid_signature")];
     assert_eq!(value(&s, "webhook_requests_total", &refused), 1.0);
 }

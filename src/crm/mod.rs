@@ -88,6 +88,9 @@ struct RunResponse<O> {
 /// first call through but never a second would use the whole budget up.
 pub const INLINE_BUDGET_WAIT: Duration = Duration::from_millis(300);
 
+/// A CRM call slower than this is logged.
+const SLOW_CALL: Duration = Duration::from_secs(1);
+
 tokio::task_local! {
     /// CRM calls made so far by the job this task runs (see [`job_scope`]).
     static CALLS_IN_JOB: std::cell::Cell<u32>;
@@ -259,7 +262,9 @@ impl IntegrationApp {
     }
 
     /// Runs `action` on the customer's connection with the provider, with
-    /// `input` as the body.
+    /// `input` as the body. Its time is observed (`crm_call_seconds`), and
+    /// a call slower than a second is logged, so a CRM (or a network) that
+    /// answers late shows up before a job times out on it.
     ///
     /// # Errors
     /// A classified [`CrmError`].
@@ -274,6 +279,31 @@ impl IntegrationApp {
         if let Some(l) = &self.limits {
             self.take_budget(l, customer, provider, may_defer).await?;
         }
+        let started = std::time::Instant::now();
+        let result = self.call(customer, provider, action, input).await;
+        let took = started.elapsed();
+        if let Some(m) = &self.metrics {
+            m.observe(
+                "crm_call_seconds",
+                &[("provider", provider.as_str()), ("action", action)],
+                took.as_secs_f64(),
+            );
+        }
+        if took > SLOW_CALL {
+            tracing::warn!(%customer, %provider, action, took_ms = took.as_millis() as u64,
+                ok = result.is_ok(), "a CRM call took over a second");
+        }
+        result
+    }
+
+    /// One call of [`Self::run`], past the rate limit.
+    async fn call<I: Serialize + ?Sized, O: DeserializeOwned>(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        action: &str,
+        input: &I,
+    ) -> Result<O, CrmError> {
         let token = self.tokens.token(customer.as_str()).map_err(|e| {
             CrmError::Permanent(format!("cannot sign the Integration.app token: {e}"))
         })?;
