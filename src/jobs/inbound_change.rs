@@ -43,11 +43,10 @@ pub struct InboundChange {
     pub batch: Vec<InboundChange>,
 }
 
-/// One webhook delivery's changes for one connection: a head (the change's
-/// customer, provider and account; its record fields unused) and each change
-/// with the keys of the events it stands for (see
-/// [`super::Enqueuer::inbound_gathered`]).
-pub type Delivery = (InboundChange, Vec<(Vec<String>, InboundChange)>);
+/// One webhook delivery's changes for one connection (same customer,
+/// provider and account), each with the keys of the events it stands for
+/// (see [`super::Enqueuer::inbound_gathered`]).
+pub type Delivery = Vec<(Vec<String>, InboundChange)>;
 
 /// What `inbound-change` jobs run with: the inbound sync rules, and the
 /// queue a gathered batch fans out on.

@@ -272,8 +272,7 @@ impl Enqueuer {
     }
 
     /// Queues each delivery's new changes as one job, in one round trip: a
-    /// delivery is a batch-level change (customer, provider, account; its
-    /// record fields unused) and its changes, each with the keys of the
+    /// delivery is one connection's changes, each with the keys of the
     /// events it stands for. A change is new if one of its keys is; its
     /// keys are seen from then on. The worker fans a job of several
     /// changes out into one job each. Returns how many changes were queued.
@@ -285,8 +284,17 @@ impl Enqueuer {
         let corrupt = |e: serde_json::Error| workers::Error::Corrupt(e.to_string());
         let gatherings = deliveries
             .iter()
-            .map(|(head, changes)| {
-                let mut head_json = serde_json::to_string(head).map_err(corrupt)?;
+            .filter_map(|changes| Some((changes.first()?, changes)))
+            .map(|((_, first), changes)| {
+                // the batch job names the connection; its changes, the records
+                let head = InboundChange {
+                    external_id: String::new(),
+                    occurred_at: 0,
+                    event_ids: Vec::new(),
+                    batch: Vec::new(),
+                    ..first.clone()
+                };
+                let mut head_json = serde_json::to_string(&head).map_err(corrupt)?;
                 // `{...}` becomes `{...,"batch":[`, closed by `]}`
                 head_json.pop();
                 head_json.push_str(",\"batch\":[");

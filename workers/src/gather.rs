@@ -62,12 +62,10 @@ impl Queue {
                 .flat_map(|g| &g.items)
                 .map(|(keys, _)| keys),
         )?;
+        let nothing = Gathered { job: None, new: 0 };
         let calls: Vec<&Gathering> = gatherings.iter().filter(|g| !g.items.is_empty()).collect();
         if calls.is_empty() {
-            return Ok(gatherings
-                .iter()
-                .map(|_| Gathered { job: None, new: 0 })
-                .collect());
+            return Ok(vec![nothing; gatherings.len()]);
         }
         self.register(queue).await?;
         let window = window.max(Duration::from_millis(1)).as_millis() as u64;
@@ -107,14 +105,14 @@ impl Queue {
         let mut replies = replies.into_iter();
         Ok(gatherings
             .iter()
-            .map(|g| match g.items.is_empty() {
-                true => Gathered { job: None, new: 0 },
-                false => {
-                    let (id, new) = replies.next().unwrap_or_default();
-                    Gathered {
-                        job: (!id.is_empty()).then_some(id),
-                        new,
-                    }
+            .map(|g| {
+                if g.items.is_empty() {
+                    return nothing.clone();
+                }
+                let (id, new) = replies.next().unwrap_or_default();
+                Gathered {
+                    job: (!id.is_empty()).then_some(id),
+                    new,
                 }
             })
             .collect())

@@ -227,19 +227,9 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             i64::try_from(ignored).unwrap_or(i64::MAX),
         );
     }
-    // a delivery per portal: its head is a change with no record
     let mut deliveries: BTreeMap<String, Delivery> = BTreeMap::new();
-    for ((portal, _), (keys, change)) in per_record {
-        let (_, changes) = deliveries.entry(portal).or_insert_with(|| {
-            let head = InboundChange {
-                external_id: String::new(),
-                event_ids: Vec::new(),
-                occurred_at: 0,
-                ..change.clone()
-            };
-            (head, Vec::new())
-        });
-        changes.push((keys, change));
+    for ((portal, _), item) in per_record {
+        deliveries.entry(portal).or_default().push(item);
     }
     let deliveries: Vec<Delivery> = deliveries.into_values().collect();
     Ok(state.enqueuer.inbound_gathered(&deliveries).await?)
