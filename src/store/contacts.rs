@@ -239,7 +239,7 @@ impl Store {
     }
 
     /// A contact, deleted or not, with all its links, read together with
-    /// the other contacts being read at the moment (one `aggregate`).
+    /// the other contacts being read at the moment (two `find`s by `_id`).
     ///
     /// # Errors
     /// When the database fails or a document does not parse.
