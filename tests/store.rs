@@ -207,3 +207,56 @@ async fn pushes_recorded_together_land_each_on_its_own_link() {
 
     let _ = tokio::time::timeout(Duration::from_secs(5), client.database(&db).drop()).await;
 }
+
+#[tokio::test]
+async fn the_status_indexes_are_replaced_and_an_older_build_can_still_start() {
+    let db = format!("store_{}", uuid::Uuid::new_v4().simple());
+    let client = mongodb::Client::with_uri_str(common::mongodb_uri())
+        .await
+        .expect("client");
+    let links = client
+        .database(&db)
+        .collection::<bson::Document>("contact_links");
+    // What an older build created.
+    let older = || {
+        [
+            doc! { "syncStatus": 1, "provider": 1 },
+            doc! { "customerId": 1, "provider": 1, "syncStatus": 1 },
+        ]
+        .map(|keys| mongodb::IndexModel::builder().keys(keys).build())
+    };
+    links.create_indexes(older()).await.expect("old indexes");
+    let names = |links: mongodb::Collection<bson::Document>| async move {
+        let mut names = links.list_index_names().await.expect("index names");
+        names.sort();
+        names
+    };
+
+    Store::connect(&common::mongodb_uri(), &db)
+        .await
+        .expect("store");
+    let now = names(links.clone()).await;
+    for name in ["by_customer_status_provider", "by_status_provider_customer"] {
+        assert!(now.iter().any(|n| n == name), "{name} missing: {now:?}");
+    }
+    for name in [
+        "syncStatus_1_provider_1",
+        "customerId_1_provider_1_syncStatus_1",
+    ] {
+        assert!(!now.iter().any(|n| n == name), "{name} left: {now:?}");
+    }
+
+    // An older build started against it again creates its own indexes
+    // beside the new ones rather than failing on a clash; the next start
+    // of this build drops them again.
+    links
+        .create_indexes(older())
+        .await
+        .expect("an older build's indexes");
+    Store::connect(&common::mongodb_uri(), &db)
+        .await
+        .expect("store again");
+    assert_eq!(names(links.clone()).await, now);
+
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.database(&db).drop()).await;
+}
