@@ -695,3 +695,141 @@ async fn a_webhook_batch_is_one_job_that_fans_out_into_one_per_record() {
         "each reached Pipedrive"
     );
 }
+
+/// A batch of `n` HubSpot creations of new records, queued as one job
+/// while no worker runs; returns the batch job.
+async fn queued_batch(app: &TestApp, n: usize, prefix: &str) -> workers::JobInfo {
+    let (status, _) = app.sim_send(Method::PUT, "/webhooks/pause", None).await;
+    assert_eq!(status, 200);
+    let mut events = Vec::new();
+    for i in 0..n {
+        let id = hubspot_record(app, &format!("{prefix}{i}@example.com"), "Kay").await;
+        events.push(hs_event(900 + i as u64, "contact.creation", &id, "CRM_UI"));
+    }
+    let (status, body) = app.hubspot_webhook(&json!(events)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"], n, "{body}");
+    let mut pending = app
+        .queue()
+        .await
+        .list("inbound-change", workers::JobState::Pending, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "one batch job: {pending:?}");
+    pending.remove(0)
+}
+
+/// Every one of the `n` records is one contact and one Pipedrive record,
+/// each of the batch's children ran, and nothing waits for an operator.
+async fn each_record_once(app: &TestApp, n: usize, batch_id: &str) {
+    eventually(Duration::from_secs(60), "every record imported", || async {
+        (app.contacts().await.len() >= n).then_some(())
+    })
+    .await;
+    app.settle(Duration::from_secs(30)).await;
+    let contacts = app.contacts().await;
+    let mut emails: Vec<String> = contacts
+        .iter()
+        .filter_map(|c| c["email"].as_str().map(str::to_owned))
+        .collect();
+    emails.sort();
+    emails.dedup();
+    assert_eq!(contacts.len(), n, "every record once");
+    assert_eq!(emails.len(), n, "no duplicates");
+    assert_eq!(
+        app.records("pipedrive").await.len(),
+        n,
+        "each reached Pipedrive once"
+    );
+    let q = app.queue().await;
+    let done = q
+        .list("inbound-change", workers::JobState::Done, 0, 1000)
+        .await
+        .unwrap();
+    let mut children: Vec<&str> = done
+        .iter()
+        .filter_map(|j| j.id.strip_prefix(&format!("{batch_id}.")))
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    assert_eq!(children.len(), n, "one job per record: {children:?}");
+    let dead = q.dead("inbound-change", 0, 10).await.unwrap();
+    assert!(dead.is_empty(), "nothing left for an operator: {dead:?}");
+}
+
+#[tokio::test]
+async fn a_batch_run_again_after_its_fan_out_queues_nothing_twice() {
+    use contact_sync::jobs::{InboundChange, Kind};
+    let n = 12;
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let batch = queued_batch(&app, n, "again").await;
+    // What a worker killed between the fan-out and the batch's
+    // acknowledgement leaves once its jobs are taken back: the children
+    // queued (the fan-out is one script call), the batch pending again.
+    let q = app.queue().await;
+    for (i, child) in batch.payload["batch"]
+        .as_array()
+        .expect("the batch's changes")
+        .iter()
+        .enumerate()
+    {
+        let change: InboundChange = serde_json::from_value(child.clone()).expect("a change");
+        q.push(
+            "inbound-change",
+            child,
+            workers::PushOptions {
+                id: Some(format!("{}.{i}", batch.id)),
+                group: change.group(),
+                ..workers::PushOptions::default()
+            },
+        )
+        .await
+        .expect("child queued");
+    }
+    assert_eq!(
+        q.counts("inbound-change").await.unwrap().pending,
+        n as u64 + 1
+    );
+
+    app.add_worker();
+    each_record_once(&app, n, &batch.id).await;
+    let counts = q.counts("inbound-change").await.unwrap();
+    assert_eq!(
+        counts.completed_total,
+        n as u64 + 1,
+        "the batch and each child ran once; the fan-out queued nothing again"
+    );
+}
+
+#[tokio::test]
+async fn killing_a_worker_while_a_batch_s_children_run_loses_and_duplicates_nothing() {
+    let n = 40;
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("WORKER_CONCURRENCY", 4),
+    )
+    .await;
+    let batch = queued_batch(&app, n, "kill").await;
+    // slow CRM answers keep children in flight when the worker dies
+    app.set_faults(json!({ "latencyMs": 40 })).await;
+    let w = app.add_worker();
+    eventually(Duration::from_secs(20), "children running", || async {
+        (app.calls("pipedrive", "upsert-contact").await.len() >= 3).then_some(())
+    })
+    .await;
+    app.kill_worker(w);
+    assert!(
+        app.contacts().await.len() < n,
+        "the kill came too late to test anything"
+    );
+    // another worker takes over the dead one's jobs
+    app.add_worker();
+    each_record_once(&app, n, &batch.id).await;
+}
