@@ -103,6 +103,10 @@ enum Command {
         /// HubSpot records to create and apply.
         #[arg(long, default_value_t = 2000)]
         changes: usize,
+        /// Send the changes as HubSpot does, in signed webhook batches of
+        /// 100 events to the api, instead of queueing their jobs directly.
+        #[arg(long)]
+        webhooks: bool,
     },
     /// Benchmark: a steady mixed load for a long while over the real
     /// processes; prints Redis memory, MongoDB documents and process RSS
@@ -149,7 +153,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             events,
             wrk,
         } => bench::bench_webhooks(cfg, rate, seconds, events, wrk).await,
-        Command::BenchInbound { cfg, changes } => bench::bench_inbound(cfg, changes).await,
+        Command::BenchInbound {
+            cfg,
+            changes,
+            webhooks,
+        } => bench::bench_inbound(cfg, changes, webhooks).await,
         Command::BenchFair {
             cfg,
             pushes,
