@@ -84,6 +84,11 @@ pub(crate) struct Groups {
     pub(crate) log_inserts: Batcher<Document, Answer>,
     pub(crate) contact_inserts: Batcher<Contact, Answer>,
     pub(crate) contact_reads: Batcher<ContactId, Result<Option<WithLinks>, GroupError>>,
+    /// Each request: the link with this value of a field, within a scope
+    /// (see [`Lookup`]).
+    pub(crate) link_lookups: Batcher<Lookup, Result<Option<Document>, GroupError>>,
+    /// The same for contacts.
+    pub(crate) contact_lookups: Batcher<Lookup, Result<Option<Document>, GroupError>>,
     /// Each request: a contact whose outbox has been relayed, and the first
     /// job of that outbox.
     pub(crate) outbox_clears: Batcher<(ContactId, String), Answer>,
@@ -130,6 +135,16 @@ impl Groups {
             let (c, l) = (c.clone(), l.clone());
             async move { read_with_links(&c, &l, ids).await }
         });
+        let l = links.clone_with_type::<Document>();
+        let link_lookups = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |wanted| {
+            let l = l.clone();
+            async move { look_up(&l, wanted).await }
+        });
+        let c = contacts.clone_with_type::<Document>();
+        let contact_lookups = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |wanted| {
+            let c = c.clone();
+            async move { look_up(&c, wanted).await }
+        });
         let c = contacts.clone_with_type::<Document>();
         let outbox_clears =
             Batcher::spawn_lingering(MAX_GROUP, IN_FLIGHT, CLEAR_LINGER, move |done| {
@@ -149,6 +164,8 @@ impl Groups {
             log_inserts,
             contact_inserts,
             contact_reads,
+            link_lookups,
+            contact_lookups,
             outbox_clears,
         }
     }
@@ -379,6 +396,62 @@ async fn read_with_links(
                 code: 0,
                 message: message.clone(),
             }),
+        })
+        .collect()
+}
+
+/// A document looked up by the value of one field within a scope: the
+/// scope's fields must equal (say a customer and a provider), the field must
+/// hold the value (say an external id). At most one document matches (a
+/// unique index says so).
+pub(crate) type Lookup = (Document, &'static str, String);
+
+/// Finds the documents of many lookups in one `find`: the lookups of one
+/// scope and field become one `$in` (all of a webhook batch's records are
+/// one), the clauses of different scopes an `$or`.
+async fn look_up(
+    collection: &Collection<Document>,
+    wanted: Vec<Lookup>,
+) -> Vec<Result<Option<Document>, GroupError>> {
+    use futures::TryStreamExt;
+    let mut clauses: Vec<(Document, &'static str, Vec<&str>)> = Vec::new();
+    for (scope, field, value) in &wanted {
+        match clauses
+            .iter_mut()
+            .find(|(s, f, _)| s == scope && f == field)
+        {
+            Some((_, _, values)) => values.push(value),
+            None => clauses.push((scope.clone(), field, vec![value])),
+        }
+    }
+    let clauses: Vec<Document> = clauses
+        .into_iter()
+        .map(|(mut scope, field, values)| {
+            scope.insert(field, doc! { "$in": values });
+            scope
+        })
+        .collect();
+    let filter = match <[Document; 1]>::try_from(clauses) {
+        Ok([one]) => one,
+        Err(many) => doc! { "$or": many },
+    };
+    let found: Vec<Document> = match collection.find(filter).await {
+        Ok(cursor) => match cursor.try_collect().await {
+            Ok(found) => found,
+            Err(e) => return vec![Err(GroupError::Command(e)); wanted.len()],
+        },
+        Err(e) => return vec![Err(GroupError::Command(e)); wanted.len()],
+    };
+    wanted
+        .iter()
+        .map(|(scope, field, value)| {
+            Ok(found
+                .iter()
+                .find(|d| {
+                    d.get_str(field) == Ok(value.as_str())
+                        && scope.iter().all(|(k, v)| d.get(k) == Some(v))
+                })
+                .cloned())
         })
         .collect()
 }

@@ -6,7 +6,8 @@ use bson::{doc, DateTime};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{is_duplicate_key, Contact, Link, Store, StoreError};
+use super::grouped::GroupError;
+use super::{Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
 use crate::domain::{CustomerId, Email, Provider};
 
@@ -34,7 +35,8 @@ pub(crate) fn cursor_id(customer: &CustomerId, provider: Provider) -> String {
 }
 
 impl Store {
-    /// The link that points at a CRM record.
+    /// The link that points at a CRM record, read with the other links
+    /// being looked up at the moment (one `find`).
     ///
     /// # Errors
     /// When the database fails.
@@ -44,13 +46,22 @@ impl Store {
         provider: Provider,
         external_id: &str,
     ) -> anyhow::Result<Option<Link>> {
-        self.links
-            .find_one(doc! { "customerId": customer.as_str(), "provider": provider.as_str(), "externalId": external_id })
+        let scope = doc! { "customerId": customer.as_str(), "provider": provider.as_str() };
+        let found = self
+            .groups
+            .link_lookups
+            .call((scope, "externalId", external_id.to_owned()))
             .await
-            .context("reading a link by external id")
+            .unwrap_or(Err(GroupError::Gone))
+            .map_err(|e| e.into_anyhow("reading a link by external id"))?;
+        found
+            .map(bson::from_document)
+            .transpose()
+            .context("decoding a link")
     }
 
-    /// The customer's live contact with this email.
+    /// The customer's live contact with this email, read with the other
+    /// contacts being looked up at the moment (one `find`).
     ///
     /// # Errors
     /// When the database fails.
@@ -59,10 +70,18 @@ impl Store {
         customer: &CustomerId,
         email: &Email,
     ) -> anyhow::Result<Option<Contact>> {
-        self.contacts
-            .find_one(doc! { "customerId": customer.as_str(), "activeEmail": email.as_str() })
+        let scope = doc! { "customerId": customer.as_str() };
+        let found = self
+            .groups
+            .contact_lookups
+            .call((scope, "activeEmail", email.as_str().to_owned()))
             .await
-            .context("reading a contact by email")
+            .unwrap_or(Err(GroupError::Gone))
+            .map_err(|e| e.into_anyhow("reading a contact by email"))?;
+        found
+            .map(bson::from_document)
+            .transpose()
+            .context("decoding a contact")
     }
 
     /// Records that the link mirrors the CRM record at `crm_updated_ms`, and
@@ -82,39 +101,34 @@ impl Store {
         let (customer, contact) = (&contact.customer_id, contact.id);
         let now = DateTime::now();
         let snapshot = bson::to_bson(fields).context("encoding synced fields")?;
+        let id = format!("{contact}:{provider}");
+        // Two statements, in order, in the next grouped `update` of links:
+        // recorded (created if need be), then `synced` unless a newer
+        // change is waiting. A refused first statement skips the second.
         let res = self
-            .links
-            .update_one(
-                doc! { "_id": format!("{contact}:{provider}") },
+            .update_links(vec![
                 doc! {
-                    "$set": { "externalId": external_id, "updatedAt": now, "lastSyncedAt": now, "syncedFields": snapshot },
-                    "$max": { "syncedVersion": version, "pendingVersion": version, "crmUpdatedMs": crm_updated_ms },
-                    "$setOnInsert": { "contactId": contact.oid(), "customerId": customer.as_str(), "provider": provider.as_str(), "attempts": 0_i64, "syncStatus": "pending" },
+                    "q": { "_id": &id },
+                    "u": {
+                        "$set": { "externalId": external_id, "updatedAt": now, "lastSyncedAt": now, "syncedFields": snapshot },
+                        "$max": { "syncedVersion": version, "pendingVersion": version, "crmUpdatedMs": crm_updated_ms },
+                        "$setOnInsert": { "contactId": contact.oid(), "customerId": customer.as_str(), "provider": provider.as_str(), "attempts": 0_i64, "syncStatus": "pending" },
+                    },
+                    "upsert": true,
                 },
-            )
-            .upsert(true)
+                doc! {
+                    "q": { "_id": &id, "pendingVersion": { "$lte": version } },
+                    "u": { "$set": { "syncStatus": "synced", "lastError": null } },
+                },
+            ])
             .await;
         match res {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => {
-                return Err(StoreError::Conflict(format!(
-                    "{provider} record {external_id} is linked to another contact"
-                )))
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context("recording an inbound change")
-                    .into())
-            }
+            Ok(()) => Ok(()),
+            Err(e) if e.is_duplicate_key() => Err(StoreError::Conflict(format!(
+                "{provider} record {external_id} is linked to another contact"
+            ))),
+            Err(e) => Err(e.into_anyhow("recording an inbound change").into()),
         }
-        self.links
-            .update_one(
-                doc! { "_id": format!("{contact}:{provider}"), "pendingVersion": { "$lte": version } },
-                doc! { "$set": { "syncStatus": "synced", "lastError": null } },
-            )
-            .await
-            .context("marking a link synced")?;
-        Ok(())
     }
 
     /// The poll cursor of a customer's connection (zero when it never

@@ -214,7 +214,10 @@ impl Store {
 
     /// Applies one caller's link update statements, in order, in the next
     /// grouped `update` command.
-    async fn update_links(&self, statements: Vec<bson::Document>) -> Result<(), GroupError> {
+    pub(crate) async fn update_links(
+        &self,
+        statements: Vec<bson::Document>,
+    ) -> Result<(), GroupError> {
         self.groups
             .link_updates
             .call(statements)

@@ -621,10 +621,7 @@ pub async fn bench_inbound(
     let outbound = <contact_sync::jobs::OutboundUpsert as contact_sync::jobs::Kind>::QUEUE;
     let mut applied_at = None;
     loop {
-        if applied_at.is_none()
-            && idle(inbound).await?
-            && store.count_contacts().await? >= want
-        {
+        if applied_at.is_none() && idle(inbound).await? && store.count_contacts().await? >= want {
             applied_at = Some(started.elapsed());
         }
         if applied_at.is_some()
