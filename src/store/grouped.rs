@@ -212,12 +212,7 @@ async fn update_in_order(
             .and_then(|errors| errors.first())
             .and_then(|e| e.as_document());
         let Some(refused) = refused else { break };
-        let at = match refused.get("index") {
-            Some(bson::Bson::Int32(n)) => *n as usize,
-            Some(bson::Bson::Int64(n)) => *n as usize,
-            _ => 0,
-        }
-        .min(left.len() - 1);
+        let at = count(refused.get("index")).min(left.len() - 1);
         let failed = left[at].0;
         answers[failed] = Err(GroupError::Write {
             code: refused.get_i32("code").unwrap_or_default(),
@@ -265,7 +260,9 @@ async fn mark_synced_together(
             })
             .await;
         match reply {
-            Ok(reply) if !reply.contains_key("writeErrors") && matched(&reply) == marks.len() => {
+            Ok(reply)
+                if !reply.contains_key("writeErrors") && count(reply.get("n")) == marks.len() =>
+            {
                 return vec![Ok(()); marks.len()];
             }
             Ok(_) => {}
@@ -276,9 +273,9 @@ async fn mark_synced_together(
     update_in_order(db, collection, one_by_one).await
 }
 
-/// How many documents an `update` reply says its statements matched.
-fn matched(reply: &Document) -> usize {
-    match reply.get("n") {
+/// A count or index in a server reply (an int32 or an int64; 0 if absent).
+fn count(value: Option<&bson::Bson>) -> usize {
+    match value {
         Some(bson::Bson::Int32(n)) => usize::try_from(*n).unwrap_or(0),
         Some(bson::Bson::Int64(n)) => usize::try_from(*n).unwrap_or(0),
         _ => 0,

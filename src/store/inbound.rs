@@ -6,7 +6,7 @@ use bson::{doc, DateTime};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::grouped::GroupError;
+use super::grouped::{GroupError, Lookup};
 use super::{Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
 use crate::domain::{CustomerId, Email, Provider};
@@ -34,6 +34,23 @@ pub(crate) fn cursor_id(customer: &CustomerId, provider: Provider) -> String {
     format!("{customer}:{provider}")
 }
 
+/// One grouped lookup (see [`super::grouped::Lookup`]), decoded.
+async fn look_up<T: serde::de::DeserializeOwned>(
+    lookups: &super::batch::Batcher<Lookup, Result<Option<bson::Document>, GroupError>>,
+    lookup: Lookup,
+    what: &str,
+) -> anyhow::Result<Option<T>> {
+    let found = lookups
+        .call(lookup)
+        .await
+        .unwrap_or(Err(GroupError::Gone))
+        .map_err(|e| e.into_anyhow(&format!("reading {what}")))?;
+    found
+        .map(bson::from_document)
+        .transpose()
+        .with_context(|| format!("decoding {what}"))
+}
+
 impl Store {
     /// The link that points at a CRM record, read with the other links
     /// being looked up at the moment (one `find`).
@@ -47,17 +64,8 @@ impl Store {
         external_id: &str,
     ) -> anyhow::Result<Option<Link>> {
         let scope = doc! { "customerId": customer.as_str(), "provider": provider.as_str() };
-        let found = self
-            .groups
-            .link_lookups
-            .call((scope, "externalId", external_id.to_owned()))
-            .await
-            .unwrap_or(Err(GroupError::Gone))
-            .map_err(|e| e.into_anyhow("reading a link by external id"))?;
-        found
-            .map(bson::from_document)
-            .transpose()
-            .context("decoding a link")
+        let lookup = (scope, "externalId", external_id.to_owned());
+        look_up(&self.groups.link_lookups, lookup, "a link by external id").await
     }
 
     /// The customer's live contact with this email, read with the other
@@ -71,17 +79,8 @@ impl Store {
         email: &Email,
     ) -> anyhow::Result<Option<Contact>> {
         let scope = doc! { "customerId": customer.as_str() };
-        let found = self
-            .groups
-            .contact_lookups
-            .call((scope, "activeEmail", email.as_str().to_owned()))
-            .await
-            .unwrap_or(Err(GroupError::Gone))
-            .map_err(|e| e.into_anyhow("reading a contact by email"))?;
-        found
-            .map(bson::from_document)
-            .transpose()
-            .context("decoding a contact")
+        let lookup = (scope, "activeEmail", email.as_str().to_owned());
+        look_up(&self.groups.contact_lookups, lookup, "a contact by email").await
     }
 
     /// Records that the link mirrors the CRM record at `crm_updated_ms`, and

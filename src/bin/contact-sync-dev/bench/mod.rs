@@ -140,7 +140,7 @@ pub async fn bench_sync(
         // left to run.
         let left = queue.counts(pushes).await?;
         let mut counted = false;
-        if left.pending + left.scheduled + left.running == 0 {
+        if left.outstanding() == 0 {
             let synced = store
                 .count_links(SyncStatus::Synced)
                 .await
@@ -614,7 +614,7 @@ pub async fn bench_inbound(
         let queue = queue.clone();
         async move {
             let c = queue.counts(name).await?;
-            Ok::<_, anyhow::Error>(c.pending + c.scheduled + c.running == 0)
+            Ok::<_, anyhow::Error>(c.outstanding() == 0)
         }
     };
     let inbound = <InboundChange as contact_sync::jobs::Kind>::QUEUE;
