@@ -176,7 +176,10 @@ pub async fn run_worker(
         )),
     )?
     .with_metrics(metrics.clone())
-    .with_customers(Customers::new(store.clone(), cfg.sync.providers.clone()));
+    .with_customers(Customers::new(store.clone(), cfg.sync.providers.clone()))
+    .with_reconnect_probe(Duration::from_secs(
+        cfg.integration.reconnect_probe_secs.max(1),
+    ));
     let enqueuer = Enqueuer::new(queue.clone(), cfg.jobs.retry_attempts);
     let inbound = Arc::new(InboundSync::new(
         store.clone(),

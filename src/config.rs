@@ -233,6 +233,12 @@ pub struct IntegrationAppConfig {
     /// retried, instead of holding its worker slot for the whole attempt.
     #[arg(long, env = "CRM_CALL_TIMEOUT_SECS", default_value_t = 10)]
     pub crm_call_timeout_secs: u64,
+    /// While a connection needs reconnecting (Integration.app does not know
+    /// it, or an action on it, or it is defunct), one call at most every
+    /// this many seconds tries it again; its other jobs wait that long
+    /// without using an attempt.
+    #[arg(long, env = "RECONNECT_PROBE_SECS", default_value_t = 30)]
+    pub reconnect_probe_secs: u64,
 }
 
 impl IntegrationAppConfig {

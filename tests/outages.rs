@@ -125,7 +125,7 @@ async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
             phone: None,
             company_name: None,
             job_title: None,
-            outbox: Some(Outbox::new(&jobs)),
+            outbox: Outbox::owed(&jobs),
         })
         .await
         .expect("stored");
@@ -135,6 +135,80 @@ async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
     let hs = app.records("hubspot").await;
     assert_eq!(hs.len(), 1, "{hs:?}");
     assert_eq!(hs[0]["properties"]["firstname"], "Orphan", "{hs:?}");
+}
+
+#[tokio::test]
+async fn contacts_of_a_customer_without_connections_do_not_hold_up_the_relay() {
+    use contact_sync::domain::{CustomerId, Email, Provider};
+    use contact_sync::store::{NewContact, Outbox, Store};
+    let app = TestApp::spawn().await;
+    let store = Store::connect(&common::mongodb_uri(), &app.db)
+        .await
+        .expect("store");
+    // A customer with no CRM connected: its contacts owe no sync, and
+    // store no outbox.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/customers",
+            Some(json!({ "id": "lonely", "name": "No CRM yet" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .create(json!({ "email": "alone@example.com", "customerId": "lonely" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = contact_sync::domain::ContactId::parse(body["contact"]["id"].as_str().expect("id"))
+        .expect("contact id");
+    let stored = store.contact(id).await.expect("read").expect("stored");
+    assert!(stored.outbox.is_none(), "no outbox: {:?}", stored.outbox);
+
+    // What older builds left behind: more empty outboxes than a relay round
+    // takes, older than any other.
+    let lonely = CustomerId::parse("lonely").expect("customer id");
+    for i in 0..501 {
+        store
+            .insert_contact(NewContact {
+                customer_id: lonely.clone(),
+                first_name: None,
+                last_name: None,
+                email: Email::parse(&format!("empty{i}@example.com")).unwrap(),
+                phone: None,
+                company_name: None,
+                job_title: None,
+                outbox: Some(Outbox::new(&[])),
+            })
+            .await
+            .expect("stored");
+    }
+    // A write whose api died before queueing: the relay must reach it.
+    let jobs = contact_sync::jobs::plan_jobs(&[Provider::Hubspot, Provider::Pipedrive]);
+    let contact = store
+        .insert_contact(NewContact {
+            customer_id: Default::default(),
+            first_name: Some("Behind".into()),
+            last_name: None,
+            email: Email::parse("behind@example.com").unwrap(),
+            phone: None,
+            company_name: None,
+            job_title: None,
+            outbox: Outbox::owed(&jobs),
+        })
+        .await
+        .expect("stored");
+    let cid = contact.id.to_string();
+    app.wait_links(&[cid.as_str()], "synced", Duration::from_secs(30))
+        .await;
+    let left = store
+        .owed_outboxes(bson::DateTime::now(), 1000)
+        .await
+        .expect("read");
+    assert!(
+        left.is_empty(),
+        "every outbox relayed or cleared: {}",
+        left.len()
+    );
 }
 
 #[tokio::test]

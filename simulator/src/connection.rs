@@ -187,6 +187,25 @@ impl Connection {
         (headers, body)
     }
 
+    /// The CRM's own 404 body for a record it does not have (HubSpot's
+    /// error object with category `OBJECT_NOT_FOUND`, as its CRM API
+    /// answers a missing object; Pipedrive's `{success: false, error}`).
+    pub(crate) fn not_found_body(self) -> Value {
+        match self {
+            Self::HubSpot => json!({
+                "status": "error",
+                "message": "resource not found",
+                "category": "OBJECT_NOT_FOUND",
+                "correlationId": correlation_id(),
+            }),
+            Self::Pipedrive => json!({
+                "success": false,
+                "error": "Person not found",
+                "errorCode": 404,
+            }),
+        }
+    }
+
     /// The CRM's own 400 validation response body.
     pub(crate) fn validation_error_body(self) -> Value {
         match self {

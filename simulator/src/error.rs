@@ -18,6 +18,9 @@ pub(crate) struct ErrorData {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<Value>,
+    /// The error this one wraps (`causedByError`).
+    #[serde(rename = "causedByError", skip_serializing_if = "Option::is_none")]
+    caused_by_error: Option<Box<ErrorData>>,
 }
 
 /// A failed action run: status, body and, for 429s, `Retry-After`.
@@ -43,6 +46,7 @@ impl ActionError {
                 key,
                 message: message.into(),
                 data: None,
+                caused_by_error: None,
             }),
             retry_after_secs: None,
         }
@@ -58,7 +62,16 @@ impl ActionError {
         )
     }
 
-    /// 404: unknown connection, action or record.
+    /// 404: a connection or an action Integration.app does not know. Its
+    /// errors reference (docs.integration.app/reference/errors, and
+    /// docs.getmembrane.com/reference/overview/errors) gives this shape for
+    /// an unknown connection, `{type: bad_request, key: not_found, message:
+    /// "Connection with id '…' not found"}`, and 404 as the status of the
+    /// `not_found` key; `@membranehq/sdk`'s `NotFoundError` is that
+    /// `bad_request` / `not_found` pair. A customer who disconnected gets
+    /// the same: the connection is gone. An unknown action is taken to
+    /// answer the same way (not published; the app must not tell the two
+    /// apart by anything but the message).
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -68,16 +81,34 @@ impl ActionError {
         )
     }
 
-    /// 404: the customer has no such connection (its account is
-    /// disconnected). Integration.app's own answer is not published; this
-    /// is the simulator's.
-    pub(crate) fn connection_not_found(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "bad_request",
-            Some("connection_not_found"),
+    /// The CRM answered 404 for the record an action named. Not published
+    /// as such: `@membranehq/sdk`'s `extractMembraneErrorData` puts an HTTP
+    /// client's failure in `data.response {status, data, headers}`, the
+    /// connector's API client turns a non-2xx answer into a `connection`
+    /// error (Integration.app's connector-builder docs, "API client"), and
+    /// the public examples (`membranehq/universal-bidirectional-sync-example`)
+    /// catch failed runs as `ActionRunError`; the status of an error without
+    /// a key is the default 400. So: 400 `action_run`, caused by a
+    /// `connection` error that carries the CRM's 404 and body. The app
+    /// reads the record as gone only from that CRM status.
+    pub(crate) fn record_not_found(conn: Connection, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "action_run",
+            None,
+            format!("Action run failed: {message}"),
+        );
+        e.body.caused_by_error = Some(Box::new(ErrorData {
+            kind: "connection",
+            key: None,
             message,
-        )
+            data: Some(json!({
+                "response": {"status": 404, "headers": {}, "data": conn.not_found_body()}
+            })),
+            caused_by_error: None,
+        }));
+        e
     }
 
     /// 400: input the action cannot take.

@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::ActionKind;
+use crate::connection::Connection;
 use crate::error::ActionError;
 use crate::store::{Position, Store, StoreError};
 
@@ -12,10 +13,12 @@ const MAX_PAGE: u64 = 500;
 /// The page size when neither the input nor the schema gives one.
 const DEFAULT_PAGE: u64 = 100;
 
-impl From<StoreError> for ActionError {
-    fn from(e: StoreError) -> Self {
+impl ActionError {
+    /// How a failure of the connection's store reaches the caller: a
+    /// missing record as the CRM's own 404 under the action run.
+    fn of_store(conn: Connection, e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(_) => ActionError::not_found(e.to_string()),
+            StoreError::NotFound(_) => ActionError::record_not_found(conn, e.to_string()),
             StoreError::Invalid(_) => ActionError::bad_request(e.to_string()),
         }
     }
@@ -43,8 +46,39 @@ fn fields_arg(args: &Value) -> Result<&Map<String, Value>, ActionError> {
 /// Runs `kind` and returns the action's output.
 ///
 /// # Errors
-/// 400 for unusable arguments, 404 for unknown records.
-pub(crate) fn run(kind: ActionKind, store: &Store, args: &Value) -> Result<Value, ActionError> {
+/// 400 for unusable arguments; for unknown records, the CRM's 404 under
+/// the action run ([`ActionError::record_not_found`]).
+pub(crate) fn run(
+    kind: ActionKind,
+    conn: Connection,
+    store: &Store,
+    args: &Value,
+) -> Result<Value, ActionError> {
+    run_on(kind, store, args).map_err(|e| match e {
+        Failure::Store(e) => ActionError::of_store(conn, e),
+        Failure::Action(e) => e,
+    })
+}
+
+/// Why [`run_on`] failed: the store, or the action's arguments.
+enum Failure {
+    Store(StoreError),
+    Action(ActionError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<ActionError> for Failure {
+    fn from(e: ActionError) -> Self {
+        Self::Action(e)
+    }
+}
+
+fn run_on(kind: ActionKind, store: &Store, args: &Value) -> Result<Value, Failure> {
     match kind {
         ActionKind::Upsert => {
             let (id, created) = store.upsert(fields_arg(args)?)?;
@@ -59,7 +93,7 @@ pub(crate) fn run(kind: ActionKind, store: &Store, args: &Value) -> Result<Value
             Ok(json!({}))
         }
         ActionKind::Get => Ok(store.get_universal(&required_id(args)?)?),
-        ActionKind::List => list(store, args),
+        ActionKind::List => Ok(list(store, args)?),
         ActionKind::Match => {
             let email = args
                 .pointer("/query/primaryEmail")

@@ -107,9 +107,9 @@ fn execute(
     })?;
     let account = state.account(call.customer.as_deref(), conn);
     if !account.owner().connected() {
-        return Err(ActionError::connection_not_found(format!(
-            "Customer {:?} has no {:?} connection",
-            account.owner().customer(),
+        // disconnected: the connection is gone, as an unknown one is
+        return Err(ActionError::not_found(format!(
+            "Connection with key '{}' not found",
             conn.key()
         )));
     }
@@ -140,7 +140,7 @@ fn execute(
         call.email.as_deref(),
         call.record_id.as_deref(),
     )?;
-    let output = ops::run(spec.kind, &account.store, &args)?;
+    let output = ops::run(spec.kind, conn, &account.store, &args)?;
     if call.record_id.is_none() {
         call.record_id = output.get("id").and_then(Value::as_str).map(str::to_owned);
     }

@@ -318,7 +318,7 @@ impl ContactsApi {
             };
             let jobs = plan_jobs(&providers);
             let new = NewContact {
-                outbox: Some(Outbox::new(&jobs)),
+                outbox: Outbox::owed(&jobs),
                 ..new
             };
             let contact = state.store.insert_contact(new).await.map_err(Fail::from)?;
@@ -460,7 +460,7 @@ impl ContactsApi {
             };
             let jobs = plan_jobs(&state.providers);
             let patch = ContactPatch {
-                outbox: Some(Outbox::new(&jobs)),
+                outbox: Outbox::owed(&jobs),
                 ..patch
             };
             let contact = state
@@ -512,7 +512,7 @@ impl ContactsApi {
             let jobs = plan_jobs(&state.providers);
             let contact = state
                 .store
-                .delete_contact(id, Some(&Outbox::new(&jobs)))
+                .delete_contact(id, Outbox::owed(&jobs).as_ref())
                 .await
                 .map_err(Fail::unavailable)?
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;

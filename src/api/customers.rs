@@ -84,10 +84,24 @@ pub struct CustomerConnectionView {
     pub rate_limit_in_effect: u32,
     /// Calls granted over the last second.
     pub rate_limit_used: u64,
-    /// At a glance: `disabled`; `failing` (half or more of the last hour's
-    /// syncs failed); `degraded` (some failed, or contacts in error);
-    /// else `ok`.
+    /// Set when the customer has to reconnect it: Integration.app does not
+    /// know the connection (or an action the app runs on it), or it is
+    /// defunct. Its jobs wait, and it is tried again now and then.
+    pub needs_reconnect: Option<NeedsReconnectView>,
+    /// At a glance: `disabled`; `needs_reconnect`; `failing` (half or more
+    /// of the last hour's syncs failed); `degraded` (some failed, or
+    /// contacts in error); else `ok`.
     pub health: ConnectionHealth,
+}
+
+/// Why, and since when, a connection needs reconnecting.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct NeedsReconnectView {
+    /// When a call first found it unusable.
+    pub since: DateTime<Utc>,
+    /// What Integration.app said.
+    pub error: String,
 }
 
 /// A connection's health at a glance.
@@ -102,12 +116,17 @@ pub enum ConnectionHealth {
     Failing,
     /// Switched off: its customer's contacts do not sync with it.
     Disabled,
+    /// Integration.app cannot use it: the customer has to reconnect it.
+    #[oai(rename = "needs_reconnect")]
+    NeedsReconnect,
 }
 
 impl ConnectionHealth {
-    fn of(enabled: bool, h: &crate::store::SyncHealth, links_error: u64) -> Self {
-        if !enabled {
+    fn of(conn: &Connection, h: &crate::store::SyncHealth, links_error: u64) -> Self {
+        if !conn.enabled {
             Self::Disabled
+        } else if conn.needs_reconnect.is_some() {
+            Self::NeedsReconnect
         } else if h.recent_failed > 0 && h.recent_failed * 2 >= h.recent {
             Self::Failing
         } else if h.recent_failed > 0 || links_error > 0 {
@@ -249,6 +268,7 @@ fn apply(current: Option<&Connection>, set: &SetConnection) -> Result<Connection
     };
     Ok(Connection {
         account_id,
+        needs_reconnect: current.and_then(|c| c.needs_reconnect.clone()),
         enabled: set
             .enabled
             .unwrap_or_else(|| current.is_none_or(|c| c.enabled)),
@@ -317,7 +337,11 @@ impl ApiState {
                     .rate_limit
                     .unwrap_or_else(|| self.rate_limits.get(&p).copied().unwrap_or(0)),
                 rate_limit_used,
-                health: ConnectionHealth::of(conn.enabled, &health, links_error),
+                needs_reconnect: conn.needs_reconnect.as_ref().map(|r| NeedsReconnectView {
+                    since: r.since.to_chrono(),
+                    error: r.error.clone(),
+                }),
+                health: ConnectionHealth::of(conn, &health, links_error),
             });
         }
         Ok(CustomerView {

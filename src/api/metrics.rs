@@ -83,6 +83,15 @@ async fn render(state: &ApiState) -> anyhow::Result<String> {
             )?;
         }
     }
+    writeln!(
+        out,
+        "# HELP connections_needing_reconnect Customers' connections Integration.app cannot use until they are reconnected (their jobs wait)."
+    )?;
+    writeln!(out, "# TYPE connections_needing_reconnect gauge")?;
+    for p in Provider::ALL {
+        let n = state.store.connections_needing_reconnect(p).await?;
+        writeln!(out, "connections_needing_reconnect{{provider=\"{p}\"}} {n}")?;
+    }
     state.metrics.flush().await?;
     let series = state.metrics.read().await?;
     let mut typed = BTreeSet::new();

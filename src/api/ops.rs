@@ -503,10 +503,8 @@ impl OpsApi {
                 .await
                 .map_err(Fail::unavailable)?
                 .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            state.resync(&contact, &state.providers).await?;
-            Ok::<_, Fail>(CountResponse::Ok(Json(Count {
-                count: state.providers.len() as u64,
-            })))
+            let count = state.resync(&contact, &state.providers).await?;
+            Ok::<_, Fail>(CountResponse::Ok(Json(Count { count })))
         };
         res.await.unwrap_or_else(Into::into)
     }
@@ -535,8 +533,7 @@ impl OpsApi {
                     .await
                     .map_err(Fail::unavailable)?
                 {
-                    state.resync(&c, &[p]).await?;
-                    count += 1;
+                    count += state.resync(&c, &[p]).await?;
                 }
             }
             Ok::<_, Fail>(CountResponse::Ok(Json(Count { count })))
@@ -645,22 +642,36 @@ impl OpsApi {
 }
 
 impl ApiState {
-    /// Marks links pending and queues a push per provider.
+    /// Marks links pending and queues a push per provider the contact's
+    /// customer syncs with (its enabled connections); how many.
     async fn resync(
         &self,
         contact: &crate::store::Contact,
         providers: &[Provider],
-    ) -> Result<(), Fail> {
+    ) -> Result<u64, Fail> {
+        let enabled = self
+            .customers
+            .providers(&contact.customer_id)
+            .await
+            .map_err(Fail::unavailable)?;
+        let providers: Vec<Provider> = providers
+            .iter()
+            .copied()
+            .filter(|p| enabled.contains(p))
+            .collect();
+        if providers.is_empty() {
+            return Ok(0);
+        }
         self.enqueuer
             .push_contact(
                 &self.store,
                 contact.id,
                 &contact.customer_id,
-                providers,
+                &providers,
                 contact.version,
             )
             .await
             .map_err(Fail::unavailable)?;
-        Ok(())
+        Ok(providers.len() as u64)
     }
 }

@@ -17,9 +17,24 @@ pub use token::TokenMinter;
 /// Why an action run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CrmError {
-    /// The record does not exist (any more) in the CRM.
+    /// The CRM itself answered that the record does not exist (any more):
+    /// its own 404 (or 410) travels with Integration.app's error. Only this
+    /// means "the record is gone"; a 404 of Integration.app's own (a
+    /// connection or action it does not know) is [`Self::NeedsReconnect`].
     #[error("not found: {0}")]
     NotFound(String),
+    /// The customer's connection cannot be used: Integration.app does not
+    /// know it (disconnected, deleted) or an action the app runs on it, or
+    /// it is defunct. A configuration problem, not the job's: nothing may be
+    /// deleted or marked synced on it, and the job waits (no attempt used)
+    /// while the connection is probed now and then.
+    #[error("the connection needs reconnecting: {message}")]
+    NeedsReconnect {
+        /// What Integration.app said.
+        message: String,
+        /// When the connection is probed again.
+        retry_after: Duration,
+    },
     /// Throttled (HTTP 429 or `rate_limit_exceeded`).
     #[error("rate limited: {message}")]
     RateLimited {
@@ -58,6 +73,13 @@ impl From<CrmError> for JobError {
                 ),
                 retry_after,
             ),
+            CrmError::NeedsReconnect {
+                message,
+                retry_after,
+            } => JobError::deferred(
+                format!("the connection needs reconnecting: {message}"),
+                retry_after,
+            ),
             CrmError::Transient(m) => JobError::transient(m),
             CrmError::NotFound(m) => JobError::permanent(format!("not found: {m}")),
             CrmError::Permanent(m) => JobError::permanent(m),
@@ -65,8 +87,14 @@ impl From<CrmError> for JobError {
     }
 }
 
-/// Integration.app's error body.
+/// Integration.app's error body, `ErrorData` of `@membranehq/sdk`
+/// (`errors`): `{type, key?, message, data?, causedByError?}`, where
+/// `causedByError` has the same shape. The CRM's own HTTP answer, when the
+/// error came from it, is `data.response {status, headers, data}` of this
+/// error or of one it was caused by (the SDK's `extractMembraneErrorData`
+/// puts an HTTP client's failure there).
 #[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct ErrorData {
     #[serde(default, rename = "type")]
     kind: Option<String>,
@@ -74,6 +102,38 @@ struct ErrorData {
     key: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    caused_by_error: Option<Box<ErrorData>>,
+}
+
+impl ErrorData {
+    /// This error and the ones it was caused by, outermost first.
+    fn chain(&self) -> impl Iterator<Item = &ErrorData> {
+        std::iter::successors(Some(self), |e| e.caused_by_error.as_deref())
+    }
+
+    /// Whether any error of the chain has `key`.
+    fn has_key(&self, key: &str) -> bool {
+        self.chain().any(|e| e.key.as_deref() == Some(key))
+    }
+
+    /// Whether any error of the chain is of `kind`.
+    fn has_type(&self, kind: &str) -> bool {
+        self.chain().any(|e| e.kind.as_deref() == Some(kind))
+    }
+
+    /// The HTTP status the CRM itself answered, when the error carries it.
+    fn crm_status(&self) -> Option<u16> {
+        self.chain().find_map(|e| {
+            e.data
+                .as_ref()?
+                .pointer("/response/status")?
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -87,6 +147,10 @@ struct RunResponse<O> {
 /// throw away the grants its earlier calls used, and jobs that each got a
 /// first call through but never a second would use the whole budget up.
 pub const INLINE_BUDGET_WAIT: Duration = Duration::from_millis(300);
+
+/// How often a connection that needs reconnecting is tried again, unless
+/// set otherwise ([`IntegrationApp::with_reconnect_probe`]).
+pub const RECONNECT_PROBE_EVERY: Duration = Duration::from_secs(30);
 
 /// A CRM call slower than this is logged.
 const SLOW_CALL: Duration = Duration::from_secs(1);
@@ -138,8 +202,11 @@ pub struct IntegrationApp {
     tokens: Arc<TokenMinter>,
     limits: Option<CrmLimits>,
     metrics: Option<workers::Metrics>,
-    /// Where a connection's own rate limit is found.
+    /// Where a connection's own rate limit, and whether it needs
+    /// reconnecting, are found.
     customers: Option<crate::store::Customers>,
+    /// How often a connection that needs reconnecting is tried again.
+    reconnect_probe: Duration,
 }
 
 impl IntegrationApp {
@@ -165,6 +232,7 @@ impl IntegrationApp {
             limits,
             metrics: None,
             customers: None,
+            reconnect_probe: RECONNECT_PROBE_EVERY,
         })
     }
 
@@ -172,6 +240,12 @@ impl IntegrationApp {
     /// provider's default) from `customers`.
     pub fn with_customers(mut self, customers: crate::store::Customers) -> Self {
         self.customers = Some(customers);
+        self
+    }
+
+    /// Tries a connection that needs reconnecting once every `every`.
+    pub fn with_reconnect_probe(mut self, every: Duration) -> Self {
+        self.reconnect_probe = every;
         self
     }
 
@@ -204,24 +278,14 @@ impl IntegrationApp {
         l: &CrmLimits,
         customer: &CustomerId,
         provider: Provider,
+        own_limit: Option<u32>,
         may_defer: bool,
     ) -> Result<(), CrmError> {
         let default = match provider {
             Provider::Hubspot => l.hubspot,
             Provider::Pipedrive => l.pipedrive,
         };
-        // the connection's own limit, from the customers cache (an outage
-        // of MongoDB falls back to the default)
-        let own = match &self.customers {
-            Some(c) => c
-                .get(customer)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.connection(provider).and_then(|conn| conn.rate_limit)),
-            None => None,
-        };
-        let limit = own.unwrap_or(default);
+        let limit = own_limit.unwrap_or(default);
         let key = format!("crm:{customer}:{provider}");
         let started = tokio::time::Instant::now();
         loop {
@@ -276,11 +340,30 @@ impl IntegrationApp {
         input: &I,
     ) -> Result<O, CrmError> {
         let may_defer = first_call_of_job();
+        // The connection as recorded (an outage of MongoDB: as if it had
+        // no settings of its own).
+        let conn = match &self.customers {
+            Some(c) => c
+                .get(customer)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.connection(provider).cloned()),
+            None => None,
+        };
+        let reconnect = conn.as_ref().and_then(|c| c.needs_reconnect.as_ref());
+        if let Some(r) = reconnect {
+            self.probe_slot(customer, provider, &r.error).await?;
+        }
         if let Some(l) = &self.limits {
-            self.take_budget(l, customer, provider, may_defer).await?;
+            let own_limit = conn.as_ref().and_then(|c| c.rate_limit);
+            self.take_budget(l, customer, provider, own_limit, may_defer)
+                .await?;
         }
         let started = std::time::Instant::now();
         let result = self.call(customer, provider, action, input).await;
+        self.note_connection(customer, provider, reconnect.is_some(), &result)
+            .await;
         let took = started.elapsed();
         if let Some(m) = &self.metrics {
             m.observe(
@@ -294,6 +377,66 @@ impl IntegrationApp {
                 ok = result.is_ok(), "a CRM call took over a second");
         }
         result
+    }
+
+    /// Lets one call of a connection that needs reconnecting through every
+    /// probe period, pool-wide; the others wait without calling.
+    async fn probe_slot(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        error: &str,
+    ) -> Result<(), CrmError> {
+        let Some(l) = &self.limits else {
+            return Ok(());
+        };
+        let key = format!("crm:{customer}:{provider}:probe");
+        match l.limiter.try_acquire(&key, 1, self.reconnect_probe).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(CrmError::NeedsReconnect {
+                message: error.to_owned(),
+                retry_after: wait.max(Duration::from_millis(100)),
+            }),
+            Err(e) => Err(CrmError::Transient(format!(
+                "rate limiter unavailable: {e}"
+            ))),
+        }
+    }
+
+    /// Records what a call showed of its connection: that it needs
+    /// reconnecting, or (when it was marked so) that it works again.
+    async fn note_connection<O>(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        was_marked: bool,
+        result: &Result<O, CrmError>,
+    ) {
+        let Some(customers) = &self.customers else {
+            return;
+        };
+        let mark = match result {
+            Err(CrmError::NeedsReconnect { message, .. }) if !was_marked => Some(Some(message)),
+            // the CRM answered through it: the connection works
+            Ok(_) | Err(CrmError::NotFound(_)) if was_marked => Some(None),
+            _ => None,
+        };
+        let Some(mark) = mark else { return };
+        match customers
+            .mark_reconnect(customer, provider, mark.map(String::as_str))
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => match mark {
+                Some(error) => {
+                    tracing::warn!(%customer, %provider, error, "the connection needs reconnecting; its jobs wait")
+                }
+                None => tracing::info!(%customer, %provider, "the connection works again"),
+            },
+            Err(e) => {
+                tracing::warn!(%customer, %provider, error = %format!("{e:#}"), "could not record the connection's state")
+            }
+        }
     }
 
     /// One call of [`Self::run`], past the rate limit.
@@ -335,14 +478,15 @@ impl IntegrationApp {
             .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let data: ErrorData = serde_json::from_str(&text).unwrap_or_default();
-        Err(classify(
-            status.as_u16(),
-            &data,
-            retry_after,
-            action,
-            provider,
-            &text,
-        ))
+        Err(
+            match classify(status.as_u16(), &data, retry_after, action, provider, &text) {
+                CrmError::NeedsReconnect { message, .. } => CrmError::NeedsReconnect {
+                    message,
+                    retry_after: self.reconnect_probe,
+                },
+                e => e,
+            },
+        )
     }
 }
 
@@ -366,18 +510,37 @@ fn classify(
             .map(|m| format!(": {m}"))
             .unwrap_or_default(),
     );
-    let key = data.key.as_deref().unwrap_or("");
-    if status == 429 || key == "rate_limit_exceeded" {
+    if status == 429 || data.has_key("rate_limit_exceeded") {
         return CrmError::RateLimited {
             message,
             retry_after,
         };
     }
-    match (status, key) {
-        (404, _) | (_, "not_found") => CrmError::NotFound(message),
-        (_, "access_token_expired" | "lock_timeout") => CrmError::Transient(message),
-        (408, _) | (500..=599, _) => CrmError::Transient(message),
-        _ if data.kind.as_deref() == Some("concurrency") => CrmError::Transient(message),
+    // The CRM's own "no such record": the only proof a record is gone.
+    if matches!(data.crm_status(), Some(404 | 410)) {
+        return CrmError::NotFound(message);
+    }
+    if data.has_key("connection_is_defunct") {
+        return CrmError::NeedsReconnect {
+            message,
+            retry_after: RECONNECT_PROBE_EVERY,
+        };
+    }
+    if data.has_key("access_token_expired") || data.has_key("lock_timeout") {
+        return CrmError::Transient(message);
+    }
+    // Integration.app's own 404: a connection or an action it does not
+    // know (its documented `{type: bad_request, key: not_found}`), which
+    // says nothing about the record.
+    if status == 404 || data.has_key("not_found") {
+        return CrmError::NeedsReconnect {
+            message,
+            retry_after: RECONNECT_PROBE_EVERY,
+        };
+    }
+    match status {
+        408 | 500..=599 => CrmError::Transient(message),
+        _ if data.has_type("concurrency") => CrmError::Transient(message),
         _ => CrmError::Permanent(message),
     }
 }
@@ -392,26 +555,89 @@ mod tests {
             kind: Some(kind.into()),
             key: Some(key.into()),
             message: Some("m".into()),
+            ..ErrorData::default()
         };
+        let parse = |v: serde_json::Value| -> ErrorData { serde_json::from_value(v).unwrap() };
         let p = Provider::Hubspot;
-        let cases: [(u16, ErrorData, &str); 7] = [
-            (429, ErrorData::default(), "rate"),
-            (400, data("dependency_error", "rate_limit_exceeded"), "rate"),
-            (503, ErrorData::default(), "transient"),
-            (502, data("dependency_error", ""), "transient"),
-            (404, data("bad_request", "not_found"), "not_found"),
-            (400, data("bad_request", ""), "permanent"),
-            (401, data("bad_request", "not_authenticated"), "permanent"),
+        let cases: Vec<(u16, ErrorData, &str, &str)> = vec![
+            (429, ErrorData::default(), "rate", "a bare 429"),
+            (
+                400,
+                data("dependency_error", "rate_limit_exceeded"),
+                "rate",
+                "the key alone",
+            ),
+            (503, ErrorData::default(), "transient", "a 5xx"),
+            (
+                502,
+                data("dependency_error", ""),
+                "transient",
+                "a bad gateway",
+            ),
+            (
+                404,
+                data("bad_request", "not_found"),
+                "reconnect",
+                "Integration.app's own 404: a connection or action it does not know",
+            ),
+            (
+                404,
+                ErrorData::default(),
+                "reconnect",
+                "a bare 404 is no proof the record is gone",
+            ),
+            (
+                400,
+                data("connection", "connection_is_defunct"),
+                "reconnect",
+                "a defunct connection",
+            ),
+            (
+                400,
+                parse(serde_json::json!({"type": "action_run", "message": "m",
+                    "causedByError": {"type": "connection", "key": "connection_is_defunct", "message": "m"}})),
+                "reconnect",
+                "a defunct connection under an action run",
+            ),
+            (
+                400,
+                parse(serde_json::json!({"type": "action_run", "message": "m",
+                    "causedByError": {"type": "connection", "message": "m",
+                        "data": {"response": {"status": 404, "data": {}}}}})),
+                "not_found",
+                "the CRM's own 404, under the action run",
+            ),
+            (
+                404,
+                parse(serde_json::json!({"type": "connection", "message": "m",
+                    "data": {"response": {"status": 410}}})),
+                "not_found",
+                "the CRM's 410",
+            ),
+            (
+                400,
+                data("connection", "access_token_expired"),
+                "transient",
+                "a token refresh",
+            ),
+            (400, data("bad_request", ""), "permanent", "refused input"),
+            (
+                401,
+                data("bad_request", "not_authenticated"),
+                "permanent",
+                "a bad token",
+            ),
         ];
-        for (status, d, want) in cases {
+        for (status, d, want, why) in cases {
             let got = match classify(status, &d, None, "a", p, "") {
                 CrmError::RateLimited { .. } => "rate",
                 CrmError::OverBudget { .. } => "budget",
+                CrmError::NeedsReconnect { .. } => "reconnect",
                 CrmError::Transient(_) => "transient",
                 CrmError::NotFound(_) => "not_found",
                 CrmError::Permanent(_) => "permanent",
             };
-            assert_eq!(got, want, "HTTP {status} {:?}", d.key);
+            assert_eq!(got, want, "HTTP {status}: {why}");
         }
     }
 }

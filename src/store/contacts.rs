@@ -76,6 +76,12 @@ pub struct OutboxJob {
 }
 
 impl Outbox {
+    /// An outbox of `jobs`, written now; none when no job is owed (an
+    /// outbox with no job would never be cleared as relayed).
+    pub fn owed(jobs: &[(crate::domain::Provider, String)]) -> Option<Self> {
+        (!jobs.is_empty()).then(|| Self::new(jobs))
+    }
+
     /// An outbox of `jobs`, written now.
     pub fn new(jobs: &[(crate::domain::Provider, String)]) -> Self {
         Self {
@@ -409,13 +415,33 @@ impl Store {
     /// # Errors
     /// When the database fails.
     pub async fn clear_outboxes(&self, done: &[(ContactId, Outbox)]) -> anyhow::Result<()> {
-        let done: Vec<_> = done
+        let (with_jobs, empty): (Vec<_>, Vec<_>) =
+            done.iter().partition(|(_, o)| !o.jobs.is_empty());
+        let with_jobs: Vec<_> = with_jobs
             .iter()
             .filter_map(|(id, o)| Some((*id, o.jobs.first()?.job_id.clone())))
             .collect();
-        super::grouped::clear_outboxes(&self.contacts.clone_with_type(), &done)
+        super::grouped::clear_outboxes(&self.contacts.clone_with_type(), &with_jobs)
             .await
-            .context("clearing relayed outboxes")
+            .context("clearing relayed outboxes")?;
+        if !empty.is_empty() {
+            // Written by older builds for a customer with no connection:
+            // nothing to relay, and left in place they would come back
+            // every round.
+            let ids: Vec<_> = empty.iter().map(|(id, _)| id.oid()).collect();
+            self.contacts
+                .update_many(
+                    doc! {
+                        "_id": { "$in": ids },
+                        "outbox": { "$exists": true },
+                        "outbox.jobs.0": { "$exists": false },
+                    },
+                    doc! { "$unset": { "outbox": "" } },
+                )
+                .await
+                .context("clearing empty outboxes")?;
+        }
+        Ok(())
     }
 
     /// Removes `contact`'s outbox once its jobs are queued, unless a newer

@@ -49,8 +49,25 @@ pub struct Connection {
     /// the provider's default, `RATE_LIMIT_HUBSPOT` / `RATE_LIMIT_PIPEDRIVE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<u32>,
+    /// Set when Integration.app answered that it does not know the
+    /// connection (or an action the app runs on it), or that it is
+    /// defunct: the customer has to reconnect. Its jobs wait (see
+    /// [`crate::crm::CrmError::NeedsReconnect`]); the first call that goes
+    /// through clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_reconnect: Option<NeedsReconnect>,
     /// Last change.
     pub updated_at: DateTime,
+}
+
+/// Why, and since when, a connection needs reconnecting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NeedsReconnect {
+    /// When a call first found it unusable.
+    pub since: DateTime,
+    /// What Integration.app said.
+    pub error: String,
 }
 
 impl Customer {
@@ -69,6 +86,7 @@ impl Customer {
                             account_id: None,
                             enabled: true,
                             rate_limit: None,
+                            needs_reconnect: None,
                             updated_at: now,
                         },
                     )
@@ -202,6 +220,55 @@ impl Store {
                 .context("recording a connection")
                 .into()),
         }
+    }
+
+    /// Marks the customer's connection with `provider` as needing
+    /// reconnecting because of `error` (kept from the first time), or
+    /// (`None`) as working. A connection the customer does not have is
+    /// left alone. Whether this changed it.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn mark_reconnect(
+        &self,
+        id: &CustomerId,
+        provider: Provider,
+        error: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let field = format!("connections.{provider}.needsReconnect");
+        let (filter, update) = match error {
+            Some(error) => (
+                doc! {
+                    "_id": id.as_str(),
+                    format!("connections.{provider}"): { "$exists": true },
+                    &field: { "$exists": false },
+                },
+                doc! { "$set": { &field: { "since": DateTime::now(), "error": error } } },
+            ),
+            None => (
+                doc! { "_id": id.as_str(), &field: { "$exists": true } },
+                doc! { "$unset": { &field: "" } },
+            ),
+        };
+        let res = self
+            .customers
+            .update_one(filter, update)
+            .await
+            .context("recording whether a connection needs reconnecting")?;
+        Ok(res.modified_count == 1)
+    }
+
+    /// How many customers' connections with `provider` need reconnecting.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn connections_needing_reconnect(&self, provider: Provider) -> anyhow::Result<u64> {
+        self.customers
+            .count_documents(
+                doc! { format!("connections.{provider}.needsReconnect"): { "$exists": true } },
+            )
+            .await
+            .context("counting connections that need reconnecting")
     }
 
     /// A customer's links by provider and status.
@@ -553,7 +620,11 @@ impl Customers {
         account_id: &str,
     ) -> anyhow::Result<Option<CustomerId>> {
         let found = match self.store.customer_by_account(provider, account_id).await? {
-            Some(c) => Some(c.id),
+            // a disabled connection's events are not its customer's to apply
+            Some(c) => c
+                .connection(provider)
+                .is_some_and(|conn| conn.enabled)
+                .then_some(c.id),
             None => {
                 let default = CustomerId::default_customer();
                 self.get(&default)
@@ -581,6 +652,24 @@ impl Customers {
         let found = self.store.customer(id).await?;
         self.by_id.put(id.clone(), found.clone());
         Ok(found)
+    }
+
+    /// Records whether the customer's connection with `provider` needs
+    /// reconnecting (see [`Store::mark_reconnect`]), and forgets the
+    /// cached customer so this process sees it at once. Whether this
+    /// changed it.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn mark_reconnect(
+        &self,
+        id: &CustomerId,
+        provider: Provider,
+        error: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let changed = self.store.mark_reconnect(id, provider, error).await?;
+        self.forget(id);
+        Ok(changed)
     }
 
     /// Forgets what is cached of `id` (after this process changed it).

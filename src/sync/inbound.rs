@@ -65,6 +65,13 @@ impl InboundSync {
         external_id: &str,
         job_id: &str,
     ) -> Result<Applied, JobError> {
+        // A change queued before its connection was disabled (or one
+        // routed while it was) is not applied: a disabled CRM must not
+        // import, overwrite or delete anything, nor cascade to the others.
+        if !self.syncs_with(customer, provider).await? {
+            tracing::info!(%customer, %provider, "a change from a connection that is not enabled; ignored");
+            return Ok(Applied::Skipped);
+        }
         // Taken before the read, on the clock every process shares.
         let read_at = self.leases.server_ms().await.map_err(queue_err)?;
         let record = match self
@@ -87,6 +94,24 @@ impl InboundSync {
         };
         self.apply(customer, provider, external_id, record, job_id)
             .await
+    }
+
+    /// Whether the customer's contacts sync with `provider`: its
+    /// connection is enabled (and the deployment syncs with the CRM).
+    ///
+    /// # Errors
+    /// Unavailable when MongoDB fails.
+    pub async fn syncs_with(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<bool, JobError> {
+        Ok(self
+            .customers
+            .providers(customer)
+            .await
+            .map_err(store_err)?
+            .contains(&provider))
     }
 
     /// Applies the current state of one CRM record (`None`: gone).

@@ -66,6 +66,10 @@ impl InboundSync {
         backfill: bool,
         job_id: &str,
     ) -> Result<PollReport, JobError> {
+        if !self.syncs_with(customer, provider).await? {
+            tracing::info!(%customer, %provider, "the connection is not enabled; not polled");
+            return Ok(PollReport::default());
+        }
         // One poll per connection at a time, pool-wide.
         let Some(lease) = self
             .leases

@@ -226,7 +226,10 @@ async fn a_disconnected_account_refuses_action_runs_until_reconnected() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     assert_eq!(r.body["type"], "bad_request");
-    assert_eq!(r.body["key"], "connection_not_found");
+    assert_eq!(
+        r.body["key"], "not_found",
+        "as for any connection Integration.app does not know"
+    );
     assert!(r.body["message"].is_string());
     app.ok_for(OTHER, "hubspot", "list-contacts", json!({}))
         .await;

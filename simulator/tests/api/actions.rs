@@ -153,10 +153,16 @@ async fn update_get_and_delete_a_contact() {
         ("get-contact", json!({"id": "abc"}), "get non-numeric"),
     ];
     for (action, input, why) in cases {
+        // the CRM's own 404 under the action run, never Integration.app's
+        // own `not_found` (which a missing connection gets)
         let r = app.run("pipedrive", action, input).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{why}");
-        assert_eq!(r.body["type"], "bad_request", "{why}");
-        assert_eq!(r.body["key"], "not_found", "{why}");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}");
+        assert_eq!(r.body["type"], "action_run", "{why}");
+        assert!(r.body.get("key").is_none(), "{why}: {}", r.body);
+        let cause = &r.body["causedByError"];
+        assert_eq!(cause["type"], "connection", "{why}");
+        assert_eq!(cause["data"]["response"]["status"], 404, "{why}");
+        assert_eq!(cause["data"]["response"]["data"]["success"], false, "{why}");
     }
 
     let again = app

@@ -428,9 +428,13 @@ async function loadCustomerList() {
   fillPicker(await api('GET', '/customers?limit=500'));
 }
 
-function healthBadge(health) {
-  const cls = { ok: 'synced', degraded: 'pending', failing: 'error' }[health] ?? 'off';
-  return h('span', { class: `badge ${cls}`, 'data-health': health }, health);
+// A connection Integration.app cannot use shows why, and since when, on
+// its badge: the customer has to reconnect it.
+function healthBadge(health, reconnect) {
+  const cls = { ok: 'synced', degraded: 'pending', failing: 'error', needs_reconnect: 'error' }[health] ?? 'off';
+  const text = health === 'needs_reconnect' ? 'needs reconnect' : health;
+  const title = reconnect ? `since ${reconnect.since}: ${reconnect.error}` : null;
+  return h('span', { class: `badge ${cls}`, 'data-health': health, title }, text);
 }
 
 // A page at a time: each customer's health costs the api a few reads,
@@ -471,7 +475,7 @@ function renderCustomers({ list, more, after }) {
         i === 0 ? head(c.connections.length) : null,
         crm(x.provider),
         dash(x.accountId),
-        healthBadge(x.health),
+        healthBadge(x.health, x.needsReconnect),
         h('span', { class: x.errorRate1h > 0 ? 'warn' : null }, `${percent(x.errorRate1h)} of ${x.syncs1h}`),
         time(x.lastSuccessAt),
         time(x.lastPollAt),
@@ -628,7 +632,7 @@ function renderOverview({ queues, history, workers, links, customer }) {
             cells: [
               crm(c.provider),
               dash(c.accountId),
-              healthBadge(c.health),
+              healthBadge(c.health, c.needsReconnect),
               time(c.lastSuccessAt),
               time(c.lastPollAt),
               h('span', { class: c.errorRate1h > 0 ? 'warn' : null }, percent(c.errorRate1h)),

@@ -1,0 +1,270 @@
+//! A customer's connection that Integration.app no longer knows (the
+//! customer disconnected it) is a configuration problem, not a deletion:
+//! its 404 never reads as "the record is gone", nothing cascades to the
+//! other CRM, its jobs wait without using attempts, the connection reads
+//! `needs_reconnect`, and everything converges once it is reconnected.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Options, TestApp, WS_KEY, WS_SECRET};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const CUSTOMER: &str = "contact-sync";
+
+/// A flow event as Integration.app's `api-request-to-your-app` node sends
+/// it, with its token.
+async fn flow_event(app: &TestApp, record: &str) -> (u16, Value) {
+    let now = chrono::Utc::now().timestamp();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "iss": WS_KEY, "sub": CUSTOMER, "iat": now, "exp": now + 600 }),
+        &jsonwebtoken::EncodingKey::from_secret(WS_SECRET.as_bytes()),
+    )
+    .expect("token");
+    let resp = app
+        .http
+        .post(format!("{}/api/integration/events", app.api))
+        .header("x-integration-app-token", token)
+        .json(&json!({
+            "externalRecordId": record,
+            "integrationKey": "pipedrive",
+            "event": "data-record-updated",
+        }))
+        .send()
+        .await
+        .expect("api reachable");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn connection(app: &TestApp, provider: &str) -> Value {
+    let (status, body) = app
+        .call(Method::GET, &format!("/api/customers/{CUSTOMER}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["connections"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["provider"] == provider))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn set_connected(app: &TestApp, connected: bool) {
+    let (status, body) = app
+        .sim_send(
+            Method::PUT,
+            &format!("/accounts/{CUSTOMER}/pipedrive"),
+            Some(json!({ "connected": connected })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+fn first_name(connection: &str, r: &Value) -> Option<String> {
+    let name = match connection {
+        "hubspot" => &r["properties"]["firstname"],
+        _ => &r["first_name"],
+    };
+    name.as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_disconnected_connection_deletes_nothing_and_converges_once_reconnected() {
+    let app = TestApp::with(Options::default().env("RECONNECT_PROBE_SECS", 1)).await;
+    let id = app.create_ok("ada@example.com").await;
+    app.wait_links(&[&id], "synced", Duration::from_secs(20))
+        .await;
+    let pd_record = app.link(&id, "pipedrive").await.expect("link")["externalId"]
+        .as_str()
+        .expect("pipedrive id")
+        .to_owned();
+
+    // The customer disconnects Pipedrive; then a flow event, a poll and an
+    // edit in the app arrive.
+    set_connected(&app, false).await;
+    let (status, body) = flow_event(&app, &pd_record).await;
+    assert!(status < 300, "flow event accepted: {status} {body}");
+    let (status, body) = app
+        .call(Method::POST, "/api/providers/pipedrive/poll", None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/contacts/{id}"),
+            Some(json!({ "firstName": "Ada-edited" })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    // The connection reads `needs_reconnect`; the edit reached HubSpot.
+    let conn = eventually(
+        Duration::from_secs(20),
+        "pipedrive needs reconnect",
+        || async {
+            Some(connection(&app, "pipedrive").await).filter(|c| c["health"] == "needs_reconnect")
+        },
+    )
+    .await;
+    assert!(
+        conn["needsReconnect"]["error"].as_str().is_some(),
+        "the reason is shown: {conn}"
+    );
+    eventually(Duration::from_secs(20), "the edit in HubSpot", || async {
+        app.records("hubspot")
+            .await
+            .iter()
+            .any(|r| first_name("hubspot", r).as_deref() == Some("Ada-edited"))
+            .then_some(())
+    })
+    .await;
+    // Every job has had its turn against the disconnected connection.
+    let calls = eventually(
+        Duration::from_secs(20),
+        "the jobs tried pipedrive",
+        || async {
+            let calls = app.calls("pipedrive", "get-contact").await;
+            (calls.iter().filter(|c| c["status"] == 404).count() >= 1).then_some(calls)
+        },
+    )
+    .await;
+    assert!(!calls.is_empty());
+
+    // Nothing was deleted anywhere; the Pipedrive link is not synced.
+    let (status, contact) = app.contact(&id).await;
+    assert_eq!(status, 200, "the contact still exists: {contact}");
+    assert!(contact["deletedAt"].is_null(), "not deleted: {contact}");
+    assert_eq!(app.records("hubspot").await.len(), 1, "HubSpot keeps it");
+    let (status, pd) = app
+        .sim_send(
+            Method::GET,
+            &format!("/pipedrive/records/{pd_record}?customer={CUSTOMER}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "Pipedrive keeps it: {pd}");
+    assert!(
+        pd["is_deleted"] != true,
+        "the Pipedrive person is not deleted: {pd}"
+    );
+    let link = app.link(&id, "pipedrive").await.expect("link");
+    assert_ne!(link["syncStatus"], "synced", "{link}");
+    assert_ne!(link["syncStatus"], "error", "no attempts burned: {link}");
+    let q = app.queue().await;
+    for queue in ["outbound-upsert", "inbound-change", "provider-poll"] {
+        assert_eq!(q.counts(queue).await.expect("counts").dead, 0, "{queue}");
+    }
+
+    // Reconnected: all three converge, and the connection is well again.
+    set_connected(&app, true).await;
+    app.wait_link(&id, "pipedrive", "synced", Duration::from_secs(30))
+        .await;
+    eventually(Duration::from_secs(30), "the edit in Pipedrive", || async {
+        let (_, pd) = app
+            .sim_send(
+                Method::GET,
+                &format!("/pipedrive/records/{pd_record}?customer={CUSTOMER}"),
+                None,
+            )
+            .await;
+        (first_name("pipedrive", &pd).as_deref() == Some("Ada-edited")).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the connection well again",
+        || async {
+            Some(connection(&app, "pipedrive").await)
+                .filter(|c| c["needsReconnect"].is_null() && c["health"] != "needs_reconnect")
+        },
+    )
+    .await;
+    app.settle(Duration::from_secs(30)).await;
+    let (_, contact) = app.contact(&id).await;
+    assert_eq!(contact["firstName"], "Ada-edited", "{contact}");
+    assert!(contact["deletedAt"].is_null(), "{contact}");
+}
+
+#[tokio::test]
+async fn a_disabled_connection_applies_nothing_and_is_not_resynced() {
+    let app = TestApp::spawn().await;
+    app.customers_on_own_accounts(
+        &[("cust-d", "D")],
+        &[("cust-d", "hubspot", 7001), ("cust-d", "pipedrive", 7002)],
+    )
+    .await;
+    let (status, body) = app
+        .create(json!({ "email": "dee@example.com", "firstName": "Dee", "customerId": "cust-d" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["contact"]["id"].as_str().expect("id").to_owned();
+    app.wait_links(&[&id], "synced", Duration::from_secs(20))
+        .await;
+    let hs_record = app.link(&id, "hubspot").await.expect("link")["externalId"]
+        .as_str()
+        .expect("hubspot id")
+        .to_owned();
+
+    // HubSpot is switched off for this customer; then the record is deleted
+    // there, and HubSpot's webhook arrives for the portal.
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/customers/cust-d/connections/hubspot",
+            Some(json!({ "enabled": false })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Every process reads its customers through a cache of 2 s (the
+    // README: a connection switched on or off takes effect within 2 s);
+    // there is nothing to poll for that.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.sim_send(Method::DELETE, "/webhooks", None).await;
+    let (status, body) = app
+        .sim_send(
+            Method::DELETE,
+            &format!("/hubspot/records/{hs_record}?customer=cust-d"),
+            None,
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    eventually(
+        Duration::from_secs(20),
+        "the deletion delivered",
+        || async {
+            let log = app.sim_get("/webhooks?kind=hubspot").await;
+            log.as_array()?
+                .iter()
+                .any(|d| d["status"] == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    app.settle(Duration::from_secs(20)).await;
+
+    // Nothing applied: the contact lives, and Pipedrive keeps its person.
+    let (status, contact) = app.contact(&id).await;
+    assert_eq!(status, 200, "{contact}");
+    assert!(contact["deletedAt"].is_null(), "not deleted: {contact}");
+    let pd = app
+        .sim_get("/pipedrive/records?customer=cust-d")
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pd.len(), 1, "{pd:?}");
+    assert!(pd[0]["is_deleted"] != true, "{pd:?}");
+
+    // An operator's resync pushes to the enabled CRM only.
+    let (status, body) = app
+        .call(Method::POST, &format!("/api/contacts/{id}/resync"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 1, "pipedrive only: {body}");
+    app.settle(Duration::from_secs(20)).await;
+    let hs = app.link(&id, "hubspot").await.expect("link");
+    assert_eq!(hs["syncStatus"], "synced", "left as it was: {hs}");
+}
