@@ -29,6 +29,25 @@ cargo build --bin contact-sync --bin contact-sync-dev
 cargo test --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"
 # The examples in the docs (the workers README opens with one) compile.
 cargo test --workspace --doc
+# What relies on MongoDB's own semantics (unique keys freed and used again,
+# the store's statements) runs again on the other SecantusDB server the
+# scripts may start: secantusd-rs and the Python server differ where it
+# matters (the README, "MongoDB servers").
+rs_bin=$(command -v secantusd-rs 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/secantusd-rs")
+second=""
+case "$(basename "${MONGO_SERVER_BIN:-}")" in
+  secantusd-rs) second=py ;;
+  secantusd-py) if [ -x "$rs_bin" ]; then second=rs; else
+    echo "secantusd-rs is not installed (scripts/dev.sh builds it): the MongoDB-semantics tests ran on the Python server only" >&2; fi ;;
+esac
+if [ -n "$second" ]; then
+  second_env=$(MONGO_SERVER=$second TEST_MONGO_PORT=${TEST_MONGO_PORT_2:-27032} scripts/services.sh test)
+  second_uri=$(echo "$second_env" | sed -n "s/^export MONGODB_URI='\(.*\)'\$/\1/p")
+  second_bin=$(echo "$second_env" | sed -n "s/^export MONGO_SERVER_BIN='\(.*\)'\$/\1/p")
+  echo "the MongoDB-semantics tests again, on $(basename "$second_bin") at $second_uri" >&2
+  MONGODB_URI=$second_uri MONGO_SERVER_BIN=$second_bin \
+    cargo test --test unique_keys --test store -- --test-threads "${TEST_THREADS:-4}"
+fi
 if [ "${REDIS_CLUSTER:-0}" != 1 ]; then
   cluster_url=$(REDIS_CLUSTER=1 scripts/services.sh test | sed -n "s/^export REDIS_URL='\(.*\)'\$/\1/p")
   echo "the queue crate's tests again, on the Redis Cluster at $cluster_url" >&2

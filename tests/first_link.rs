@@ -277,3 +277,81 @@ async fn a_contact_arriving_from_one_crm_merges_into_the_others_record() {
     assert_eq!(h["properties"]["company"], "Globex", "{h}");
     assert_eq!(h["properties"]["phone"], "+1 555 0199", "{h}");
 }
+
+/// Alice changes her email and, at once, Bee is created with Alice's old
+/// one, before Alice's push took it out of the CRMs: Bee's first push finds
+/// Alice's record by that email. It is not Bee's: Bee waits for Alice's
+/// push, then gets records of her own, and nothing of Alice's is merged
+/// into Bee.
+#[tokio::test]
+async fn an_email_moved_to_a_new_contact_is_not_merged_with_the_old_owner() {
+    let app = TestApp::with(
+        Options::default()
+            .env("RETRY_ATTEMPTS", "100")
+            .env("RETRY_BASE_MS", "100"),
+    )
+    .await;
+    let (status, body) = app
+        .create(json!({ "email": "a@example.com", "firstName": "Alice" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let alice = body["contact"]["id"].as_str().expect("id").to_owned();
+    app.wait_links(&[&alice], "synced", Duration::from_secs(20))
+        .await;
+    let mut records = Vec::new();
+    for p in ["hubspot", "pipedrive"] {
+        let link = app.link(&alice, p).await.expect("link");
+        records.push(link["externalId"].as_str().expect("id").to_owned());
+    }
+    // Alice's pushes are held up in both CRMs while Bee's first push runs.
+    app.set_faults(json!({ "failRecords": records })).await;
+    app.sim_send(Method::DELETE, "/calls", None).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/contacts/{alice}"),
+            Some(json!({ "email": "b@example.com" })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = app
+        .create(json!({ "email": "a@example.com", "firstName": "Bee" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let bee = body["contact"]["id"].as_str().expect("id").to_owned();
+    eventually(
+        Duration::from_secs(20),
+        "Bee looked a@ up in both CRMs",
+        || async {
+            let hs = app.calls("hubspot", "find-contact").await;
+            let pd = app.calls("pipedrive", "find-contact").await;
+            (!hs.is_empty() && !pd.is_empty()).then_some(())
+        },
+    )
+    .await;
+    app.set_faults(json!({})).await;
+
+    app.wait_links(&[&alice, &bee], "synced", Duration::from_secs(30))
+        .await;
+    for p in ["hubspot", "pipedrive"] {
+        let a = app.link(&alice, p).await.expect("link");
+        let b = app.link(&bee, p).await.expect("link");
+        assert_ne!(a["externalId"], b["externalId"], "{p}: a record each");
+        let recs = app.records(p).await;
+        assert_eq!(recs.len(), 2, "{p}: {recs:?}");
+        for (email, name) in [("a@example.com", "Bee"), ("b@example.com", "Alice")] {
+            let r = recs
+                .iter()
+                .find(|r| common::record_email(p, r).as_deref() == Some(email))
+                .unwrap_or_else(|| panic!("{p}: a record with {email}: {recs:?}"));
+            let first = match p {
+                "hubspot" => &r["properties"]["firstname"],
+                _ => &r["first_name"],
+            };
+            assert_eq!(first, name, "{p}: {email} is {name}'s: {r}");
+        }
+    }
+    let (_, b) = app.contact(&bee).await;
+    assert_eq!(b["firstName"], "Bee", "nothing of Alice's in Bee: {b}");
+    assert_eq!(b["email"], "a@example.com");
+}

@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
 
+use super::claims::{Claimed, Key};
 use super::grouped::GroupError;
 use super::{is_duplicate_key, Store, StoreError};
 use crate::domain::{ContactId, CustomerId, Email};
@@ -203,8 +204,17 @@ impl Store {
     /// [`StoreError::Conflict`] when a live contact has the same email.
     pub async fn insert_contact(&self, new: NewContact) -> Result<Contact, StoreError> {
         let now = DateTime::now();
+        let id = ContactId::new();
+        let owner = id.to_string();
+        let key = Key::Email {
+            customer: &new.customer_id,
+            email: new.email.as_str(),
+        };
+        if self.claim(key, &owner).await? == Claimed::Taken {
+            return Err(email_conflict(&new.email));
+        }
         let contact = Contact {
-            id: ContactId::new(),
+            id,
             customer_id: new.customer_id,
             first_name: new.first_name,
             last_name: new.last_name,
@@ -227,21 +237,27 @@ impl Store {
             .call(contact.clone())
             .await
             .unwrap_or(Err(GroupError::Gone));
-        match inserted {
-            Ok(()) => Ok(contact),
+        let key = Key::Email {
+            customer: &contact.customer_id,
+            email: contact.email.as_str(),
+        };
+        let failed = match inserted {
+            Ok(()) => return Ok(contact),
             Err(e) if e.is_duplicate_key() => {
                 // The driver retries a write whose reply was lost; a server
                 // that does not recognise the retry reports our own first
                 // insert as a duplicate. The id is ours alone, so finding it
                 // means this insert landed.
                 match self.contact(contact.id).await {
-                    Ok(Some(_)) => Ok(contact),
-                    Ok(None) => Err(email_conflict(&contact.email)),
-                    Err(e) => Err(e.context("inserting a contact").into()),
+                    Ok(Some(_)) => return Ok(contact),
+                    Ok(None) => email_conflict(&contact.email),
+                    Err(e) => e.context("inserting a contact").into(),
                 }
             }
-            Err(e) => Err(e.into_anyhow("inserting a contact").into()),
-        }
+            Err(e) => e.into_anyhow("inserting a contact").into(),
+        };
+        self.release_or_log(key, &owner).await;
+        Err(failed)
     }
 
     /// A contact, deleted or not, with all its links, read together with
@@ -296,6 +312,50 @@ impl Store {
         version: Option<i64>,
         patch: &ContactPatch,
     ) -> Result<Option<Contact>, StoreError> {
+        // A new email is claimed first, and the old one freed after.
+        let moved = match &patch.email {
+            Some(email) => {
+                let Some(current) = self.contact(id).await?.filter(|c| c.deleted_at.is_none())
+                else {
+                    return Ok(None);
+                };
+                if current.email == *email {
+                    None
+                } else {
+                    let key = Key::Email {
+                        customer: &current.customer_id,
+                        email: email.as_str(),
+                    };
+                    if self.claim(key, &id.to_string()).await? == Claimed::Taken {
+                        return Err(email_conflict(email));
+                    }
+                    Some((current.customer_id, current.email, email.clone()))
+                }
+            }
+            None => None,
+        };
+        let res = self.write_patch(id, version, patch).await;
+        if let Some((customer, old, new)) = &moved {
+            // the email the contact does not hold (any more) is freed
+            let freed = match &res {
+                Ok(Some(_)) => old,
+                _ => new,
+            };
+            let key = Key::Email {
+                customer,
+                email: freed.as_str(),
+            };
+            self.release_or_log(key, &id.to_string()).await;
+        }
+        res
+    }
+
+    async fn write_patch(
+        &self,
+        id: ContactId,
+        version: Option<i64>,
+        patch: &ContactPatch,
+    ) -> Result<Option<Contact>, StoreError> {
         let mut filter = doc! { "_id": id.oid(), "deletedAt": { "$exists": false } };
         if let Some(v) = version {
             filter.insert("version", v);
@@ -333,7 +393,8 @@ impl Store {
                 bson::to_bson(outbox).context("encoding an outbox")?,
             );
         }
-        self.contacts
+        let deleted = self
+            .contacts
             .find_one_and_update(
                 doc! { "_id": id.oid(), "deletedAt": { "$exists": false } },
                 doc! {
@@ -344,7 +405,15 @@ impl Store {
             )
             .return_document(ReturnDocument::After)
             .await
-            .with_context(|| format!("deleting contact {id}"))
+            .with_context(|| format!("deleting contact {id}"))?;
+        if let Some(c) = &deleted {
+            let key = Key::Email {
+                customer: &c.customer_id,
+                email: c.email.as_str(),
+            };
+            self.release_or_log(key, &id.to_string()).await;
+        }
+        Ok(deleted)
     }
 
     /// A page of live contacts, newest first, optionally only a customer's

@@ -9,6 +9,7 @@ use bson::{doc, DateTime};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::claims::{Claimed, Key};
 use super::{is_duplicate_key, Store, StoreError};
 use crate::domain::{CustomerId, Provider};
 
@@ -112,6 +113,18 @@ impl Customer {
     }
 }
 
+/// The conflict of an account connected to another customer.
+fn taken(key: &Key<'_>) -> StoreError {
+    match key {
+        Key::Account { provider, account } => StoreError::Conflict(format!(
+            "{provider} account {account} is connected to another customer"
+        )),
+        Key::Email { email, .. } => {
+            StoreError::Conflict(format!("a contact with email {email} already exists"))
+        }
+    }
+}
+
 /// The field of a provider's account id, for filters and indexes.
 fn account_field(provider: Provider) -> String {
     format!("connections.{provider}.accountId")
@@ -124,16 +137,38 @@ impl Store {
     /// [`StoreError::Conflict`] when the id, or one of its account ids, is
     /// taken.
     pub async fn create_customer(&self, customer: &Customer) -> Result<(), StoreError> {
-        match self.customers.insert_one(customer).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!(
-                "customer {} already exists, or one of its CRM accounts belongs to another customer",
-                customer.id
-            ))),
-            Err(e) => Err(anyhow::Error::new(e)
-                .context("creating a customer")
-                .into()),
+        let owner = customer.id.as_str();
+        let accounts: Vec<_> = Provider::ALL
+            .into_iter()
+            .filter_map(|p| {
+                let account = customer.connection(p)?.account_id.as_deref()?;
+                Some(Key::Account {
+                    provider: p,
+                    account,
+                })
+            })
+            .collect();
+        let mut failed = None;
+        for key in &accounts {
+            if self.claim(*key, owner).await? == Claimed::Taken {
+                failed = Some(taken(key));
+                break;
+            }
         }
+        if failed.is_none() {
+            failed = match self.customers.insert_one(customer).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_duplicate_key(&e) => Some(StoreError::Conflict(format!(
+                    "customer {} already exists",
+                    customer.id
+                ))),
+                Err(e) => Some(anyhow::Error::new(e).context("creating a customer").into()),
+            };
+        }
+        for key in accounts {
+            self.release_or_log(key, owner).await;
+        }
+        Err(failed.unwrap_or_else(|| anyhow::anyhow!("creating a customer").into()))
     }
 
     /// Every customer, by id (at most `limit`, after `after`).
@@ -193,6 +228,45 @@ impl Store {
     /// # Errors
     /// [`StoreError::Conflict`] when the account belongs to another customer.
     pub async fn set_connection(
+        &self,
+        id: &CustomerId,
+        provider: Provider,
+        connection: &Connection,
+    ) -> Result<Option<Customer>, StoreError> {
+        let Some(current) = self.customer(id).await? else {
+            return Ok(None);
+        };
+        let old = current
+            .connection(provider)
+            .and_then(|c| c.account_id.clone());
+        let new = connection.account_id.as_deref();
+        let owner = id.as_str();
+        let claimed = match new.filter(|n| old.as_deref() != Some(*n)) {
+            Some(account) => {
+                let key = Key::Account { provider, account };
+                if self.claim(key, owner).await? == Claimed::Taken {
+                    return Err(taken(&key));
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        let res = self.write_connection(id, provider, connection).await;
+        // the account the customer does not hold (any more) is freed
+        let freed = match &res {
+            Ok(Some(_)) => old
+                .as_deref()
+                .filter(|o| new != Some(*o))
+                .map(|account| Key::Account { provider, account }),
+            _ => claimed,
+        };
+        if let Some(key) = freed {
+            self.release_or_log(key, owner).await;
+        }
+        res
+    }
+
+    async fn write_connection(
         &self,
         id: &CustomerId,
         provider: Provider,

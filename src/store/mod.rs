@@ -4,6 +4,7 @@
 //! request JSON, so operator injection has no way in.
 
 mod batch;
+mod claims;
 mod contacts;
 mod customers;
 mod grouped;
@@ -307,16 +308,21 @@ impl Store {
                 )
                 .build()
         };
-        // An email belongs to one live contact of a customer: `activeEmail`
-        // is unset on delete. (Before there were customers the index was
-        // on the email alone.)
-        let _ = self.contacts.drop_index("active_email_unique").await;
+        // An email belongs to one live contact of a customer: a claim
+        // (`claims.rs`) keeps it unique; this index finds a contact by it.
+        // `activeEmail` is unset on delete. The unique indexes it replaces
+        // (on the email alone before there were customers, then with the
+        // customer) are dropped: on secantusd-rs they never freed an email.
+        for old in ["active_email_unique", "customer_active_email_unique"] {
+            if let Err(e) = self.contacts.drop_index(old).await {
+                tracing::debug!(index = old, error = %e, "no old email index to drop");
+            }
+        }
         let active_email = IndexModel::builder()
             .keys(doc! { "customerId": 1, "activeEmail": 1 })
             .options(
                 IndexOptions::builder()
-                    .unique(true)
-                    .name("customer_active_email_unique".to_owned())
+                    .name("by_customer_active_email".to_owned())
                     .partial_filter_expression(doc! { "activeEmail": { "$exists": true } })
                     .build(),
             )
@@ -346,15 +352,19 @@ impl Store {
             )
             .await
             .context("creating customers token index")?;
-        // A customer's CRM account belongs to that customer alone.
+        // A customer's CRM account belongs to that customer alone: a claim
+        // keeps it so (see `claims.rs`); this index routes webhooks by it.
         for p in crate::domain::Provider::ALL {
             let field = format!("connections.{p}.accountId");
+            let old = format!("{p}_account_unique");
+            if let Err(e) = self.customers.drop_index(&old).await {
+                tracing::debug!(index = old, error = %e, "no old account index to drop");
+            }
             let account = IndexModel::builder()
                 .keys(doc! { &field: 1 })
                 .options(
                     IndexOptions::builder()
-                        .unique(true)
-                        .name(format!("{p}_account_unique"))
+                        .name(format!("by_{p}_account"))
                         .partial_filter_expression(doc! { &field: { "$exists": true } })
                         .build(),
                 )
@@ -465,7 +475,7 @@ impl Store {
                 .await
                 .context("creating sync_logs provider indexes")?;
         }
-        Ok(())
+        self.claim_existing_keys().await
     }
 }
 

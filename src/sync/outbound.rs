@@ -25,6 +25,10 @@ struct UpsertOutput {
     created: bool,
 }
 
+/// How long a push waits before it looks again for a record whose email
+/// another contact's pending push is taking away.
+const EMAIL_MOVE_WAIT: Duration = Duration::from_secs(1);
+
 /// How many times a push merges again because the contact changed while
 /// it was being merged, before it gives the attempt up.
 const MERGE_ROUNDS: usize = 5;
@@ -410,6 +414,7 @@ impl Outbound {
             });
         }
         let record = CrmRecord::parse(&found).map_err(JobError::permanent)?;
+        self.not_anothers(contact, provider, &record.id).await?;
         // Our own earlier push that was never recorded is a base, not a
         // stranger's record.
         let base = link.and_then(|l| l.intent_matching(&record.fields));
@@ -418,6 +423,48 @@ impl Outbound {
             ext: Some(record.id),
             plan: merge::merge(base, app, &record.fields, winner),
         })
+    }
+
+    /// Refuses a record found by email that is linked to another contact:
+    /// it is not this contact's, and merging would mix two people. The
+    /// usual cause is an email that moved: that contact changed its email
+    /// and gave the old one to this contact before its own push took the
+    /// old address out of the CRM. While that push is pending this one
+    /// waits for it (no attempt used) and looks again; else it fails.
+    ///
+    /// # Errors
+    /// Deferred while the other contact's push is pending; permanent when
+    /// it is not.
+    async fn not_anothers(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        record: &str,
+    ) -> Result<(), JobError> {
+        let Some(other) = self
+            .store
+            .link_by_external(&contact.customer_id, provider, record)
+            .await
+            .map_err(store_err)?
+            .filter(|l| l.contact_id != contact.id)
+        else {
+            return Ok(());
+        };
+        let email = contact.email.as_str();
+        if other.sync_status == SyncStatus::Pending {
+            return Err(JobError::deferred(
+                format!(
+                    "{provider} record {record} has the email {email} but is contact {}'s, whose push is pending; waiting for it to take the email away",
+                    other.contact_id
+                ),
+                EMAIL_MOVE_WAIT,
+            ));
+        }
+        Err(JobError::permanent(format!(
+            "{provider} record {record} has the email {email} but is linked to contact {} ({}); not merged",
+            other.contact_id,
+            other.sync_status.as_str()
+        )))
     }
 
     async fn read(
