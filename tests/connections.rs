@@ -14,20 +14,33 @@ use serde_json::{json, Value};
 
 const CUSTOMER: &str = "contact-sync";
 
-/// A flow event as Integration.app's `api-request-to-your-app` node sends
-/// it, with its token.
-async fn flow_event(app: &TestApp, record: &str) -> (u16, Value) {
-    let now = chrono::Utc::now().timestamp();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({ "iss": WS_KEY, "sub": CUSTOMER, "iat": now, "exp": now + 600 }),
-        &jsonwebtoken::EncodingKey::from_secret(WS_SECRET.as_bytes()),
+fn token(claims: &Value, secret: &str, alg: jsonwebtoken::Algorithm) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
-    .expect("token");
-    let resp = app
-        .http
-        .post(format!("{}/api/integration/events", app.api))
-        .header("x-integration-app-token", token)
+    .expect("token")
+}
+
+/// A flow event as Integration.app's `api-request-to-your-app` node sends
+/// it, with its token (Membrane's documented claims: `iss`, `sub`,
+/// `fields`).
+async fn flow_event(app: &TestApp, record: &str) -> (u16, Value) {
+    let token = token(
+        &json!({ "iss": WS_KEY, "sub": CUSTOMER, "fields": {} }),
+        WS_SECRET,
+        jsonwebtoken::Algorithm::HS256,
+    );
+    send_event(app, record, &[("x-membrane-token", &token)]).await
+}
+
+async fn send_event(app: &TestApp, record: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = app.http.post(format!("{}/api/integration/events", app.api));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
         .json(&json!({
             "externalRecordId": record,
             "integrationKey": "pipedrive",
@@ -267,4 +280,85 @@ async fn a_disabled_connection_applies_nothing_and_is_not_resynced() {
     app.settle(Duration::from_secs(20)).await;
     let hs = app.link(&id, "hubspot").await.expect("link");
     assert_eq!(hs["syncStatus"], "synced", "left as it was: {hs}");
+}
+
+/// headers, expected status, why
+type Case = (Vec<(&'static str, String)>, u16, &'static str);
+
+#[tokio::test]
+async fn flow_events_take_membrane_s_token_and_no_other() {
+    use jsonwebtoken::Algorithm::{HS256, HS512};
+    let app = TestApp::spawn().await;
+    let now = chrono::Utc::now().timestamp();
+    let event = json!({ "iss": WS_KEY, "sub": CUSTOMER, "fields": {} });
+    let ours = token(
+        &json!({ "iss": WS_KEY, "id": CUSTOMER, "name": "C", "iat": now, "exp": now + 600 }),
+        WS_SECRET,
+        HS512,
+    );
+    let cases: Vec<Case> = vec![
+        (vec![], 401, "no token"),
+        (
+            vec![("x-membrane-token", token(&event, WS_SECRET, HS256))],
+            200,
+            "Membrane's token, no expiry",
+        ),
+        (
+            vec![("x-integration-app-token", token(&event, WS_SECRET, HS512))],
+            200,
+            "the older header alone",
+        ),
+        (
+            vec![("x-membrane-token", ours.clone())],
+            401,
+            "a customer token the app mints for Integration.app",
+        ),
+        (
+            vec![("x-integration-app-token", ours)],
+            401,
+            "the same under the older header",
+        ),
+        (
+            vec![("x-membrane-token", token(&event, "another secret", HS256))],
+            401,
+            "another secret",
+        ),
+        (
+            vec![(
+                "x-membrane-token",
+                token(
+                    &json!({ "iss": "elsewhere", "sub": CUSTOMER }),
+                    WS_SECRET,
+                    HS256,
+                ),
+            )],
+            401,
+            "another workspace",
+        ),
+        (
+            vec![(
+                "x-membrane-token",
+                token(
+                    &json!({ "iss": WS_KEY, "sub": CUSTOMER, "exp": now - 600 }),
+                    WS_SECRET,
+                    HS256,
+                ),
+            )],
+            401,
+            "expired",
+        ),
+        (
+            vec![("x-membrane-token", "not a jwt".to_owned())],
+            401,
+            "garbage",
+        ),
+    ];
+    for (headers, want, why) in cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = send_event(&app, "1", &headers).await;
+        assert_eq!(status, want, "{why}: {body}");
+        if want == 401 {
+            assert!(body["message"].is_string(), "{why}: a reason: {body}");
+        }
+    }
 }

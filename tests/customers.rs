@@ -1062,3 +1062,85 @@ async fn a_connection_s_health_and_each_queue_s_last_hour_show_failures() {
         );
     }
 }
+
+/// `GET /api/contacts?status=` pages through the customer's own contacts
+/// with such a link, however many links other customers have.
+#[tokio::test]
+async fn a_status_filter_pages_through_one_customers_contacts_only() {
+    let app = TestApp::spawn().await;
+    app.customers_on_own_accounts(
+        &[("mine", "Mine")],
+        &[("mine", "hubspot", 8101), ("mine", "pipedrive", 8102)],
+    )
+    .await;
+    // Another customer's links in error, more than any sample would hold,
+    // written before this customer's.
+    let client = mongodb::Client::with_uri_str(common::mongodb_uri())
+        .await
+        .expect("client");
+    let links = client
+        .database(&app.db)
+        .collection::<bson::Document>("contact_links");
+    let others: Vec<bson::Document> = (0..10_050)
+        .map(|i| {
+            let contact = bson::oid::ObjectId::new();
+            bson::doc! {
+                "_id": format!("{}:hubspot", contact.to_hex()),
+                "contactId": contact,
+                "customerId": "someone-else",
+                "provider": "hubspot",
+                "syncStatus": "error",
+                "externalId": format!("x{i}"),
+            }
+        })
+        .collect();
+    links.insert_many(others).await.expect("other links");
+
+    app.set_faults(
+        json!({ "rejectRecords": ["bad1@example.com", "bad2@example.com", "bad3@example.com"] }),
+    )
+    .await;
+    let mut mine = Vec::new();
+    for email in [
+        "bad1@example.com",
+        "bad2@example.com",
+        "bad3@example.com",
+        "good@example.com",
+    ] {
+        let (status, body) = app
+            .create(json!({ "email": email, "customerId": "mine" }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        mine.push(body["contact"]["id"].as_str().expect("id").to_owned());
+    }
+    for id in &mine[..3] {
+        app.wait_link(id, "hubspot", "error", Duration::from_secs(20))
+            .await;
+    }
+    let page = |n: u32| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .call(
+                    Method::GET,
+                    &format!("/api/contacts?status=error&customerId=mine&perPage=2&page={n}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let first = page(1).await;
+    assert_eq!(first["total"], 3, "{first}");
+    let second = page(2).await;
+    let mut seen: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["items"].as_array().cloned().unwrap_or_default())
+        .map(|c| c["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    seen.sort();
+    let mut want = mine[..3].to_vec();
+    want.sort();
+    assert_eq!(seen, want, "each of the three once, over two pages");
+}

@@ -839,3 +839,40 @@ async fn killing_a_worker_while_a_batch_s_children_run_loses_and_duplicates_noth
     app.add_worker();
     each_record_once(&app, n, &batch.id).await;
 }
+
+/// An app subscribed to more than contacts gets every object's events on
+/// one URL: only contact changes are fetched (as contacts), the rest is
+/// answered 200 and counted as ignored.
+#[tokio::test]
+async fn only_contact_events_are_fetched_as_contacts() {
+    let app = TestApp::spawn().await;
+    let ev = |id: u64, kind: &str, object: u64| hs_event(id, kind, &object.to_string(), "CRM_UI");
+    let mut generic_company = ev(5, "object.creation", 1005);
+    generic_company["objectTypeId"] = json!("0-2");
+    let mut generic_contact = ev(6, "object.propertyChange", 1006);
+    generic_contact["objectTypeId"] = json!("0-1");
+    let batch = json!([
+        ev(1, "company.creation", 1001),
+        ev(2, "deal.propertyChange", 1002),
+        ev(3, "ticket.deletion", 1003),
+        ev(4, "contact.associationChange", 1004),
+        generic_company,
+        generic_contact,
+        ev(7, "contact.creation", 1007),
+        ev(8, "contact.privacyDeletion", 1008),
+    ]);
+    let (status, body) = app.hubspot_webhook(&batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 8, "{body}");
+    assert_eq!(body["jobs"], 3, "the three contact changes: {body}");
+    app.settle(Duration::from_secs(20)).await;
+    let mut fetched: Vec<String> = app
+        .calls("hubspot", "get-contact")
+        .await
+        .iter()
+        .filter_map(|c| c["recordId"].as_str().map(str::to_owned))
+        .collect();
+    fetched.sort();
+    fetched.dedup();
+    assert_eq!(fetched, ["1006", "1007", "1008"]);
+}

@@ -387,34 +387,34 @@ impl ContactsApi {
             };
             let page = page.0.unwrap_or(1);
             let per_page = per_page.0.unwrap_or(50);
-            let only = match status.0 {
-                None => None,
+            let skip = u64::from(page - 1) * u64::from(per_page);
+            let (contacts, total) = match status.0 {
+                None => state
+                    .store
+                    .list_contacts(customer.as_ref(), None, skip, i64::from(per_page))
+                    .await
+                    .map_err(Fail::unavailable)?,
+                // the page is cut from the contacts with such a link, then
+                // read (a contact deleted meanwhile is left out of it)
                 Some(s) => {
                     let s = match s {
                         StatusFilter::Pending => SyncStatus::Pending,
                         StatusFilter::Synced => SyncStatus::Synced,
                         StatusFilter::Error => SyncStatus::Error,
                     };
-                    Some(
-                        state
-                            .store
-                            .contacts_with_status(s, 10_000)
-                            .await
-                            .map_err(Fail::unavailable)?,
-                    )
+                    let (ids, total) = state
+                        .store
+                        .contacts_with_status(s, customer.as_ref(), skip, i64::from(per_page))
+                        .await
+                        .map_err(Fail::unavailable)?;
+                    let (contacts, _) = state
+                        .store
+                        .list_contacts(customer.as_ref(), Some(&ids), 0, i64::from(per_page))
+                        .await
+                        .map_err(Fail::unavailable)?;
+                    (contacts, total)
                 }
             };
-            let skip = u64::from(page - 1) * u64::from(per_page);
-            let (contacts, total) = state
-                .store
-                .list_contacts(
-                    customer.as_ref(),
-                    only.as_deref(),
-                    skip,
-                    i64::from(per_page),
-                )
-                .await
-                .map_err(Fail::unavailable)?;
             let ids: Vec<ContactId> = contacts.iter().map(|c| c.id).collect();
             let links = state
                 .store

@@ -64,6 +64,11 @@ impl ContactId {
         Self(ObjectId::new())
     }
 
+    /// The id of a stored ObjectId.
+    pub fn from_oid(oid: ObjectId) -> Self {
+        Self(oid)
+    }
+
     /// The ObjectId inside.
     pub fn oid(self) -> ObjectId {
         self.0

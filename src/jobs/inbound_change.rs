@@ -100,9 +100,24 @@ impl Kind for InboundChange {
             false => self.batch,
         };
         for c in changes {
+            // a change queued before its customer was known is recorded as
+            // the customer's whose account it is (none: nobody's, no link)
+            let customer = match &c.account_id {
+                None => c.customer.clone(),
+                Some(account) => match ctx
+                    .sync
+                    .customers
+                    .route(c.provider, account)
+                    .await
+                    .map_err(crate::sync::store_err)?
+                {
+                    Some(customer) => customer,
+                    None => continue,
+                },
+            };
             ctx.sync
                 .record_failure(
-                    &c.customer,
+                    &customer,
                     c.provider,
                     Some(&c.external_id),
                     &job.id,

@@ -650,10 +650,10 @@ impl Customers {
     /// reads it afresh in the background, so a webhook never waits on
     /// MongoDB for an account it has routed before (and a slow MongoDB does
     /// not hold every delivery in flight at each expiry). When MongoDB
-    /// fails, what was known before is used.
+    /// fails, a customer known before is used.
     ///
     /// # Errors
-    /// When the database fails and nothing was known.
+    /// When the database fails and no customer was known.
     pub async fn route(
         &self,
         provider: Provider,
@@ -663,14 +663,10 @@ impl Customers {
         match self.accounts.get(&key) {
             Ok(c) => Ok(c),
             // an account no customer had is read again before answering:
-            // its events would be dropped, and it may just have been connected
-            Err(Some(None)) => match self.route_afresh(provider, account_id).await {
-                Err(e) => {
-                    tracing::debug!(error = %format!("{e:#}"), "the customer of an account is unknown for now");
-                    Ok(None)
-                }
-                found => found,
-            },
+            // its events would be dropped, and it may just have been
+            // connected (so when MongoDB fails now, that is the answer: the
+            // caller must not drop the events on a guess)
+            Err(Some(None)) => self.route_afresh(provider, account_id).await,
             Err(Some(Some(stale))) => {
                 // fresh again for the others while this one reads
                 self.accounts.put(key, Some(stale.clone()));
@@ -771,7 +767,7 @@ impl Customers {
 }
 
 /// The `n` of a `$group` stage's output (the server may give any number type).
-fn count_field(g: &bson::Document) -> u64 {
+pub(super) fn count_field(g: &bson::Document) -> u64 {
     match g.get("n") {
         Some(bson::Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(bson::Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),

@@ -255,28 +255,60 @@ impl Store {
             .context("reading links")
     }
 
-    /// Ids of contacts with at least one link in `status` (at most `cap`).
+    /// A page of the contacts with a link in `status` (only `customer`'s
+    /// when given), newest first, and how many there are in all. Read
+    /// through the status indexes: a customer's page costs its own links,
+    /// whatever other customers hold.
     ///
     /// # Errors
     /// When the database fails.
     pub async fn contacts_with_status(
         &self,
         status: SyncStatus,
-        cap: i64,
-    ) -> anyhow::Result<Vec<ContactId>> {
-        let links: Vec<Link> = self
+        customer: Option<&CustomerId>,
+        skip: u64,
+        limit: i64,
+    ) -> anyhow::Result<(Vec<ContactId>, u64)> {
+        let mut scope = doc! { "syncStatus": status.as_str() };
+        if let Some(c) = customer {
+            scope.insert("customerId", c.as_str());
+        }
+        let distinct = [
+            doc! { "$match": scope },
+            doc! { "$group": { "_id": "$contactId" } },
+        ];
+        let mut page = distinct.to_vec();
+        page.extend([
+            doc! { "$sort": { "_id": -1 } },
+            doc! { "$skip": i64::try_from(skip).unwrap_or(i64::MAX) },
+            doc! { "$limit": limit.max(1) },
+        ]);
+        let ids: Vec<ContactId> = self
             .links
-            .find(doc! { "syncStatus": status.as_str() })
-            .limit(cap)
+            .clone_with_type::<bson::Document>()
+            .aggregate(page)
             .await
-            .context("listing links by status")?
-            .try_collect()
+            .context("listing contacts by link status")?
+            .try_collect::<Vec<_>>()
             .await
-            .context("reading links")?;
-        let mut ids: Vec<ContactId> = links.into_iter().map(|l| l.contact_id).collect();
-        ids.sort_by_key(|id| id.to_string());
-        ids.dedup();
-        Ok(ids)
+            .context("reading contacts by link status")?
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok().map(ContactId::from_oid))
+            .collect();
+        let mut count = distinct.to_vec();
+        count.push(doc! { "$count": "n" });
+        let total = self
+            .links
+            .clone_with_type::<bson::Document>()
+            .aggregate(count)
+            .await
+            .context("counting contacts by link status")?
+            .try_collect::<Vec<_>>()
+            .await
+            .context("reading the count of contacts by link status")?
+            .first()
+            .map_or(0, super::customers::count_field);
+        Ok((ids, total))
     }
 
     /// How many links are in `status`.

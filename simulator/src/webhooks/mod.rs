@@ -112,7 +112,7 @@ impl std::fmt::Debug for WebhookConfig {
 
 /// Where the Integration.app flows of the Pipedrive connections
 /// (`data-record-created|updated|deleted` triggers) call the app. The calls
-/// carry an `x-integration-app-token` signed with the workspace secret,
+/// carry a token (`x-membrane-token` and `x-integration-app-token`) signed with the workspace secret,
 /// naming the customer whose account the record belongs to.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {

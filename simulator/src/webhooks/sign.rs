@@ -37,18 +37,15 @@ pub(super) fn hubspot_v3(
 struct FlowClaims<'a> {
     iss: &'a str,
     sub: &'a str,
-    id: &'a str,
-    iat: u64,
-    exp: u64,
+    fields: serde_json::Value,
 }
 
-/// How long a flow-event token is valid.
-const FLOW_TOKEN_TTL_SECS: u64 = 300;
-
-/// The `x-integration-app-token` of a flow call: HS256 with the workspace
-/// secret, `iss` = workspace key, `sub` (and `id`, as in the tokens the app
-/// mints) = the customer whose connection ran the flow, valid for 5
-/// minutes.
+/// The token of a flow call, as Membrane's docs ("Membrane Token") give
+/// it: a JWT signed with the workspace secret, with `iss` = workspace key,
+/// `sub` = the customer whose connection ran the flow, and `fields` (the
+/// customer's fields; none here). No expiry is documented, so none is set.
+/// It is sent in `x-membrane-token` and, with the same value,
+/// `x-integration-app-token`.
 ///
 /// # Errors
 /// The token cannot be encoded (not expected with an HMAC key).
@@ -56,14 +53,11 @@ pub(super) fn flow_token(
     workspace_key: &str,
     workspace_secret: &str,
     customer_id: &str,
-    now_secs: u64,
 ) -> jsonwebtoken::errors::Result<String> {
     let claims = FlowClaims {
         iss: workspace_key,
         sub: customer_id,
-        id: customer_id,
-        iat: now_secs,
-        exp: now_secs + FLOW_TOKEN_TTL_SECS,
+        fields: serde_json::json!({}),
     };
     encode(
         &Header::default(),

@@ -159,7 +159,8 @@ async fn calls_log_records_every_action_run() {
     assert!(calls[1].get("email").is_none());
     assert_eq!(
         (calls[2]["status"].as_u64(), calls[2]["recordId"].as_str()),
-        (Some(404), Some("77"))
+        (Some(400), Some("77")),
+        "the CRM's own 404, under an action_run error"
     );
     assert_eq!(calls[3]["status"], 401);
     assert!(calls

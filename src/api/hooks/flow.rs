@@ -1,6 +1,15 @@
 //! `POST /api/integration/events`: Integration.app flows call this on
-//! data-record-created/updated/deleted. Authenticated by the
-//! `x-integration-app-token` JWT signed with the workspace secret.
+//! data-record-created/updated/deleted (an `api-request-to-your-app` node).
+//!
+//! Authenticated by the JWT Membrane sends with such a request, signed with
+//! the workspace secret (docs: "Membrane Token"): in `x-membrane-token` and,
+//! with the same value, `x-integration-app-token` (the older "Integration
+//! App Token" sends only the latter). Its documented claims are `iss` (the
+//! workspace key), `sub` (the customer) and `fields`; no expiry is
+//! documented, so `exp` is checked when present and not required (the
+//! official examples verify it the same way). The tokens this app mints for
+//! its calls to Integration.app are signed with the same secret but name
+//! the customer in `id` and carry no `sub`: they are refused here.
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use poem::http::StatusCode;
@@ -63,17 +72,20 @@ async fn handle(
             "the Integration.app workspace is not configured",
         );
     };
-    let Some(token) = req.header("x-integration-app-token") else {
+    let Some(token) = req
+        .header("x-membrane-token")
+        .or_else(|| req.header("x-integration-app-token"))
+    else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing x-integration-app-token header",
+            "missing x-membrane-token (or x-integration-app-token) header",
         );
     };
     let mut v = Validation::new(Algorithm::HS256);
     v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
     v.set_issuer(&[key]);
-    v.set_required_spec_claims(&["exp", "iss"]);
+    v.set_required_spec_claims(&["iss", "sub"]);
     let claims = match decode::<serde_json::Value>(
         token,
         &DecodingKey::from_secret(secret.as_bytes()),
@@ -84,18 +96,26 @@ async fn handle(
             return error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                format!("invalid x-integration-app-token: {e}"),
+                format!("invalid event token: {e}"),
             );
         }
     };
     // The customer whose connection fired the flow: the token's subject
     // (or `id`, as in the tokens minted for the customer).
-    let customer = match claims["sub"].as_str().or(claims["id"].as_str()) {
-        Some(c) => match CustomerId::parse(c) {
-            Ok(c) => c,
-            Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
-        },
-        None => CustomerId::default_customer(),
+    let customer = match &claims["sub"] {
+        serde_json::Value::String(c) => c.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid event token: sub must name the customer",
+            )
+        }
+    };
+    let customer = match CustomerId::parse(&customer) {
+        Ok(c) => c,
+        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
     };
     let Ok(bytes) = body.into_vec().await else {
         return error(

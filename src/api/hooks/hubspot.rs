@@ -50,6 +50,32 @@ struct Event {
     merged_object_ids: Vec<serde_json::Value>,
     #[serde(default)]
     primary_object_id: Option<serde_json::Value>,
+    /// A merge's surviving record, when HubSpot gave it a new id.
+    #[serde(default)]
+    new_object_id: Option<serde_json::Value>,
+    /// The object type of a generic `object.*` event (`0-1`: contacts).
+    #[serde(default)]
+    object_type_id: Option<String>,
+}
+
+impl Event {
+    /// Whether the event is about a contact's own record. An app
+    /// subscribed to more than contacts gets every object's events on one
+    /// URL (HubSpot's webhooks API: `company.*`, `deal.*`, `ticket.*`, and
+    /// generic `object.*` events naming their `objectTypeId`, `0-1` for
+    /// contacts); fetching those as contacts would spend the portal's
+    /// budget on records that are not contacts. An association change does
+    /// not change the contact's own fields, so it is passed over too.
+    fn is_contact_change(&self) -> bool {
+        let kind = self.subscription_type.as_str();
+        let (object, action) = kind.split_once('.').unwrap_or((kind, ""));
+        let contact = match object {
+            "contact" => true,
+            "object" => self.object_type_id.as_deref() == Some("0-1"),
+            _ => false,
+        };
+        contact && action != "associationChange"
+    }
 }
 
 fn id_text(v: &serde_json::Value) -> Option<String> {
@@ -211,10 +237,20 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             job.event_ids.push(e.event_id.to_string());
         }
     };
+    let mut other = 0_u64;
     for e in events {
+        if !e.is_contact_change() {
+            other += 1;
+            continue;
+        }
         touch(id_text(&e.object_id), e);
+        // a merge: the surviving record and the ones merged into it (each
+        // read again: a merged one is gone, the survivor has their values)
         if let Some(p) = &e.primary_object_id {
             touch(id_text(p), e);
+        }
+        if let Some(n) = &e.new_object_id {
+            touch(id_text(n), e);
         }
         for m in &e.merged_object_ids {
             touch(id_text(m), e);
@@ -225,6 +261,13 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             "webhook_events_ignored_total",
             &[("source", "hubspot"), ("reason", "unknown_portal")],
             i64::try_from(ignored).unwrap_or(i64::MAX),
+        );
+    }
+    if other > 0 {
+        state.metrics.add(
+            "webhook_events_ignored_total",
+            &[("source", "hubspot"), ("reason", "not_a_contact_change")],
+            i64::try_from(other).unwrap_or(i64::MAX),
         );
     }
     let mut deliveries: BTreeMap<String, Delivery> = BTreeMap::new();

@@ -69,13 +69,17 @@ pub fn verify(secret: &str, req: &SignedRequest<'_>, now_ms: i64) -> Result<(), 
             .trim()
             .parse()
             .map_err(|_| SignatureError::BadTimestamp)?;
-        if now_ms - ts > MAX_AGE_MS || ts - now_ms > MAX_AGE_MS {
+        // a crafted timestamp far from now must not overflow
+        if now_ms
+            .checked_sub(ts)
+            .is_none_or(|age| age.unsigned_abs() > MAX_AGE_MS.unsigned_abs())
+        {
             return Err(SignatureError::Expired);
         }
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
             .map_err(|_| SignatureError::Mismatch)?;
         mac.update(req.method.as_bytes());
-        mac.update(req.uri.as_bytes());
+        mac.update(v3_uri(req.uri).as_bytes());
         mac.update(req.body);
         mac.update(ts_raw.as_bytes());
         let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -105,11 +109,49 @@ pub fn verify(secret: &str, req: &SignedRequest<'_>, now_ms: i64) -> Result<(), 
     }
 }
 
+/// The URI as HubSpot signs it for v3: its request-validation docs decode
+/// these escapes (and only these) before signing: `%3A` `%2F` `%3F` `%40`
+/// `%21` `%24` `%27` `%28` `%29` `%2A` `%2C` `%3B`, in either case.
+pub fn v3_uri(uri: &str) -> String {
+    const DECODED: [(&str, char); 12] = [
+        ("3A", ':'),
+        ("2F", '/'),
+        ("3F", '?'),
+        ("40", '@'),
+        ("21", '!'),
+        ("24", '$'),
+        ("27", '\''),
+        ("28", '('),
+        ("29", ')'),
+        ("2A", '*'),
+        ("2C", ','),
+        ("3B", ';'),
+    ];
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 3);
+        match code.and_then(|c| DECODED.iter().find(|(k, _)| k.eq_ignore_ascii_case(c))) {
+            Some((_, ch)) => {
+                out.push(*ch);
+                rest = &rest[at + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Signs like HubSpot's v3 (used by tests and the simulator's peers).
 pub fn sign_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(method.as_bytes());
-    mac.update(uri.as_bytes());
+    mac.update(v3_uri(uri).as_bytes());
     mac.update(body);
     mac.update(timestamp.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
@@ -227,5 +269,90 @@ mod tests {
             ..req(sig, ts, body)
         };
         assert_eq!(verify("s3cret", &none, now), Err(SignatureError::Missing));
+    }
+
+    #[test]
+    fn v3_signs_the_uri_with_the_listed_escapes_decoded() {
+        let cases = [
+            (
+                "https://a.example/h?x=%3A%2f%3F",
+                "https://a.example/h?x=:/?",
+                "decoded, either case",
+            ),
+            (
+                "https://a.example/h?e=a%40b%2Cc%3Bd",
+                "https://a.example/h?e=a@b,c;d",
+                "@ , ;",
+            ),
+            (
+                "https://a.example/h?s=%21%24%27%28%29%2A",
+                "https://a.example/h?s=!$'()*",
+                "the rest",
+            ),
+            (
+                "https://a.example/h?p=%20%2B%25",
+                "https://a.example/h?p=%20%2B%25",
+                "others kept",
+            ),
+            (
+                "https://a.example/h?t=%",
+                "https://a.example/h?t=%",
+                "a lone %",
+            ),
+            (
+                "https://a.example/h?t=%3",
+                "https://a.example/h?t=%3",
+                "a cut escape",
+            ),
+        ];
+        for (given, signed, why) in cases {
+            assert_eq!(v3_uri(given), signed, "{why}");
+        }
+        // a request HubSpot signed over the decoded URI verifies against
+        // the URI as it arrives, escaped
+        let now = 1_700_000_000_000_i64;
+        let ts = now.to_string();
+        let body = b"[]";
+        let sig = sign_v3("k", "POST", "https://a.example/h?x=:", body, &ts);
+        let req = SignedRequest {
+            v3: Some(&sig),
+            timestamp: Some(&ts),
+            legacy: None,
+            version: None,
+            method: "POST",
+            uri: "https://a.example/h?x=%3A",
+            body,
+        };
+        assert_eq!(verify("k", &req, now), Ok(()));
+    }
+
+    #[test]
+    fn a_timestamp_far_from_now_is_refused_without_overflow() {
+        let (min, max) = (i64::MIN, i64::MAX);
+        let cases = [
+            (min, 0),
+            (max, 0),
+            (min, -1),
+            (max, -1),
+            (min, max),
+            (max, min),
+        ];
+        for (ts, now) in cases {
+            let ts = ts.to_string();
+            let req = SignedRequest {
+                v3: Some("x"),
+                timestamp: Some(&ts),
+                legacy: None,
+                version: None,
+                method: "POST",
+                uri: "https://a.example/h",
+                body: b"[]",
+            };
+            assert_eq!(
+                verify("k", &req, now),
+                Err(SignatureError::Expired),
+                "{ts} at {now}"
+            );
+        }
     }
 }
