@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, TestApp};
+use common::{eventually, Options, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -496,4 +496,43 @@ async fn a_crm_call_nobody_answers_fails_after_the_call_timeout_not_the_job_s() 
     app.set_faults(json!({})).await;
     app.wait_link(&cid, "hubspot", "synced", Duration::from_secs(20))
         .await;
+}
+
+/// A contact deleted while the push that created its CRM records had
+/// landed but not been recorded (its worker was killed while the CRMs'
+/// answers were on their way): the deletion finds those records by email,
+/// knows them as its own by the push intent, and deletes them; nothing is
+/// left for a later event or poll to bring back.
+#[tokio::test]
+async fn a_deletion_after_an_unrecorded_create_deletes_the_crm_records() {
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    // the CRMs carry the create out, but answer late
+    app.set_faults(json!({ "respondLateMs": 3000 })).await;
+    let w = app.add_worker();
+    let id = app.create_ok("orphan@example.com").await;
+    eventually(Duration::from_secs(30), "both records created", || async {
+        let hs = app.records("hubspot").await;
+        let pd = app.records("pipedrive").await;
+        (hs.len() == 1 && pd.len() == 1).then_some(())
+    })
+    .await;
+    // the worker dies before it hears back
+    app.kill_worker(w);
+    let (status, body) = app
+        .call(Method::DELETE, &format!("/api/contacts/{id}"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    app.set_faults(json!({})).await;
+    app.add_worker();
+    app.settle(Duration::from_secs(40)).await;
+    for p in ["hubspot", "pipedrive"] {
+        let live = app.records(p).await;
+        assert!(live.is_empty(), "{p}: the record is deleted too: {live:?}");
+    }
+    let (status, _) = app.contact(&id).await;
+    assert_eq!(status, 404, "and the contact stays deleted");
 }

@@ -805,13 +805,11 @@ async fn a_batch_run_again_after_its_fan_out_queues_nothing_twice() {
     );
 }
 
-// Known gap, found by this test (about 1 run in 10): a worker killed after
-// an imported record's contact and link were written but before its push to
-// the other CRMs was queued leaves that contact out of Pipedrive; the
-// re-run finds the record applied already and queues nothing. Run it with
-// `--ignored` while fixing that.
+// A worker killed after an imported record's contact was written but
+// before its push to the other CRMs was queued: the push was written with
+// the contact (its outbox), and the outbox relay queues it (this test found
+// that gap about 1 run in 10 before).
 #[tokio::test]
-#[ignore = "known gap: a kill between an import and its push on to the other CRMs loses that push"]
 async fn killing_a_worker_while_a_batch_s_children_run_loses_and_duplicates_nothing() {
     let n = 40;
     let mut app = TestApp::with(

@@ -422,6 +422,19 @@ impl PushQueue for Enqueuer {
         })
     }
 
+    fn push_jobs<'a>(
+        &'a self,
+        store: &'a Store,
+        contact: ContactId,
+        customer: &'a CustomerId,
+        jobs: &'a [(Provider, String)],
+        version: i64,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(Enqueuer::push_jobs(
+            self, store, contact, customer, jobs, version,
+        ))
+    }
+
     fn is_live<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<bool, workers::Error>> {
         Box::pin(Enqueuer::is_live(self, job_id))
     }

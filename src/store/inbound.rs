@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::grouped::{GroupError, Lookup};
 use super::{Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
-use crate::domain::{CustomerId, Email, Provider};
+use crate::domain::{ContactId, CustomerId, Email, Provider};
 
 /// Where a provider's poll stands: records changed at or after `since_ms`
 /// are listed next; `boundary_ids` were already applied at exactly
@@ -81,6 +81,50 @@ impl Store {
         let scope = doc! { "customerId": customer.as_str() };
         let lookup = (scope, "activeEmail", email.as_str().to_owned());
         look_up(&self.groups.contact_lookups, lookup, "a contact by email").await
+    }
+
+    /// The links with `provider` of the customer's deleted contacts that had
+    /// this email and never recorded a CRM record: a record with that email
+    /// may be one their push created before they were deleted, which their
+    /// deletion is on its way to remove (most recent deletions first, a
+    /// few at most).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn unrecorded_links_of_deleted(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        email: &Email,
+    ) -> anyhow::Result<Vec<Link>> {
+        let ids: Vec<ContactId> = self
+            .contacts
+            .clone_with_type::<bson::Document>()
+            .find(doc! {
+                "customerId": customer.as_str(),
+                "email": email.as_str(),
+                "deletedAt": { "$exists": true },
+            })
+            .projection(doc! { "_id": 1 })
+            .sort(doc! { "deletedAt": -1 })
+            .limit(5)
+            .await
+            .context("listing deleted contacts by email")?
+            .try_collect::<Vec<_>>()
+            .await
+            .context("reading deleted contacts by email")?
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok().map(ContactId::from_oid))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .links_of(&ids)
+            .await?
+            .into_iter()
+            .filter(|l| l.provider == provider && l.external_id.is_none())
+            .collect())
     }
 
     /// Records that the link mirrors the CRM record at `crm_updated_ms`, and

@@ -79,14 +79,62 @@ impl InboundSync {
         self.push(contact, &lost).await
     }
 
-    /// Queues the change for every provider but the one it came from.
-    pub(crate) async fn push_to_others(
+    /// The pushes a change that came from `from` owes: one to each other
+    /// CRM of the customer, and one back to `from` when `back` (the app
+    /// holds values that CRM lacks). Planned before the change is written,
+    /// so they are written with it, as its outbox: a worker that dies
+    /// after the write (killed, out of memory, its job timed out) leaves
+    /// them to the outbox relay instead of losing them.
+    pub(crate) async fn owed(
+        &self,
+        customer: &crate::domain::CustomerId,
+        from: Provider,
+        back: bool,
+    ) -> Result<Vec<(Provider, String)>, JobError> {
+        let mut providers: Vec<Provider> = self
+            .customers
+            .providers(customer)
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|p| *p != from)
+            .collect();
+        if back {
+            providers.push(from);
+        }
+        Ok(providers
+            .into_iter()
+            .map(|p| (p, workers::new_job_id()))
+            .collect())
+    }
+
+    /// Queues the pushes `contact`'s change was written with (see
+    /// [`Self::owed`]), then clears its outbox (if that fails, the relay
+    /// finds the jobs queued already).
+    pub(crate) async fn push_owed(
         &self,
         contact: &Contact,
-        from: Provider,
+        jobs: &[(Provider, String)],
     ) -> Result<(), JobError> {
-        let others = self.others(contact, from).await?;
-        self.push(contact, &others).await
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.pushes
+            .push_jobs(
+                &self.store,
+                contact.id,
+                &contact.customer_id,
+                jobs,
+                contact.version,
+            )
+            .await
+            .map_err(queue_err)?;
+        if let Some(outbox) = &contact.outbox {
+            if let Err(e) = self.store.outbox_relayed(contact.id, outbox).await {
+                tracing::debug!(contact_id = %contact.id, error = %format!("{e:#}"), "outbox not cleared; the relay will");
+            }
+        }
+        Ok(())
     }
 
     /// Marks the links pending and queues a push per provider.

@@ -12,7 +12,7 @@ use super::PushQueue;
 use crate::crm::{CrmError, IntegrationApp};
 use crate::domain::UniversalContact;
 use crate::domain::{CustomerId, Email, Provider};
-use crate::store::{Contact, Customers, Direction, Store, StoreError, SyncLog};
+use crate::store::{Contact, Customers, Direction, Outbox, Store, StoreError, SyncLog};
 use crate::sync::merge;
 use crate::sync::{link_lease_name, queue_err, store_err, with_lease};
 
@@ -247,9 +247,10 @@ impl InboundSync {
                     return Ok((Applied::Skipped, None, None));
                 };
                 let crm_ms = gone.map_or(0, |r| r.updated_ms);
+                let owed = self.owed(customer, provider, false).await?;
                 let deleted = self
                     .store
-                    .delete_contact(contact.id, None)
+                    .delete_contact(contact.id, Outbox::owed(&owed).as_ref())
                     .await
                     .map_err(store_err)?
                     .ok_or_else(|| JobError::transient("contact vanished while deleting"))?;
@@ -264,7 +265,7 @@ impl InboundSync {
                     link.as_ref(),
                 )
                 .await?;
-                self.push_to_others(&deleted, provider).await?;
+                self.push_owed(&deleted, &owed).await?;
                 return Ok((Applied::Deleted, Some(deleted), None));
             }
         };
@@ -327,7 +328,22 @@ impl InboundSync {
                 tracing::warn!("CRM record has no usable email; not imported");
                 return Ok((Applied::Skipped, None, None));
             };
-            let created = self.create(customer, &record, email).await?;
+            // A record a since-deleted contact's push created (its answer
+            // was lost, so no link records it) is not a new person: that
+            // contact's deletion is on its way to remove it.
+            let orphaned = self
+                .store
+                .unrecorded_links_of_deleted(customer, provider, &email)
+                .await
+                .map_err(store_err)?
+                .iter()
+                .any(|l| l.intent_matching(&record.fields).is_some());
+            if orphaned {
+                tracing::info!("the record of a deleted contact's unrecorded push; not imported");
+                return Ok((Applied::Skipped, None, None));
+            }
+            let owed = self.owed(customer, provider, false).await?;
+            let created = self.create(customer, &record, email, &owed).await?;
             let holds = merge::apply(&record.fields, &Vec::new());
             self.mark(
                 provider,
@@ -339,7 +355,7 @@ impl InboundSync {
                 None,
             )
             .await?;
-            self.push_to_others(&created, provider).await?;
+            self.push_owed(&created, &owed).await?;
             return Ok((Applied::Created, Some(created), None));
         };
 
@@ -393,13 +409,15 @@ impl InboundSync {
             return Ok((applied, Some(contact), note));
         }
 
+        let synced = plan.to_crm.is_empty();
+        let owed = self.owed(customer, provider, !synced).await?;
+        let patch = crate::store::ContactPatch {
+            outbox: Outbox::owed(&owed),
+            ..merge::patch_of(&plan.to_app)
+        };
         let updated = match self
             .store
-            .update_contact_at(
-                contact.id,
-                Some(contact.version),
-                &merge::patch_of(&plan.to_app),
-            )
+            .update_contact_at(contact.id, Some(contact.version), &patch)
             .await
         {
             Ok(Some(c)) => c,
@@ -412,7 +430,6 @@ impl InboundSync {
             Err(StoreError::Conflict(m)) => return Err(JobError::permanent(m)),
             Err(StoreError::Other(e)) => return Err(store_err(e)),
         };
-        let synced = plan.to_crm.is_empty();
         self.mark(
             provider,
             &updated,
@@ -423,10 +440,7 @@ impl InboundSync {
             link.as_ref(),
         )
         .await?;
-        self.push_to_others(&updated, provider).await?;
-        if !synced {
-            self.push(&updated, &[provider]).await?;
-        }
+        self.push_owed(&updated, &owed).await?;
         tracing::debug!(
             job_id,
             to_app = plan.to_app.len(),
@@ -486,6 +500,7 @@ impl InboundSync {
         customer: &CustomerId,
         record: &CrmRecord,
         email: Email,
+        owed: &[(Provider, String)],
     ) -> Result<Contact, JobError> {
         let f = &record.fields;
         let clean = |v: &Option<String>| norm(v).map(str::to_owned);
@@ -497,7 +512,7 @@ impl InboundSync {
             phone: clean(&f.primary_phone),
             company_name: clean(&f.company_name),
             job_title: clean(&f.job_title),
-            outbox: None,
+            outbox: Outbox::owed(owed),
         };
         match self.store.insert_contact(new).await {
             Ok(c) => Ok(c),

@@ -51,6 +51,17 @@ pub trait PushQueue: Send + Sync + 'static {
         version: i64,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 
+    /// Marks the contact's links pending at `version` and queues `jobs`
+    /// (planned, and written with the change in its outbox, before).
+    fn push_jobs<'a>(
+        &'a self,
+        store: &'a Store,
+        contact: ContactId,
+        customer: &'a crate::domain::CustomerId,
+        jobs: &'a [(Provider, String)],
+        version: i64,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+
     /// Whether the job is still to run (queued, waiting for a retry, or
     /// running).
     fn is_live<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<bool, workers::Error>>;

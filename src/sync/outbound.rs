@@ -184,7 +184,10 @@ impl Outbound {
         job_id: &str,
         attempt: u32,
     ) -> Result<(), JobError> {
-        let known = link.and_then(|l| l.external_id.clone());
+        let known = match link.and_then(|l| l.external_id.clone()) {
+            Some(ext) => Some(ext),
+            None => self.unrecorded_create(contact, provider, link).await?,
+        };
         if let Some(ext) = &known {
             match self
                 .crm
@@ -204,6 +207,51 @@ impl Outbound {
         }
         self.log(contact, provider, known, "deleted", job_id, attempt, None)
             .await
+    }
+
+    /// The CRM record an earlier push of this contact created but did not
+    /// get to record on the link (its worker died, or the CRM's answer was
+    /// lost): found by the contact's email, and known as ours because it
+    /// holds exactly what the link's push intent says that push wrote and
+    /// no other contact is linked to it. Deleting the contact must delete
+    /// it too, or it would stay in the CRM, and its own create event or the
+    /// next poll would bring the contact back.
+    ///
+    /// # Errors
+    /// As any CRM call or store read.
+    async fn unrecorded_create(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+        link: Option<&Link>,
+    ) -> Result<Option<String>, JobError> {
+        let Some(link) = link.filter(|l| l.push_intent.is_some()) else {
+            return Ok(None);
+        };
+        let found = self
+            .crm
+            .run::<_, serde_json::Value>(
+                &contact.customer_id,
+                provider,
+                "find-contact",
+                &json!({ "email": contact.email.as_str() }),
+            )
+            .await?;
+        if found.is_null() {
+            return Ok(None);
+        }
+        let record = CrmRecord::parse(&found).map_err(JobError::permanent)?;
+        if link.intent_matching(&record.fields).is_none() {
+            // someone's record with this email, not what this contact wrote
+            return Ok(None);
+        }
+        let elsewhere = self
+            .store
+            .link_by_external(&contact.customer_id, provider, &record.id)
+            .await
+            .map_err(store_err)?
+            .is_some_and(|l| l.contact_id != contact.id);
+        Ok((!elsewhere).then_some(record.id))
     }
 
     /// Pushes one live contact: reads the CRM side, merges field by field,
@@ -278,18 +326,24 @@ impl Outbound {
         let contact = if plan.to_app.is_empty() {
             contact.clone()
         } else {
+            // the pushes on to the other CRMs go with the write (its
+            // outbox), so a worker dying right after it loses none
+            let owed = match &self.inbound {
+                Some(inbound) => inbound.owed(&contact.customer_id, provider, false).await?,
+                None => Vec::new(),
+            };
+            let patch = crate::store::ContactPatch {
+                outbox: crate::store::Outbox::owed(&owed),
+                ..merge::patch_of(&plan.to_app)
+            };
             match self
                 .store
-                .update_contact_at(
-                    contact.id,
-                    Some(contact.version),
-                    &merge::patch_of(&plan.to_app),
-                )
+                .update_contact_at(contact.id, Some(contact.version), &patch)
                 .await
             {
                 Ok(Some(updated)) => {
                     if let Some(inbound) = &self.inbound {
-                        inbound.push_to_others(&updated, provider).await?;
+                        inbound.push_owed(&updated, &owed).await?;
                     }
                     updated
                 }
