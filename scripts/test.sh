@@ -27,6 +27,15 @@ export FAKETIME_LIB
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
 cargo build --bin contact-sync --bin contact-sync-dev
 cargo test --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"
+# integration-app/ against the published Membrane SDK's schemas (the
+# contract), and the checker's own proof that it refuses broken elements.
+contract="$root/integration-app/contract"
+if [ ! -f "$contract/node_modules/@membranehq/sdk/package.json" ]; then
+  echo "installing the Membrane contract check's dependencies" >&2
+  (cd "$contract" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+node "$contract/check.mjs"
+node "$contract/check.mjs" --self-test
 # The examples in the docs (the workers README opens with one) compile.
 cargo test --workspace --doc
 # What relies on MongoDB's own semantics (unique keys freed and used again,

@@ -32,6 +32,15 @@ impl Connection {
         }
     }
 
+    /// The collection the integration's `contacts` data source points at
+    /// (`integrations/<key>/data-sources/contacts/spec.yaml`).
+    pub(crate) fn collection_key(self) -> &'static str {
+        match self {
+            Self::HubSpot => "contacts",
+            Self::Pipedrive => "persons",
+        }
+    }
+
     /// The first id handed out. The ranges differ so that an id used on the
     /// wrong connection is found out rather than hitting another record.
     pub(crate) fn first_id(self) -> u64 {

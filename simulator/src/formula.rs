@@ -1,5 +1,7 @@
 //! The subset of Integration.app's formula language that `integration-app/`
-//! uses: `$var`, `$concat` and literals (see `integration-app/README.md`).
+//! uses: `$var`, `$concat` (`{values, delimiter}` or a list) and literals
+//! (see `integration-app/README.md`, where the two results that differ from
+//! Membrane's are listed).
 //!
 //! Templates are compiled once at load time, so a typo in the YAML (an
 //! unknown `$operator`, a path not starting with `$`) stops start-up instead
@@ -15,8 +17,13 @@ pub(crate) enum Formula {
     Literal(Value),
     /// `{$var: "$.a.b.0"}`: the value at a path below the root.
     Var(Vec<Segment>),
-    /// `{$concat: [..]}`: the non-null parts joined, trimmed, null if empty.
-    Concat(Vec<Formula>),
+    /// `{$concat: {values: [..], delimiter}}` (or `{$concat: [..]}`, no
+    /// delimiter): the parts that are neither null nor empty, joined; null
+    /// when that leaves nothing.
+    Concat {
+        values: Vec<Formula>,
+        delimiter: String,
+    },
     /// An object whose values are templates; null values are omitted.
     Object(Vec<(String, Formula)>),
     /// An array of templates; null elements and all-null objects are dropped.
@@ -67,12 +74,35 @@ impl Formula {
                 Ok(Formula::Var(parse_path(path)?))
             }
             "$concat" => {
-                let parts = arg.as_array().context("$concat takes a list")?;
-                parts
+                let (parts, delimiter) = match arg {
+                    Value::Array(parts) => (parts, ""),
+                    Value::Object(options) => {
+                        for key in options.keys() {
+                            ensure!(
+                                key == "values" || key == "delimiter",
+                                "$concat takes values and delimiter, not {key}"
+                            );
+                        }
+                        let parts = options
+                            .get("values")
+                            .and_then(Value::as_array)
+                            .context("$concat.values must be a list")?;
+                        let delimiter = match options.get("delimiter") {
+                            None => "",
+                            Some(d) => d.as_str().context("$concat.delimiter must be a string")?,
+                        };
+                        (parts, delimiter)
+                    }
+                    _ => bail!("$concat takes a list or {{values, delimiter}}"),
+                };
+                let values = parts
                     .iter()
                     .map(Self::compile)
-                    .collect::<anyhow::Result<_>>()
-                    .map(Formula::Concat)
+                    .collect::<anyhow::Result<_>>()?;
+                Ok(Formula::Concat {
+                    values,
+                    delimiter: delimiter.to_owned(),
+                })
             }
             other => bail!("unsupported formula operator {other}"),
         }
@@ -94,13 +124,16 @@ impl Formula {
                 let presence = Presence::formula(!v.is_null());
                 (v, presence)
             }
-            Formula::Concat(parts) => {
-                let joined: String = parts.iter().filter_map(|p| text(p.eval(root))).collect();
-                let trimmed = joined.trim();
-                let v = if trimmed.is_empty() {
+            Formula::Concat { values, delimiter } => {
+                let parts: Vec<String> = values
+                    .iter()
+                    .filter_map(|p| text(p.eval(root)))
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                let v = if parts.is_empty() {
                     Value::Null
                 } else {
-                    Value::String(trimmed.to_owned())
+                    Value::String(parts.join(delimiter))
                 };
                 let presence = Presence::formula(!v.is_null());
                 (v, presence)
@@ -231,18 +264,27 @@ mod tests {
     }
 
     #[test]
-    fn concat_skips_nulls_trims_and_yields_null_when_empty() {
-        let t = json!({"$concat": [{"$var": "$.f"}, " ", {"$var": "$.l"}]});
+    fn concat_joins_present_parts_with_the_delimiter() {
+        let t =
+            json!({"$concat": {"values": [{"$var": "$.f"}, {"$var": "$.l"}], "delimiter": " "}});
         let cases = [
             (json!({"f": "Ann", "l": "Lee"}), json!("Ann Lee")),
             (json!({"f": "Ann"}), json!("Ann")),
             (json!({"l": "Lee"}), json!("Lee")),
+            (json!({"f": "", "l": "Lee"}), json!("Lee")),
             (json!({}), Value::Null),
             (json!({"f": 7, "l": true}), json!("7 true")),
         ];
         for (root, want) in cases {
             assert_eq!(eval(t.clone(), root.clone()), want, "root {root}");
         }
+        // The list form has no delimiter.
+        let list = json!({"$concat": [{"$var": "$.f"}, "-", {"$var": "$.l"}]});
+        assert_eq!(
+            eval(list.clone(), json!({"f": "a", "l": "b"})),
+            json!("a-b")
+        );
+        assert_eq!(eval(list, json!({"f": "a"})), json!("a-"));
     }
 
     #[test]
@@ -273,7 +315,19 @@ mod tests {
             (json!({"$var": "a.b"}), "path without $."),
             (json!({"$var": "$.a..b"}), "empty segment"),
             (json!({"$var": 3}), "non-string path"),
-            (json!({"$concat": "x"}), "concat of a non-list"),
+            (json!({"$concat": "x"}), "concat of a string"),
+            (
+                json!({"$concat": {"values": "x"}}),
+                "concat values not a list",
+            ),
+            (
+                json!({"$concat": {"values": [], "separator": " "}}),
+                "concat option unknown",
+            ),
+            (
+                json!({"$concat": {"values": [], "delimiter": 1}}),
+                "concat delimiter not a string",
+            ),
             (json!({"$var": "$.a", "b": 1}), "operator mixed with keys"),
             (json!({"deep": [{"$nope": []}]}), "nested unknown operator"),
         ];

@@ -47,8 +47,8 @@ pub struct SimulatorConfig {
     pub workspace_key: String,
     /// Workspace secret the bearer JWTs are signed with.
     pub workspace_secret: String,
-    /// The `integration-app/` directory with the action specs and field
-    /// mappings.
+    /// The `integration-app/` directory: the Membrane elements (actions,
+    /// data source, field mappings) in the Membrane CLI layout.
     pub config_dir: PathBuf,
     /// The customer of bearer tokens that name none and of admin calls
     /// without `?customer=`; its accounts get the home ids (HubSpot

@@ -1,5 +1,6 @@
 //! A field mapping between universal contact fields and one CRM's native
-//! record, built from a `field-mappings/<key>/spec.yaml`.
+//! record, built from an integration's
+//! `integrations/<integration>/field-mappings/contacts/spec.yaml`.
 
 use anyhow::{ensure, Context};
 use serde_json::{Map, Value};

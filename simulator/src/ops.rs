@@ -1,5 +1,7 @@
 //! The six action kinds, run against one connection's store with the
-//! action's resolved `config` (its formulas evaluated on the input).
+//! action's resolved `config` (its formulas evaluated on the input) and, for
+//! what Membrane's built-in types cannot express (the listing's
+//! `updatedSince` and `limit`), the input itself.
 
 use serde_json::{json, Map, Value};
 
@@ -37,13 +39,23 @@ fn required_id(args: &Value) -> Result<String, ActionError> {
     id_arg(args).ok_or_else(|| ActionError::bad_request("id is required"))
 }
 
+/// The universal fields to write: the field mapping's `input`.
 fn fields_arg(args: &Value) -> Result<&Map<String, Value>, ActionError> {
-    args.get("fields")
+    args.pointer("/fieldMapping/input")
         .and_then(Value::as_object)
         .ok_or_else(|| ActionError::bad_request("fields must be an object"))
 }
 
-/// Runs `kind` and returns the action's output.
+/// The primary email among the fields an action writes, if any.
+pub(crate) fn email_arg(args: &Value) -> Option<String> {
+    args.pointer("/fieldMapping/input/primaryEmail")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Runs `kind` with the resolved `args` and returns the action's output.
+/// `input` (validated against the action's `inputSchema`) is read only by
+/// the listing, for `updatedSince` and `limit`.
 ///
 /// # Errors
 /// 400 for unusable arguments; for unknown records, the CRM's 404 under
@@ -53,8 +65,9 @@ pub(crate) fn run(
     conn: Connection,
     store: &Store,
     args: &Value,
+    input: &Value,
 ) -> Result<Value, ActionError> {
-    run_on(kind, store, args).map_err(|e| match e {
+    run_on(kind, store, args, input).map_err(|e| match e {
         Failure::Store(e) => ActionError::of_store(conn, e),
         Failure::Action(e) => e,
     })
@@ -78,7 +91,7 @@ impl From<ActionError> for Failure {
     }
 }
 
-fn run_on(kind: ActionKind, store: &Store, args: &Value) -> Result<Value, Failure> {
+fn run_on(kind: ActionKind, store: &Store, args: &Value, input: &Value) -> Result<Value, Failure> {
     match kind {
         ActionKind::Upsert => {
             let (id, created) = store.upsert(fields_arg(args)?)?;
@@ -93,7 +106,7 @@ fn run_on(kind: ActionKind, store: &Store, args: &Value) -> Result<Value, Failur
             Ok(json!({}))
         }
         ActionKind::Get => Ok(store.get_universal(&required_id(args)?)?),
-        ActionKind::List => Ok(list(store, args)?),
+        ActionKind::List => Ok(list(store, args, input)?),
         ActionKind::Match => {
             let email = args
                 .pointer("/query/primaryEmail")
@@ -104,8 +117,10 @@ fn run_on(kind: ActionKind, store: &Store, args: &Value) -> Result<Value, Failur
     }
 }
 
-fn list(store: &Store, args: &Value) -> Result<Value, ActionError> {
-    let since = match args.pointer("/filter/updatedSince") {
+/// `cursor` comes from the config; `updatedSince` and `limit` from the input
+/// (Membrane's `list-data-records` has no such arguments).
+fn list(store: &Store, args: &Value, input: &Value) -> Result<Value, ActionError> {
+    let since = match input.get("updatedSince").filter(|v| !v.is_null()) {
         None => None,
         Some(v) => {
             let text = v.as_str().unwrap_or_default();
@@ -123,7 +138,7 @@ fn list(store: &Store, args: &Value) -> Result<Value, ActionError> {
                 .ok_or_else(|| ActionError::bad_request("invalid cursor"))?,
         ),
     };
-    let limit = match args.get("limit") {
+    let limit = match input.get("limit").filter(|v| !v.is_null()) {
         None => DEFAULT_PAGE,
         Some(v) => v
             .as_u64()

@@ -128,10 +128,7 @@ fn execute(
     };
     schema::validate(&spec.input_schema, &mut input).map_err(ActionError::bad_request)?;
     let args = spec.config.eval(&json!({ "input": input }));
-    call.email = args
-        .pointer("/fields/primaryEmail")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    call.email = ops::email_arg(&args);
     call.record_id = ops::id_arg(&args);
     faults.check_crm(
         conn,
@@ -140,7 +137,7 @@ fn execute(
         call.email.as_deref(),
         call.record_id.as_deref(),
     )?;
-    let output = ops::run(spec.kind, conn, &account.store, &args)?;
+    let output = ops::run(spec.kind, conn, &account.store, &args, &input)?;
     if call.record_id.is_none() {
         call.record_id = output.get("id").and_then(Value::as_str).map(str::to_owned);
     }
