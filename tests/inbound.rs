@@ -199,11 +199,11 @@ async fn a_contact_created_in_hubspot_appears_locally_and_reaches_pipedrive_once
     assert_eq!(hs["externalId"], id.as_str(), "{hs}");
     assert_eq!(app.records("pipedrive").await.len(), 1);
     assert_eq!(
-        app.calls("pipedrive", "upsert-contact").await.len(),
+        app.calls("pipedrive", "create-contact").await.len(),
         1,
         "pushed to the other CRM once"
     );
-    let writes = app.calls("hubspot", "upsert-contact").await.len()
+    let writes = app.calls("hubspot", "create-contact").await.len()
         + app.calls("hubspot", "update-contact").await.len();
     assert_eq!(writes, 0, "not pushed back to where it came from");
 
@@ -267,7 +267,7 @@ async fn our_own_push_coming_back_as_a_webhook_is_not_pushed_again() {
 async fn futures_count(app: &TestApp) -> usize {
     let mut n = 0;
     for conn in ["hubspot", "pipedrive"] {
-        for action in ["upsert-contact", "update-contact", "delete-contact"] {
+        for action in ["create-contact", "update-contact", "delete-contact"] {
             n += app.calls(conn, action).await.len();
         }
     }
@@ -314,7 +314,7 @@ async fn five_deliveries_and_out_of_order_events_leave_one_in_order_state() {
     assert_eq!(matches[0]["firstName"], "Second", "the newest state");
     assert_eq!(app.records("pipedrive").await.len(), 1);
     assert_eq!(
-        app.calls("pipedrive", "upsert-contact").await.len(),
+        app.calls("pipedrive", "create-contact").await.len(),
         1,
         "one push to the other CRM"
     );
@@ -505,7 +505,7 @@ async fn hubspot_webhooks_from_the_simulator_import_and_nothing_echoes() {
     let writes = |conn: &'static str| {
         let app = &app;
         async move {
-            app.calls(conn, "upsert-contact").await.len()
+            app.calls(conn, "create-contact").await.len()
                 + app.calls(conn, "update-contact").await.len()
         }
     };
@@ -825,7 +825,7 @@ async fn killing_a_worker_while_a_batch_s_children_run_loses_and_duplicates_noth
     app.set_faults(json!({ "latencyMs": 40 })).await;
     let w = app.add_worker();
     eventually(Duration::from_secs(20), "children running", || async {
-        (app.calls("pipedrive", "upsert-contact").await.len() >= 3).then_some(())
+        (app.calls("pipedrive", "create-contact").await.len() >= 3).then_some(())
     })
     .await;
     app.kill_worker(w);

@@ -112,19 +112,19 @@ async fn metrics_move_by_what_happened() {
     );
     let hs_ok = [
         ("provider", "hubspot"),
-        ("action", "upsert-contact"),
+        ("action", "create-contact"),
         ("status", "201"),
     ];
     assert_eq!(value(&s, "crm_calls_total", &hs_ok), 1.0);
     let hs_failed = [
         ("provider", "hubspot"),
-        ("action", "upsert-contact"),
+        ("action", "create-contact"),
         ("status", "502"),
     ];
     assert_eq!(value(&s, "crm_calls_total", &hs_failed), 3.0);
-    let hs_upserts = [("provider", "hubspot"), ("action", "upsert-contact")];
+    let hs_creates = [("provider", "hubspot"), ("action", "create-contact")];
     assert_eq!(
-        value(&s, "crm_call_seconds", &hs_upserts),
+        value(&s, "crm_call_seconds", &hs_creates),
         4.0,
         "a duration per call, failed or not"
     );

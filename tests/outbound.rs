@@ -148,7 +148,7 @@ async fn a_record_that_always_fails_ends_in_error_then_retry_fixes_it() {
         link["lastError"].as_str().unwrap().contains("502"),
         "reason kept: {link}"
     );
-    let calls = app.calls("hubspot", "upsert-contact").await;
+    let calls = app.calls("hubspot", "create-contact").await;
     assert_eq!(
         calls.len(),
         3,
@@ -187,7 +187,7 @@ async fn a_record_that_always_fails_ends_in_error_then_retry_fixes_it() {
     // not silently re-run
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        app.calls("hubspot", "upsert-contact").await.len(),
+        app.calls("hubspot", "create-contact").await.len(),
         3,
         "no hidden retries"
     );
@@ -289,7 +289,7 @@ async fn a_4xx_validation_error_is_not_retried() {
         link["lastError"].as_str().unwrap().contains("400"),
         "{link}"
     );
-    assert_eq!(app.calls("hubspot", "upsert-contact").await.len(), 1);
+    assert_eq!(app.calls("hubspot", "create-contact").await.len(), 1);
 }
 
 #[tokio::test]
@@ -313,7 +313,7 @@ async fn kill_mid_batch(opts: Options) {
     }
     // let part of the batch through, then kill -9 one worker mid-flight
     eventually(Duration::from_secs(10), "some progress", || async {
-        (app.calls("hubspot", "upsert-contact").await.len() >= 5).then_some(())
+        (app.calls("hubspot", "create-contact").await.len() >= 5).then_some(())
     })
     .await;
     app.kill_worker(0);
@@ -355,7 +355,7 @@ async fn two_workers_share_one_rate_limit() {
             .await;
     }
     let mut at: Vec<i64> = app
-        .calls("hubspot", "upsert-contact")
+        .calls("hubspot", "create-contact")
         .await
         .iter()
         .map(|c| c["atMs"].as_i64().unwrap())

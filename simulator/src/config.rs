@@ -38,6 +38,10 @@ pub(crate) enum ActionKind {
     /// `find-or-create-data-record`, matched on `primaryEmail`; here it also
     /// updates the match (Membrane's only creates).
     Upsert,
+    /// `create-data-record`: always a new record (output `{id}`, the SDK's
+    /// `DataCollectionCreateResponse`). HubSpot refuses a second contact
+    /// with an email it has (409 `CONFLICT`); Pipedrive takes it.
+    Create,
     /// `update-data-record`.
     Update,
     /// `delete-data-record`.
@@ -55,6 +59,7 @@ impl ActionKind {
     fn from_type(t: &str) -> anyhow::Result<Self> {
         Ok(match t {
             "find-or-create-data-record" => Self::Upsert,
+            "create-data-record" => Self::Create,
             "update-data-record" => Self::Update,
             "delete-data-record" => Self::Delete,
             "find-data-record-by-id" => Self::Get,
@@ -69,6 +74,7 @@ impl ActionKind {
     fn arguments(self) -> &'static [&'static str] {
         match self {
             Self::Upsert | Self::Match => &["query"],
+            Self::Create => &[],
             Self::Update => &["id"],
             Self::Delete | Self::Get => &["id"],
             Self::List => &["cursor"],
@@ -80,6 +86,7 @@ impl ActionKind {
         match self {
             Self::Upsert => &["/fieldMapping/input", "/query/primaryEmail"],
             Self::Update => &["/id", "/fieldMapping/input"],
+            Self::Create => &["/fieldMapping/input"],
             Self::Delete | Self::Get => &["/id"],
             Self::List => &[],
             Self::Match => &["/query/primaryEmail"],
@@ -390,9 +397,10 @@ mod tests {
     }
 
     #[test]
-    fn shipped_config_declares_the_six_actions() {
+    fn shipped_config_declares_the_actions() {
         let cfg = Config::load(&shipped()).expect("integration-app loads");
         let cases = [
+            ("create-contact", ActionKind::Create),
             ("upsert-contact", ActionKind::Upsert),
             ("update-contact", ActionKind::Update),
             ("delete-contact", ActionKind::Delete),
@@ -403,7 +411,7 @@ mod tests {
         for (key, kind) in cases {
             assert_eq!(cfg.action(key).map(|a| a.kind), Some(kind), "action {key}");
         }
-        assert!(cfg.action("create-contact").is_none());
+        assert!(cfg.action("merge-contact").is_none());
     }
 
     /// A copy of the shipped elements (without the contract checker).

@@ -215,6 +215,24 @@ impl Connection {
         }
     }
 
+    /// The CRM's own 409 body for a record that exists already (HubSpot's
+    /// error object with category `CONFLICT`).
+    pub(crate) fn conflict_body(self, message: &str) -> Value {
+        match self {
+            Self::HubSpot => json!({
+                "status": "error",
+                "message": message,
+                "category": "CONFLICT",
+                "correlationId": correlation_id(),
+            }),
+            Self::Pipedrive => json!({
+                "success": false,
+                "error": message,
+                "errorCode": 409,
+            }),
+        }
+    }
+
     /// The CRM's own 400 validation response body.
     pub(crate) fn validation_error_body(self) -> Value {
         match self {

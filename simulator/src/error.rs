@@ -111,6 +111,30 @@ impl ActionError {
         e
     }
 
+    /// The CRM refused to create a record that exists already (HubSpot's
+    /// 409 `CONFLICT` for a contact email it has), in the same shape as
+    /// [`Self::record_not_found`]: 400 `action_run`, caused by a
+    /// `connection` error carrying the CRM's 409 and body.
+    pub(crate) fn record_conflict(conn: Connection, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "action_run",
+            None,
+            format!("Action run failed: {message}"),
+        );
+        e.body.caused_by_error = Some(Box::new(ErrorData {
+            kind: "connection",
+            key: None,
+            message: message.clone(),
+            data: Some(json!({
+                "response": {"status": 409, "headers": {}, "data": conn.conflict_body(&message)}
+            })),
+            caused_by_error: None,
+        }));
+        e
+    }
+
     /// 400: input the action cannot take.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", None, message)

@@ -22,6 +22,7 @@ impl ActionError {
         match e {
             StoreError::NotFound(_) => ActionError::record_not_found(conn, e.to_string()),
             StoreError::Invalid(_) => ActionError::bad_request(e.to_string()),
+            StoreError::Exists(_) => ActionError::record_conflict(conn, e.to_string()),
         }
     }
 }
@@ -96,6 +97,10 @@ fn run_on(kind: ActionKind, store: &Store, args: &Value, input: &Value) -> Resul
         ActionKind::Upsert => {
             let (id, created) = store.upsert(fields_arg(args)?)?;
             Ok(json!({"id": id, "created": created}))
+        }
+        ActionKind::Create => {
+            let id = store.create_universal(fields_arg(args)?)?;
+            Ok(json!({"id": id}))
         }
         ActionKind::Update => {
             let id = store.update(&required_id(args)?, fields_arg(args)?)?;

@@ -517,8 +517,12 @@ fn classify(
         };
     }
     // The CRM's own "no such record": the only proof a record is gone.
-    if matches!(data.crm_status(), Some(404 | 410)) {
-        return CrmError::NotFound(message);
+    match data.crm_status() {
+        Some(404 | 410) => return CrmError::NotFound(message),
+        // the record exists already (HubSpot refuses a second contact with
+        // an email): the retry finds it and merges with it
+        Some(409) => return CrmError::Transient(message),
+        _ => {}
     }
     if data.has_key("connection_is_defunct") {
         return CrmError::NeedsReconnect {
@@ -613,6 +617,14 @@ mod tests {
                     "data": {"response": {"status": 410}}})),
                 "not_found",
                 "the CRM's 410",
+            ),
+            (
+                400,
+                parse(serde_json::json!({"type": "action_run", "message": "m",
+                    "causedByError": {"type": "connection", "message": "m",
+                        "data": {"response": {"status": 409}}}})),
+                "transient",
+                "the CRM's 409: the record exists, a retry finds it",
             ),
             (
                 400,

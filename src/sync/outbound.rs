@@ -18,11 +18,11 @@ use crate::domain::UniversalContact;
 use crate::domain::{ContactId, CustomerId, Provider, SyncStatus};
 use crate::store::{Contact, Direction, Link, Store, StoreError, SyncLog};
 
+/// What `create-contact` (a `create-data-record` action) answers: the
+/// SDK's `DataCollectionCreateResponse`.
 #[derive(Deserialize)]
-struct UpsertOutput {
+struct CreateOutput {
     id: String,
-    #[serde(default)]
-    created: bool,
 }
 
 /// How long a push waits before it looks again for a record whose email
@@ -365,17 +365,22 @@ impl Outbound {
                 .map_err(store_err)?;
         }
         let (ext, outcome) = match ext {
+            // No record has the email (find-contact said so): create one.
+            // Integration.app's find-or-create would not update a record
+            // that appeared meanwhile; a create does not hide it: HubSpot
+            // refuses the duplicate (409, retried: the retry finds the
+            // record and merges), Pipedrive keeps both.
             None => {
-                let out: UpsertOutput = self
+                let out: CreateOutput = self
                     .crm
                     .run(
                         &contact.customer_id,
                         provider,
-                        "upsert-contact",
+                        "create-contact",
                         &json!({ "fields": merge::fields_json(&plan.to_crm) }),
                     )
                     .await?;
-                (out.id, if out.created { "created" } else { "upserted" })
+                (out.id, "created")
             }
             Some(ext) => {
                 let first = link.and_then(|l| l.external_id.as_deref()) != Some(ext.as_str());

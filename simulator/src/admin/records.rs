@@ -20,6 +20,7 @@ fn store_error(e: StoreError) -> poem::Error {
     match e {
         StoreError::NotFound(_) => fail(StatusCode::NOT_FOUND, e.to_string()),
         StoreError::Invalid(_) => fail(StatusCode::BAD_REQUEST, e.to_string()),
+        StoreError::Exists(_) => fail(StatusCode::CONFLICT, e.to_string()),
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// A contact with that email exists already (HubSpot): its id.
+    #[error("Contact already exists. Existing ID: {0}")]
+    Exists(String),
 }
 
 /// One account's records.
@@ -218,6 +221,33 @@ impl Store {
             ),
         };
         Ok((rec.id.to_string(), created))
+    }
+
+    /// Creates a record from universal `fields`. HubSpot keeps one contact
+    /// per email: a second one is refused with the id of the first (its
+    /// CRM API answers 409 `CONFLICT`, "Contact already exists. Existing
+    /// ID: …"); Pipedrive keeps duplicates.
+    ///
+    /// # Errors
+    /// `Invalid` when `fields.primaryEmail` is missing or blank; `Exists`
+    /// on HubSpot when a live contact has that email.
+    pub(crate) fn create_universal(
+        &self,
+        fields: &Map<String, Value>,
+    ) -> Result<String, StoreError> {
+        let email = fields
+            .get("primaryEmail")
+            .and_then(Value::as_str)
+            .and_then(normalize_email)
+            .ok_or_else(|| StoreError::Invalid("fields.primaryEmail is required".into()))?;
+        let mut inner = self.lock();
+        if self.conn == Connection::HubSpot {
+            if let Some(id) = inner.by_email.get(&email).and_then(|ids| ids.first()) {
+                return Err(StoreError::Exists(id.to_string()));
+            }
+        }
+        let rec = self.create(&mut inner, self.mapping.to_native(fields), Origin::Action);
+        Ok(rec.id.to_string())
     }
 
     /// Applies universal `fields` to a live record.

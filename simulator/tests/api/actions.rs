@@ -179,7 +179,7 @@ async fn unknown_connection_or_action_is_not_found() {
     let app = TestApp::spawn().await;
     let cases = [
         ("salesforce", "upsert-contact", "unknown connection"),
-        ("hubspot", "create-contact", "undeclared action"),
+        ("hubspot", "merge-contact", "undeclared action"),
     ];
     for (conn, action, why) in cases {
         let r = app
@@ -250,5 +250,47 @@ async fn records_are_kept_in_each_crms_own_shape() {
     let update_time = pd["update_time"].as_str().unwrap();
     assert!(
         chrono::DateTime::parse_from_rfc3339(update_time).is_ok() && update_time.ends_with('Z')
+    );
+}
+
+/// `create-data-record` always creates (output `{id}`); HubSpot refuses a
+/// second contact with an email it has, with its own 409 under the action
+/// run; Pipedrive keeps the duplicate.
+#[tokio::test]
+async fn create_contact_creates_and_hubspot_refuses_a_known_email() {
+    let app = TestApp::spawn().await;
+    let fields = json!({"fields": {"primaryEmail": "Twice@Example.com", "firstName": "A"}});
+    for conn in ["hubspot", "pipedrive"] {
+        let out = app.ok(conn, "create-contact", fields.clone()).await;
+        assert!(out["id"].is_string(), "{conn}: {out}");
+        assert!(out.get("created").is_none(), "{conn}: only the id: {out}");
+    }
+    let again = json!({"fields": {"primaryEmail": "twice@example.com", "firstName": "B"}});
+    let r = app.run("hubspot", "create-contact", again.clone()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["type"], "action_run");
+    let cause = &r.body["causedByError"];
+    assert_eq!(cause["data"]["response"]["status"], 409, "{}", r.body);
+    assert_eq!(cause["data"]["response"]["data"]["category"], "CONFLICT");
+    let hubspot = app
+        .ok(
+            "hubspot",
+            "find-contact",
+            json!({"email": "twice@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        hubspot["fields"]["firstName"], "A",
+        "the first one is untouched"
+    );
+
+    let out = app.ok("pipedrive", "create-contact", again).await;
+    assert!(out["id"].is_string(), "{out}");
+    let r = app.run("pipedrive", "list-contacts", json!({})).await;
+    assert_eq!(
+        r.body["output"]["records"].as_array().map(Vec::len),
+        Some(2),
+        "Pipedrive keeps both: {}",
+        r.body
     );
 }
