@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app;
-use crate::config::{ApiProcess, LogFormat, SchedulerProcess, WorkerProcess};
+use crate::config::{ApiProcess, CheckProcess, LogFormat, SchedulerProcess, WorkerProcess};
 use crate::ops_cli::{self, JobsCommand, LinksCommand, Target};
 
 /// Two-way contact sync between MongoDB and CRMs through Integration.app.
@@ -28,6 +28,9 @@ pub enum Command {
     Worker(WorkerProcess),
     /// Enqueues periodic polls (safe to run several).
     Scheduler(SchedulerProcess),
+    /// Operator: checks the workspace, every enabled connection and the
+    /// actions the app runs on it, against Integration.app.
+    Check(CheckProcess),
     /// Operator: list, inspect, retry, discard and purge jobs (through the api).
     Jobs {
         /// What to do.
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker(cfg) => app::run_worker(&cfg, app::shutdown_signal()).await,
         Command::Scheduler(cfg) => app::run_scheduler(&cfg, app::shutdown_signal()).await,
+        Command::Check(cfg) => crate::check::run(&cfg).await,
         Command::Jobs { cmd, target } => ops_cli::jobs(&target, cmd).await,
         Command::Links { cmd, target } => ops_cli::links(&target, cmd).await,
         Command::Workers { target } => ops_cli::workers(&target).await,

@@ -330,6 +330,18 @@ pub struct ApiProcess {
     pub rate_limits: RateLimits,
 }
 
+/// What `contact-sync check` reads: the workspace, and the customers whose
+/// connections it checks.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckProcess {
+    #[command(flatten)]
+    pub sync: SyncConfig,
+    #[command(flatten)]
+    pub mongo: MongoConfig,
+    #[command(flatten)]
+    pub integration: IntegrationAppConfig,
+}
+
 /// What a worker process reads.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WorkerProcess {

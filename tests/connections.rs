@@ -362,3 +362,59 @@ async fn flow_events_take_membrane_s_token_and_no_other() {
         }
     }
 }
+
+/// `contact-sync check` asks Integration.app about every enabled
+/// connection: connected and with every action, or what needs fixing.
+#[tokio::test]
+async fn the_self_check_names_a_connection_that_needs_reconnecting() {
+    let app = TestApp::spawn().await;
+    let env = [
+        ("MONGODB_URI", common::mongodb_uri()),
+        ("MONGODB_DB", app.db.clone()),
+        ("INTEGRATION_APP_URL", app.sim.clone()),
+        ("INTEGRATION_APP_WORKSPACE_KEY", WS_KEY.to_owned()),
+        ("INTEGRATION_APP_WORKSPACE_SECRET", WS_SECRET.to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = app.cli_env(&["check"], &env).await;
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    for p in ["hubspot", "pipedrive"] {
+        assert!(
+            run.stdout.contains(&format!(
+                "ok    {CUSTOMER} {p}: connected, every action there"
+            )),
+            "{p}: {}",
+            run.stdout
+        );
+    }
+
+    set_connected(&app, false).await;
+    let run = app.cli_env(&["check"], &env).await;
+    assert!(!run.success, "a problem fails the check: {}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("FAIL  {CUSTOMER} pipedrive: needs reconnecting")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("1 of 2 connections need fixing"),
+        "{}",
+        run.stderr
+    );
+
+    let wrong: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| match *k {
+            "INTEGRATION_APP_WORKSPACE_SECRET" => (*k, "not the secret"),
+            _ => (*k, *v),
+        })
+        .collect();
+    let run = app.cli_env(&["check"], &wrong).await;
+    assert!(!run.success, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("asking Integration.app"),
+        "{}",
+        run.stderr
+    );
+}

@@ -56,6 +56,19 @@ pub(crate) enum ActionKind {
 }
 
 impl ActionKind {
+    /// The built-in type this kind stands for.
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            Self::Upsert => "find-or-create-data-record",
+            Self::Create => "create-data-record",
+            Self::Update => "update-data-record",
+            Self::Delete => "delete-data-record",
+            Self::Get => "find-data-record-by-id",
+            Self::List => "list-data-records",
+            Self::Match => "match-data-record",
+        }
+    }
+
     fn from_type(t: &str) -> anyhow::Result<Self> {
         Ok(match t {
             "find-or-create-data-record" => Self::Upsert,

@@ -8,6 +8,7 @@ mod changes;
 mod clock;
 mod config;
 mod connection;
+mod elements;
 mod error;
 mod faults;
 mod formula;
@@ -31,7 +32,7 @@ use poem::endpoint::BoxEndpoint;
 use poem::error::{MethodNotAllowedError, NotFoundError};
 use poem::http::StatusCode;
 use poem::listener::TcpAcceptor;
-use poem::{post, EndpointExt, Route, Server};
+use poem::{get, post, EndpointExt, Route, Server};
 
 use crate::error::admin_error;
 use crate::state::State;
@@ -116,6 +117,11 @@ pub fn endpoint(cfg: SimulatorConfig) -> anyhow::Result<BoxEndpoint<'static>> {
         .at(
             "/connections/:connection/actions/:action/run",
             post(run::run_action),
+        )
+        .at("/connections/:connection", get(elements::get_connection))
+        .at(
+            "/connections/:connection/actions/:action",
+            get(elements::get_action),
         )
         .nest("/_sim", admin::routes())
         .data(state)

@@ -2,6 +2,7 @@
 //! provider's connection, and classifies failures at the source (transient
 //! or permanent, with `Retry-After`), so the retry policy never parses text.
 
+mod check;
 mod token;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use workers::{JobError, RateLimiter};
 
 use crate::domain::{CustomerId, Provider};
+pub use check::{ConnectionState, ACTIONS};
 pub use token::TokenMinter;
 
 /// Why an action run failed.
@@ -470,6 +472,44 @@ impl IntegrationApp {
             })?;
             return Ok(body.output);
         }
+        Err(self.failure(resp, action, provider).await)
+    }
+
+    /// A GET of Integration.app's own api (`path` under the base URL) for
+    /// the customer, past no rate limit: what the self-check reads.
+    async fn get<O: DeserializeOwned>(
+        &self,
+        customer: &CustomerId,
+        path: &str,
+    ) -> Result<O, CrmError> {
+        let token = self.tokens.token(customer.as_str()).map_err(|e| {
+            CrmError::Permanent(format!("cannot sign the Integration.app token: {e}"))
+        })?;
+        let resp = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| CrmError::Transient(format!("GET {path}: {e}")))?;
+        if resp.status().is_success() {
+            return resp
+                .json()
+                .await
+                .map_err(|e| CrmError::Permanent(format!("GET {path}: unexpected response: {e}")));
+        }
+        // the provider only names the call in the message
+        let provider = path
+            .split('/')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(Provider::Hubspot);
+        Err(self.failure(resp, &format!("GET {path}"), provider).await)
+    }
+
+    /// The classified error of a failed answer.
+    async fn failure(&self, resp: reqwest::Response, action: &str, provider: Provider) -> CrmError {
+        let status = resp.status();
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -478,15 +518,13 @@ impl IntegrationApp {
             .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let data: ErrorData = serde_json::from_str(&text).unwrap_or_default();
-        Err(
-            match classify(status.as_u16(), &data, retry_after, action, provider, &text) {
-                CrmError::NeedsReconnect { message, .. } => CrmError::NeedsReconnect {
-                    message,
-                    retry_after: self.reconnect_probe,
-                },
-                e => e,
+        match classify(status.as_u16(), &data, retry_after, action, provider, &text) {
+            CrmError::NeedsReconnect { message, .. } => CrmError::NeedsReconnect {
+                message,
+                retry_after: self.reconnect_probe,
             },
-        )
+            e => e,
+        }
     }
 }
 
