@@ -260,3 +260,58 @@ async fn the_status_indexes_are_replaced_and_an_older_build_can_still_start() {
 
     let _ = tokio::time::timeout(Duration::from_secs(5), client.database(&db).drop()).await;
 }
+
+/// A link that moves to another CRM record gives its old record up: the
+/// old id can be linked again, by another contact (a record restored in
+/// the CRM), on every server `scripts/test.sh` runs this on.
+#[tokio::test]
+async fn a_record_a_link_moved_away_from_can_be_linked_again() {
+    let db = format!("store_{}", uuid::Uuid::new_v4().simple());
+    let store = Store::connect(&common::mongodb_uri(), &db)
+        .await
+        .expect("store");
+    let customer = CustomerId::default();
+    let a = pending_link(&store, &customer, 1).await;
+    let b = pending_link(&store, &customer, 2).await;
+    mark(&store, &customer, a, 1, "700".into())
+        .await
+        .expect("a linked to 700");
+    // a's record is gone from the CRM; its push links it to a new one
+    store
+        .release_external_id(a, Provider::Hubspot, "700")
+        .await
+        .expect("released");
+    mark(&store, &customer, a, 1, "701".into())
+        .await
+        .expect("a linked to 701");
+    mark(&store, &customer, b, 2, "700".into())
+        .await
+        .expect("700 is free for b");
+    assert!(
+        matches!(
+            mark(&store, &customer, b, 2, "701".into()).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "701 is a's"
+    );
+    let links = store.links_of(&[a, b]).await.expect("links");
+    let ext = |c: ContactId| {
+        links
+            .iter()
+            .find(|l| l.contact_id == c)
+            .and_then(|l| l.external_id.clone())
+    };
+    assert_eq!(ext(a).as_deref(), Some("701"));
+    assert_eq!(ext(b).as_deref(), Some("700"));
+    // releasing an id the link no longer holds changes nothing
+    store
+        .release_external_id(a, Provider::Hubspot, "700")
+        .await
+        .expect("nothing to release");
+    let links = store.links_of(&[a]).await.expect("links");
+    assert_eq!(links[0].external_id.as_deref(), Some("701"));
+    let client = mongodb::Client::with_uri_str(common::mongodb_uri())
+        .await
+        .expect("client");
+    let _ = client.database(&db).drop().await;
+}

@@ -355,6 +355,48 @@ impl Store {
         .map_err(|e| e.into_anyhow(&format!("recording a push intent on {contact}:{provider}")))
     }
 
+    /// Takes the CRM record `old` off the contact's link before the link
+    /// records another one: the link is deleted and written again without
+    /// its external id, never updated from one id to the other, because
+    /// secantusd-rs keeps a unique key an update changed (a delete frees
+    /// it) and `old` could then never be linked again (a record restored
+    /// in the CRM). Nothing happens when the link holds another id by now.
+    /// A crash between the delete and the insert leaves the contact without
+    /// a link with the CRM; its next push finds the record by email again.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn release_external_id(
+        &self,
+        contact: ContactId,
+        provider: Provider,
+        old: &str,
+    ) -> anyhow::Result<()> {
+        let links = self.links.clone_with_type::<bson::Document>();
+        let filter = doc! { "_id": link_id(contact, provider), "externalId": old };
+        let Some(mut link) = links
+            .find_one(filter.clone())
+            .await
+            .context("reading a link to release its record")?
+        else {
+            return Ok(());
+        };
+        link.remove("externalId");
+        let deleted = links
+            .delete_one(filter)
+            .await
+            .context("releasing a link's record")?;
+        if deleted.deleted_count == 1 {
+            match links.insert_one(&link).await {
+                Ok(_) => {}
+                // written again meanwhile by a push or a change of its own
+                Err(e) if super::is_duplicate_key(&e) => {}
+                Err(e) => return Err(e).context("writing a released link back"),
+            }
+        }
+        Ok(())
+    }
+
     /// Records a successful push of `version`, in one grouped `update`
     /// with the other pushes recorded at the moment. The link turns
     /// `synced` only if no newer change is waiting.

@@ -418,6 +418,16 @@ impl Outbound {
         } else {
             Some(self.leases.server_ms().await.map_err(queue_err)?)
         };
+        // the link moves to another record (its own was gone from the CRM)
+        if let Some(old) = link
+            .and_then(|l| l.external_id.as_deref())
+            .filter(|old| *old != ext)
+        {
+            self.store
+                .release_external_id(contact.id, provider, old)
+                .await
+                .map_err(store_err)?;
+        }
         self.record_synced(
             &contact,
             provider,
