@@ -560,6 +560,16 @@ fn classify(
         // the record exists already (HubSpot refuses a second contact with
         // an email): the retry finds it and merges with it
         Some(409) => return CrmError::Transient(message),
+        // The CRM throttled or failed: whatever status Integration.app
+        // answers with (a failed action run may come back as a 400 whose
+        // cause carries the CRM's answer), this is worth another try.
+        Some(429) => {
+            return CrmError::RateLimited {
+                message,
+                retry_after,
+            }
+        }
+        Some(408 | 500..=599) => return CrmError::Transient(message),
         _ => {}
     }
     if data.has_key("connection_is_defunct") {
@@ -663,6 +673,30 @@ mod tests {
                         "data": {"response": {"status": 409}}}})),
                 "transient",
                 "the CRM's 409: the record exists, a retry finds it",
+            ),
+            (
+                400,
+                parse(serde_json::json!({"type": "action_run", "message": "m",
+                    "causedByError": {"type": "connection", "message": "m",
+                        "data": {"response": {"status": 503}}}})),
+                "transient",
+                "the CRM's 5xx, under a 400 action run",
+            ),
+            (
+                400,
+                parse(serde_json::json!({"type": "action_run", "message": "m",
+                    "causedByError": {"type": "connection", "message": "m",
+                        "data": {"response": {"status": 429}}}})),
+                "rate",
+                "the CRM's 429, under a 400 action run",
+            ),
+            (
+                400,
+                parse(serde_json::json!({"type": "action_run", "message": "m",
+                    "causedByError": {"type": "connection", "message": "m",
+                        "data": {"response": {"status": 400}}}})),
+                "permanent",
+                "the CRM refused the input",
             ),
             (
                 400,
