@@ -874,3 +874,87 @@ async fn only_contact_events_are_fetched_as_contacts() {
     fetched.dedup();
     assert_eq!(fetched, ["1006", "1007", "1008"]);
 }
+
+/// HubSpot deletes a person for privacy (`contact.privacyDeletion`, sent
+/// beside `contact.deletion`): the contact is deleted everywhere, as for
+/// any deletion, and what the app keeps of the person is erased.
+#[tokio::test]
+async fn a_privacy_deletion_erases_the_person_from_the_app() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .create(
+            json!({ "email": "private@example.com", "firstName": "Pri", "lastName": "Vate",
+            "phone": "phone-xyzzy", "jobTitle": "Secret" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["contact"]["id"].as_str().expect("id").to_owned();
+    app.wait_links(&[&id], "synced", Duration::from_secs(20))
+        .await;
+    let hs = app.link(&id, "hubspot").await.expect("link")["externalId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // HubSpot deletes the record (its contact.deletion webhook follows by
+    // itself) and sends the privacy deletion.
+    let (status, body) = app
+        .sim_send(Method::DELETE, &format!("/hubspot/records/{hs}"), None)
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let (status, body) = app
+        .hubspot_webhook(&json!([hs_event(
+            4242,
+            "contact.privacyDeletion",
+            &hs,
+            "GDPR"
+        )]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(20), "deleted in Pipedrive", || async {
+        app.records("pipedrive").await.is_empty().then_some(())
+    })
+    .await;
+    app.settle(Duration::from_secs(20)).await;
+
+    let client = mongodb::Client::with_uri_str(common::mongodb_uri())
+        .await
+        .expect("client");
+    let db = client.database(&app.db);
+    let oid = bson::oid::ObjectId::parse_str(&id).expect("oid");
+    let contact = db
+        .collection::<bson::Document>("contacts")
+        .find_one(bson::doc! { "_id": oid })
+        .await
+        .expect("read")
+        .expect("kept, erased");
+    for field in ["firstName", "lastName", "phone", "jobTitle"] {
+        assert!(!contact.contains_key(field), "{field} erased: {contact}");
+    }
+    let email = contact.get_str("email").expect("email");
+    assert!(!email.contains("private"), "the email is erased: {email}");
+    assert!(contact.contains_key("deletedAt") && contact.contains_key("erasedAt"));
+    let text = |coll: &str| {
+        let db = db.clone();
+        let coll = coll.to_owned();
+        async move {
+            use futures::TryStreamExt;
+            let docs: Vec<bson::Document> = db
+                .collection::<bson::Document>(&coll)
+                .find(bson::doc! { "contactId": oid })
+                .await
+                .expect("find")
+                .try_collect()
+                .await
+                .expect("read");
+            assert!(!docs.is_empty(), "{coll} kept");
+            format!("{docs:?}")
+        }
+    };
+    for coll in ["contact_links", "sync_logs"] {
+        let all = text(coll).await;
+        for value in ["private@", "Pri", "Vate", "xyzzy", "Secret"] {
+            assert!(!all.contains(value), "{coll} still holds {value}: {all}");
+        }
+    }
+}

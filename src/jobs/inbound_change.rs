@@ -41,6 +41,11 @@ pub struct InboundChange {
     /// fans them out into one job each. Empty for a job of one change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batch: Vec<InboundChange>,
+    /// The CRM deleted the person for privacy (HubSpot's
+    /// `contact.privacyDeletion`): once the deletion is applied, what the
+    /// app keeps of the person is erased too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
 }
 
 /// One webhook delivery's changes for one connection (same customer,
@@ -156,8 +161,11 @@ pub async fn handle(job: InboundChange, ctx: Data<Inbound>, id: TaskId) -> Resul
         },
     };
     crate::crm::job_scope(ctx.change(&customer, job.provider, &job.external_id, &id.to_string()))
-        .await
-        .map(|_| ())
+        .await?;
+    if job.purge {
+        ctx.purge(&customer, job.provider, &job.external_id).await?;
+    }
+    Ok(())
 }
 
 /// Queues one job per change of a gathered batch, under ids made from the

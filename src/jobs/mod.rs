@@ -292,6 +292,7 @@ impl Enqueuer {
                     occurred_at: 0,
                     event_ids: Vec::new(),
                     batch: Vec::new(),
+                    purge: false,
                     ..first.clone()
                 };
                 let mut head_json = serde_json::to_string(&head).map_err(corrupt)?;

@@ -416,6 +416,52 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Erases a deleted contact's personal data (see
+    /// `InboundSync::purge`): its fields, its email (replaced by an address
+    /// of its id that cannot be delivered), what its links remember of it,
+    /// and the notes and errors of its sync log entries. A live contact is
+    /// left as it is: only a deletion is erased.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn purge_contact(&self, id: ContactId) -> anyhow::Result<()> {
+        let erased = self
+            .contacts
+            .update_one(
+                doc! { "_id": id.oid(), "deletedAt": { "$exists": true } },
+                doc! {
+                    "$set": {
+                        "email": format!("erased-{id}@erased.invalid"),
+                        "erasedAt": DateTime::now(),
+                    },
+                    "$unset": {
+                        "firstName": "", "lastName": "", "phone": "",
+                        "companyName": "", "jobTitle": "", "outbox": "",
+                    },
+                },
+            )
+            .await
+            .context("erasing a contact")?;
+        if erased.matched_count == 0 {
+            return Ok(());
+        }
+        self.links
+            .update_many(
+                doc! { "contactId": id.oid() },
+                doc! { "$unset": { "syncedFields": "", "pushIntent": "", "lastError": "" } },
+            )
+            .await
+            .context("erasing a contact's links")?;
+        self.logs
+            .update_many(
+                doc! { "contactId": id.oid() },
+                doc! { "$unset": { "conflict": "", "error": "" } },
+            )
+            .await
+            .context("erasing a contact's sync log")?;
+        Ok(())
+    }
+
     /// A page of live contacts, newest first, optionally only a customer's
     /// and only those with the given ids; with the total count.
     ///

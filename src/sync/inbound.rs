@@ -96,6 +96,39 @@ impl InboundSync {
             .await
     }
 
+    /// Erases what the app keeps of the person behind a CRM record the CRM
+    /// deleted for privacy (HubSpot's `contact.privacyDeletion`, whose
+    /// purpose its changelog gives as letting integrations "permanently
+    /// delete the contact and all associated data"): the contact, deleted
+    /// already by the change, loses its fields and email, its links the
+    /// values they remember, its sync log entries their notes and errors.
+    /// Ids and times stay, so what happened can still be followed. A record
+    /// no contact is linked to leaves nothing to erase.
+    ///
+    /// # Errors
+    /// Unavailable when MongoDB fails (the job comes back and erases again).
+    pub async fn purge(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        external_id: &str,
+    ) -> Result<(), JobError> {
+        let Some(link) = self
+            .store
+            .link_by_external(customer, provider, external_id)
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(());
+        };
+        self.store
+            .purge_contact(link.contact_id)
+            .await
+            .map_err(store_err)?;
+        tracing::info!(contact_id = %link.contact_id, "a contact deleted for privacy in the CRM is erased");
+        Ok(())
+    }
+
     /// Whether the customer's contacts sync with `provider`: its
     /// connection is enabled (and the deployment syncs with the CRM).
     ///

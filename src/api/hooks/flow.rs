@@ -188,6 +188,7 @@ async fn handle(
         event_ids: Vec::new(),
         account_id: None,
         batch: Vec::new(),
+        purge: false,
     };
     match state.enqueuer.inbound(&job).await {
         Ok(id) => Json(json!({ "jobId": id })).into_response(),

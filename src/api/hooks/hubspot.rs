@@ -234,6 +234,8 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
                 e.property_name.as_deref().unwrap_or("")
             )));
             job.occurred_at = job.occurred_at.max(e.occurred_at);
+            // a deletion for privacy: the person's data goes from the app too
+            job.purge |= e.subscription_type.ends_with(".privacyDeletion");
             job.event_ids.push(e.event_id.to_string());
         }
     };
@@ -299,6 +301,7 @@ fn change(customer: CustomerId, deferred: bool, portal: &str, id: String) -> Inb
         occurred_at: 0,
         event_ids: Vec::new(),
         batch: Vec::new(),
+        purge: false,
     }
 }
 

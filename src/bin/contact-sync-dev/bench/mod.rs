@@ -600,6 +600,7 @@ pub async fn bench_inbound(
                 event_ids: Vec::new(),
                 account_id: None,
                 batch: Vec::new(),
+                purge: false,
             })
             .collect();
         let enqueuer = contact_sync::jobs::Enqueuer::new(queue.clone(), cfg.jobs.retry_attempts);
