@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bson::{doc, DateTime, Document};
 
+use super::grouped::GroupError;
 use super::{is_duplicate_key, Store};
 use crate::domain::{CustomerId, Provider};
 
@@ -114,13 +115,18 @@ impl Store {
         // a stale claim is taken over once; a race for it, a few times
         for _ in 0..3 {
             let now = DateTime::now();
-            match claims
-                .insert_one(doc! { "_id": &id, "owner": owner, "at": now })
+            // inserted together with the other claims of the moment (one
+            // `insert` for a burst of new contacts)
+            match self
+                .groups
+                .claim_inserts
+                .call(doc! { "_id": &id, "owner": owner, "at": now })
                 .await
+                .unwrap_or(Err(GroupError::Gone))
             {
-                Ok(_) => return Ok(Claimed::Ours),
-                Err(e) if is_duplicate_key(&e) => {}
-                Err(e) => return Err(e).context("claiming a unique key"),
+                Ok(()) => return Ok(Claimed::Ours),
+                Err(e) if e.is_duplicate_key() => {}
+                Err(e) => return Err(e.into_anyhow("claiming a unique key")),
             }
             let Some(held) = claims
                 .find_one(doc! { "_id": &id })

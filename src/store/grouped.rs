@@ -83,6 +83,8 @@ pub(crate) struct Groups {
     pub(crate) link_inserts: Batcher<Document, Answer>,
     pub(crate) log_inserts: Batcher<Document, Answer>,
     pub(crate) contact_inserts: Batcher<Contact, Answer>,
+    /// Each request: a claim of a unique key (see `claims.rs`).
+    pub(crate) claim_inserts: Batcher<Document, Answer>,
     pub(crate) contact_reads: Batcher<ContactId, Result<Option<WithLinks>, GroupError>>,
     /// Each request: the link with this value of a field, within a scope
     /// (see [`Lookup`]).
@@ -127,6 +129,11 @@ impl Groups {
             let c = c.clone();
             async move { insert_unordered(&c, docs).await }
         });
+        let claims = db.collection::<Document>("claims");
+        let claim_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
+            let c = claims.clone();
+            async move { insert_unordered(&c, docs).await }
+        });
         let (c, l) = (
             contacts.clone_with_type::<Document>(),
             links.clone_with_type::<Document>(),
@@ -163,6 +170,7 @@ impl Groups {
             link_inserts,
             log_inserts,
             contact_inserts,
+            claim_inserts,
             contact_reads,
             link_lookups,
             contact_lookups,
