@@ -412,6 +412,8 @@ impl Store {
                 email: c.email.as_str(),
             };
             self.release_or_log(key, &id.to_string()).await;
+            let links = self.links_of(&[id]).await?;
+            self.remember_unrecorded_creates(c, &links).await?;
         }
         Ok(deleted)
     }

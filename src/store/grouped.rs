@@ -91,6 +91,8 @@ pub(crate) struct Groups {
     pub(crate) link_lookups: Batcher<Lookup, Result<Option<Document>, GroupError>>,
     /// The same for contacts.
     pub(crate) contact_lookups: Batcher<Lookup, Result<Option<Document>, GroupError>>,
+    /// The same for unrecorded creates (by `_id`, one per imported record).
+    pub(crate) unrecorded_lookups: Batcher<Lookup, Result<Option<Document>, GroupError>>,
     /// Each request: a contact whose outbox has been relayed, and the first
     /// job of that outbox.
     pub(crate) outbox_clears: Batcher<(ContactId, String), Answer>,
@@ -152,6 +154,11 @@ impl Groups {
             let c = c.clone();
             async move { look_up(&c, wanted).await }
         });
+        let u = db.collection::<Document>("unrecorded_creates");
+        let unrecorded_lookups = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |wanted| {
+            let u = u.clone();
+            async move { look_up(&u, wanted).await }
+        });
         let c = contacts.clone_with_type::<Document>();
         let outbox_clears =
             Batcher::spawn_lingering(MAX_GROUP, IN_FLIGHT, CLEAR_LINGER, move |done| {
@@ -174,6 +181,7 @@ impl Groups {
             contact_reads,
             link_lookups,
             contact_lookups,
+            unrecorded_lookups,
             outbox_clears,
         }
     }

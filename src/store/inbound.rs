@@ -11,6 +11,11 @@ use super::{Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
 use crate::domain::{ContactId, CustomerId, Email, Provider};
 
+/// The key of an unrecorded create: customer, CRM and email.
+fn unrecorded_id(customer: &CustomerId, provider: Provider, email: &Email) -> String {
+    format!("{customer}:{provider}:{}", email.as_str())
+}
+
 /// Where a provider's poll stands: records changed at or after `since_ms`
 /// are listed next; `boundary_ids` were already applied at exactly
 /// `since_ms` (the listing bound is inclusive).
@@ -83,48 +88,91 @@ impl Store {
         look_up(&self.groups.contact_lookups, lookup, "a contact by email").await
     }
 
-    /// The links with `provider` of the customer's deleted contacts that had
-    /// this email and never recorded a CRM record: a record with that email
-    /// may be one their push created before they were deleted, which their
-    /// deletion is on its way to remove (most recent deletions first, a
-    /// few at most).
+    /// Remembers, for a contact just deleted, each CRM its push may have
+    /// created a record in without recording it (a link with no external
+    /// id but a push intent): a record with its email that such a CRM
+    /// announces later is that push's, not a new person, and the
+    /// contact's deletion is on its way to remove it. Kept in
+    /// `unrecorded_creates`, one document by customer, CRM and email, so the
+    /// import path looks it up by `_id` (and deletions alone write it).
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn unrecorded_links_of_deleted(
+    pub async fn remember_unrecorded_creates(
+        &self,
+        contact: &Contact,
+        links: &[Link],
+    ) -> anyhow::Result<()> {
+        let marks: Vec<bson::Document> = links
+            .iter()
+            .filter(|l| l.external_id.is_none() && l.push_intent.is_some())
+            .map(|l| {
+                doc! {
+                    "_id": unrecorded_id(&contact.customer_id, l.provider, &contact.email),
+                    "contactId": contact.id.oid(),
+                    "at": DateTime::now(),
+                }
+            })
+            .collect();
+        if marks.is_empty() {
+            return Ok(());
+        }
+        match self.unrecorded().insert_many(marks).ordered(false).await {
+            Ok(_) => Ok(()),
+            // remembered already (a deletion retried)
+            Err(e) if super::is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e).context("remembering unrecorded creates"),
+        }
+    }
+
+    /// The deleted contact whose push may have created, unrecorded, a
+    /// record with this email in this CRM (see
+    /// [`Self::remember_unrecorded_creates`]), with its link.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn unrecorded_create(
         &self,
         customer: &CustomerId,
         provider: Provider,
         email: &Email,
-    ) -> anyhow::Result<Vec<Link>> {
-        let ids: Vec<ContactId> = self
-            .contacts
-            .clone_with_type::<bson::Document>()
-            .find(doc! {
-                "customerId": customer.as_str(),
-                "email": email.as_str(),
-                "deletedAt": { "$exists": true },
-            })
-            .projection(doc! { "_id": 1 })
-            .sort(doc! { "deletedAt": -1 })
-            .limit(5)
+    ) -> anyhow::Result<Option<Link>> {
+        // looked up with the other imports' at the moment (one `find`)
+        let lookup = (doc! {}, "_id", unrecorded_id(customer, provider, email));
+        let Some(mark) = look_up::<bson::Document>(
+            &self.groups.unrecorded_lookups,
+            lookup,
+            "an unrecorded create",
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let Ok(contact) = mark.get_object_id("contactId") else {
+            return Ok(None);
+        };
+        self.link(ContactId::from_oid(contact), provider).await
+    }
+
+    /// Forgets an unrecorded create once the deletion dealt with it.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn forget_unrecorded_create(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        email: &Email,
+    ) -> anyhow::Result<()> {
+        self.unrecorded()
+            .delete_one(doc! { "_id": unrecorded_id(customer, provider, email) })
             .await
-            .context("listing deleted contacts by email")?
-            .try_collect::<Vec<_>>()
-            .await
-            .context("reading deleted contacts by email")?
-            .iter()
-            .filter_map(|d| d.get_object_id("_id").ok().map(ContactId::from_oid))
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .links_of(&ids)
-            .await?
-            .into_iter()
-            .filter(|l| l.provider == provider && l.external_id.is_none())
-            .collect())
+            .context("forgetting an unrecorded create")?;
+        Ok(())
+    }
+
+    fn unrecorded(&self) -> mongodb::Collection<bson::Document> {
+        self.db.collection("unrecorded_creates")
     }
 
     /// Records that the link mirrors the CRM record at `crm_updated_ms`, and

@@ -339,22 +339,7 @@ impl Store {
             )
             .await
             .context("creating contacts customerId index")?;
-        // A CRM record with no link and no live contact: was it created by
-        // the push of a contact deleted since (see `inbound.rs`)?
-        self.contacts
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "customerId": 1, "email": 1 })
-                    .options(
-                        IndexOptions::builder()
-                            .name("by_customer_deleted_email".to_owned())
-                            .partial_filter_expression(doc! { "deletedAt": { "$exists": true } })
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await
-            .context("creating contacts deleted email index")?;
+
         self.customers
             .create_index(
                 IndexModel::builder()

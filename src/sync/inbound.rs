@@ -366,11 +366,12 @@ impl InboundSync {
             // contact's deletion is on its way to remove it.
             let orphaned = self
                 .store
-                .unrecorded_links_of_deleted(customer, provider, &email)
+                .unrecorded_create(customer, provider, &email)
                 .await
                 .map_err(store_err)?
-                .iter()
-                .any(|l| l.intent_matching(&record.fields).is_some());
+                .is_some_and(|l| {
+                    l.external_id.is_none() && l.intent_matching(&record.fields).is_some()
+                });
             if orphaned {
                 tracing::info!("the record of a deleted contact's unrecorded push; not imported");
                 return Ok((Applied::Skipped, None, None));

@@ -206,7 +206,13 @@ impl Outbound {
                 .await?;
         }
         self.log(contact, provider, known, "deleted", job_id, attempt, None)
+            .await?;
+        // the record an unrecorded create left is deleted (or there was
+        // none): an event for it is no longer to be held back
+        self.store
+            .forget_unrecorded_create(&contact.customer_id, provider, &contact.email)
             .await
+            .map_err(store_err)
     }
 
     /// The CRM record an earlier push of this contact created but did not
