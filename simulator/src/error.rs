@@ -92,7 +92,21 @@ impl ActionError {
     /// `connection` error that carries the CRM's 404 and body. The app
     /// reads the record as gone only from that CRM status.
     pub(crate) fn record_not_found(conn: Connection, message: impl Into<String>) -> Self {
+        Self::crm_answer(404, conn.not_found_body(), message.into())
+    }
+
+    /// The CRM refused to create a record that exists already (HubSpot's
+    /// 409 `CONFLICT` for a contact email it has), in the same shape as
+    /// [`Self::record_not_found`].
+    pub(crate) fn record_conflict(conn: Connection, message: impl Into<String>) -> Self {
         let message = message.into();
+        Self::crm_answer(409, conn.conflict_body(&message), message)
+    }
+
+    /// A failed action run caused by the CRM's own `status` and `body`: 400
+    /// `action_run`, caused by a `connection` error carrying them (see
+    /// [`Self::record_not_found`] for where that shape comes from).
+    fn crm_answer(status: u16, body: Value, message: String) -> Self {
         let mut e = Self::new(
             StatusCode::BAD_REQUEST,
             "action_run",
@@ -104,31 +118,7 @@ impl ActionError {
             key: None,
             message,
             data: Some(json!({
-                "response": {"status": 404, "headers": {}, "data": conn.not_found_body()}
-            })),
-            caused_by_error: None,
-        }));
-        e
-    }
-
-    /// The CRM refused to create a record that exists already (HubSpot's
-    /// 409 `CONFLICT` for a contact email it has), in the same shape as
-    /// [`Self::record_not_found`]: 400 `action_run`, caused by a
-    /// `connection` error carrying the CRM's 409 and body.
-    pub(crate) fn record_conflict(conn: Connection, message: impl Into<String>) -> Self {
-        let message = message.into();
-        let mut e = Self::new(
-            StatusCode::BAD_REQUEST,
-            "action_run",
-            None,
-            format!("Action run failed: {message}"),
-        );
-        e.body.caused_by_error = Some(Box::new(ErrorData {
-            kind: "connection",
-            key: None,
-            message: message.clone(),
-            data: Some(json!({
-                "response": {"status": 409, "headers": {}, "data": conn.conflict_body(&message)}
+                "response": {"status": status, "headers": {}, "data": body}
             })),
             caused_by_error: None,
         }));

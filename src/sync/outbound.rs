@@ -234,19 +234,9 @@ impl Outbound {
         let Some(link) = link.filter(|l| l.push_intent.is_some()) else {
             return Ok(None);
         };
-        let found = self
-            .crm
-            .run::<_, serde_json::Value>(
-                &contact.customer_id,
-                provider,
-                "find-contact",
-                &json!({ "email": contact.email.as_str() }),
-            )
-            .await?;
-        if found.is_null() {
+        let Some(record) = self.find_by_email(contact, provider).await? else {
             return Ok(None);
-        }
-        let record = CrmRecord::parse(&found).map_err(JobError::permanent)?;
+        };
         if link.intent_matching(&record.fields).is_none() {
             // someone's record with this email, not what this contact wrote
             return Ok(None);
@@ -473,6 +463,33 @@ impl Outbound {
         link: Option<&Link>,
         app: &UniversalContact,
     ) -> Result<Target, JobError> {
+        let Some(record) = self.find_by_email(contact, provider).await? else {
+            return Ok(Target {
+                ext: None,
+                plan: merge::created(app),
+            });
+        };
+        self.not_anothers(contact, provider, &record.id).await?;
+        // Our own earlier push that was never recorded is a base, not a
+        // stranger's record.
+        let base = link.and_then(|l| l.intent_matching(&record.fields));
+        let winner = self.policy().winner(record.updated_ms, contact);
+        Ok(Target {
+            ext: Some(record.id),
+            plan: merge::merge(base, app, &record.fields, winner),
+        })
+    }
+
+    /// The live CRM record with the contact's email (`find-contact`), if
+    /// there is one.
+    ///
+    /// # Errors
+    /// As any CRM call; permanent for a record that does not parse.
+    async fn find_by_email(
+        &self,
+        contact: &Contact,
+        provider: Provider,
+    ) -> Result<Option<CrmRecord>, JobError> {
         let found = self
             .crm
             .run::<_, serde_json::Value>(
@@ -483,21 +500,11 @@ impl Outbound {
             )
             .await?;
         if found.is_null() {
-            return Ok(Target {
-                ext: None,
-                plan: merge::created(app),
-            });
+            return Ok(None);
         }
-        let record = CrmRecord::parse(&found).map_err(JobError::permanent)?;
-        self.not_anothers(contact, provider, &record.id).await?;
-        // Our own earlier push that was never recorded is a base, not a
-        // stranger's record.
-        let base = link.and_then(|l| l.intent_matching(&record.fields));
-        let winner = self.policy().winner(record.updated_ms, contact);
-        Ok(Target {
-            ext: Some(record.id),
-            plan: merge::merge(base, app, &record.fields, winner),
-        })
+        CrmRecord::parse(&found)
+            .map(Some)
+            .map_err(JobError::permanent)
     }
 
     /// Refuses a record found by email that is linked to another contact:

@@ -35,6 +35,18 @@ pub(crate) enum StoreError {
     Exists(String),
 }
 
+/// The normalized `primaryEmail` of universal `fields`.
+///
+/// # Errors
+/// `Invalid` when it is missing or blank.
+fn email_of(fields: &Map<String, Value>) -> Result<String, StoreError> {
+    fields
+        .get("primaryEmail")
+        .and_then(Value::as_str)
+        .and_then(normalize_email)
+        .ok_or_else(|| StoreError::Invalid("fields.primaryEmail is required".into()))
+}
+
 /// One account's records.
 pub(crate) struct Store {
     conn: Connection,
@@ -203,11 +215,7 @@ impl Store {
     /// # Errors
     /// `Invalid` when `fields.primaryEmail` is missing or blank.
     pub(crate) fn upsert(&self, fields: &Map<String, Value>) -> Result<(String, bool), StoreError> {
-        let email = fields
-            .get("primaryEmail")
-            .and_then(Value::as_str)
-            .and_then(normalize_email)
-            .ok_or_else(|| StoreError::Invalid("fields.primaryEmail is required".into()))?;
+        let email = email_of(fields)?;
         let mut inner = self.lock();
         let existing = inner
             .by_email
@@ -235,11 +243,7 @@ impl Store {
         &self,
         fields: &Map<String, Value>,
     ) -> Result<String, StoreError> {
-        let email = fields
-            .get("primaryEmail")
-            .and_then(Value::as_str)
-            .and_then(normalize_email)
-            .ok_or_else(|| StoreError::Invalid("fields.primaryEmail is required".into()))?;
+        let email = email_of(fields)?;
         let mut inner = self.lock();
         if self.conn == Connection::HubSpot {
             if let Some(id) = inner.by_email.get(&email).and_then(|ids| ids.first()) {
