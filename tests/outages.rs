@@ -11,6 +11,25 @@ use common::{eventually, Options, Service, TestApp};
 use reqwest::Method;
 use serde_json::json;
 
+/// A contact as the api stores it (the customer's, with its outbox).
+fn stored_contact(
+    customer: contact_sync::domain::CustomerId,
+    first_name: Option<&str>,
+    email: &str,
+    outbox: Option<contact_sync::store::Outbox>,
+) -> contact_sync::store::NewContact {
+    contact_sync::store::NewContact {
+        customer_id: customer,
+        first_name: first_name.map(str::to_owned),
+        last_name: None,
+        email: contact_sync::domain::Email::parse(email).expect("an email"),
+        phone: None,
+        company_name: None,
+        job_title: None,
+        outbox,
+    }
+}
+
 #[tokio::test]
 async fn writes_during_a_redis_outage_are_accepted_and_sync_when_it_returns() {
     let mut redis = Service::redis();
@@ -107,8 +126,8 @@ async fn writes_during_a_redis_outage_are_accepted_and_sync_when_it_returns() {
 
 #[tokio::test]
 async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
-    use contact_sync::domain::{Email, Provider};
-    use contact_sync::store::{NewContact, Outbox, Store};
+    use contact_sync::domain::Provider;
+    use contact_sync::store::{Outbox, Store};
     let app = TestApp::spawn().await;
     // What the api writes first: the contact and the jobs it owes, in one
     // operation. The api dies here: no link marked, nothing queued.
@@ -117,16 +136,12 @@ async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
         .expect("store");
     let jobs = contact_sync::jobs::plan_jobs(&[Provider::Hubspot, Provider::Pipedrive]);
     let contact = store
-        .insert_contact(NewContact {
-            customer_id: Default::default(),
-            first_name: Some("Orphan".into()),
-            last_name: None,
-            email: Email::parse("orphan@example.com").unwrap(),
-            phone: None,
-            company_name: None,
-            job_title: None,
-            outbox: Outbox::owed(&jobs),
-        })
+        .insert_contact(stored_contact(
+            Default::default(),
+            Some("Orphan"),
+            "orphan@example.com",
+            Outbox::owed(&jobs),
+        ))
         .await
         .expect("stored");
     let cid = contact.id.to_string();
@@ -139,8 +154,8 @@ async fn a_change_stored_by_an_api_that_died_before_queueing_still_syncs() {
 
 #[tokio::test]
 async fn contacts_of_a_customer_without_connections_do_not_hold_up_the_relay() {
-    use contact_sync::domain::{CustomerId, Email, Provider};
-    use contact_sync::store::{NewContact, Outbox, Store};
+    use contact_sync::domain::{CustomerId, Provider};
+    use contact_sync::store::{Outbox, Store};
     let app = TestApp::spawn().await;
     let store = Store::connect(&common::mongodb_uri(), &app.db)
         .await
@@ -169,32 +184,24 @@ async fn contacts_of_a_customer_without_connections_do_not_hold_up_the_relay() {
     let lonely = CustomerId::parse("lonely").expect("customer id");
     for i in 0..501 {
         store
-            .insert_contact(NewContact {
-                customer_id: lonely.clone(),
-                first_name: None,
-                last_name: None,
-                email: Email::parse(&format!("empty{i}@example.com")).unwrap(),
-                phone: None,
-                company_name: None,
-                job_title: None,
-                outbox: Some(Outbox::new(&[])),
-            })
+            .insert_contact(stored_contact(
+                lonely.clone(),
+                None,
+                &format!("empty{i}@example.com"),
+                Some(Outbox::new(&[])),
+            ))
             .await
             .expect("stored");
     }
     // A write whose api died before queueing: the relay must reach it.
     let jobs = contact_sync::jobs::plan_jobs(&[Provider::Hubspot, Provider::Pipedrive]);
     let contact = store
-        .insert_contact(NewContact {
-            customer_id: Default::default(),
-            first_name: Some("Behind".into()),
-            last_name: None,
-            email: Email::parse("behind@example.com").unwrap(),
-            phone: None,
-            company_name: None,
-            job_title: None,
-            outbox: Outbox::owed(&jobs),
-        })
+        .insert_contact(stored_contact(
+            Default::default(),
+            Some("Behind"),
+            "behind@example.com",
+            Outbox::owed(&jobs),
+        ))
         .await
         .expect("stored");
     let cid = contact.id.to_string();

@@ -50,7 +50,7 @@ impl IntegrationApp {
         provider: Provider,
     ) -> Result<ConnectionState, CrmError> {
         match self
-            .get::<ConnectionDto>(customer, &format!("connections/{provider}"))
+            .get::<ConnectionDto>(customer, provider, &format!("connections/{provider}"))
             .await
         {
             Ok(c) if c.disconnected => Ok(ConnectionState::NeedsReconnect(
@@ -80,7 +80,10 @@ impl IntegrationApp {
         let mut missing = Vec::new();
         for action in ACTIONS {
             let path = format!("connections/{provider}/actions/{action}");
-            match self.get::<serde::de::IgnoredAny>(customer, &path).await {
+            match self
+                .get::<serde::de::IgnoredAny>(customer, provider, &path)
+                .await
+            {
                 Ok(_) => {}
                 Err(CrmError::NeedsReconnect { .. } | CrmError::NotFound(_)) => {
                     missing.push(action)

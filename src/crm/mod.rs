@@ -480,6 +480,7 @@ impl IntegrationApp {
     async fn get<O: DeserializeOwned>(
         &self,
         customer: &CustomerId,
+        provider: Provider,
         path: &str,
     ) -> Result<O, CrmError> {
         let token = self.tokens.token(customer.as_str()).map_err(|e| {
@@ -498,12 +499,6 @@ impl IntegrationApp {
                 .await
                 .map_err(|e| CrmError::Permanent(format!("GET {path}: unexpected response: {e}")));
         }
-        // the provider only names the call in the message
-        let provider = path
-            .split('/')
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(Provider::Hubspot);
         Err(self.failure(resp, &format!("GET {path}"), provider).await)
     }
 
@@ -518,16 +513,20 @@ impl IntegrationApp {
             .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let data: ErrorData = serde_json::from_str(&text).unwrap_or_default();
-        match classify(status.as_u16(), &data, retry_after, action, provider, &text) {
-            CrmError::NeedsReconnect { message, .. } => CrmError::NeedsReconnect {
-                message,
-                retry_after: self.reconnect_probe,
-            },
-            e => e,
-        }
+        classify(
+            status.as_u16(),
+            &data,
+            retry_after,
+            action,
+            provider,
+            &text,
+            self.reconnect_probe,
+        )
     }
 }
 
+/// Classifies a failed answer; a connection that needs reconnecting is
+/// tried again after `probe`.
 fn classify(
     status: u16,
     data: &ErrorData,
@@ -535,6 +534,7 @@ fn classify(
     action: &str,
     provider: Provider,
     raw: &str,
+    probe: Duration,
 ) -> CrmError {
     let message = format!(
         "{action} on {provider}: HTTP {status}{}{}",
@@ -575,7 +575,7 @@ fn classify(
     if data.has_key("connection_is_defunct") {
         return CrmError::NeedsReconnect {
             message,
-            retry_after: RECONNECT_PROBE_EVERY,
+            retry_after: probe,
         };
     }
     if data.has_key("access_token_expired") || data.has_key("lock_timeout") {
@@ -587,7 +587,7 @@ fn classify(
     if status == 404 || data.has_key("not_found") {
         return CrmError::NeedsReconnect {
             message,
-            retry_after: RECONNECT_PROBE_EVERY,
+            retry_after: probe,
         };
     }
     match status {
@@ -713,7 +713,7 @@ mod tests {
             ),
         ];
         for (status, d, want, why) in cases {
-            let got = match classify(status, &d, None, "a", p, "") {
+            let got = match classify(status, &d, None, "a", p, "", RECONNECT_PROBE_EVERY) {
                 CrmError::RateLimited { .. } => "rate",
                 CrmError::OverBudget { .. } => "budget",
                 CrmError::NeedsReconnect { .. } => "reconnect",

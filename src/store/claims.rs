@@ -22,7 +22,7 @@ use anyhow::Context;
 use bson::{doc, DateTime, Document};
 
 use super::grouped::GroupError;
-use super::{is_duplicate_key, Store};
+use super::{is_duplicate_key, Store, StoreError};
 use crate::domain::{CustomerId, Provider};
 
 /// How long a claim whose owner does not hold its key yet is taken to be a
@@ -50,7 +50,22 @@ pub(crate) enum Key<'a> {
     },
 }
 
+/// The conflict of a contact email another live contact holds.
+pub(crate) fn email_taken(email: &str) -> StoreError {
+    StoreError::Conflict(format!("a contact with email {email} already exists"))
+}
+
 impl Key<'_> {
+    /// The conflict of claiming a key another owner holds.
+    pub(crate) fn taken(&self) -> StoreError {
+        match self {
+            Self::Email { email, .. } => email_taken(email),
+            Self::Account { provider, account } => StoreError::Conflict(format!(
+                "{provider} account {account} is connected to another customer"
+            )),
+        }
+    }
+
     fn id(&self) -> String {
         match self {
             Self::Email { customer, email } => format!("email:{customer}:{email}"),

@@ -180,10 +180,7 @@ impl ContactPatch {
 }
 
 fn email_conflict(email: &Email) -> StoreError {
-    StoreError::Conflict(format!(
-        "a contact with email {} already exists",
-        email.as_str()
-    ))
+    super::claims::email_taken(email.as_str())
 }
 
 impl Store {

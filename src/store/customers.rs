@@ -113,18 +113,6 @@ impl Customer {
     }
 }
 
-/// The conflict of an account connected to another customer.
-fn taken(key: &Key<'_>) -> StoreError {
-    match key {
-        Key::Account { provider, account } => StoreError::Conflict(format!(
-            "{provider} account {account} is connected to another customer"
-        )),
-        Key::Email { email, .. } => {
-            StoreError::Conflict(format!("a contact with email {email} already exists"))
-        }
-    }
-}
-
 /// The field of a provider's account id, for filters and indexes.
 fn account_field(provider: Provider) -> String {
     format!("connections.{provider}.accountId")
@@ -151,24 +139,25 @@ impl Store {
         let mut failed = None;
         for key in &accounts {
             if self.claim(*key, owner).await? == Claimed::Taken {
-                failed = Some(taken(key));
+                failed = Some(key.taken());
                 break;
             }
         }
-        if failed.is_none() {
-            failed = match self.customers.insert_one(customer).await {
+        let failed = match failed {
+            Some(e) => e,
+            None => match self.customers.insert_one(customer).await {
                 Ok(_) => return Ok(()),
-                Err(e) if is_duplicate_key(&e) => Some(StoreError::Conflict(format!(
-                    "customer {} already exists",
-                    customer.id
-                ))),
-                Err(e) => Some(anyhow::Error::new(e).context("creating a customer").into()),
-            };
-        }
+                Err(e) if is_duplicate_key(&e) => {
+                    StoreError::Conflict(format!("customer {} already exists", customer.id))
+                }
+                Err(e) => anyhow::Error::new(e).context("creating a customer").into(),
+            },
+        };
+        // what this customer claimed but does not hold is freed
         for key in accounts {
             self.release_or_log(key, owner).await;
         }
-        Err(failed.unwrap_or_else(|| anyhow::anyhow!("creating a customer").into()))
+        Err(failed)
     }
 
     /// Every customer, by id (at most `limit`, after `after`).
@@ -245,7 +234,7 @@ impl Store {
             Some(account) => {
                 let key = Key::Account { provider, account };
                 if self.claim(key, owner).await? == Claimed::Taken {
-                    return Err(taken(&key));
+                    return Err(key.taken());
                 }
                 Some(key)
             }

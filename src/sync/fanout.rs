@@ -18,19 +18,21 @@ impl InboundSync {
         contact: &Contact,
         from: Provider,
     ) -> Result<(), JobError> {
-        let others = self.others(contact, from).await?;
+        let others = self.others(&contact.customer_id, from).await?;
         self.ensure(contact, &others).await
     }
 
-    /// Every CRM the contact's customer syncs with but `from`.
-    pub(super) async fn others(
+    /// Every CRM the customer syncs with but `from`.
+    async fn others(
         &self,
-        contact: &Contact,
+        customer: &crate::domain::CustomerId,
         from: Provider,
     ) -> Result<Vec<Provider>, JobError> {
         Ok(self
-            .connected(contact)
-            .await?
+            .customers
+            .providers(customer)
+            .await
+            .map_err(store_err)?
             .into_iter()
             .filter(|p| *p != from)
             .collect())
@@ -91,14 +93,7 @@ impl InboundSync {
         from: Provider,
         back: bool,
     ) -> Result<Vec<(Provider, String)>, JobError> {
-        let mut providers: Vec<Provider> = self
-            .customers
-            .providers(customer)
-            .await
-            .map_err(store_err)?
-            .into_iter()
-            .filter(|p| *p != from)
-            .collect();
+        let mut providers = self.others(customer, from).await?;
         if back {
             providers.push(from);
         }

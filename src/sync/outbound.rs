@@ -184,7 +184,10 @@ impl Outbound {
         job_id: &str,
         attempt: u32,
     ) -> Result<(), JobError> {
-        let known = match link.and_then(|l| l.external_id.clone()) {
+        let recorded = link.and_then(|l| l.external_id.clone());
+        // no record on the link: one the push made may still be in the CRM
+        let unrecorded = recorded.is_none();
+        let known = match recorded {
             Some(ext) => Some(ext),
             None => self.unrecorded_create(contact, provider, link).await?,
         };
@@ -207,12 +210,15 @@ impl Outbound {
         }
         self.log(contact, provider, known, "deleted", job_id, attempt, None)
             .await?;
-        // the record an unrecorded create left is deleted (or there was
-        // none): an event for it is no longer to be held back
-        self.store
-            .forget_unrecorded_create(&contact.customer_id, provider, &contact.email)
-            .await
-            .map_err(store_err)
+        if unrecorded {
+            // the record an unrecorded create left is deleted (or there
+            // was none): an event for it is no longer to be held back
+            self.store
+                .forget_unrecorded_create(&contact.customer_id, provider, &contact.email)
+                .await
+                .map_err(store_err)?;
+        }
+        Ok(())
     }
 
     /// The CRM record an earlier push of this contact created but did not
