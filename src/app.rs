@@ -252,6 +252,7 @@ pub async fn run_scheduler(
         store,
         cfg.scheduler.poll_providers.clone(),
         Duration::from_secs(cfg.scheduler.poll_interval_secs),
+        Duration::from_secs(cfg.scheduler.full_scan_interval_secs),
         shutdown,
     )
     .await

@@ -307,6 +307,11 @@ pub struct SchedulerConfig {
     /// Seconds between polls.
     #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 600)]
     pub poll_interval_secs: u64,
+    /// Seconds between full scans of a polled connection: every record is
+    /// read and the linked ones no longer there are applied as deleted (a
+    /// CRM's list of changes shows no deletions). 0 turns them off.
+    #[arg(long, env = "FULL_SCAN_INTERVAL_SECS", default_value_t = 86_400)]
+    pub full_scan_interval_secs: u64,
 }
 
 /// What the api process reads.

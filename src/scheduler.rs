@@ -1,6 +1,7 @@
 //! The scheduler: queues a `provider-poll` once per poll interval for every
 //! polled connection (each customer's enabled connection with a polled
-//! provider), spread over the interval: the interval is cut into one-second
+//! provider), a full scan (which notices deletions) once per full-scan
+//! interval, spread over the interval: the interval is cut into one-second
 //! slots and each connection polls in its own slot (a hash of its name), so
 //! a thousand connections polled every ten minutes give one or two polls a
 //! second rather than a thousand at once. Ticks come from apalis-cron (a
@@ -56,6 +57,8 @@ struct Ticks {
     step_secs: u64,
     /// Slots per poll interval.
     slots: u64,
+    /// Every this many intervals a poll is a full scan (0: never).
+    full_every: u64,
     /// The connections to poll, and when they were read.
     known: tokio::sync::Mutex<Option<(std::time::Instant, Connections)>>,
 }
@@ -133,10 +136,11 @@ async fn on_tick(tick: Tick<Utc>, ctx: Data<Arc<Ticks>>) {
             continue;
         }
         let key = format!("tick:{customer}:{p}:{interval_ms}:{interval}");
+        let full = ctx.full_every > 0 && interval % ctx.full_every == 0;
         match ctx.enqueuer.queue().claim_once(&key, ttl).await {
-            Ok(true) => match ctx.enqueuer.poll(&customer, p, false).await {
+            Ok(true) => match ctx.enqueuer.poll(&customer, p, full).await {
                 Ok(id) => {
-                    tracing::info!(%customer, provider = %p, job_id = %id, interval, slot, "poll queued")
+                    tracing::info!(%customer, provider = %p, job_id = %id, interval, slot, full, "poll queued")
                 }
                 Err(e) => {
                     tracing::warn!(%customer, provider = %p, error = %e, "queueing a poll failed")
@@ -157,10 +161,15 @@ pub async fn run(
     store: Store,
     providers: Vec<Provider>,
     interval: Duration,
+    full_scan: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // One-second slots (an interval under a second is one slot of its own).
     let interval_secs = interval.as_secs().max(1);
+    let full_every = match full_scan.as_secs() {
+        0 => 0,
+        secs => secs.div_ceil(interval_secs).max(1),
+    };
     let every = Every::new(Duration::from_secs(1));
     tracing::info!(?providers, interval_secs, "scheduler started");
     let ticks = Arc::new(Ticks {
@@ -169,6 +178,7 @@ pub async fn run(
         providers,
         step_secs: every.step_secs,
         slots: interval_secs / every.step_secs,
+        full_every,
         known: tokio::sync::Mutex::new(None),
     });
     let worker = WorkerBuilder::new("scheduler")

@@ -170,7 +170,12 @@ export function checkTree(root) {
       if (!has(T.Integration, integrationKey, undefined)) {
         fail(`integration ${integrationKey} has no integrations/${integrationKey}/spec.yaml`);
       }
-      if (!has(type, key, undefined)) fail(`no universal ${type} ${key} for this integration-level one`);
+      // A data source or field mapping of an integration customizes the
+      // universal one the app names; an action may be the integration's
+      // own (an api-request-to-external-app the other integrations lack).
+      if (type !== T.Action && !has(type, key, undefined)) {
+        fail(`no universal ${type} ${key} for this integration-level one`);
+      }
     }
 
     if (type === T.DataSource && integrationKey && typeof spec.collectionKey !== 'string') {

@@ -48,11 +48,14 @@ pub(crate) enum ActionKind {
     Delete,
     /// `find-data-record-by-id`.
     Get,
-    /// `list-data-records`, with the input's `updatedSince` and `limit`
-    /// honoured here (Membrane's takes a cursor only).
+    /// `list-data-records`: live records, a page at a time, by cursor.
     List,
     /// `match-data-record`, matched on `primaryEmail`: the live record or null.
     Match,
+    /// `api-request-to-external-app`: `config.request` (`method`, `path`,
+    /// `query`, `data`) sent through the connection to the CRM's own API,
+    /// answered by the endpoints the simulator serves natively (`native/`).
+    ApiRequest,
 }
 
 impl ActionKind {
@@ -66,6 +69,7 @@ impl ActionKind {
             Self::Get => "find-data-record-by-id",
             Self::List => "list-data-records",
             Self::Match => "match-data-record",
+            Self::ApiRequest => "api-request-to-external-app",
         }
     }
 
@@ -78,6 +82,7 @@ impl ActionKind {
             "find-data-record-by-id" => Self::Get,
             "list-data-records" => Self::List,
             "match-data-record" => Self::Match,
+            "api-request-to-external-app" => Self::ApiRequest,
             other => bail!("unsupported action type {other:?}"),
         })
     }
@@ -91,6 +96,7 @@ impl ActionKind {
             Self::Update => &["id"],
             Self::Delete | Self::Get => &["id"],
             Self::List => &["cursor"],
+            Self::ApiRequest => &["request"],
         }
     }
 
@@ -103,6 +109,7 @@ impl ActionKind {
             Self::Delete | Self::Get => &["/id"],
             Self::List => &[],
             Self::Match => &["/query/primaryEmail"],
+            Self::ApiRequest => &["/request/method", "/request/path"],
         }
     }
 }
@@ -123,6 +130,10 @@ pub(crate) struct ActionSpec {
 #[derive(Debug)]
 pub(crate) struct Config {
     actions: HashMap<String, Arc<ActionSpec>>,
+    /// Integration-level actions (`integrations/<i>/actions/<key>`): they
+    /// answer their key on that integration's connections only, before a
+    /// universal action of the same key.
+    integration_actions: HashMap<(Connection, String), Arc<ActionSpec>>,
     hubspot: Arc<FieldMapping>,
     pipedrive: Arc<FieldMapping>,
 }
@@ -151,35 +162,38 @@ impl Config {
         universal("field-mappings/contacts/spec.yaml", check_field_mapping)?;
 
         let actions_dir = dir.join("actions");
-        let mut actions = HashMap::new();
-        let entries = std::fs::read_dir(&actions_dir)
-            .with_context(|| format!("reading {}", actions_dir.display()))?;
-        for entry in entries {
-            let entry = entry?;
-            let path = entry.path().join("spec.yaml");
-            if !path.is_file() {
-                continue;
-            }
-            let folder = entry.file_name().to_string_lossy().into_owned();
-            let (key, spec) =
-                load_action(&path, &folder).with_context(|| format!("in {}", path.display()))?;
-            actions.insert(key, Arc::new(spec));
-        }
+        let actions = load_actions(&actions_dir)?;
         ensure!(
             !actions.is_empty(),
             "no actions declared in {}",
             actions_dir.display()
         );
+        let mut integration_actions = HashMap::new();
+        for conn in Connection::ALL {
+            let at = dir.join("integrations").join(conn.key()).join("actions");
+            if at.is_dir() {
+                for (key, spec) in load_actions(&at)? {
+                    integration_actions.insert((conn, key), spec);
+                }
+            }
+        }
         Ok(Self {
             actions,
+            integration_actions,
             hubspot: load_integration(dir, Connection::HubSpot)?,
             pipedrive: load_integration(dir, Connection::Pipedrive)?,
         })
     }
 
-    /// The action declared under `key`, if any.
-    pub(crate) fn action(&self, key: &str) -> Option<Arc<ActionSpec>> {
-        self.actions.get(key).cloned()
+    /// The action `key` runs on a connection of `conn`: the integration's
+    /// own, else the universal one. (Membrane resolves an action key on a
+    /// connection to the element of the connection's integration; an
+    /// integration-level action exists on its integration only.)
+    pub(crate) fn action(&self, conn: Connection, key: &str) -> Option<Arc<ActionSpec>> {
+        self.integration_actions
+            .get(&(conn, key.to_owned()))
+            .or_else(|| self.actions.get(key))
+            .cloned()
     }
 
     /// The contacts field mapping of `conn`.
@@ -275,6 +289,49 @@ fn check_field_mapping(spec: &Map<String, Value>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every `<key>/spec.yaml` under `dir`, by key.
+fn load_actions(dir: &Path) -> anyhow::Result<HashMap<String, Arc<ActionSpec>>> {
+    let mut actions = HashMap::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path().join("spec.yaml");
+        if !path.is_file() {
+            continue;
+        }
+        let folder = entry.file_name().to_string_lossy().into_owned();
+        let (key, spec) =
+            load_action(&path, &folder).with_context(|| format!("in {}", path.display()))?;
+        actions.insert(key, Arc::new(spec));
+    }
+    Ok(actions)
+}
+
+/// `config.request` of an `api-request-to-external-app` action: the
+/// request's parts the simulator sends on (the SDK types `config` loosely;
+/// the shape is the one Membrane's exported actions carry).
+fn check_request(config: &Map<String, Value>) -> anyhow::Result<()> {
+    let request = config
+        .get("request")
+        .and_then(Value::as_object)
+        .context("config.request must be an object")?;
+    only_keys_in(
+        request,
+        &["method", "path", "query", "data"],
+        "config.request",
+    )?;
+    let method = str_of(request, "method").context("config.request.method is required")?;
+    ensure!(
+        ["GET", "POST", "PATCH", "PUT", "DELETE"].contains(&method),
+        "config.request.method: {method:?} is not an HTTP method"
+    );
+    ensure!(
+        str_of(request, "path").is_some_and(|p| p.starts_with('/') || p.starts_with("https://")),
+        "config.request.path must be a path (or an https URL)"
+    );
+    Ok(())
+}
+
 fn load_action(path: &Path, folder: &str) -> anyhow::Result<(String, ActionSpec)> {
     let spec = read_spec(path)?;
     only_keys(&spec, &["type", "inputSchema", "config"])?;
@@ -292,15 +349,23 @@ fn load_action(path: &Path, folder: &str) -> anyhow::Result<(String, ActionSpec)
             "config.{key}: not an argument the simulator implements for {type_name}"
         );
     }
-    let data_source = config
-        .get("dataSource")
-        .and_then(Value::as_object)
-        .context("config.dataSource is required")?;
-    only_keys_in(data_source, &["key"], "config.dataSource")?;
-    ensure!(
-        str_of(data_source, "key") == Some(CONTACTS),
-        "config.dataSource.key must be {CONTACTS:?}"
-    );
+    if kind == ActionKind::ApiRequest {
+        ensure!(
+            !config.contains_key("dataSource") && !config.contains_key("fieldMapping"),
+            "an {type_name} action takes no dataSource or fieldMapping"
+        );
+        check_request(config)?;
+    } else {
+        let data_source = config
+            .get("dataSource")
+            .and_then(Value::as_object)
+            .context("config.dataSource is required")?;
+        only_keys_in(data_source, &["key"], "config.dataSource")?;
+        ensure!(
+            str_of(data_source, "key") == Some(CONTACTS),
+            "config.dataSource.key must be {CONTACTS:?}"
+        );
+    }
     if let Some(mapping) = config.get("fieldMapping") {
         let mapping = mapping
             .as_object()
@@ -422,9 +487,22 @@ mod tests {
             ("find-contact", ActionKind::Match),
         ];
         for (key, kind) in cases {
-            assert_eq!(cfg.action(key).map(|a| a.kind), Some(kind), "action {key}");
+            for conn in Connection::ALL {
+                assert_eq!(
+                    cfg.action(conn, key).map(|a| a.kind),
+                    Some(kind),
+                    "action {key}"
+                );
+            }
         }
-        assert!(cfg.action("merge-contact").is_none());
+        assert!(cfg.action(Connection::HubSpot, "merge-contact").is_none());
+        for conn in Connection::ALL {
+            assert_eq!(
+                cfg.action(conn, "list-changed-contacts").map(|a| a.kind),
+                Some(ActionKind::ApiRequest),
+                "{conn:?}: its own incremental listing"
+            );
+        }
     }
 
     /// A copy of the shipped elements (without the contract checker).

@@ -41,6 +41,15 @@ impl Connection {
         }
     }
 
+    /// Where the CRM's API lives (the `servers` of its published OpenAPI
+    /// documents in `shared/specs/`, without a version).
+    pub(crate) fn api_base(self) -> &'static str {
+        match self {
+            Self::HubSpot => "https://api.hubapi.com",
+            Self::Pipedrive => "https://api.pipedrive.com",
+        }
+    }
+
     /// The first id handed out. The ranges differ so that an id used on the
     /// wrong connection is found out rather than hitting another record.
     pub(crate) fn first_id(self) -> u64 {

@@ -77,10 +77,10 @@ pub(crate) fn get_action(
     Data(state): Data<&Arc<State>>,
 ) -> Response {
     let found = customer(req, state).and_then(|c| {
-        connected(state, c.as_deref(), &connection)?;
+        let conn = connected(state, c.as_deref(), &connection)?;
         let spec = state
             .config
-            .action(&action)
+            .action(conn, &action)
             .ok_or_else(|| ActionError::not_found(format!("Action {action:?} not found")))?;
         Ok(json!({ "key": action, "name": action, "type": spec.kind.type_name() }))
     });

@@ -106,7 +106,7 @@ impl ActionError {
     /// A failed action run caused by the CRM's own `status` and `body`: 400
     /// `action_run`, caused by a `connection` error carrying them (see
     /// [`Self::record_not_found`] for where that shape comes from).
-    fn crm_answer(status: u16, body: Value, message: String) -> Self {
+    pub(crate) fn crm_answer(status: u16, body: Value, message: String) -> Self {
         let mut e = Self::new(
             StatusCode::BAD_REQUEST,
             "action_run",

@@ -13,6 +13,7 @@ mod error;
 mod faults;
 mod formula;
 mod mapping;
+mod native;
 mod ops;
 mod owner;
 mod record;

@@ -1,19 +1,16 @@
-//! The six action kinds, run against one connection's store with the
-//! action's resolved `config` (its formulas evaluated on the input) and, for
-//! what Membrane's built-in types cannot express (the listing's
-//! `updatedSince` and `limit`), the input itself.
+//! The action kinds, run against one connection's store with the action's
+//! resolved `config` (its formulas evaluated on the input).
 
 use serde_json::{json, Map, Value};
 
 use crate::config::ActionKind;
 use crate::connection::Connection;
 use crate::error::ActionError;
-use crate::store::{Position, Store, StoreError};
+use crate::store::{Store, StoreError};
 
-/// The largest page `list-contacts` returns, whatever the schema allows.
-const MAX_PAGE: u64 = 500;
-/// The page size when neither the input nor the schema gives one.
-const DEFAULT_PAGE: u64 = 100;
+/// The records a page of `list-data-records` holds (the connector's
+/// choice; not published, and not the caller's to set).
+const PAGE: usize = 100;
 
 impl ActionError {
     /// How a failure of the connection's store reaches the caller: a
@@ -55,8 +52,6 @@ pub(crate) fn email_arg(args: &Value) -> Option<String> {
 }
 
 /// Runs `kind` with the resolved `args` and returns the action's output.
-/// `input` (validated against the action's `inputSchema`) is read only by
-/// the listing, for `updatedSince` and `limit`.
 ///
 /// # Errors
 /// 400 for unusable arguments; for unknown records, the CRM's 404 under
@@ -66,9 +61,8 @@ pub(crate) fn run(
     conn: Connection,
     store: &Store,
     args: &Value,
-    input: &Value,
 ) -> Result<Value, ActionError> {
-    run_on(kind, store, args, input).map_err(|e| match e {
+    run_on(kind, conn, store, args).map_err(|e| match e {
         Failure::Store(e) => ActionError::of_store(conn, e),
         Failure::Action(e) => e,
     })
@@ -92,7 +86,12 @@ impl From<ActionError> for Failure {
     }
 }
 
-fn run_on(kind: ActionKind, store: &Store, args: &Value, input: &Value) -> Result<Value, Failure> {
+fn run_on(
+    kind: ActionKind,
+    conn: Connection,
+    store: &Store,
+    args: &Value,
+) -> Result<Value, Failure> {
     match kind {
         ActionKind::Upsert => {
             let (id, created) = store.upsert(fields_arg(args)?)?;
@@ -111,7 +110,8 @@ fn run_on(kind: ActionKind, store: &Store, args: &Value, input: &Value) -> Resul
             Ok(json!({}))
         }
         ActionKind::Get => Ok(store.get_universal(&required_id(args)?)?),
-        ActionKind::List => Ok(list(store, args, input)?),
+        ActionKind::List => Ok(list(store, args)?),
+        ActionKind::ApiRequest => Ok(crate::native::request(conn, store, &args["request"])?),
         ActionKind::Match => {
             let email = args
                 .pointer("/query/primaryEmail")
@@ -122,19 +122,14 @@ fn run_on(kind: ActionKind, store: &Store, args: &Value, input: &Value) -> Resul
     }
 }
 
-/// `cursor` comes from the config; `updatedSince` and `limit` from the input
-/// (Membrane's `list-data-records` has no such arguments).
-fn list(store: &Store, args: &Value, input: &Value) -> Result<Value, ActionError> {
-    let since = match input.get("updatedSince").filter(|v| !v.is_null()) {
-        None => None,
-        Some(v) => {
-            let text = v.as_str().unwrap_or_default();
-            let t = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
-                ActionError::bad_request("updatedSince must be an RFC 3339 date-time")
-            })?;
-            Some(t.timestamp_millis())
-        }
-    };
+/// `list-data-records`: the live records in the connector's order (by id
+/// here), a page at a time, with an opaque `cursor` from the config.
+/// Membrane's list takes no "updated since" and no page size (the
+/// connector pages; the docs' `DataCollectionListRequest` has `cursor`,
+/// `filter` and `unifiedFilter`), and lists no deleted records: a CRM's
+/// changes since a time come from an integration's own action
+/// (`integrations/<i>/actions/list-changed-contacts`).
+fn list(store: &Store, args: &Value) -> Result<Value, ActionError> {
     let after = match args.get("cursor") {
         None => None,
         Some(v) => Some(
@@ -143,29 +138,17 @@ fn list(store: &Store, args: &Value, input: &Value) -> Result<Value, ActionError
                 .ok_or_else(|| ActionError::bad_request("invalid cursor"))?,
         ),
     };
-    let limit = match input.get("limit").filter(|v| !v.is_null()) {
-        None => DEFAULT_PAGE,
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| ActionError::bad_request("limit must be a positive integer"))?,
-    }
-    .min(MAX_PAGE);
-    let (records, next) = store.list_universal(since, after, limit as usize);
+    let (records, next) = store.list_universal(after, PAGE);
     Ok(json!({"records": records, "cursor": next.map(encode_cursor)}))
 }
 
-/// Cursors are opaque to clients: the position of the last record returned.
-fn encode_cursor((ms, id): Position) -> String {
-    format!("{ms:x}-{id:x}")
+/// Cursors are opaque to clients: the id of the last record returned.
+fn encode_cursor(id: u64) -> String {
+    format!("r{id:x}")
 }
 
-fn decode_cursor(s: &str) -> Option<Position> {
-    let (ms, id) = s.split_once('-')?;
-    Some((
-        i64::from_str_radix(ms, 16).ok()?,
-        u64::from_str_radix(id, 16).ok()?,
-    ))
+fn decode_cursor(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix('r')?, 16).ok()
 }
 
 #[cfg(test)]
@@ -174,9 +157,9 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let pos = (1_700_000_000_123, 100_042);
-        assert_eq!(decode_cursor(&encode_cursor(pos)), Some(pos));
-        for bad in ["", "abc", "1-", "-1", "zz-1", "1-2-3"] {
+        let id = 100_042;
+        assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+        for bad in ["", "abc", "r", "1-2", "rzz", "r-1"] {
             assert_eq!(decode_cursor(bad), None, "{bad:?}");
         }
     }

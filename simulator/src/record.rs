@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 pub(crate) struct Record {
     pub(crate) id: u64,
     pub(crate) created_ms: i64,
-    /// Unique per account (see `Inner::tick` in `store/index.rs`), so it
-    /// orders records.
+    /// Strictly increasing per record (see `Inner::tick` in
+    /// `store/index.rs`); records may share one.
     pub(crate) updated_ms: i64,
     pub(crate) deleted_ms: Option<i64>,
     pub(crate) body: Map<String, Value>,

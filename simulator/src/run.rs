@@ -115,7 +115,7 @@ fn execute(
     }
     let spec = state
         .config
-        .action(&call.action)
+        .action(conn, &call.action)
         .ok_or_else(|| ActionError::not_found(format!("Action {:?} not found", call.action)))?;
     if faults.outage() {
         return Err(ActionError::outage());
@@ -137,7 +137,7 @@ fn execute(
         call.email.as_deref(),
         call.record_id.as_deref(),
     )?;
-    let output = ops::run(spec.kind, conn, &account.store, &args, &input)?;
+    let output = ops::run(spec.kind, conn, &account.store, &args)?;
     if call.record_id.is_none() {
         call.record_id = output.get("id").and_then(Value::as_str).map(str::to_owned);
     }

@@ -348,7 +348,8 @@ impl JobsApi {
             .unwrap_or_else(Into::into)
     }
 
-    /// Re-read every record of a CRM (the cursor starts from zero).
+    /// A full scan of a CRM now: every record is read again, and the
+    /// linked ones the CRM no longer has are applied as deleted.
     #[oai(path = "/providers/:provider/backfill", method = "post")]
     async fn backfill(
         &self,

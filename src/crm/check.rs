@@ -9,13 +9,14 @@ use super::{CrmError, IntegrationApp};
 use crate::domain::{CustomerId, Provider};
 
 /// The actions the app runs on every connection.
-pub const ACTIONS: [&str; 6] = [
+pub const ACTIONS: [&str; 7] = [
     "find-contact",
     "create-contact",
     "update-contact",
     "delete-contact",
     "get-contact",
-    "list-contacts",
+    super::LIST,
+    super::LIST_CHANGED,
 ];
 
 /// What the self-check found of one connection.

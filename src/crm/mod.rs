@@ -3,6 +3,9 @@
 //! or permanent, with `Retry-After`), so the retry policy never parses text.
 
 mod check;
+mod contacts;
+mod listing;
+mod record;
 mod token;
 
 use std::sync::Arc;
@@ -14,6 +17,9 @@ use workers::{JobError, RateLimiter};
 
 use crate::domain::{CustomerId, Provider};
 pub use check::{ConnectionState, ACTIONS};
+pub use contacts::Updated;
+pub use listing::{Changed, ChangedPage, Page, LIST, LIST_CHANGED};
+pub use record::CrmRecord;
 pub use token::TokenMinter;
 
 /// Why an action run failed.
@@ -334,7 +340,7 @@ impl IntegrationApp {
     ///
     /// # Errors
     /// A classified [`CrmError`].
-    pub async fn run<I: Serialize + ?Sized, O: DeserializeOwned>(
+    async fn run<I: Serialize + ?Sized, O: DeserializeOwned>(
         &self,
         customer: &CustomerId,
         provider: Provider,

@@ -32,6 +32,20 @@ pub struct PollCursor {
     /// When the last poll finished.
     #[serde(default)]
     pub last_poll_at: Option<DateTime>,
+    /// A full scan under way: where it started and the listing's cursor
+    /// after its last applied page, so a scan cut short resumes there.
+    #[serde(default)]
+    pub scan: Option<ScanProgress>,
+}
+
+/// Where a full scan of a CRM stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanProgress {
+    /// When it started, ms on the shared (Redis) clock.
+    pub started_ms: i64,
+    /// The full listing's cursor for the next page.
+    pub cursor: String,
 }
 
 /// The id of a connection's cursor: `{customer}:{provider}`.
@@ -259,12 +273,68 @@ impl Store {
         self.cursors
             .update_one(
                 doc! { "_id": cursor_id(customer, provider) },
-                doc! { "$set": set },
+                doc! { "$set": set, "$unset": { "scan": "" } },
             )
             .upsert(true)
             .await
             .context("saving a poll cursor")?;
         Ok(())
+    }
+
+    /// Records how far a full scan got (after a page was applied).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn save_scan(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        scan: &ScanProgress,
+    ) -> anyhow::Result<()> {
+        self.cursors
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider) },
+                doc! { "$set": {
+                    "scan": { "startedMs": scan.started_ms, "cursor": &scan.cursor },
+                    "updatedAt": DateTime::now(),
+                }, "$setOnInsert": { "sinceMs": 0_i64, "boundaryIds": [] } },
+            )
+            .upsert(true)
+            .await
+            .context("saving a full scan's progress")?;
+        Ok(())
+    }
+
+    /// The CRM record ids a customer's links to `provider` name (the full
+    /// scan reads those its listing did not show).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn linked_external_ids(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> anyhow::Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Row {
+            external_id: Option<String>,
+        }
+        let rows: Vec<Row> = self
+            .links
+            .clone_with_type::<Row>()
+            .find(doc! {
+                "customerId": customer.as_str(),
+                "provider": provider.as_str(),
+                "externalId": { "$type": "string" },
+            })
+            .projection(doc! { "externalId": 1, "_id": 0 })
+            .await
+            .context("listing a connection's linked records")?
+            .try_collect()
+            .await
+            .context("reading a connection's linked records")?;
+        Ok(rows.into_iter().filter_map(|r| r.external_id).collect())
     }
 
     /// Contacts linked to a provider (for tests and operators).

@@ -1,15 +1,14 @@
 //! Applying one CRM record to the app's store.
 
 use bson::DateTime;
-use serde_json::json;
 use workers::{JobError, Queue};
 
 use std::sync::Arc;
 
 use super::policy::{Applied, ConflictPolicy};
-use super::record::CrmRecord;
 use super::PushQueue;
-use crate::crm::{CrmError, IntegrationApp};
+use crate::crm::CrmRecord;
+use crate::crm::IntegrationApp;
 use crate::domain::UniversalContact;
 use crate::domain::{CustomerId, Email, Provider};
 use crate::store::{Contact, Customers, Direction, Outbox, Store, StoreError, SyncLog};
@@ -74,26 +73,29 @@ impl InboundSync {
         }
         // Taken before the read, on the clock every process shares.
         let read_at = self.leases.server_ms().await.map_err(queue_err)?;
-        let record = match self
-            .crm
-            .run::<_, serde_json::Value>(
-                customer,
-                provider,
-                "get-contact",
-                &json!({ "id": external_id }),
-            )
-            .await
-        {
-            Ok(v) => Some(
-                CrmRecord::parse(&v)
-                    .map_err(JobError::permanent)?
-                    .read_at(read_at),
-            ),
-            Err(CrmError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let record = self
+            .read_record(customer, provider, external_id)
+            .await?
+            .map(|r| r.read_at(read_at));
         self.apply(customer, provider, external_id, record, job_id)
             .await
+    }
+
+    /// The CRM's record `external_id` (`get-contact`), or `None` when the
+    /// CRM itself answers that it has no such record.
+    ///
+    /// # Errors
+    /// A CRM failure; `Permanent` for a record the app cannot read.
+    pub(crate) async fn read_record(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        external_id: &str,
+    ) -> Result<Option<CrmRecord>, JobError> {
+        Ok(self
+            .crm
+            .get_contact(customer, provider, external_id)
+            .await?)
     }
 
     /// Erases what the app keeps of the person behind a CRM record the CRM

@@ -13,7 +13,6 @@ pub mod merge;
 pub mod outbound;
 pub mod policy;
 pub mod poll;
-pub mod record;
 
 /// A store failure as a job error: MongoDB being unreachable is an outage
 /// of ours, not a failure of the job, so the job waits without using an

@@ -1,8 +1,6 @@
 //! `outbound-upsert`: push the current state of one contact to one CRM.
 
 use bson::DateTime;
-use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,19 +9,12 @@ use workers::{JobError, Queue};
 use super::inbound::InboundSync;
 use super::merge::{self, Merge};
 use super::policy::ConflictPolicy;
-use super::record::CrmRecord;
 use super::{queue_err, store_err};
-use crate::crm::{CrmError, IntegrationApp};
+use crate::crm::CrmRecord;
+use crate::crm::{IntegrationApp, Updated};
 use crate::domain::UniversalContact;
 use crate::domain::{ContactId, CustomerId, Provider, SyncStatus};
 use crate::store::{Contact, Direction, Link, Store, StoreError, SyncLog};
-
-/// What `create-contact` (a `create-data-record` action) answers: the
-/// SDK's `DataCollectionCreateResponse`.
-#[derive(Deserialize)]
-struct CreateOutput {
-    id: String,
-}
 
 /// How long a push waits before it looks again for a record whose email
 /// another contact's pending push is taking away.
@@ -192,19 +183,9 @@ impl Outbound {
             None => self.unrecorded_create(contact, provider, link).await?,
         };
         if let Some(ext) = &known {
-            match self
-                .crm
-                .run::<_, serde_json::Value>(
-                    &contact.customer_id,
-                    provider,
-                    "delete-contact",
-                    &json!({ "id": ext }),
-                )
-                .await
-            {
-                Ok(_) | Err(CrmError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.crm
+                .delete_contact(&contact.customer_id, provider, ext)
+                .await?;
             self.record_synced(contact, provider, ext, job_id, None, None)
                 .await?;
         }
@@ -373,35 +354,27 @@ impl Outbound {
             // refuses the duplicate (409, retried: the retry finds the
             // record and merges), Pipedrive keeps both.
             None => {
-                let out: CreateOutput = self
+                let id = self
                     .crm
-                    .run(
+                    .create_contact(
                         &contact.customer_id,
                         provider,
-                        "create-contact",
-                        &json!({ "fields": merge::fields_json(&plan.to_crm) }),
+                        &merge::fields_json(&plan.to_crm),
                     )
                     .await?;
-                (out.id, "created")
+                (id, "created")
             }
             Some(ext) => {
                 let first = link.and_then(|l| l.external_id.as_deref()) != Some(ext.as_str());
                 if !plan.to_crm.is_empty() {
-                    let input = json!({ "id": ext, "fields": merge::fields_json(&plan.to_crm) });
-                    match self
+                    let fields = merge::fields_json(&plan.to_crm);
+                    let updated = self
                         .crm
-                        .run::<_, serde::de::IgnoredAny>(
-                            &contact.customer_id,
-                            provider,
-                            "update-contact",
-                            &input,
-                        )
-                        .await
-                    {
-                        Ok(_) => {}
-                        // deleted in the CRM since it was read: do it again
-                        Err(CrmError::NotFound(_)) => return Ok(false),
-                        Err(e) => return Err(e.into()),
+                        .update_contact(&contact.customer_id, provider, &ext, &fields)
+                        .await?;
+                    // deleted in the CRM since it was read: do it again
+                    if updated == Updated::Gone {
+                        return Ok(false);
                     }
                 }
                 let outcome = match (first, plan.to_crm.is_empty()) {
@@ -496,21 +469,10 @@ impl Outbound {
         contact: &Contact,
         provider: Provider,
     ) -> Result<Option<CrmRecord>, JobError> {
-        let found = self
+        Ok(self
             .crm
-            .run::<_, serde_json::Value>(
-                &contact.customer_id,
-                provider,
-                "find-contact",
-                &json!({ "email": contact.email.as_str() }),
-            )
-            .await?;
-        if found.is_null() {
-            return Ok(None);
-        }
-        CrmRecord::parse(&found)
-            .map(Some)
-            .map_err(JobError::permanent)
+            .find_contact(&contact.customer_id, provider, contact.email.as_str())
+            .await?)
     }
 
     /// Refuses a record found by email that is linked to another contact:
@@ -562,19 +524,11 @@ impl Outbound {
         ext: &str,
     ) -> Result<Option<CrmRecord>, JobError> {
         let read_at = self.leases.server_ms().await.map_err(queue_err)?;
-        match self
+        Ok(self
             .crm
-            .run::<_, serde_json::Value>(customer, provider, "get-contact", &json!({ "id": ext }))
-            .await
-        {
-            Ok(v) => Ok(Some(
-                CrmRecord::parse(&v)
-                    .map_err(JobError::permanent)?
-                    .read_at(read_at),
-            )),
-            Err(CrmError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+            .get_contact(customer, provider, ext)
+            .await?
+            .map(|r| r.read_at(read_at)))
     }
 
     fn policy(&self) -> ConflictPolicy {

@@ -1,17 +1,33 @@
-//! `provider-poll`: list the records changed since the stored cursor, page
-//! by page, apply each, and move the cursor only after its page is applied.
-//! The listing bound is inclusive, so records at exactly the cursor time that
-//! were applied already are skipped.
+//! `provider-poll`: what changed in a CRM since the stored cursor, and now
+//! and then everything, applied record by record.
+//!
+//! - **Incremental** (the usual poll): the integration's own
+//!   `list-changed-contacts` lists the ids and change times of the records
+//!   changed at or after the cursor, oldest first; each is read through
+//!   `get-contact` and applied, and the cursor moves only after its page is
+//!   applied. The listing bound is inclusive, so records at exactly the
+//!   cursor time that were applied already are skipped, once their second
+//!   is over (Pipedrive's times are whole seconds: a record read within its
+//!   change's second may change again within it, unseen by the time).
+//! - **Full** (a connection's first poll, an operator's backfill, and the
+//!   scheduler's periodic full scan): `list-contacts` reads every live
+//!   record; then every record a link names that the listing did not show
+//!   is read by id, and applied as deleted when the CRM no longer has it.
+//!   The listings of changes show no deleted records (Pipedrive's persons
+//!   list, HubSpot's search), so this scan, with HubSpot's deletion
+//!   webhooks and Integration.app's deletion events, is how a deletion in
+//!   the CRM is noticed.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
 use workers::JobError;
 
 use super::inbound::InboundSync;
-use super::record::CrmRecord;
+use super::policy::Applied;
+use crate::crm::CrmRecord;
 use crate::domain::{CustomerId, Provider};
+use crate::store::{PollCursor, ScanProgress};
 use crate::sync::{queue_err, store_err};
 
 /// A poll's lease lapses this long after its worker dies.
@@ -20,17 +36,10 @@ const POLL_LEASE_TTL: Duration = Duration::from_secs(5);
 /// poll whose worker died is taken over (from the cursor), while a poll that
 /// is really running makes this one step aside.
 const POLL_LEASE_WAIT: Duration = Duration::from_secs(7);
-
-/// Records asked for per page.
-const PAGE: u32 = 100;
-
-#[derive(Deserialize)]
-struct Page {
-    #[serde(default)]
-    records: Vec<serde_json::Value>,
-    #[serde(default)]
-    cursor: Option<String>,
-}
+/// A change time this much before its read is over for good: a record read
+/// later than that cannot change again at the same time (whole seconds,
+/// plus a second for the CRM's clock against ours).
+const SETTLED_MS: i64 = 2_000;
 
 /// What a poll did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -43,18 +52,15 @@ pub struct PollReport {
     pub skipped: usize,
     /// Records that could not be applied (logged and passed over).
     pub failed: usize,
+    /// Linked records the full scan found deleted.
+    pub deleted: usize,
     /// Another poll of the provider was running; this one did nothing.
     pub busy: bool,
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl InboundSync {
-    /// Runs one poll of `provider`.
+    /// Runs one poll of `provider`: a full scan when `full` or when the
+    /// connection was never polled, else the changes since the cursor.
     ///
     /// # Errors
     /// Transient for store and network trouble; the cursor keeps what was
@@ -63,7 +69,7 @@ impl InboundSync {
         &self,
         customer: &CustomerId,
         provider: Provider,
-        backfill: bool,
+        full: bool,
         job_id: &str,
     ) -> Result<PollReport, JobError> {
         if !self.syncs_with(customer, provider).await? {
@@ -87,86 +93,228 @@ impl InboundSync {
                 ..PollReport::default()
             });
         };
-        let mut cursor = if backfill {
-            Default::default()
+        let cursor = self
+            .store
+            .cursor(customer, provider)
+            .await
+            .map_err(store_err)?;
+        let report = if full || cursor.since_ms == 0 || cursor.scan.is_some() {
+            self.full_scan(customer, provider, cursor, job_id).await?
         } else {
-            self.store
-                .cursor(customer, provider)
-                .await
-                .map_err(store_err)?
+            self.changes_since(customer, provider, cursor, job_id)
+                .await?
         };
+        if let Err(e) = lease.release().await {
+            tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");
+        }
+        tracing::info!(
+            full = full || report.deleted > 0,
+            listed = report.listed,
+            applied = report.applied,
+            skipped = report.skipped,
+            failed = report.failed,
+            deleted = report.deleted,
+            "poll done"
+        );
+        Ok(report)
+    }
+
+    /// Applies `record` (read at `read_at`), counting the outcome; a record
+    /// the app cannot apply is logged and passed over.
+    async fn apply_listed(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        id: &str,
+        record: Option<CrmRecord>,
+        job_id: &str,
+        report: &mut PollReport,
+    ) -> Result<(), JobError> {
+        match self.apply(customer, provider, id, record, job_id).await {
+            Ok(_) => report.applied += 1,
+            // One record the app cannot apply (a duplicate, a refusal) must
+            // not hold back every record after it.
+            Err(e) if !e.is_transient() => {
+                self.skip_record(customer, provider, Some(id), job_id, &e.to_string())
+                    .await?;
+                report.failed += 1;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// The incremental poll: one query from the cursor, paged, and a new
+    /// query from the last change applied when the CRM's result window is
+    /// reached.
+    async fn changes_since(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        mut cursor: PollCursor,
+        job_id: &str,
+    ) -> Result<PollReport, JobError> {
         let mut report = PollReport::default();
+        let mut query_since = cursor.since_ms;
         let mut page_cursor: Option<String> = None;
         loop {
-            let mut input = json!({ "updatedSince": rfc3339(cursor.since_ms), "limit": PAGE });
-            if let Some(c) = &page_cursor {
-                input["cursor"] = json!(c);
-            }
-            let read_at = self.leases.server_ms().await.map_err(queue_err)?;
-            let page: Page = self
+            let page = self
                 .crm
-                .run(customer, provider, "list-contacts", &input)
+                .changed_since(customer, provider, query_since, page_cursor.as_deref())
+                .await?;
+            report.listed += page.changes.len();
+            let (mut since, mut boundary) = (cursor.since_ms, cursor.boundary_ids.clone());
+            for change in &page.changes {
+                if change.updated_ms < since
+                    || (change.updated_ms == since && boundary.contains(&change.id))
+                {
+                    report.skipped += 1;
+                    continue;
+                }
+                // Taken before the read, on the clock every process shares.
+                let read_at = self.leases.server_ms().await.map_err(queue_err)?;
+                let record = self.read_record(customer, provider, &change.id).await?;
+                let record = record.map(|r| r.read_at(read_at));
+                self.apply_listed(customer, provider, &change.id, record, job_id, &mut report)
+                    .await?;
+                if change.updated_ms > since {
+                    since = change.updated_ms;
+                    boundary.clear();
+                }
+                if read_at - change.updated_ms >= SETTLED_MS && !boundary.contains(&change.id) {
+                    boundary.push(change.id.clone());
+                }
+            }
+            let done = page.next.is_none() && !page.window_full;
+            self.store
+                .save_cursor(customer, provider, since, &boundary, done)
+                .await
+                .map_err(store_err)?;
+            let moved = since > cursor.since_ms;
+            cursor.since_ms = since;
+            cursor.boundary_ids = boundary;
+            match page.next {
+                Some(c) => page_cursor = Some(c),
+                // A new query from where the applied changes reached; a
+                // window of records all at one time cannot be passed.
+                None if page.window_full && moved => {
+                    query_since = cursor.since_ms;
+                    page_cursor = None;
+                }
+                None => break,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The full scan: every live record, then the linked records it did not
+    /// show, each read by id. The cursor then moves to the scan's start
+    /// (less the settling time), where the next incremental poll goes on.
+    /// A scan cut short resumes after its last applied page; such a scan
+    /// did not see the earlier pages' records, so it leaves deletions to
+    /// the next full one rather than read every linked record by id.
+    async fn full_scan(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        cursor: PollCursor,
+        job_id: &str,
+    ) -> Result<PollReport, JobError> {
+        let resumed = cursor.scan.clone();
+        let started = match &resumed {
+            Some(scan) => scan.started_ms,
+            None => self.leases.server_ms().await.map_err(queue_err)?,
+        };
+        let mut report = PollReport::default();
+        let mut seen = HashSet::new();
+        let mut page_cursor: Option<String> = resumed.as_ref().map(|s| s.cursor.clone());
+        loop {
+            let read_at = self.leases.server_ms().await.map_err(queue_err)?;
+            let page = self
+                .crm
+                .list_page(customer, provider, page_cursor.as_deref())
                 .await?;
             report.listed += page.records.len();
-            let (mut since, mut boundary) = (cursor.since_ms, cursor.boundary_ids.clone());
             for raw in &page.records {
                 let rec = match CrmRecord::parse(raw) {
                     Ok(rec) => rec.read_at(read_at),
                     Err(e) => {
-                        // unreadable: logged, and the poll goes on
+                        // unreadable: logged, and the scan goes on
                         self.skip_record(customer, provider, raw["id"].as_str(), job_id, &e)
                             .await?;
                         report.failed += 1;
                         continue;
                     }
                 };
-                if rec.updated_ms == cursor.since_ms && cursor.boundary_ids.contains(&rec.id) {
-                    report.skipped += 1;
-                    continue;
-                }
-                let (id, at) = (rec.id.clone(), rec.updated_ms);
-                match self.apply(customer, provider, &id, Some(rec), job_id).await {
-                    Ok(_) => report.applied += 1,
-                    // One record the app cannot apply (a duplicate, a
-                    // refusal) must not hold back every record after it.
-                    Err(e) if !e.is_transient() => {
-                        self.skip_record(customer, provider, Some(&id), job_id, &e.to_string())
-                            .await?;
-                        report.failed += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-                if at > since {
-                    since = at;
-                    boundary.clear();
-                }
-                if at == since && !boundary.contains(&id) {
-                    boundary.push(id);
-                }
+                let id = rec.id.clone();
+                seen.insert(id.clone());
+                self.apply_listed(customer, provider, &id, Some(rec), job_id, &mut report)
+                    .await?;
             }
-            let done = page.cursor.is_none();
-            self.store
-                .save_cursor(customer, provider, since, &boundary, done)
-                .await
-                .map_err(store_err)?;
-            cursor.since_ms = since;
-            cursor.boundary_ids = boundary;
             match page.cursor {
-                Some(c) => page_cursor = Some(c),
+                Some(c) => {
+                    let progress = ScanProgress {
+                        started_ms: started,
+                        cursor: c.clone(),
+                    };
+                    self.store
+                        .save_scan(customer, provider, &progress)
+                        .await
+                        .map_err(store_err)?;
+                    page_cursor = Some(c);
+                }
                 None => break,
             }
         }
-        if let Err(e) = lease.release().await {
-            tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");
+        if resumed.is_none() {
+            self.notice_deletions(customer, provider, &seen, job_id, &mut report)
+                .await?;
+        } else {
+            tracing::info!(%customer, %provider, "a resumed full scan leaves deletions to the next one");
         }
-        tracing::info!(
-            listed = report.listed,
-            applied = report.applied,
-            skipped = report.skipped,
-            failed = report.failed,
-            "poll done"
-        );
+        let since = (started - SETTLED_MS).max(cursor.since_ms);
+        let boundary = if since == cursor.since_ms {
+            cursor.boundary_ids
+        } else {
+            Vec::new()
+        };
+        self.store
+            .save_cursor(customer, provider, since, &boundary, true)
+            .await
+            .map_err(store_err)?;
         Ok(report)
+    }
+
+    /// Reads by id every record a link names that the full listing did not
+    /// show (`seen`): deleted, or made after its page was read.
+    async fn notice_deletions(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        seen: &HashSet<String>,
+        job_id: &str,
+        report: &mut PollReport,
+    ) -> Result<(), JobError> {
+        let linked = self
+            .store
+            .linked_external_ids(customer, provider)
+            .await
+            .map_err(store_err)?;
+        for id in linked.iter().filter(|id| !seen.contains(*id)) {
+            match self.change(customer, provider, id, job_id).await {
+                Ok(applied) => {
+                    report.applied += 1;
+                    report.deleted += usize::from(applied == Applied::Deleted);
+                }
+                Err(e) if !e.is_transient() => {
+                    self.skip_record(customer, provider, Some(id), job_id, &e.to_string())
+                        .await?;
+                    report.failed += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     async fn skip_record(

@@ -60,7 +60,17 @@ pub(super) fn create(
 ) -> AdminResult {
     let account = account(state, &conn, &query)?;
     let input: Value = parse_json(&body)?;
-    let record = account.store.create_native(input).map_err(store_error)?;
+    // An array makes one record per element, as a CRM user's import would.
+    let record = match input {
+        Value::Array(inputs) => Value::Array(
+            inputs
+                .into_iter()
+                .map(|i| account.store.create_native(i))
+                .collect::<Result<_, _>>()
+                .map_err(store_error)?,
+        ),
+        input => account.store.create_native(input).map_err(store_error)?,
+    };
     ok(StatusCode::CREATED, &record)
 }
 

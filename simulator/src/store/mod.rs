@@ -21,7 +21,8 @@ mod native;
 mod universal;
 
 use index::Inner;
-pub(crate) use index::{Position, Sequence};
+pub(crate) use index::Sequence;
+pub(crate) use native::LiveRecord;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,7 @@ impl Store {
         let inner = Inner {
             next_id: sequence.next_id,
             last_ms: sequence.last_ms,
+            floor_ms: sequence.last_ms,
             ..Inner::default()
         };
         Self {
@@ -112,7 +114,8 @@ impl Store {
 
     /// Creates a record from a native body and returns it.
     fn create(&self, inner: &mut Inner, body: Map<String, Value>, origin: Origin) -> Record {
-        let now = inner.tick(self.clock.now_ms());
+        // After a reset, not before the times the earlier store handed out.
+        let now = inner.tick(self.clock.now_ms(), inner.floor_ms);
         let id = inner.next_id;
         inner.next_id += 1;
         let mut rec = Record {
@@ -140,7 +143,8 @@ impl Store {
         origin: Origin,
         change: impl FnOnce(&mut Record),
     ) -> Record {
-        let now = inner.tick(self.clock.now_ms());
+        let previous = inner.records.get(&id).map_or(0, |r| r.updated_ms);
+        let now = inner.tick(self.clock.now_ms(), previous);
         let mut rec = inner.records.remove(&id).expect("caller checked the id");
         inner.unindex(&rec);
         rec.updated_ms = now;

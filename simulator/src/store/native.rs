@@ -94,3 +94,28 @@ impl Store {
         self.lock().sequence()
     }
 }
+
+/// A live record as the CRM's own list and search endpoints see it.
+pub(crate) struct LiveRecord {
+    pub(crate) id: u64,
+    pub(crate) updated_ms: i64,
+    /// The record in the CRM's own shape.
+    pub(crate) native: Value,
+}
+
+impl Store {
+    /// Every live record, by id.
+    pub(crate) fn live_records(&self) -> Vec<LiveRecord> {
+        let inner = self.lock();
+        inner
+            .records
+            .values()
+            .filter(|r| r.deleted_ms.is_none())
+            .map(|r| LiveRecord {
+                id: r.id,
+                updated_ms: r.updated_ms,
+                native: self.conn.render(r),
+            })
+            .collect()
+    }
+}

@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use super::{normalize_email, parse_id, Position, Store, StoreError};
+use super::{normalize_email, parse_id, Store, StoreError};
 use crate::connection::universal_record;
 use crate::record::Record;
 
@@ -35,36 +35,29 @@ impl Store {
         inner.records.get(&id).map(|rec| self.universal(rec))
     }
 
-    /// Up to `limit` universal records (deleted included) with
-    /// updatedTime >= `since_ms` and position after `after`, in
-    /// (updatedTime, id) order, plus the position to continue from when more
-    /// remain.
+    /// Up to `limit` live universal records with ids after `after`, by id,
+    /// plus the id to continue after when more remain.
     pub(crate) fn list_universal(
         &self,
-        since_ms: Option<i64>,
-        after: Option<Position>,
+        after: Option<u64>,
         limit: usize,
-    ) -> (Vec<Value>, Option<Position>) {
+    ) -> (Vec<Value>, Option<u64>) {
         let inner = self.lock();
-        let start = match (since_ms, after) {
-            (Some(since), Some(pos)) if (since, 0) > pos => Bound::Included((since, 0)),
-            (_, Some(pos)) => Bound::Excluded(pos),
-            (Some(since), None) => Bound::Included((since, 0)),
-            (None, None) => Bound::Unbounded,
-        };
-        let mut page: Vec<Position> = inner
-            .by_updated
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let page: Vec<&Record> = inner
+            .records
             .range((start, Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| r.deleted_ms.is_none())
             .take(limit + 1)
-            .copied()
             .collect();
         let more = page.len() > limit;
-        page.truncate(limit);
-        let next = if more { page.last().copied() } else { None };
-        let records = page
-            .iter()
-            .map(|(_, id)| self.universal(&inner.records[id]))
-            .collect();
-        (records, next)
+        let page = &page[..page.len().min(limit)];
+        let next = if more {
+            page.last().map(|r| r.id)
+        } else {
+            None
+        };
+        (page.iter().map(|r| self.universal(r)).collect(), next)
     }
 }
