@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, hs_event, signed_headers, Options, TestApp, HS_SECRET};
+use common::{eventually, hs_event, record_email, signed_headers, Options, TestApp, HS_SECRET};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -957,4 +957,86 @@ async fn a_privacy_deletion_erases_the_person_from_the_app() {
             assert!(!all.contains(value), "{coll} still holds {value}: {all}");
         }
     }
+}
+
+/// HubSpot's `contact.restore` ("a contact is restored from deletion"): a
+/// contact deleted in the app with its HubSpot record comes back when the
+/// record is restored, and so does its Pipedrive person, which the
+/// deletion had removed.
+#[tokio::test]
+async fn a_contact_restored_in_hubspot_comes_back_everywhere() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .create(json!({ "email": "lazarus@example.com", "firstName": "Laz", "jobTitle": "Back" }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["contact"]["id"].as_str().expect("id").to_owned();
+    app.wait_links(&[&id], "synced", Duration::from_secs(20))
+        .await;
+    let hs = app.link(&id, "hubspot").await.expect("link")["externalId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // deleted in HubSpot: gone from the app and from Pipedrive
+    let (status, body) = app
+        .sim_send(Method::DELETE, &format!("/hubspot/records/{hs}"), None)
+        .await;
+    assert!(status < 300, "{status} {body}");
+    eventually(Duration::from_secs(20), "deleted in Pipedrive", || async {
+        app.records("pipedrive").await.is_empty().then_some(())
+    })
+    .await;
+    app.settle(Duration::from_secs(20)).await;
+    let (status, contact) = app.contact(&id).await;
+    assert!(
+        status == 404 || !contact["deletedAt"].is_null(),
+        "deleted in the app: {status} {contact}"
+    );
+
+    // restored from HubSpot's recycle bin (its contact.restore webhook
+    // follows by itself)
+    let (status, body) = app
+        .sim_send(
+            Method::POST,
+            &format!("/hubspot/records/{hs}/restore"),
+            None,
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let person = eventually(Duration::from_secs(20), "back in Pipedrive", || async {
+        app.records("pipedrive").await.into_iter().next()
+    })
+    .await;
+    app.wait_links(&[&id], "synced", Duration::from_secs(20))
+        .await;
+    app.settle(Duration::from_secs(20)).await;
+
+    let (status, contact) = app.contact(&id).await;
+    assert_eq!(status, 200, "the contact is back: {contact}");
+    assert!(contact["deletedAt"].is_null(), "not deleted: {contact}");
+    assert_eq!(contact["firstName"], "Laz", "{contact}");
+    assert_eq!(
+        app.link(&id, "hubspot").await.expect("link")["externalId"],
+        hs.as_str(),
+        "linked to the restored record"
+    );
+    let people = app.records("pipedrive").await;
+    assert_eq!(people.len(), 1, "one person in Pipedrive: {people:?}");
+    assert_eq!(
+        record_email("pipedrive", &person).as_deref(),
+        Some("lazarus@example.com")
+    );
+    assert_eq!(people[0]["first_name"], "Laz", "{people:?}");
+    assert_eq!(
+        app.link(&id, "pipedrive").await.expect("link")["externalId"],
+        people[0]["id"].to_string().as_str(),
+        "linked to the new person"
+    );
+    assert_eq!(app.records("hubspot").await.len(), 1, "one HubSpot contact");
+    // the email is the restored contact's again
+    let (status, body) = app
+        .create(json!({ "email": "lazarus@example.com", "firstName": "Other" }))
+        .await;
+    assert_eq!(status, 409, "{body}");
 }

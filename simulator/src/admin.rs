@@ -51,6 +51,7 @@ pub(crate) fn routes() -> Route {
                 .delete(records::delete),
         )
         .at("/:connection/records/:id/merge", post(records::merge))
+        .at("/:connection/records/:id/restore", post(records::restore))
 }
 
 /// Errors are full responses (`{"error": …}` with their status).

@@ -18,6 +18,8 @@ pub(crate) enum ChangeKind {
     Created,
     Updated,
     Deleted,
+    /// A deleted record brought back.
+    Restored,
     /// Merged into the live record `into` (which is kept): the record itself
     /// is now deleted.
     Merged {

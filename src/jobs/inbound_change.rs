@@ -46,6 +46,10 @@ pub struct InboundChange {
     /// app keeps of the person is erased too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub purge: bool,
+    /// The CRM restored the record from deletion (HubSpot's
+    /// `contact.restore`): a contact deleted with it comes back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore: bool,
 }
 
 /// One webhook delivery's changes for one connection (same customer,
@@ -160,8 +164,15 @@ pub async fn handle(job: InboundChange, ctx: Data<Inbound>, id: TaskId) -> Resul
             }
         },
     };
-    crate::crm::job_scope(ctx.change(&customer, job.provider, &job.external_id, &id.to_string()))
-        .await?;
+    crate::crm::job_scope(async {
+        if job.restore {
+            ctx.restore(&customer, job.provider, &job.external_id)
+                .await?;
+        }
+        ctx.change(&customer, job.provider, &job.external_id, &id.to_string())
+            .await
+    })
+    .await?;
     if job.purge {
         ctx.purge(&customer, job.provider, &job.external_id).await?;
     }

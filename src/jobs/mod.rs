@@ -293,6 +293,7 @@ impl Enqueuer {
                     event_ids: Vec::new(),
                     batch: Vec::new(),
                     purge: false,
+                    restore: false,
                     ..first.clone()
                 };
                 let mut head_json = serde_json::to_string(&head).map_err(corrupt)?;

@@ -415,6 +415,59 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Brings a deleted contact back (its CRM record was restored), at a
+    /// new version, with `outbox` (the pushes that bring the other CRMs
+    /// back too). `None` when the contact is not deleted (or was erased
+    /// for privacy: nothing is left to restore).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a live contact has taken its email.
+    pub async fn restore_contact(
+        &self,
+        id: ContactId,
+        outbox: Option<&Outbox>,
+    ) -> Result<Option<Contact>, StoreError> {
+        let Some(deleted) = self.contact(id).await?.filter(|c| c.deleted_at.is_some()) else {
+            return Ok(None);
+        };
+        let owner = id.to_string();
+        let key = Key::Email {
+            customer: &deleted.customer_id,
+            email: deleted.email.as_str(),
+        };
+        if self.claim(key, &owner).await? == Claimed::Taken {
+            return Err(email_conflict(&deleted.email));
+        }
+        let mut set = doc! { "activeEmail": deleted.email.as_str(), "updatedAt": DateTime::now() };
+        if let Some(outbox) = outbox {
+            set.insert(
+                "outbox",
+                bson::to_bson(outbox).context("encoding an outbox")?,
+            );
+        }
+        let restored = self
+            .contacts
+            .find_one_and_update(
+                doc! {
+                    "_id": id.oid(),
+                    "deletedAt": { "$exists": true },
+                    "erasedAt": { "$exists": false },
+                },
+                doc! { "$set": set, "$unset": { "deletedAt": "" }, "$inc": { "version": 1_i64 } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .with_context(|| format!("restoring contact {id}"));
+        if !matches!(restored, Ok(Some(_))) {
+            let key = Key::Email {
+                customer: &deleted.customer_id,
+                email: deleted.email.as_str(),
+            };
+            self.release_or_log(key, &owner).await;
+        }
+        Ok(restored?)
+    }
+
     /// Erases a deleted contact's personal data (see
     /// `InboundSync::purge`): its fields, its email (replaced by an address
     /// of its id that cannot be delivered), what its links remember of it,

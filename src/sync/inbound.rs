@@ -131,6 +131,97 @@ impl InboundSync {
         Ok(())
     }
 
+    /// Brings back the contact a CRM record was linked to when the CRM
+    /// restores that record from deletion (HubSpot's `contact.restore`: "a
+    /// contact is restored from deletion"): a user asked for the person
+    /// back, whoever deleted it. The contact returns with what it held, and
+    /// the pushes written with it bring the other CRMs back too (a push
+    /// that finds its record gone creates one). The change that follows
+    /// merges what the restored record holds. Nothing is restored when the
+    /// record is not live when read, the contact is not deleted or was
+    /// erased for privacy; a contact whose email a live one has taken
+    /// meanwhile is refused, naming both.
+    ///
+    /// # Errors
+    /// Transient for store and CRM trouble, permanent for a taken email.
+    pub async fn restore(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        external_id: &str,
+    ) -> Result<(), JobError> {
+        if !self.syncs_with(customer, provider).await? {
+            return Ok(());
+        }
+        let Some(link) = self
+            .store
+            .link_by_external(customer, provider, external_id)
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(());
+        };
+        let work = async {
+            let deleted = self
+                .store
+                .contact(link.contact_id)
+                .await
+                .map_err(store_err)?
+                .is_some_and(|c| c.deleted_at.is_some());
+            if !deleted {
+                return Ok(());
+            }
+            let live = self
+                .read_record(customer, provider, external_id)
+                .await?
+                .is_some_and(|r| !r.deleted);
+            if !live {
+                return Ok(());
+            }
+            // The other CRMs' records went with the deletion: their links
+            // let go of them first, so the pushes below find the person by
+            // email or create it, rather than read a deleted record as a
+            // deletion to apply (or see nothing to write).
+            let links = self
+                .store
+                .links_of(&[link.contact_id])
+                .await
+                .map_err(store_err)?;
+            for other in links.iter().filter(|l| l.provider != provider) {
+                if let Some(old) = &other.external_id {
+                    self.store
+                        .release_external_id(link.contact_id, other.provider, old)
+                        .await
+                        .map_err(store_err)?;
+                }
+            }
+            let owed = self.owed(customer, provider, false).await?;
+            match self
+                .store
+                .restore_contact(link.contact_id, Outbox::owed(&owed).as_ref())
+                .await
+            {
+                Ok(Some(restored)) => {
+                    tracing::info!(contact_id = %restored.id, %provider, "a contact restored with its CRM record");
+                    self.push_owed(&restored, &owed).await
+                }
+                Ok(None) => Ok(()),
+                Err(StoreError::Conflict(m)) => Err(JobError::permanent(format!(
+                    "{provider} record {external_id} was restored, but contact {} cannot be: {m}",
+                    link.contact_id
+                ))),
+                Err(StoreError::Other(e)) => Err(store_err(e)),
+            }
+        };
+        with_lease(
+            &self.leases,
+            &link_lease_name(link.contact_id, provider),
+            "another job is pushing this contact",
+            work,
+        )
+        .await
+    }
+
     /// Whether the customer's contacts sync with `provider`: its
     /// connection is enabled (and the deployment syncs with the CRM).
     ///

@@ -118,6 +118,22 @@ pub(super) fn delete(
     Ok(Response::builder().status(StatusCode::NO_CONTENT).finish())
 }
 
+/// Brings a deleted record back, as a user restoring it from HubSpot's
+/// recycle bin.
+#[handler]
+pub(super) fn restore(
+    Data(state): Data<&Arc<State>>,
+    Path((conn, id)): Path<(String, String)>,
+    Query(query): Params,
+) -> AdminResult {
+    let account = account(state, &conn, &query)?;
+    account
+        .store
+        .restore(&id, Origin::Admin)
+        .map_err(store_error)?;
+    Ok(Response::builder().status(StatusCode::NO_CONTENT).finish())
+}
+
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Merge {

@@ -290,4 +290,25 @@ impl Store {
             }
         }
     }
+
+    /// Restores a deleted record, as HubSpot's recycle bin does (its
+    /// `contact.restore` webhook: "a contact is restored from deletion");
+    /// restoring a live one is a no-op.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown id.
+    pub(crate) fn restore(&self, id: &str, origin: Origin) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let n = parse_id(id)?;
+        match inner.records.get(&n) {
+            None => Err(StoreError::NotFound(id.to_owned())),
+            Some(rec) if rec.deleted_ms.is_none() => Ok(()),
+            Some(_) => {
+                self.modify(&mut inner, n, ChangeKind::Restored, origin, |rec| {
+                    rec.deleted_ms = None;
+                });
+                Ok(())
+            }
+        }
+    }
 }

@@ -25,7 +25,10 @@ impl FlowEvents {
 /// The flow trigger a change fires.
 fn trigger(kind: ChangeKind) -> &'static str {
     match kind {
-        ChangeKind::Created => "data-record-created",
+        // A restored record is in the collection again. Integration.app
+        // documents no restore event; created is the nearest (unconfirmed
+        // without a live workspace).
+        ChangeKind::Created | ChangeKind::Restored => "data-record-created",
         ChangeKind::Updated => "data-record-updated",
         ChangeKind::Deleted | ChangeKind::Merged { .. } => "data-record-deleted",
     }
@@ -58,6 +61,7 @@ mod tests {
             (ChangeKind::Created, "data-record-created"),
             (ChangeKind::Updated, "data-record-updated"),
             (ChangeKind::Deleted, "data-record-deleted"),
+            (ChangeKind::Restored, "data-record-created"),
             (ChangeKind::Merged { into: 7 }, "data-record-deleted"),
         ];
         for (kind, expected) in cases {

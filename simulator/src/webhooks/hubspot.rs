@@ -97,6 +97,10 @@ impl HubSpotWebhooks {
                 deletion["changeFlag"] = json!("DELETED");
                 vec![deletion]
             }
+            // "contact.restore: a contact is restored from deletion"
+            // (HubSpot, Webhooks API, subscription types); no changeFlag
+            // is documented for it.
+            ChangeKind::Restored => vec![self.event(e, portal_id, "contact.restore", id)],
             ChangeKind::Merged { into } => {
                 let mut merge = self.event(e, portal_id, "contact.merge", into);
                 merge["primaryObjectId"] = json!(into);

@@ -189,6 +189,7 @@ async fn handle(
         account_id: None,
         batch: Vec::new(),
         purge: false,
+        restore: false,
     };
     match state.enqueuer.inbound(&job).await {
         Ok(id) => Json(json!({ "jobId": id })).into_response(),

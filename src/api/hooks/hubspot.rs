@@ -236,6 +236,8 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             job.occurred_at = job.occurred_at.max(e.occurred_at);
             // a deletion for privacy: the person's data goes from the app too
             job.purge |= e.subscription_type.ends_with(".privacyDeletion");
+            // restored from deletion: a contact deleted with it comes back
+            job.restore |= e.subscription_type.ends_with(".restore");
             job.event_ids.push(e.event_id.to_string());
         }
     };
@@ -302,6 +304,7 @@ fn change(customer: CustomerId, deferred: bool, portal: &str, id: String) -> Inb
         event_ids: Vec::new(),
         batch: Vec::new(),
         purge: false,
+        restore: false,
     }
 }
 

@@ -601,6 +601,7 @@ pub async fn bench_inbound(
                 account_id: None,
                 batch: Vec::new(),
                 purge: false,
+                restore: false,
             })
             .collect();
         let enqueuer = contact_sync::jobs::Enqueuer::new(queue.clone(), cfg.jobs.retry_attempts);
