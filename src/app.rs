@@ -122,6 +122,13 @@ pub async fn run_api(
             .iter()
             .map(|&p| (p, cfg.rate_limits.per_second(p)))
             .collect(),
+        checker: api::Checker::new(
+            &cfg.integration.integration_app_url,
+            cfg.integration.require_workspace(),
+            CustomerId::parse(&cfg.integration.integration_app_customer_id)
+                .unwrap_or_else(|_| CustomerId::default_customer()),
+            Duration::from_secs(cfg.integration.crm_call_timeout_secs.max(1)),
+        )?,
     };
     if let Some(addr) = cfg.api.metrics_addr {
         let l = bind(addr, "METRICS_ADDR")?;

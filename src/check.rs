@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::CheckProcess;
-use crate::crm::{ConnectionState, IntegrationApp, TokenMinter};
+use crate::crm::{IntegrationApp, TokenMinter};
 use crate::domain::CustomerId;
 use crate::store::Store;
 
@@ -52,27 +52,16 @@ pub async fn run(cfg: &CheckProcess) -> anyhow::Result<()> {
                 }
                 checked += 1;
                 let who = format!("{} {provider}", customer.id);
-                let state = crm
-                    .connection_state(&customer.id, provider)
+                let verdict = crm
+                    .check_connection(&customer.id, provider)
                     .await
                     .with_context(|| format!("asking Integration.app about {who}"))?;
-                if let ConnectionState::NeedsReconnect(why) = state {
-                    problems += 1;
-                    println!("FAIL  {who}: needs reconnecting: {why}");
-                    continue;
-                }
-                let missing = crm
-                    .missing_actions(&customer.id, provider)
-                    .await
-                    .with_context(|| format!("asking Integration.app about {who}'s actions"))?;
-                if missing.is_empty() {
-                    println!("ok    {who}: connected, every action there");
-                } else {
-                    problems += 1;
-                    println!(
-                        "FAIL  {who}: actions missing (push integration-app/): {}",
-                        missing.join(", ")
-                    );
+                match verdict.problem() {
+                    None => println!("ok    {who}: connected, every action there"),
+                    Some(problem) => {
+                        problems += 1;
+                        println!("FAIL  {who}: {problem}");
+                    }
                 }
             }
         }

@@ -388,7 +388,47 @@ async fn the_self_check_names_a_connection_that_needs_reconnecting() {
         );
     }
 
+    // the console's panel asks the api, which runs the same check
+    let (status, report) = app.call(Method::GET, "/api/check", None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["workspaceOk"], true, "{report}");
+    assert_eq!(report["problems"], 0, "{report}");
+    assert_eq!(
+        report["connections"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+
     set_connected(&app, false).await;
+    let (status, report) = app
+        .call(
+            Method::GET,
+            &format!("/api/check?customerId={CUSTOMER}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["problems"], 1, "{report}");
+    let pipedrive = report["connections"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["provider"] == "pipedrive"))
+        .expect("pipedrive checked");
+    assert_eq!(pipedrive["ok"], false, "{report}");
+    assert!(
+        pipedrive["problem"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("needs reconnecting")),
+        "{report}"
+    );
+    let (status, body) = app
+        .call(Method::GET, "/api/check?customerId=no%20such", None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = app
+        .call(Method::GET, "/api/check?customerId=nobody", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+
     let run = app.cli_env(&["check"], &env).await;
     assert!(!run.success, "a problem fails the check: {}", run.stdout);
     assert!(

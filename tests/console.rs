@@ -446,6 +446,52 @@ async fn failed_contact(app: &TestApp, email: &str) -> String {
     id
 }
 
+/// The self-check panel runs `contact-sync check` through the api when
+/// asked, and shows a disconnected connection as needing a reconnect.
+#[tokio::test]
+async fn operator_runs_the_self_check_from_the_console() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::launch().await;
+    sign_in(&mut browser, &app, common::TOKEN).await;
+    browser.click("a[data-nav=check]").await;
+    browser
+        .wait_for(
+            "the check's button",
+            &exists("#view button[data-action=check]"),
+        )
+        .await;
+    browser.click("#view button[data-action=check]").await;
+    browser
+        .wait_for(
+            "both connections ready",
+            "document.querySelectorAll('tr[data-ok=true]').length === 2",
+        )
+        .await;
+
+    // Pipedrive disconnected in the workspace: the next check names it
+    let (status, body) = app
+        .sim_send(
+            reqwest::Method::PUT,
+            "/accounts/contact-sync/pipedrive",
+            Some(json!({ "connected": false })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    browser.click("#view button[data-action=check]").await;
+    browser
+        .wait_for(
+            "Pipedrive needs reconnecting",
+            "document.querySelector('tr[data-provider=pipedrive][data-ok=false]')?.textContent.includes('needs reconnecting') === true",
+        )
+        .await;
+    browser.screenshot(&artifact("console-check.png")).await;
+    assert!(
+        browser.problems().is_empty(),
+        "the page logged errors: {:#?}",
+        browser.problems()
+    );
+}
+
 /// A read-only token of the viewer test.
 const VIEWER: &str = "viewer-token";
 

@@ -2,6 +2,7 @@
 //! input, writes the app's own records and only enqueues sync work.
 
 pub mod auth;
+mod check;
 mod console;
 mod contacts;
 mod customers;
@@ -27,6 +28,7 @@ use crate::domain::Provider;
 use crate::jobs::Enqueuer;
 use crate::store::Store;
 use auth::Tokens;
+pub use check::Checker;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub metrics: workers::Metrics,
     /// Pool-wide calls per second allowed per CRM (shown to operators).
     pub rate_limits: std::collections::HashMap<Provider, u32>,
+    /// The self-check's client of Integration.app.
+    pub checker: Checker,
 }
 
 #[derive(Tags)]
@@ -87,6 +91,7 @@ pub fn app(
             customers::CustomersApi,
             jobs::JobsApi,
             ops::OpsApi,
+            check::CheckApi,
         ),
         "contact-sync",
         env!("CARGO_PKG_VERSION"),

@@ -29,6 +29,31 @@ pub enum ConnectionState {
     NeedsReconnect(String),
 }
 
+/// What the self-check concluded of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Connected, with every action the app runs.
+    Ready,
+    /// The customer has to connect again (why).
+    NeedsReconnect(String),
+    /// Actions missing from the workspace (push `integration-app/`).
+    MissingActions(Vec<&'static str>),
+}
+
+impl Verdict {
+    /// What needs fixing, in words; `None` when nothing does.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Self::Ready => None,
+            Self::NeedsReconnect(why) => Some(format!("needs reconnecting: {why}")),
+            Self::MissingActions(missing) => Some(format!(
+                "actions missing (push integration-app/): {}",
+                missing.join(", ")
+            )),
+        }
+    }
+}
+
 /// The parts of Integration.app's `ConnectionDto` the check reads.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,6 +91,29 @@ impl IntegrationApp {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The self-check of the customer's connection with `provider`: that
+    /// it can be used, then that every action the app runs is there.
+    ///
+    /// # Errors
+    /// When Integration.app cannot be asked.
+    pub async fn check_connection(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<Verdict, CrmError> {
+        if let ConnectionState::NeedsReconnect(why) =
+            self.connection_state(customer, provider).await?
+        {
+            return Ok(Verdict::NeedsReconnect(why));
+        }
+        let missing = self.missing_actions(customer, provider).await?;
+        Ok(if missing.is_empty() {
+            Verdict::Ready
+        } else {
+            Verdict::MissingActions(missing)
+        })
     }
 
     /// The actions of [`ACTIONS`] Integration.app does not have on the

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use workers::{JobError, RateLimiter};
 
 use crate::domain::{CustomerId, Provider};
-pub use check::{ConnectionState, ACTIONS};
+pub use check::{ConnectionState, Verdict, ACTIONS};
 pub use contacts::Updated;
 pub use listing::{Changed, ChangedPage, Page, LIST, LIST_CHANGED};
 pub use record::CrmRecord;

@@ -890,6 +890,85 @@ function renderJob(j) {
   );
 }
 
+// ---- self-check ----
+
+// The last check's findings: the check asks Integration.app about every
+// connection, so it runs only when asked, never on the 2 s refresh.
+let lastCheck = null;
+
+async function loadCheck() {
+  return { last: lastCheck, customer: picked() };
+}
+
+async function runCheck(b) {
+  if (b.dataset.busy) return;
+  b.dataset.busy = '1';
+  b.setAttribute('aria-busy', 'true');
+  const customer = picked();
+  const query = customer ? `?customerId=${encodeURIComponent(customer)}` : '';
+  setStatus('Checking…');
+  try {
+    const report = await api('GET', `/check${query}`);
+    lastCheck = { report, customer, at: Date.now() };
+    setAlert('');
+    setStatus(
+      !report.workspaceOk
+        ? 'The workspace needs fixing.'
+        : report.problems
+          ? `${report.problems} of ${report.connections.length} connections need fixing.`
+          : `All ${report.connections.length} connections are ready.`,
+    );
+  } catch (err) {
+    if (err.status === 401) return showLogin(explain(err));
+    setAlert(`The check failed: ${explain(err)}`);
+  } finally {
+    delete b.dataset.busy;
+    b.removeAttribute('aria-busy');
+  }
+  await refresh();
+}
+
+function renderCheck({ last, customer }) {
+  const whom = customer ? `${customerName(customer)}'s connections` : 'every enabled connection';
+  const run = button('Run the check', { 'data-action': 'check', 'data-key': 'check' }, runCheck);
+  if (!last) {
+    return page(
+      'Self-check',
+      h('p', {}, `Asks Integration.app whether the workspace token mints and whether ${whom} exists, can be used and has the actions the app runs (as contact-sync check does).`),
+      run,
+    );
+  }
+  const r = last.report;
+  return page(
+    'Self-check',
+    h('p', {}, `Checked ${last.customer ? `${customerName(last.customer)}'s connections` : 'every enabled connection'} at `, time(last.at), '.'),
+    run,
+    section(
+      'h-workspace',
+      'Workspace',
+      h(
+        'p',
+        { 'data-check': 'workspace', class: r.workspaceOk ? null : 'error-text' },
+        r.workspaceOk ? 'ok: the workspace credentials mint a customer token.' : `needs fixing: ${r.workspaceProblem}`,
+      ),
+    ),
+    tableSection(
+      'h-check',
+      'Connections',
+      ['Customer', 'CRM', 'Result'],
+      r.connections.map((c) => ({
+        attrs: { 'data-customer-id': c.customerId, 'data-provider': c.provider, 'data-ok': String(c.ok) },
+        cells: [
+          h('code', {}, c.customerId),
+          crm(c.provider),
+          c.ok ? 'ok: connected, every action there' : h('span', { class: 'error-text' }, c.problem),
+        ],
+      })),
+      'No enabled connection.',
+    ),
+  );
+}
+
 const VIEWS = {
   overview: { nav: 'overview', load: loadOverview, render: renderOverview },
   customers: { nav: 'customers', load: loadCustomers, render: renderCustomers },
@@ -897,6 +976,7 @@ const VIEWS = {
   contact: { nav: 'contacts', load: loadContact, render: renderContact },
   dead: { nav: 'dead', load: loadDead, render: renderDead },
   job: { nav: 'dead', load: loadJob, render: renderJob },
+  check: { nav: 'check', load: loadCheck, render: renderCheck },
 };
 
 // ---- routing and refresh ----
