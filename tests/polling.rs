@@ -154,6 +154,62 @@ async fn a_poll_of_500_persons_reads_the_3_changed_and_a_full_scan_notices_a_del
     assert_eq!(app.contacts_all().await.len(), PERSONS - 1);
 }
 
+/// An account synced up to now (its poll cursor is set where a poll
+/// would have left it): 10,000 persons, 3 changed since; the poll reads
+/// those 3 in one page of the list of changes.
+#[tokio::test]
+async fn a_poll_of_10_000_persons_reads_the_3_changed_in_one_page() {
+    let app = TestApp::with(
+        Options::default()
+            .env("SIMULATOR_EVENTS_URL", "")
+            .env("PROVIDERS", "pipedrive"),
+    )
+    .await;
+    let made = make_persons(&app, 10_000).await;
+    let last = made.iter().map(|p| ms_of(&p["update_time"])).max().unwrap();
+    // Pipedrive's updated_since counts whole seconds: the cursor is set
+    // past the persons' last second, and the changes come later still.
+    let since = last - last.rem_euclid(1000) + 1_000;
+    let client = mongodb::Client::with_uri_str(common::mongodb_uri())
+        .await
+        .expect("client");
+    client
+        .database(&app.db)
+        .collection::<bson::Document>("sync_cursors")
+        .update_one(
+            bson::doc! { "_id": "contact-sync:pipedrive" },
+            bson::doc! { "$set": { "sinceMs": since, "boundaryIds": [], "updatedAt": bson::DateTime::now() } },
+        )
+        .upsert(true)
+        .await
+        .expect("cursor set");
+    clock_reaches(since + 1_000).await;
+
+    let changed = [&made[17], &made[5_000], &made[9_998]];
+    for p in changed {
+        let (status, body) = app
+            .sim_send(
+                Method::PATCH,
+                &format!("/pipedrive/records/{}", p["id"]),
+                Some(json!({"last_name": "Changed"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.sim_send(Method::DELETE, "/calls", None).await;
+    poll(&app, "poll").await;
+    let listings = app.calls("pipedrive", "list-changed-contacts").await;
+    let reads = app.calls("pipedrive", "get-contact").await;
+    assert_eq!(listings.len(), 1, "one page: {listings:?}");
+    assert_eq!(reads.len(), 3, "the 3 changed read: {reads:?}");
+    assert!(app.calls("pipedrive", "list-contacts").await.is_empty());
+    let contacts = app.contacts_all().await;
+    assert_eq!(contacts.len(), 3, "only the changed imported: {contacts:?}");
+    for c in &contacts {
+        assert_eq!(c["lastName"], "Changed", "{c}");
+    }
+}
+
 #[tokio::test]
 async fn hubspot_changes_arrive_by_its_search_when_polled() {
     // No webhooks: only the poll (HubSpot's contact search) brings changes.
