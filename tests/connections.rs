@@ -201,6 +201,77 @@ async fn a_disconnected_connection_deletes_nothing_and_converges_once_reconnecte
     assert!(contact["deletedAt"].is_null(), "{contact}");
 }
 
+/// A defunct connection (it exists, but its credentials no longer work:
+/// Integration.app's `connection_is_defunct`) is a configuration error
+/// like a missing one: the push waits without using attempts, the
+/// connection reads `needs_reconnect`, the check names it; once the
+/// customer connects again, the edit lands.
+#[tokio::test]
+async fn a_defunct_connection_waits_for_a_reconnect() {
+    let app = TestApp::with(Options::default().env("RECONNECT_PROBE_SECS", 1)).await;
+    let id = app.create_ok("dee.funct@example.com").await;
+    app.wait_links(&[&id], "synced", Duration::from_secs(20))
+        .await;
+    let set_defunct = |defunct: bool| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .sim_send(
+                    Method::PUT,
+                    &format!("/accounts/{CUSTOMER}/pipedrive"),
+                    Some(json!({ "defunct": defunct })),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["defunct"], defunct, "{body}");
+        }
+    };
+    set_defunct(true).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/contacts/{id}"),
+            Some(json!({ "firstName": "Dee-edited" })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually(
+        Duration::from_secs(20),
+        "pipedrive needs reconnect",
+        || async {
+            Some(connection(&app, "pipedrive").await).filter(|c| c["health"] == "needs_reconnect")
+        },
+    )
+    .await;
+    app.wait_link(&id, "hubspot", "synced", Duration::from_secs(20))
+        .await;
+    let link = app.link(&id, "pipedrive").await.expect("link");
+    assert_eq!(
+        link["syncStatus"], "pending",
+        "waits, no attempt burned: {link}"
+    );
+    let (_, report) = app.call(Method::GET, "/api/check", None).await;
+    let problem = report["connections"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["provider"] == "pipedrive"))
+        .and_then(|c| c["problem"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(problem.contains("defunct"), "{report}");
+
+    set_defunct(false).await;
+    app.wait_link(&id, "pipedrive", "synced", Duration::from_secs(30))
+        .await;
+    let people = app.records("pipedrive").await;
+    assert_eq!(people.len(), 1, "{people:?}");
+    assert_eq!(
+        first_name("pipedrive", &people[0]).as_deref(),
+        Some("Dee-edited")
+    );
+    let q = app.queue().await;
+    assert_eq!(q.counts("outbound-upsert").await.expect("counts").dead, 0);
+}
+
 #[tokio::test]
 async fn a_disabled_connection_applies_nothing_and_is_not_resynced() {
     let app = TestApp::spawn().await;

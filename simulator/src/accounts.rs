@@ -45,12 +45,13 @@ impl Account {
             connection: self.owner.connection().key(),
             account_id: self.owner.account_id(),
             connected: self.owner.connected(),
+            defunct: self.owner.defunct(),
             records: self.store.live_count(),
         }
     }
 }
 
-/// `{customer, connection, accountId, connected, records}`.
+/// `{customer, connection, accountId, connected, defunct, records}`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AccountView {
@@ -58,6 +59,7 @@ pub(crate) struct AccountView {
     connection: &'static str,
     account_id: u64,
     connected: bool,
+    defunct: bool,
     /// Live (not deleted) records.
     records: usize,
 }
@@ -68,6 +70,7 @@ pub(crate) struct AccountView {
 pub(crate) struct AccountChange {
     pub(crate) account_id: Option<u64>,
     pub(crate) connected: Option<bool>,
+    pub(crate) defunct: Option<bool>,
 }
 
 /// Why an account cannot be changed.
@@ -275,6 +278,9 @@ impl Accounts {
         };
         if let Some(connected) = change.connected {
             account.owner.set_connected(connected);
+        }
+        if let Some(defunct) = change.defunct {
+            account.owner.set_defunct(defunct);
         }
         Ok(account)
     }

@@ -61,7 +61,8 @@ pub(crate) fn get_connection(
             "name": conn.key(),
             "integrationId": conn.key(),
             "disconnected": false,
-            "isDefunct": false,
+            // ConnectionDto's isDefunct (@membranehq/sdk)
+            "isDefunct": state.account(Some(&customer), conn).owner().defunct(),
         }))
     });
     match found {

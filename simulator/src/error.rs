@@ -81,6 +81,19 @@ impl ActionError {
         )
     }
 
+    /// The connection exists but is defunct: `@membranehq/sdk`'s
+    /// `ConnectionError` (type `connection`) with `ConnectionErrorKey`
+    /// `connection_is_defunct`. The HTTP status is not published (400
+    /// here; the client reads the key, not the status).
+    pub(crate) fn defunct(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "connection",
+            Some("connection_is_defunct"),
+            message,
+        )
+    }
+
     /// The CRM answered 404 for the record an action named. Not published
     /// as such: `@membranehq/sdk`'s `extractMembraneErrorData` puts an HTTP
     /// client's failure in `data.response {status, data, headers}`, the

@@ -19,6 +19,10 @@ pub(crate) struct Owner {
     /// disconnected account refuses action runs and runs no flows, but
     /// keeps its records.
     connected: AtomicBool,
+    /// Whether the connection is defunct (its credentials no longer work
+    /// and cannot be refreshed): it exists, but every run fails until the
+    /// customer connects again.
+    defunct: AtomicBool,
 }
 
 impl Owner {
@@ -28,6 +32,7 @@ impl Owner {
             connection,
             account_id: AtomicU64::new(account_id),
             connected: AtomicBool::new(true),
+            defunct: AtomicBool::new(false),
         }
     }
 
@@ -53,5 +58,13 @@ impl Owner {
 
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::SeqCst);
+    }
+
+    pub(crate) fn defunct(&self) -> bool {
+        self.defunct.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_defunct(&self, defunct: bool) {
+        self.defunct.store(defunct, Ordering::SeqCst);
     }
 }

@@ -113,6 +113,12 @@ fn execute(
             conn.key()
         )));
     }
+    if account.owner().defunct() {
+        return Err(ActionError::defunct(format!(
+            "Connection '{}' is defunct: its credentials no longer work; connect again",
+            conn.key()
+        )));
+    }
     let spec = state
         .config
         .action(conn, &call.action)

@@ -20,6 +20,8 @@ struct Put {
     account_id: Option<u64>,
     #[serde(default)]
     connected: Option<bool>,
+    #[serde(default)]
+    defunct: Option<bool>,
 }
 
 #[handler]
@@ -39,10 +41,12 @@ pub(super) fn put(
     let Put {
         account_id,
         connected,
+        defunct,
     } = if body.iter().all(u8::is_ascii_whitespace) {
         Put {
             account_id: None,
             connected: None,
+            defunct: None,
         }
     } else {
         parse_json(&body)?
@@ -56,6 +60,7 @@ pub(super) fn put(
     let change = AccountChange {
         account_id,
         connected,
+        defunct,
     };
     let account = state
         .accounts

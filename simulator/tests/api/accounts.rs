@@ -408,7 +408,7 @@ async fn accounts_are_made_and_changed_by_put() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         r.body,
-        json!({"customer": OTHER, "connection": "hubspot", "accountId": 900, "connected": true, "records": 0})
+        json!({"customer": OTHER, "connection": "hubspot", "accountId": 900, "connected": true, "defunct": false, "records": 0})
     );
     let r = app
         .put_account("beta", "hubspot", json!({"accountId": 900}))
