@@ -12,6 +12,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::record::{id_text, time_ms};
 use super::{CrmError, IntegrationApp};
 use crate::domain::{CustomerId, Provider};
 
@@ -81,25 +82,6 @@ fn since_text(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn time_ms(v: &Value) -> Option<i64> {
-    match v {
-        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| t.timestamp_millis())
-            .or_else(|| s.parse().ok()),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
-}
-
-fn id_of(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// Reads a CRM's answer to `list-changed-contacts`.
 ///
 /// # Errors
@@ -132,7 +114,7 @@ fn parse_changed(provider: Provider, out: &Value) -> Result<ChangedPage, CrmErro
     };
     let mut page = ChangedPage::default();
     for item in items {
-        let id = item.get("id").and_then(id_of);
+        let id = item.get("id").and_then(id_text);
         let at = item
             .pointer(time_at)
             .and_then(time_ms)
@@ -144,7 +126,7 @@ fn parse_changed(provider: Provider, out: &Value) -> Result<ChangedPage, CrmErro
             }
         }
     }
-    page.next = next.and_then(id_of);
+    page.next = next.and_then(id_text);
     if provider == Provider::Hubspot {
         if let Some(after) = page.next.as_deref().and_then(|a| a.parse::<u64>().ok()) {
             if after + HUBSPOT_PAGE > HUBSPOT_WINDOW {

@@ -22,12 +22,24 @@ pub struct CrmRecord {
     pub fetched_ms: i64,
 }
 
-fn time_ms(v: &Value) -> Option<i64> {
+/// A time as CRMs and Integration.app write it: RFC 3339, or ms since the
+/// epoch as a number or a string of one.
+pub(super) fn time_ms(v: &Value) -> Option<i64> {
     match v {
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .ok()
-            .map(|t| t.timestamp_millis()),
+            .map(|t| t.timestamp_millis())
+            .or_else(|| s.parse().ok()),
         Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// A record id, written as a non-empty string or a number.
+pub(super) fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -44,11 +56,7 @@ impl CrmRecord {
     /// # Errors
     /// When the id or the fields are missing or malformed.
     pub fn parse(v: &Value) -> Result<Self, String> {
-        let id = match &v["id"] {
-            Value::String(s) if !s.is_empty() => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return Err(format!("record without an id: {v}")),
-        };
+        let id = id_text(&v["id"]).ok_or_else(|| format!("record without an id: {v}"))?;
         let raw = if v["fields"].is_object() {
             &v["fields"]
         } else {

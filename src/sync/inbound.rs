@@ -71,31 +71,31 @@ impl InboundSync {
             tracing::info!(%customer, %provider, "a change from a connection that is not enabled; ignored");
             return Ok(Applied::Skipped);
         }
-        // Taken before the read, on the clock every process shares.
-        let read_at = self.leases.server_ms().await.map_err(queue_err)?;
-        let record = self
-            .read_record(customer, provider, external_id)
-            .await?
-            .map(|r| r.read_at(read_at));
+        let (_, record) = self.read_now(customer, provider, external_id).await?;
         self.apply(customer, provider, external_id, record, job_id)
             .await
     }
 
-    /// The CRM's record `external_id` (`get-contact`), or `None` when the
-    /// CRM itself answers that it has no such record.
+    /// The CRM's record `external_id` (`get-contact`; `None` when the CRM
+    /// itself answers that it has no such record), and when it was read:
+    /// a time taken just before the read, on the clock every process
+    /// shares, which the record carries too.
     ///
     /// # Errors
     /// A CRM failure; `Permanent` for a record the app cannot read.
-    pub(crate) async fn read_record(
+    pub(crate) async fn read_now(
         &self,
         customer: &CustomerId,
         provider: Provider,
         external_id: &str,
-    ) -> Result<Option<CrmRecord>, JobError> {
-        Ok(self
+    ) -> Result<(i64, Option<CrmRecord>), JobError> {
+        let read_at = self.leases.server_ms().await.map_err(queue_err)?;
+        let record = self
             .crm
             .get_contact(customer, provider, external_id)
-            .await?)
+            .await?
+            .map(|r| r.read_at(read_at));
+        Ok((read_at, record))
     }
 
     /// Erases what the app keeps of the person behind a CRM record the CRM
@@ -172,7 +172,8 @@ impl InboundSync {
                 return Ok(());
             }
             let live = self
-                .read_record(customer, provider, external_id)
+                .crm
+                .get_contact(customer, provider, external_id)
                 .await?
                 .is_some_and(|r| !r.deleted);
             if !live {

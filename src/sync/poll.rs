@@ -98,7 +98,8 @@ impl InboundSync {
             .cursor(customer, provider)
             .await
             .map_err(store_err)?;
-        let report = if full || cursor.since_ms == 0 || cursor.scan.is_some() {
+        let scan = full || cursor.since_ms == 0 || cursor.scan.is_some();
+        let report = if scan {
             self.full_scan(customer, provider, cursor, job_id).await?
         } else {
             self.changes_since(customer, provider, cursor, job_id)
@@ -108,7 +109,7 @@ impl InboundSync {
             tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");
         }
         tracing::info!(
-            full = full || report.deleted > 0,
+            full = scan,
             listed = report.listed,
             applied = report.applied,
             skipped = report.skipped,
@@ -119,19 +120,22 @@ impl InboundSync {
         Ok(report)
     }
 
-    /// Applies `record` (read at `read_at`), counting the outcome; a record
-    /// the app cannot apply is logged and passed over.
-    async fn apply_listed(
+    /// Counts what applying the record `id` came to; a record the app
+    /// cannot apply is logged and passed over.
+    async fn tally(
         &self,
+        applied: Result<Applied, JobError>,
         customer: &CustomerId,
         provider: Provider,
         id: &str,
-        record: Option<CrmRecord>,
         job_id: &str,
         report: &mut PollReport,
     ) -> Result<(), JobError> {
-        match self.apply(customer, provider, id, record, job_id).await {
-            Ok(_) => report.applied += 1,
+        match applied {
+            Ok(applied) => {
+                report.applied += 1;
+                report.deleted += usize::from(applied == Applied::Deleted);
+            }
             // One record the app cannot apply (a duplicate, a refusal) must
             // not hold back every record after it.
             Err(e) if !e.is_transient() => {
@@ -171,11 +175,11 @@ impl InboundSync {
                     report.skipped += 1;
                     continue;
                 }
-                // Taken before the read, on the clock every process shares.
-                let read_at = self.leases.server_ms().await.map_err(queue_err)?;
-                let record = self.read_record(customer, provider, &change.id).await?;
-                let record = record.map(|r| r.read_at(read_at));
-                self.apply_listed(customer, provider, &change.id, record, job_id, &mut report)
+                let (read_at, record) = self.read_now(customer, provider, &change.id).await?;
+                let applied = self
+                    .apply(customer, provider, &change.id, record, job_id)
+                    .await;
+                self.tally(applied, customer, provider, &change.id, job_id, &mut report)
                     .await?;
                 if change.updated_ms > since {
                     since = change.updated_ms;
@@ -248,7 +252,8 @@ impl InboundSync {
                 };
                 let id = rec.id.clone();
                 seen.insert(id.clone());
-                self.apply_listed(customer, provider, &id, Some(rec), job_id, &mut report)
+                let applied = self.apply(customer, provider, &id, Some(rec), job_id).await;
+                self.tally(applied, customer, provider, &id, job_id, &mut report)
                     .await?;
             }
             match page.cursor {
@@ -301,18 +306,9 @@ impl InboundSync {
             .await
             .map_err(store_err)?;
         for id in linked.iter().filter(|id| !seen.contains(*id)) {
-            match self.change(customer, provider, id, job_id).await {
-                Ok(applied) => {
-                    report.applied += 1;
-                    report.deleted += usize::from(applied == Applied::Deleted);
-                }
-                Err(e) if !e.is_transient() => {
-                    self.skip_record(customer, provider, Some(id), job_id, &e.to_string())
-                        .await?;
-                    report.failed += 1;
-                }
-                Err(e) => return Err(e),
-            }
+            let applied = self.change(customer, provider, id, job_id).await;
+            self.tally(applied, customer, provider, id, job_id, report)
+                .await?;
         }
         Ok(())
     }
