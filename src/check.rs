@@ -14,9 +14,6 @@ use crate::crm::{IntegrationApp, TokenMinter};
 use crate::domain::CustomerId;
 use crate::store::Store;
 
-/// Customers read per page.
-const PAGE: i64 = 500;
-
 /// Runs the check, printing what it finds to stdout.
 ///
 /// # Errors
@@ -40,36 +37,23 @@ pub async fn run(cfg: &CheckProcess) -> anyhow::Result<()> {
     let store = Store::connect_with(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db, None)
         .await
         .context("MONGODB_URI: cannot connect")?;
+    let connections = store.enabled_connections(&cfg.sync.providers).await?;
     let mut problems = 0;
-    let mut checked = 0;
-    let mut after: Option<CustomerId> = None;
-    loop {
-        let page = store.customers(after.as_ref(), PAGE).await?;
-        for customer in &page {
-            for provider in customer.enabled() {
-                if !cfg.sync.providers.contains(&provider) {
-                    continue;
-                }
-                checked += 1;
-                let who = format!("{} {provider}", customer.id);
-                let verdict = crm
-                    .check_connection(&customer.id, provider)
-                    .await
-                    .with_context(|| format!("asking Integration.app about {who}"))?;
-                match verdict.problem() {
-                    None => println!("ok    {who}: connected, every action there"),
-                    Some(problem) => {
-                        problems += 1;
-                        println!("FAIL  {who}: {problem}");
-                    }
-                }
+    for (customer, provider) in &connections {
+        let who = format!("{customer} {provider}");
+        let verdict = crm
+            .check_connection(customer, *provider)
+            .await
+            .with_context(|| format!("asking Integration.app about {who}"))?;
+        match verdict.problem() {
+            None => println!("ok    {who}: connected, every action there"),
+            Some(problem) => {
+                problems += 1;
+                println!("FAIL  {who}: {problem}");
             }
         }
-        match page.last() {
-            Some(last) if page.len() as i64 == PAGE => after = Some(last.id.clone()),
-            _ => break,
-        }
     }
+    let checked = connections.len();
     if problems > 0 {
         anyhow::bail!("{problems} of {checked} connections need fixing");
     }

@@ -76,31 +76,6 @@ fn slot_of(customer: &CustomerId, provider: Provider, slots: u64) -> u64 {
     u64::from_be_bytes(first) % slots.max(1)
 }
 
-/// Customers read per page when a tick walks them.
-const CUSTOMER_PAGE: i64 = 500;
-
-/// Every (customer, provider) connection to poll: enabled, with a polled
-/// provider.
-async fn connections(ctx: &Ticks) -> anyhow::Result<Connections> {
-    let mut out = Vec::new();
-    let mut after: Option<CustomerId> = None;
-    loop {
-        let page = ctx.store.customers(after.as_ref(), CUSTOMER_PAGE).await?;
-        let full = page.len() as i64 == CUSTOMER_PAGE;
-        for c in &page {
-            for p in c.enabled() {
-                if ctx.providers.contains(&p) {
-                    out.push((c.id.clone(), p));
-                }
-            }
-        }
-        after = page.last().map(|c| c.id.clone());
-        if !full {
-            return Ok(out);
-        }
-    }
-}
-
 /// The connections to poll: the cached list, read again when older than
 /// [`CONNECTIONS_TTL`] or the interval.
 async fn current(ctx: &Ticks) -> anyhow::Result<Connections> {
@@ -111,7 +86,8 @@ async fn current(ctx: &Ticks) -> anyhow::Result<Connections> {
             return Ok(list.clone());
         }
     }
-    let list = connections(ctx).await?;
+    // every enabled connection with a polled provider
+    let list = ctx.store.enabled_connections(&ctx.providers).await?;
     *known = Some((std::time::Instant::now(), list.clone()));
     Ok(list)
 }

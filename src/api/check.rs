@@ -7,16 +7,13 @@
 use futures::{StreamExt, TryStreamExt};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 
 use super::auth::ViewerAuth;
-use super::errors::{customer_param, fail_into, ErrorBody, Fail};
+use super::errors::{customer_param, response, Fail};
 use super::ApiState;
 use crate::crm::{IntegrationApp, TokenMinter};
 use crate::domain::{CustomerId, Provider};
-
-/// Customers read per page.
-const PAGE: i64 = 500;
 
 /// Connections asked about at once.
 const AT_ONCE: usize = 8;
@@ -81,26 +78,9 @@ pub struct CheckReport {
     pub problems: u32,
 }
 
-#[derive(ApiResponse)]
-enum CheckResponse {
-    /// The findings (problems are findings, not failures).
-    #[oai(status = 200)]
-    Ok(Json<CheckReport>),
-    /// See the error body.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// See the error body.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// MongoDB or Integration.app could not be asked.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(CheckResponse {
-    BadRequest,
-    NotFound,
-    Unavailable
-});
+// Problems found are findings (200), not failures; 503 when MongoDB or
+// Integration.app could not be asked.
+response!(CheckResponse, 200, CheckReport, { BadRequest = 400, NotFound = 404, Unavailable = 503 });
 
 /// The self-check endpoint.
 pub struct CheckApi;
@@ -171,35 +151,24 @@ impl ApiState {
         &self,
         only: Option<&CustomerId>,
     ) -> Result<Vec<(CustomerId, Provider)>, Fail> {
-        let of = |c: &crate::store::Customer| {
-            c.enabled()
-                .into_iter()
-                .filter(|p| self.providers.contains(p))
-                .map(|p| (c.id.clone(), p))
-                .collect::<Vec<_>>()
+        let Some(id) = only else {
+            return self
+                .store
+                .enabled_connections(&self.providers)
+                .await
+                .map_err(Fail::unavailable);
         };
-        if let Some(id) = only {
-            let customer = self
-                .store
-                .customer(id)
-                .await
-                .map_err(Fail::unavailable)?
-                .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
-            return Ok(of(&customer));
-        }
-        let mut out = Vec::new();
-        let mut after: Option<CustomerId> = None;
-        loop {
-            let page = self
-                .store
-                .customers(after.as_ref(), PAGE)
-                .await
-                .map_err(Fail::unavailable)?;
-            out.extend(page.iter().flat_map(of));
-            match page.last() {
-                Some(last) if page.len() as i64 == PAGE => after = Some(last.id.clone()),
-                _ => return Ok(out),
-            }
-        }
+        let customer = self
+            .store
+            .customer(id)
+            .await
+            .map_err(Fail::unavailable)?
+            .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
+        Ok(customer
+            .enabled()
+            .into_iter()
+            .filter(|p| self.providers.contains(p))
+            .map(|p| (customer.id.clone(), p))
+            .collect())
     }
 }

@@ -184,6 +184,35 @@ impl Store {
             .context("reading customers")
     }
 
+    /// Every customer's enabled connection with one of `providers` (the
+    /// CRMs the deployment syncs with), read a page of customers at a time.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn enabled_connections(
+        &self,
+        providers: &[Provider],
+    ) -> anyhow::Result<Vec<(CustomerId, Provider)>> {
+        const PAGE: i64 = 500;
+        let mut out = Vec::new();
+        let mut after: Option<CustomerId> = None;
+        loop {
+            let page = self.customers(after.as_ref(), PAGE).await?;
+            for c in &page {
+                out.extend(
+                    c.enabled()
+                        .into_iter()
+                        .filter(|p| providers.contains(p))
+                        .map(|p| (c.id.clone(), p)),
+                );
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => after = Some(last.id.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// One customer.
     ///
     /// # Errors
