@@ -119,6 +119,26 @@ macro_rules! fail_into {
 }
 pub(crate) use fail_into;
 
+/// An operation's response enum: the success variant, then one variant per
+/// [`FailKind`] it documents (`Kind = status`), each with the error body.
+macro_rules! response {
+    ($name:ident, $ok_status:literal, $ok:ty, { $($kind:ident = $status:literal),* }) => {
+        #[derive(poem_openapi::ApiResponse)]
+        enum $name {
+            /// Success.
+            #[oai(status = $ok_status)]
+            Ok(poem_openapi::payload::Json<$ok>),
+            $(
+                /// See the error body.
+                #[oai(status = $status)]
+                $kind(poem_openapi::payload::Json<$crate::api::errors::ErrorBody>),
+            )*
+        }
+        $crate::api::errors::fail_into!($name { $($kind),* });
+    };
+}
+pub(crate) use response;
+
 /// Renders any poem error as the JSON error body, keeping its status.
 pub async fn json_error(err: poem::Error) -> Response {
     let status = err.status();

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::{ApiAuth, ViewerAuth};
-use super::errors::{fail_into, ErrorBody, Fail};
+use super::errors::{response, Fail};
 use super::jobs::{known_queue, view, JobView, Moved, QUEUES};
 use super::views::{Count, LinkView, SyncLogView};
 use super::ApiState;
@@ -201,23 +201,6 @@ pub struct ConnectionView {
     pub rate_limit_used: u64,
     /// Calls allowed per window.
     pub rate_limit: u32,
-}
-
-macro_rules! response {
-    ($name:ident, $ok_status:literal, $ok:ty, { $($kind:ident = $status:literal),* }) => {
-        #[derive(ApiResponse)]
-        enum $name {
-            /// Success.
-            #[oai(status = $ok_status)]
-            Ok(Json<$ok>),
-            $(
-                /// See the error body.
-                #[oai(status = $status)]
-                $kind(Json<ErrorBody>),
-            )*
-        }
-        fail_into!($name { $($kind),* });
-    };
 }
 
 response!(QueuesResponse, 200, Vec<QueueOverview>, {
