@@ -110,12 +110,7 @@ pub(super) fn delete(
     Path((conn, id)): Path<(String, String)>,
     Query(query): Params,
 ) -> AdminResult {
-    let account = account(state, &conn, &query)?;
-    account
-        .store
-        .delete(&id, Origin::Admin)
-        .map_err(store_error)?;
-    Ok(Response::builder().status(StatusCode::NO_CONTENT).finish())
+    set_deleted(state, &conn, &id, &query, true)
 }
 
 /// Brings a deleted record back, as a user restoring it from HubSpot's
@@ -126,11 +121,23 @@ pub(super) fn restore(
     Path((conn, id)): Path<(String, String)>,
     Query(query): Params,
 ) -> AdminResult {
-    let account = account(state, &conn, &query)?;
-    account
-        .store
-        .restore(&id, Origin::Admin)
-        .map_err(store_error)?;
+    set_deleted(state, &conn, &id, &query, false)
+}
+
+fn set_deleted(
+    state: &State,
+    conn: &str,
+    id: &str,
+    query: &HashMap<String, String>,
+    deleted: bool,
+) -> AdminResult {
+    let store = &account(state, conn, query)?.store;
+    let done = if deleted {
+        store.delete(id, Origin::Admin)
+    } else {
+        store.restore(id, Origin::Admin)
+    };
+    done.map_err(store_error)?;
     Ok(Response::builder().status(StatusCode::NO_CONTENT).finish())
 }
 

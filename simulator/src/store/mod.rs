@@ -277,18 +277,7 @@ impl Store {
     /// # Errors
     /// `NotFound` for an unknown id.
     pub(crate) fn delete(&self, id: &str, origin: Origin) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let n = parse_id(id)?;
-        match inner.records.get(&n) {
-            None => Err(StoreError::NotFound(id.to_owned())),
-            Some(rec) if rec.deleted_ms.is_some() => Ok(()),
-            Some(_) => {
-                self.modify(&mut inner, n, ChangeKind::Deleted, origin, |rec| {
-                    rec.deleted_ms = Some(rec.updated_ms);
-                });
-                Ok(())
-            }
-        }
+        self.set_deleted(id, origin, true)
     }
 
     /// Restores a deleted record, as HubSpot's recycle bin does (its
@@ -298,14 +287,23 @@ impl Store {
     /// # Errors
     /// `NotFound` for an unknown id.
     pub(crate) fn restore(&self, id: &str, origin: Origin) -> Result<(), StoreError> {
+        self.set_deleted(id, origin, false)
+    }
+
+    fn set_deleted(&self, id: &str, origin: Origin, deleted: bool) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let n = parse_id(id)?;
         match inner.records.get(&n) {
             None => Err(StoreError::NotFound(id.to_owned())),
-            Some(rec) if rec.deleted_ms.is_none() => Ok(()),
+            Some(rec) if rec.deleted_ms.is_some() == deleted => Ok(()),
             Some(_) => {
-                self.modify(&mut inner, n, ChangeKind::Restored, origin, |rec| {
-                    rec.deleted_ms = None;
+                let kind = if deleted {
+                    ChangeKind::Deleted
+                } else {
+                    ChangeKind::Restored
+                };
+                self.modify(&mut inner, n, kind, origin, |rec| {
+                    rec.deleted_ms = deleted.then_some(rec.updated_ms);
                 });
                 Ok(())
             }
