@@ -878,15 +878,10 @@ async fn only_contact_events_are_fetched_as_contacts() {
 /// HubSpot deletes a person for privacy (`contact.privacyDeletion`, sent
 /// beside `contact.deletion`): the contact is deleted everywhere, as for
 /// any deletion, and what the app keeps of the person is erased.
-#[tokio::test]
-async fn a_privacy_deletion_erases_the_person_from_the_app() {
-    let app = TestApp::spawn().await;
-    let (status, body) = app
-        .create(
-            json!({ "email": "private@example.com", "firstName": "Pri", "lastName": "Vate",
-            "phone": "phone-xyzzy", "jobTitle": "Secret" }),
-        )
-        .await;
+/// Creates a contact and waits until it is synced; returns its id and its
+/// HubSpot record's.
+async fn synced_in_hubspot(app: &TestApp, contact: Value) -> (String, String) {
+    let (status, body) = app.create(contact).await;
     assert_eq!(status, 202, "{body}");
     let id = body["contact"]["id"].as_str().expect("id").to_owned();
     app.wait_links(&[&id], "synced", Duration::from_secs(20))
@@ -895,6 +890,18 @@ async fn a_privacy_deletion_erases_the_person_from_the_app() {
         .as_str()
         .expect("id")
         .to_owned();
+    (id, hs)
+}
+
+#[tokio::test]
+async fn a_privacy_deletion_erases_the_person_from_the_app() {
+    let app = TestApp::spawn().await;
+    let (id, hs) = synced_in_hubspot(
+        &app,
+        json!({ "email": "private@example.com", "firstName": "Pri", "lastName": "Vate",
+        "phone": "phone-xyzzy", "jobTitle": "Secret" }),
+    )
+    .await;
 
     // HubSpot deletes the record (its contact.deletion webhook follows by
     // itself) and sends the privacy deletion.
@@ -966,17 +973,11 @@ async fn a_privacy_deletion_erases_the_person_from_the_app() {
 #[tokio::test]
 async fn a_contact_restored_in_hubspot_comes_back_everywhere() {
     let app = TestApp::spawn().await;
-    let (status, body) = app
-        .create(json!({ "email": "lazarus@example.com", "firstName": "Laz", "jobTitle": "Back" }))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["contact"]["id"].as_str().expect("id").to_owned();
-    app.wait_links(&[&id], "synced", Duration::from_secs(20))
-        .await;
-    let hs = app.link(&id, "hubspot").await.expect("link")["externalId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let (id, hs) = synced_in_hubspot(
+        &app,
+        json!({ "email": "lazarus@example.com", "firstName": "Laz", "jobTitle": "Back" }),
+    )
+    .await;
 
     // deleted in HubSpot: gone from the app and from Pipedrive
     let (status, body) = app

@@ -64,6 +64,27 @@ async fn make_persons(app: &TestApp, n: usize) -> Vec<Value> {
     made
 }
 
+/// Changes the last name of each of `changed` in Pipedrive, then polls;
+/// returns the poll's `list-changed-contacts` and `get-contact` calls.
+async fn change_and_poll(app: &TestApp, changed: &[&Value]) -> (Vec<Value>, Vec<Value>) {
+    for p in changed {
+        let (status, body) = app
+            .sim_send(
+                Method::PATCH,
+                &format!("/pipedrive/records/{}", p["id"]),
+                Some(json!({"last_name": "Changed"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.sim_send(Method::DELETE, "/calls", None).await;
+    poll(app, "poll").await;
+    (
+        app.calls("pipedrive", "list-changed-contacts").await,
+        app.calls("pipedrive", "get-contact").await,
+    )
+}
+
 fn ms_of(time: &Value) -> i64 {
     chrono::DateTime::parse_from_rfc3339(time.as_str().unwrap())
         .unwrap()
@@ -98,20 +119,7 @@ async fn a_poll_of_500_persons_reads_the_3_changed_and_a_full_scan_notices_a_del
     assert_eq!(app.contacts_all().await.len(), PERSONS, "all imported");
 
     let changed = [&made[17], &made[250], &made[498]];
-    for p in changed {
-        let (status, body) = app
-            .sim_send(
-                Method::PATCH,
-                &format!("/pipedrive/records/{}", p["id"]),
-                Some(json!({"last_name": "Changed"})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
-    app.sim_send(Method::DELETE, "/calls", None).await;
-    poll(&app, "poll").await;
-    let listings = app.calls("pipedrive", "list-changed-contacts").await;
-    let reads = app.calls("pipedrive", "get-contact").await;
+    let (listings, reads) = change_and_poll(&app, &changed).await;
     let full = app.calls("pipedrive", "list-contacts").await;
     assert_eq!(listings.len(), 1, "one page: {listings:?}");
     assert_eq!(reads.len(), 3, "the 3 changed read: {reads:?}");
@@ -186,20 +194,7 @@ async fn a_poll_of_10_000_persons_reads_the_3_changed_in_one_page() {
     clock_reaches(since + 1_000).await;
 
     let changed = [&made[17], &made[5_000], &made[9_998]];
-    for p in changed {
-        let (status, body) = app
-            .sim_send(
-                Method::PATCH,
-                &format!("/pipedrive/records/{}", p["id"]),
-                Some(json!({"last_name": "Changed"})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
-    app.sim_send(Method::DELETE, "/calls", None).await;
-    poll(&app, "poll").await;
-    let listings = app.calls("pipedrive", "list-changed-contacts").await;
-    let reads = app.calls("pipedrive", "get-contact").await;
+    let (listings, reads) = change_and_poll(&app, &changed).await;
     assert_eq!(listings.len(), 1, "one page: {listings:?}");
     assert_eq!(reads.len(), 3, "the 3 changed read: {reads:?}");
     assert!(app.calls("pipedrive", "list-contacts").await.is_empty());
