@@ -72,6 +72,7 @@ impl Queue {
         worker: &str,
         max: usize,
         max_stalls: u32,
+        lane_ttl: Duration,
     ) -> Result<Vec<Claimed>, Error> {
         let mut conn = self.conn.clone();
         let flat: Vec<redis::Value> = self
@@ -86,6 +87,7 @@ impl Queue {
             .arg(worker)
             .arg(max_stalls.max(1))
             .arg(self.keys.queue_prefix(queue))
+            .arg(lane_ttl.as_millis().max(1) as u64)
             .invoke_async(&mut conn)
             .await?;
         let mut out = Vec::with_capacity(flat.len() / 5);
@@ -263,7 +265,7 @@ impl Queue {
     }
 
     /// Recovers the claims a previous life of `worker` left behind when it
-    /// died: each counts as a stall, as if a peer had reaped it.
+    /// died, as if a peer had reaped them (see `reap.lua`).
     pub(crate) async fn recover_own(&self, queue: &str, worker: &str) -> Result<u64, Error> {
         self.reap_script(queue, worker, Duration::ZERO, "own").await
     }

@@ -91,41 +91,32 @@ impl Queue {
         let (start, stop) = (offset as isize, (offset + limit).saturating_sub(1) as isize);
         let ids: Vec<String> = match state {
             JobState::Pending => {
-                // claimed from the right: the next to run is the last element
-                let len: isize = conn.llen(self.keys.pending(queue)).await?;
-                let (a, b) = ((len - 1 - stop).max(0), len - 1 - start);
-                let mut v: Vec<String> = if b < 0 {
-                    Vec::new()
-                } else {
-                    let mut v: Vec<String> = conn.lrange(self.keys.pending(queue), a, b).await?;
-                    v.reverse();
-                    v
-                };
-                // then the jobs waiting in groups, group by group in the
-                // order of their turns
+                // the suspect lane, then the ungrouped jobs, then the jobs
+                // waiting in groups, group by group in the order of their
+                // turns; each list is claimed from the right
+                let mut lists = vec![self.keys.suspects(queue), self.keys.pending(queue)];
+                let groups: Vec<String> = conn
+                    .lrange(self.keys.groups(queue), -(MAX_GROUPS_LISTED as isize), -1)
+                    .await?;
+                lists.extend(groups.iter().rev().map(|g| self.keys.group(queue, g)));
                 let wanted = (offset + limit) as usize;
-                let mut seen = len.max(0) as usize;
-                if seen < wanted {
-                    let groups: Vec<String> = conn
-                        .lrange(self.keys.groups(queue), -(MAX_GROUPS_LISTED as isize), -1)
-                        .await?;
-                    for g in groups.iter().rev() {
-                        if seen >= wanted {
-                            break;
-                        }
-                        let glist = self.keys.group(queue, g);
-                        let glen: usize = conn.llen(&glist).await?;
-                        let skip = (offset as usize).saturating_sub(seen);
-                        if skip < glen {
-                            let take = (wanted - seen.max(offset as usize)).min(glen - skip);
-                            let hi = glen as isize - 1 - skip as isize;
-                            let lo = hi - take as isize + 1;
-                            let mut ids: Vec<String> = conn.lrange(&glist, lo, hi).await?;
-                            ids.reverse();
-                            v.extend(ids);
-                        }
-                        seen += glen;
+                let mut seen = 0usize;
+                let mut v = Vec::new();
+                for list in &lists {
+                    if seen >= wanted {
+                        break;
                     }
+                    let len: usize = conn.llen(list).await?;
+                    let skip = (offset as usize).saturating_sub(seen);
+                    if skip < len {
+                        let take = (wanted - seen.max(offset as usize)).min(len - skip);
+                        let hi = len as isize - 1 - skip as isize;
+                        let lo = hi - take as isize + 1;
+                        let mut ids: Vec<String> = conn.lrange(list, lo, hi).await?;
+                        ids.reverse();
+                        v.extend(ids);
+                    }
+                    seen += len;
                 }
                 v.truncate(limit as usize);
                 v
@@ -264,13 +255,16 @@ impl Queue {
         Ok(out)
     }
 
-    /// Age of the job that has waited longest in `pending`, if any.
+    /// Age of the job that has waited longest to be claimed, if any.
     ///
     /// # Errors
     /// When Redis fails.
     pub async fn oldest_pending_age(&self, queue: &str) -> Result<Option<Duration>, Error> {
         let mut conn = self.conn.clone();
-        let mut id: Option<String> = conn.lindex(self.keys.pending(queue), -1).await?;
+        let mut id: Option<String> = conn.lindex(self.keys.suspects(queue), -1).await?;
+        if id.is_none() {
+            id = conn.lindex(self.keys.pending(queue), -1).await?;
+        }
         if id.is_none() {
             // the group whose turn is next: its next job has waited about
             // as long as any (groups take turns)

@@ -50,6 +50,12 @@ impl Keys {
         format!("{}pending", self.queue_prefix(queue))
     }
 
+    /// The suspect lane: jobs given back by a worker that died running
+    /// them among others, each to run alone (see `lua/fetch.lua`).
+    pub(crate) fn suspects(&self, queue: &str) -> String {
+        format!("{}suspects", self.queue_prefix(queue))
+    }
+
     /// The ring of groups with jobs waiting (see `lua/ready.lua`).
     pub(crate) fn groups(&self, queue: &str) -> String {
         format!("{}groups", self.queue_prefix(queue))

@@ -314,6 +314,7 @@ impl Queue {
         let () = redis::pipe()
             .atomic()
             .lrem(self.keys.pending(q), 0, id)
+            .lrem(self.keys.suspects(q), 0, id)
             .zrem(self.keys.scheduled(q), id)
             .zrem(self.keys.dead(q), id)
             .zrem(self.keys.done(q), id)
@@ -342,7 +343,8 @@ impl Queue {
             .zcard(self.keys.dead(queue))
             .hget(self.keys.stats(queue), "completed")
             .hget(self.keys.stats(queue), "failed")
-            .get(self.keys.grouped(queue));
+            .get(self.keys.grouped(queue))
+            .llen(self.keys.suspects(queue));
         for w in &workers {
             pipe.scard(self.keys.running(queue, w));
         }
@@ -357,19 +359,19 @@ impl Queue {
                 _ => 0,
             }
         };
-        let head: Vec<u64> = values.iter().take(7).map(num).collect();
-        if head.len() < 7 {
+        let head: Vec<u64> = values.iter().take(8).map(num).collect();
+        if head.len() < 8 {
             return Err(Error::Corrupt("short reply to the counts pipeline".into()));
         }
         let head = (
-            head[0] + head[6],
+            head[0] + head[6] + head[7],
             head[1],
             head[2],
             head[3],
             Some(head[4]),
             Some(head[5]),
         );
-        let running: Vec<u64> = values.iter().skip(7).map(num).collect();
+        let running: Vec<u64> = values.iter().skip(8).map(num).collect();
         Ok(QueueCounts {
             pending: head.0,
             scheduled: head.1,

@@ -190,3 +190,98 @@ async fn a_failing_dead_letter_hook_is_called_again_before_the_job_is_parked() {
     assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
     assert_eq!(job.error.as_deref(), Some("refused"));
 }
+
+#[tokio::test]
+async fn a_crash_among_many_jobs_buries_only_the_job_that_caused_it() {
+    let q = queue().await;
+    let opts = || PushOptions {
+        max_attempts: 10,
+        ..PushOptions::default()
+    };
+    let poison = q.push(Q, &"poison".to_string(), opts()).await.unwrap();
+    let mut bystanders = Vec::new();
+    for i in 0..9 {
+        bystanders.push(q.push(Q, &format!("job {i}"), opts()).await.unwrap());
+    }
+
+    // first crash: the worker dies running all ten; none of them is named
+    let runs = Arc::new(AtomicU32::new(0));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let backend = RedisBackend::<String>::new(q.clone(), config());
+    let worker = start(&backend, "w", hang(runs.clone(), started));
+    eventually("all ten run", Duration::from_secs(10), || async {
+        runs.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    worker.crash().await;
+
+    // then workers on which the poison job kills its worker each time it
+    // runs: each crash is a fresh life of "w", which recovers its claims
+    let mut cfg = config();
+    cfg.max_stalls = 2;
+    let alone_each_time = Arc::new(AtomicU32::new(0));
+    let bystander_runs = Arc::new(AtomicU32::new(0));
+    for life in 0..3 {
+        let started = Arc::new(tokio::sync::Notify::new());
+        let (s, b) = (started.clone(), bystander_runs.clone());
+        let h = handler(move |job: String, _| {
+            let (s, b) = (s.clone(), b.clone());
+            async move {
+                if job == "poison" {
+                    s.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                b.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        let backend = RedisBackend::<String>::new(q.clone(), cfg.clone());
+        let worker = start(&backend, "w", h);
+        if life == 2 {
+            // its second stall: dead-lettered without running
+            let counts = q
+                .wait_idle(Q, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .expect("settled");
+            worker.stop().await;
+            assert_eq!((counts.dead, counts.done), (1, 9));
+            break;
+        }
+        tokio::time::timeout(Duration::from_secs(10), started.notified())
+            .await
+            .expect("the poison job runs again");
+        if q.counts(Q).await.unwrap().running == 1 {
+            alone_each_time.fetch_add(1, Ordering::SeqCst);
+        }
+        worker.crash().await;
+    }
+
+    assert_eq!(
+        alone_each_time.load(Ordering::SeqCst),
+        2,
+        "the poison job ran alone after the first crash"
+    );
+    assert_eq!(bystander_runs.load(Ordering::SeqCst), 9, "each once more");
+    for id in &bystanders {
+        let job = q.job(id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.stalls), (JobState::Done, 0), "{id}");
+    }
+    let job = q.job(&poison).await.unwrap().unwrap();
+    assert_eq!((job.state, job.stalls), (JobState::Dead, 2));
+    let log: Vec<String> = q
+        .attempts(&poison)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.error)
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "worker w stopped while running it and 9 other jobs: it runs alone next",
+            "worker w stopped while running it",
+            "worker w stopped while running it",
+        ]
+    );
+}

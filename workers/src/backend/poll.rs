@@ -181,7 +181,11 @@ impl Running {
                         give_back_lost_claims(&shared).await?;
                     }
                     let (q, w) = (&shared.qname, &shared.worker);
-                    shared.queue.fetch(q, w, n, shared.cfg.max_stalls).await
+                    let cfg = &shared.cfg;
+                    shared
+                        .queue
+                        .fetch(q, w, n, cfg.max_stalls, cfg.dead_after)
+                        .await
                 }),
             });
         }

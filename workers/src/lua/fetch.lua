@@ -11,7 +11,7 @@
 -- KEYS[1] pending list, KEYS[2] scheduled zset, KEYS[3] this worker's running set
 -- ARGV[1] job key prefix, ARGV[2] max jobs (at most 1000), ARGV[3] promote
 -- limit (at most 1000), ARGV[4] worker, ARGV[5] max stalls, ARGV[6] queue
--- key prefix
+-- key prefix, ARGV[7] how long the suspect lane stays held unrenewed (ms)
 -- Returns a flat array: id, payload, attempt (integer), max attempts
 -- (integer), bury reason ('' to run it), repeated.
 local t = redis.call('TIME')
@@ -44,6 +44,34 @@ local claimed = {}
 local want = tonumber(ARGV[2])
 if want < 1 then return out end
 
+-- The suspect lane. A job given back by a dead worker that ran others too
+-- is a suspect (see reap.lua): one worker at a time holds the lane, claims
+-- nothing new until its own running jobs are done, then runs the suspects
+-- one by one, each alone, so the next crash names the one job that caused
+-- it. `{queue prefix}lane` names the holder for ARGV[7] ms, renewed by
+-- each of its claims; KEYS[3]..':alone' is the suspect it runs alone.
+local alone_key = KEYS[3] .. ':alone'
+local alone = redis.call('GET', alone_key)
+if alone then
+  if redis.call('SISMEMBER', KEYS[3], alone) == 1 then return out end
+  redis.call('DEL', alone_key)
+end
+local suspects = qprefix .. 'suspects'
+local lane = qprefix .. 'lane'
+local holder = redis.call('GET', lane)
+local ids = {}
+if redis.call('LLEN', suspects) > 0 and (not holder or holder == worker) then
+  redis.call('SET', lane, worker, 'PX', tonumber(ARGV[7]))
+  -- drain first: a suspect never shares the worker with another job
+  if redis.call('SCARD', KEYS[3]) > 0 then return out end
+  local id = redis.call('RPOP', suspects)
+  redis.call('SET', alone_key, id)
+  ids[1] = id
+  want = 0
+elseif holder == worker then
+  redis.call('DEL', lane)
+end
+
 -- Up to `k` jobs of the groups, one group's turn after another; a group
 -- alone in the ring gives all it has in one RPOP.
 local function from_groups(k, ids)
@@ -67,10 +95,11 @@ local function from_groups(k, ids)
 end
 
 -- one RPOP for the ungrouped part of the batch (Redis 6.2+)
-local ids = {}
-local plain = redis.call('RPOP', KEYS[1], math.ceil(want / 2)) or {}
-for _, id in ipairs(plain) do ids[#ids + 1] = id end
-from_groups(want - #ids, ids)
+if want > 0 then
+  local plain = redis.call('RPOP', KEYS[1], math.ceil(want / 2)) or {}
+  for _, id in ipairs(plain) do ids[#ids + 1] = id end
+  from_groups(want - #ids, ids)
+end
 if #ids < want then
   local more = redis.call('RPOP', KEYS[1], want - #ids) or {}
   for _, id in ipairs(more) do ids[#ids + 1] = id end

@@ -1,7 +1,11 @@
 -- Give the jobs of workers that stopped heart-beating back to the queue, each
--- with one more stall counted (the attempt that was running stays counted) and
--- a line in its attempt log, so a job that kills its worker every time is
--- dead-lettered by the next claim instead of cycling forever.
+-- with a line in its attempt log (the attempt that was running stays
+-- counted). A worker that died running one job names it: the job gets one
+-- more stall, so a job that kills its worker every time is dead-lettered by
+-- a later claim instead of cycling forever. A worker that died running
+-- several names none of them: no stall is counted, and they all go to the
+-- suspect lane, where each runs alone (see fetch.lua), so the next crash
+-- names the culprit and its bystanders are not buried with it.
 -- KEYS[1] workers zset (name -> last heartbeat, Redis clock), KEYS[2] pending list
 -- ARGV[1] queue key prefix, ARGV[2] job key prefix, ARGV[3] heartbeat age ms
 -- that counts as dead, ARGV[4] the calling worker, ARGV[5] mode: 'peers'
@@ -23,25 +27,31 @@ for i = 1, #gone do
   if ARGV[5] == 'own' or w ~= ARGV[4] then
     local running = ARGV[1] .. 'running:' .. w
     local ids = redis.call('SMEMBERS', running)
+    local named = #ids == 1
+    local err = 'worker ' .. w .. ' stopped while running it'
+    if not named then
+      err = err .. ' and ' .. (#ids - 1) .. ' other jobs: it runs alone next'
+    end
     for j = 1, #ids do
       local key = ARGV[2] .. ids[j]
       -- `updated` is the claim's time: nothing else writes it while a job runs
       local f = redis.call('HMGET', key, 'payload', 'attempts', 'updated', 'group')
       if f[1] then
-        local err = 'worker ' .. w .. ' stopped while running it'
         local started = tonumber(f[3]) or now
-        redis.call('HINCRBY', key, 'stalls', 1)
+        if named then redis.call('HINCRBY', key, 'stalls', 1) end
         redis.call('HSET', key, 'state', 'pending', 'updated', now, 'error', err)
         redis.call('RPUSH', key .. ':log', string.format(
           '{"attempt":%d,"worker":%s,"startedMs":%d,"durationMs":%d,"error":%s}',
           tonumber(f[2]) or 0, cjson.encode(w), started, math.max(now - started, 0),
           cjson.encode(err)))
         redis.call('LTRIM', key .. ':log', -keep_log, -1)
-        make_ready(KEYS[2], ARGV[1], ids[j], f[4], true)
+        -- into the suspect lane, at its claim end (given back)
+        redis.call('RPUSH', ARGV[1] .. 'suspects', ids[j])
         n = n + 1
       end
     end
-    redis.call('DEL', running)
+    redis.call('DEL', running, running .. ':alone')
+    if redis.call('GET', ARGV[1] .. 'lane') == w then redis.call('DEL', ARGV[1] .. 'lane') end
     if ARGV[5] ~= 'own' then redis.call('ZREM', KEYS[1], w) end
   end
 end
