@@ -41,20 +41,76 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn connect_queue(cfg: &RedisConfig) -> anyhow::Result<Queue> {
-    Queue::connect(&cfg.redis_url, &cfg.redis_namespace)
-        .await
-        .with_context(|| format!("REDIS_URL {}: cannot connect", cfg.redis_url))
+/// How long a starting process waits out an outage of MongoDB or Redis
+/// before it gives up: one restarted while a server is down (an
+/// orchestrator's restart, a deploy) starts once it is back, as the running
+/// processes carry on, instead of exiting.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Runs `attempt` until it succeeds, trying again while its error is an
+/// outage (`outage`), with a doubling pause up to 5 s; any other error, or
+/// an outage longer than [`STARTUP_PATIENCE`], is returned.
+async fn patiently<T, F, Fut>(
+    what: &str,
+    outage: fn(&anyhow::Error) -> bool,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let until = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if outage(&e) && tokio::time::Instant::now() + pause < until => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64,
+                    "{what} unreachable at start-up; waiting for it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
-async fn connect_store(cfg: &MongoConfig) -> anyhow::Result<Store> {
-    Store::connect_with(
-        &cfg.mongodb_uri,
-        &cfg.mongodb_db,
-        Some(cfg.sync_log_retention()),
-    )
+/// Whether Redis could not be reached (rather than refused us).
+fn redis_outage(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<redis::RedisError>()
+            .is_some_and(|r| r.is_io_error() || r.is_connection_refusal() || r.is_timeout())
+    })
+}
+
+async fn connect_queue(cfg: &RedisConfig) -> anyhow::Result<Queue> {
+    patiently("Redis", redis_outage, || async {
+        Queue::connect(&cfg.redis_url, &cfg.redis_namespace)
+            .await
+            .with_context(|| format!("REDIS_URL {}: cannot connect", cfg.redis_url))
+    })
     .await
-    .context("MONGODB_URI: cannot connect or prepare the database")
+}
+
+/// Connects to MongoDB and prepares the database and the default customer.
+async fn connect_store(
+    cfg: &MongoConfig,
+    integration: &crate::config::IntegrationAppConfig,
+    providers: &[Provider],
+) -> anyhow::Result<Store> {
+    patiently("MongoDB", crate::store::is_outage, || async {
+        let store = Store::connect_with(
+            &cfg.mongodb_uri,
+            &cfg.mongodb_db,
+            Some(cfg.sync_log_retention()),
+        )
+        .await
+        .context("MONGODB_URI: cannot connect or prepare the database")?;
+        prepare_customers(&store, integration, providers).await?;
+        Ok(store)
+    })
+    .await
 }
 
 /// Sets this process' default customer (`INTEGRATION_APP_CUSTOMER_ID`),
@@ -109,8 +165,7 @@ pub async fn run_api(
         },
     };
     let queue = connect_queue(&cfg.redis).await?;
-    let store = connect_store(&cfg.mongo).await?;
-    prepare_customers(&store, &cfg.integration, &cfg.sync.providers).await?;
+    let store = connect_store(&cfg.mongo, &cfg.integration, &cfg.sync.providers).await?;
     let state = ApiState {
         customers: Customers::new(store.clone(), cfg.sync.providers.clone()),
         store,
@@ -164,8 +219,7 @@ pub async fn run_worker(
 ) -> anyhow::Result<()> {
     let (key, secret) = cfg.integration.require_workspace()?;
     let queue = connect_queue(&cfg.redis).await?;
-    let store = connect_store(&cfg.mongo).await?;
-    prepare_customers(&store, &cfg.integration, &cfg.sync.providers).await?;
+    let store = connect_store(&cfg.mongo, &cfg.integration, &cfg.sync.providers).await?;
     let limits = CrmLimits {
         limiter: RateLimiter::new(&queue),
         hubspot: cfg.rate_limits.per_second(Provider::Hubspot),
@@ -252,8 +306,7 @@ pub async fn run_scheduler(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let enqueuer = Enqueuer::new(connect_queue(&cfg.redis).await?, cfg.jobs.retry_attempts);
-    let store = connect_store(&cfg.mongo).await?;
-    prepare_customers(&store, &cfg.integration, &Provider::ALL).await?;
+    let store = connect_store(&cfg.mongo, &cfg.integration, &Provider::ALL).await?;
     crate::scheduler::run(
         enqueuer,
         store,

@@ -297,7 +297,10 @@ async fn a_dead_poll_is_logged() {
 
 #[tokio::test]
 async fn a_job_that_takes_its_worker_down_every_time_ends_dead_not_in_a_loop() {
-    let mut app = TestApp::spawn().await;
+    // HubSpot alone, so the push is the one job its worker runs: a worker
+    // that dies running several names none of them (they run again one by
+    // one, see the workers crate), and this test is about the one named.
+    let mut app = TestApp::with(common::Options::default().env("PROVIDERS", "hubspot")).await;
     // HubSpot never answers: each worker that runs the push is killed
     // while it waits, as a job that crashes or hangs its worker would be.
     app.set_faults(json!({ "respondLateMs": 120_000 })).await;

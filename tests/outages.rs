@@ -352,3 +352,196 @@ async fn a_redis_restart_under_load_loses_no_job() {
     assert_eq!(app.records("hubspot").await.len(), n + 1, "no duplicates");
     assert_eq!(app.records("pipedrive").await.len(), n + 1);
 }
+
+/// A customer of its own, HubSpot portal 7701 and Pipedrive account 7702.
+async fn routed_customer(app: &TestApp) {
+    app.customers_on_own_accounts(
+        &[("routed", "Routed Ltd")],
+        &[("routed", "hubspot", 7701), ("routed", "pipedrive", 7702)],
+    )
+    .await;
+}
+
+/// The routed customer's contacts.
+async fn routed_contacts(app: &TestApp) -> Vec<serde_json::Value> {
+    let (status, page) = app
+        .call(Method::GET, "/api/contacts?customerId=routed", None)
+        .await;
+    if status != 200 {
+        return Vec::new();
+    }
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until HubSpot's latest webhook delivery was answered 200.
+async fn webhook_accepted(app: &TestApp, after: usize) {
+    eventually(Duration::from_secs(15), "the webhook accepted", || async {
+        let log = app.sim_get("/webhooks?kind=hubspot").await;
+        let log = log.as_array()?;
+        log.iter()
+            .skip(after)
+            .any(|d| d["status"] == 200)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_webhook_whose_portal_cannot_be_looked_up_in_an_outage_reaches_its_customer() {
+    let mut mongo = Service::mongo();
+    let app = TestApp::with(Options::default().env("MONGODB_URI", mongo.url())).await;
+    routed_customer(&app).await;
+
+    // MongoDB is down when a person is added in the customer's HubSpot: the
+    // api cannot say whose portal 7701 is, queues the change anyway (200,
+    // so HubSpot does not give up on it) and the worker finds the customer
+    mongo.stop();
+    let (status, rec) = app
+        .sim_send(
+            Method::POST,
+            "/hubspot/records?customer=routed",
+            Some(json!({ "properties": { "email": "rita@example.com", "firstname": "Rita" } })),
+        )
+        .await;
+    assert_eq!(status, 201, "{rec}");
+    webhook_accepted(&app, 0).await;
+    mongo.start();
+
+    let contact = eventually(
+        Duration::from_secs(30),
+        "imported for its customer",
+        || async {
+            routed_contacts(&app)
+                .await
+                .into_iter()
+                .find(|c| c["email"] == "rita@example.com")
+        },
+    )
+    .await;
+    assert_eq!(contact["firstName"], "Rita", "{contact}");
+    assert_eq!(contact["customerId"], "routed", "{contact}");
+    eventually(
+        Duration::from_secs(30),
+        "in the customer's Pipedrive",
+        || async {
+            let records = app.sim_get("/pipedrive/records?customer=routed").await;
+            records
+                .as_array()?
+                .iter()
+                .any(|r| {
+                    common::record_email("pipedrive", r).as_deref() == Some("rita@example.com")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, page) = app
+        .call(Method::GET, "/api/contacts?customerId=contact-sync", None)
+        .await;
+    assert_eq!(page["total"], 0, "not the default customer's: {page}");
+}
+
+#[tokio::test]
+async fn a_dead_change_routed_by_the_worker_marks_its_own_customers_link() {
+    let mut mongo = Service::mongo();
+    let app = TestApp::with(Options::default().env("MONGODB_URI", mongo.url())).await;
+    routed_customer(&app).await;
+    let (status, rec) = app
+        .sim_send(
+            Method::POST,
+            "/hubspot/records?customer=routed",
+            Some(json!({ "properties": { "email": "rolf@example.com", "firstname": "Rolf" } })),
+        )
+        .await;
+    assert_eq!(status, 201, "{rec}");
+    let record = rec["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| rec["id"].to_string());
+    let contact = eventually(Duration::from_secs(30), "imported and linked", || async {
+        routed_contacts(&app).await.into_iter().find(|c| {
+            c["email"] == "rolf@example.com"
+                && c["links"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 2 && l.iter().all(|l| l["syncStatus"] == "synced"))
+        })
+    })
+    .await;
+    let id = contact["id"].as_str().expect("id").to_owned();
+    let deliveries = app
+        .sim_get("/webhooks?kind=hubspot")
+        .await
+        .as_array()
+        .map_or(0, Vec::len);
+
+    mongo.stop();
+    // The api keeps a portal's customer for 2 s (its routing cache); only
+    // past that does it ask MongoDB. No state shows the cache's age, so
+    // the test waits it out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // the record can no longer be read: HubSpot refuses it as invalid
+    app.set_faults(json!({ "rejectRecords": [record] })).await;
+    let (status, body) = app
+        .sim_send(
+            Method::PATCH,
+            &format!("/hubspot/records/{record}?customer=routed"),
+            Some(json!({ "properties": { "firstname": "Rolf-edited" } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    webhook_accepted(&app, deliveries).await;
+    mongo.start();
+
+    // the change dies; its failure is the routed customer's
+    let link = eventually(Duration::from_secs(30), "the link in error", || async {
+        let (_, c) = app.contact(&id).await;
+        c["links"]
+            .as_array()?
+            .iter()
+            .find(|l| l["provider"] == "hubspot" && l["syncStatus"] == "error")
+            .cloned()
+    })
+    .await;
+    assert!(
+        link["lastError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{link}"
+    );
+    let q = app.queue().await;
+    assert!(q.counts("inbound-change").await.expect("counts").dead >= 1);
+}
+
+#[tokio::test]
+async fn a_worker_started_during_a_mongodb_outage_waits_for_it_and_works() {
+    let mut mongo = Service::mongo();
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("MONGODB_URI", mongo.url()),
+    )
+    .await;
+    let id = app.create_ok("waited@example.com").await;
+    // MongoDB is down when the worker starts (an orchestrator's restart in
+    // an outage): it waits instead of exiting
+    mongo.stop();
+    let log = std::env::temp_dir().join(format!("worker-{}.log", app.namespace));
+    let worker = app.add_worker_logging(&[("RUST_LOG", "warn")], &log);
+    eventually(Duration::from_secs(20), "the worker waiting", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("MongoDB unreachable at start-up")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        matches!(app.workers[worker].try_wait(), Ok(None)),
+        "the worker did not exit"
+    );
+    mongo.start();
+    app.wait_links(&[id.as_str()], "synced", Duration::from_secs(30))
+        .await;
+    assert!(
+        matches!(app.workers[worker].try_wait(), Ok(None)),
+        "the worker still runs"
+    );
+}

@@ -163,6 +163,25 @@ pub const RECONNECT_PROBE_EVERY: Duration = Duration::from_secs(30);
 /// A CRM call slower than this is logged.
 const SLOW_CALL: Duration = Duration::from_secs(1);
 
+/// Pauses before a call that failed transiently (a 5xx, a reset
+/// connection) is tried again in place, when doing it twice is harmless
+/// ([`safe_to_repeat`]). One failed call would otherwise cost the whole
+/// job an attempt, and a poll that reads many records would rarely get
+/// through a CRM that fails now and then. (HubSpot's own Node.js client
+/// retries 5xx answers in place too, `numberOfApiCallRetries`.)
+const CALL_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
+
+/// Whether a call may be made twice: reads, and an update, which writes
+/// the same values again. A create may not (a 5xx may come after the
+/// record was made): its retry is the job's, which looks the record up
+/// first.
+fn safe_to_repeat(action: &str) -> bool {
+    ["get-", "find-", "list-"]
+        .iter()
+        .any(|p| action.starts_with(p))
+        || action == "update-contact"
+}
+
 tokio::task_local! {
     /// CRM calls made so far by the job this task runs (see [`job_scope`]).
     static CALLS_IN_JOB: std::cell::Cell<u32>;
@@ -334,13 +353,35 @@ impl IntegrationApp {
     }
 
     /// Runs `action` on the customer's connection with the provider, with
-    /// `input` as the body. Its time is observed (`crm_call_seconds`), and
-    /// a call slower than a second is logged, so a CRM (or a network) that
-    /// answers late shows up before a job times out on it.
+    /// `input` as the body; a transient failure of a call that is safe to
+    /// repeat is tried again in place ([`CALL_RETRIES`]).
     ///
     /// # Errors
     /// A classified [`CrmError`].
     async fn run<I: Serialize + ?Sized, O: DeserializeOwned>(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        action: &str,
+        input: &I,
+    ) -> Result<O, CrmError> {
+        let mut pauses = CALL_RETRIES.iter();
+        loop {
+            let result = self.run_once(customer, provider, action, input).await;
+            match (&result, pauses.next()) {
+                (Err(CrmError::Transient(e)), Some(pause)) if safe_to_repeat(action) => {
+                    tracing::debug!(%customer, %provider, action, error = %e, "a CRM call failed; trying it again");
+                    tokio::time::sleep(*pause).await;
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    /// One call of `action`. Its time is observed (`crm_call_seconds`), and
+    /// a call slower than a second is logged, so a CRM (or a network) that
+    /// answers late shows up before a job times out on it.
+    async fn run_once<I: Serialize + ?Sized, O: DeserializeOwned>(
         &self,
         customer: &CustomerId,
         provider: Provider,

@@ -265,10 +265,18 @@ async fn a_crash_among_many_jobs_buries_only_the_job_that_caused_it() {
     assert_eq!(bystander_runs.load(Ordering::SeqCst), 9, "each once more");
     for id in &bystanders {
         let job = q.job(id).await.unwrap().unwrap();
-        assert_eq!((job.state, job.stalls), (JobState::Done, 0), "{id}");
+        assert_eq!(
+            (job.state, job.stalls, job.attempts),
+            (JobState::Done, 0, 1),
+            "{id}: the attempt the crash took was given back"
+        );
     }
     let job = q.job(&poison).await.unwrap().unwrap();
-    assert_eq!((job.state, job.stalls), (JobState::Dead, 2));
+    assert_eq!(
+        (job.state, job.stalls, job.attempts),
+        (JobState::Dead, 2, 2),
+        "only the runs alone count"
+    );
     let log: Vec<String> = q
         .attempts(&poison)
         .await

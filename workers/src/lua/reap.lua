@@ -1,11 +1,11 @@
 -- Give the jobs of workers that stopped heart-beating back to the queue, each
--- with a line in its attempt log (the attempt that was running stays
--- counted). A worker that died running one job names it: the job gets one
--- more stall, so a job that kills its worker every time is dead-lettered by
--- a later claim instead of cycling forever. A worker that died running
--- several names none of them: no stall is counted, and they all go to the
--- suspect lane, where each runs alone (see fetch.lua), so the next crash
--- names the culprit and its bystanders are not buried with it.
+-- with a line in its attempt log. A worker that died running one job names
+-- it: the job gets one more stall (and the attempt stays counted), so a job
+-- that kills its worker every time is dead-lettered by a later claim
+-- instead of cycling forever. A worker that died running several names
+-- none of them: no stall is counted, the attempt is given back, and they
+-- all go to the suspect lane, where each runs alone (see fetch.lua), so the
+-- next crash names the culprit and its bystanders are not buried with it.
 -- KEYS[1] workers zset (name -> last heartbeat, Redis clock), KEYS[2] pending list
 -- ARGV[1] queue key prefix, ARGV[2] job key prefix, ARGV[3] heartbeat age ms
 -- that counts as dead, ARGV[4] the calling worker, ARGV[5] mode: 'peers'
@@ -38,7 +38,13 @@ for i = 1, #gone do
       local f = redis.call('HMGET', key, 'payload', 'attempts', 'updated', 'group')
       if f[1] then
         local started = tonumber(f[3]) or now
-        if named then redis.call('HINCRBY', key, 'stalls', 1) end
+        if named then
+          redis.call('HINCRBY', key, 'stalls', 1)
+        elseif (tonumber(f[2]) or 0) > 0 then
+          -- not named: the attempt it lost is given back, so bystanders of
+          -- crashes never run out of attempts (each runs alone next)
+          redis.call('HINCRBY', key, 'attempts', -1)
+        end
         redis.call('HSET', key, 'state', 'pending', 'updated', now, 'error', err)
         redis.call('RPUSH', key .. ':log', string.format(
           '{"attempt":%d,"worker":%s,"startedMs":%d,"durationMs":%d,"error":%s}',
