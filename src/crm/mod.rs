@@ -163,8 +163,9 @@ pub const RECONNECT_PROBE_EVERY: Duration = Duration::from_secs(30);
 /// A CRM call slower than this is logged.
 const SLOW_CALL: Duration = Duration::from_secs(1);
 
-/// Pauses before a call that failed transiently (a 5xx, a reset
-/// connection) is tried again in place, when doing it twice is harmless
+/// Pauses before a call that failed transiently and fast (a 5xx, a reset
+/// connection; not a timeout) is tried again in place, when doing it twice
+/// is harmless
 /// ([`safe_to_repeat`]). One failed call would otherwise cost the whole
 /// job an attempt, and a poll that reads many records would rarely get
 /// through a CRM that fails now and then. (HubSpot's own Node.js client
@@ -367,9 +368,13 @@ impl IntegrationApp {
     ) -> Result<O, CrmError> {
         let mut pauses = CALL_RETRIES.iter();
         loop {
+            let started = std::time::Instant::now();
             let result = self.run_once(customer, provider, action, input).await;
+            // a CRM that answers late or not at all is not asked again in
+            // place: that would hold the job for several call timeouts
+            let quick = started.elapsed() < SLOW_CALL;
             match (&result, pauses.next()) {
-                (Err(CrmError::Transient(e)), Some(pause)) if safe_to_repeat(action) => {
+                (Err(CrmError::Transient(e)), Some(pause)) if quick && safe_to_repeat(action) => {
                     tracing::debug!(%customer, %provider, action, error = %e, "a CRM call failed; trying it again");
                     tokio::time::sleep(*pause).await;
                 }
