@@ -162,7 +162,7 @@ impl Connection {
     pub(crate) fn rate_limit_response(
         self,
         retry_after_secs: u64,
-        limit: Option<u32>,
+        limit: Option<(u32, i64)>,
     ) -> (Value, Value) {
         let retry = retry_after_secs.to_string();
         let (mut headers, body) = match self {
@@ -195,12 +195,15 @@ impl Connection {
                 }),
             ),
         };
-        if let Some(limit) = limit {
+        if let Some((calls, window_ms)) = limit {
             let name = match self {
                 Self::HubSpot => "x-hubspot-ratelimit-max",
                 Self::Pipedrive => "x-ratelimit-limit",
             };
-            headers[name] = json!(limit.to_string());
+            headers[name] = json!(calls.to_string());
+            if self == Self::HubSpot {
+                headers["x-hubspot-ratelimit-interval-milliseconds"] = json!(window_ms.to_string());
+            }
         }
         (headers, body)
     }

@@ -17,7 +17,7 @@ pub(crate) struct ErrorData {
     key: Option<&'static str>,
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Value>,
+    pub(crate) data: Option<Value>,
     /// The error this one wraps (`causedByError`).
     #[serde(rename = "causedByError", skip_serializing_if = "Option::is_none")]
     caused_by_error: Option<Box<ErrorData>>,
@@ -28,8 +28,8 @@ pub(crate) struct ErrorData {
 pub(crate) struct ActionError {
     pub(crate) status: StatusCode,
     /// Boxed: the error travels through many `Result`s and stays small.
-    body: Box<ErrorData>,
-    retry_after_secs: Option<u64>,
+    pub(crate) body: Box<ErrorData>,
+    pub(crate) retry_after_secs: Option<u64>,
 }
 
 impl ActionError {
@@ -175,7 +175,7 @@ impl ActionError {
     pub(crate) fn crm_rate_limited(
         conn: Connection,
         retry_after_secs: u64,
-        limit: Option<u32>,
+        limit: Option<(u32, i64)>,
     ) -> Self {
         let message = format!("{} rate limit exceeded", conn.key());
         let mut e = Self::new(

@@ -44,9 +44,37 @@ pub(crate) struct FaultConfig {
     /// Per connection: answer the next `remaining` calls of each account
     /// with 429.
     throttle: BTreeMap<String, Throttle>,
-    /// Per connection: at most N accepted calls of each account in any
-    /// 1000 ms.
-    rate_limits: BTreeMap<String, u32>,
+    /// Per connection: at most so many accepted calls of each account in
+    /// any window (a rolling window, as both CRMs count).
+    rate_limits: BTreeMap<String, RateLimit>,
+}
+
+/// A connection's rate limit, written as a number (calls per 1000 ms) or
+/// as `{calls, windowMs}`. The published floors: HubSpot, 100 calls per
+/// 10,000 ms for a private app on Free or Starter (HubSpot's API usage
+/// guidelines); Pipedrive, a burst limit of 20 calls per rolling 2,000 ms
+/// for an API token on Lite (Pipedrive's rate limiting docs). See
+/// `docs/EXTERNAL-APIS.md`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RateLimit {
+    /// Calls per 1000 ms.
+    PerSecond(u32),
+    /// Calls per window.
+    #[serde(rename_all = "camelCase")]
+    Window { calls: u32, window_ms: u64 },
+}
+
+impl RateLimit {
+    /// Calls, and the window in ms.
+    fn parts(self) -> (u32, i64) {
+        match self {
+            Self::PerSecond(calls) => (calls, WINDOW_MS),
+            Self::Window { calls, window_ms } => {
+                (calls, i64::try_from(window_ms.max(1)).unwrap_or(i64::MAX))
+            }
+        }
+    }
 }
 
 /// Forced throttling of one connection.
@@ -184,12 +212,20 @@ impl FaultSet {
                 return Err(ActionError::crm_rate_limited(conn, retry_after, None));
             }
             if let Some(&limit) = config.rate_limits.get(conn.key()) {
+                let (calls, window_ms) = limit.parts();
                 let window = &mut state.window;
-                while window.front().is_some_and(|&t| t <= now_ms - WINDOW_MS) {
+                while window.front().is_some_and(|&t| t <= now_ms - window_ms) {
                     window.pop_front();
                 }
-                if window.len() >= limit as usize {
-                    return Err(ActionError::crm_rate_limited(conn, 1, Some(limit)));
+                if window.len() >= calls as usize {
+                    // whole seconds until the oldest call leaves the window
+                    let free_in = window.front().map_or(0, |&t| t + window_ms - now_ms);
+                    let retry_after = u64::try_from((free_in + 999) / 1000).unwrap_or(1).max(1);
+                    return Err(ActionError::crm_rate_limited(
+                        conn,
+                        retry_after,
+                        Some((calls, window_ms)),
+                    ));
                 }
                 window.push_back(now_ms);
             }
@@ -350,6 +386,38 @@ mod tests {
         assert_eq!(
             status(f.check_crm(Connection::HubSpot, &hubspot, 1500, None, None)),
             StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_may_have_a_window_of_its_own_and_says_when_it_frees() {
+        let f = faults(serde_json::json!({
+            "rateLimits": {"hubspot": {"calls": 100, "windowMs": 10_000}}
+        }));
+        let c = Counters::default();
+        let at = |ms| f.check_crm(Connection::HubSpot, &c, ms, None, None);
+        for i in 0..100 {
+            assert!(at(i * 10).is_ok(), "call {i} of the window");
+        }
+        let refused = at(2_500).expect_err("the 101st call within 10 s");
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            refused.retry_after_secs,
+            Some(8),
+            "the call at 0 leaves at 10 s"
+        );
+        let headers = &refused.body.data.as_ref().unwrap()["response"]["headers"];
+        assert_eq!(headers["x-hubspot-ratelimit-max"], "100");
+        assert_eq!(
+            headers["x-hubspot-ratelimit-interval-milliseconds"],
+            "10000"
+        );
+        assert!(at(9_999).is_err());
+        assert!(at(10_000).is_ok(), "the call at 0 left the window");
+        let echoed = serde_json::to_value(f.snapshot(|_| None)).unwrap();
+        assert_eq!(
+            echoed["rateLimits"]["hubspot"],
+            serde_json::json!({"calls": 100, "windowMs": 10_000})
         );
     }
 

@@ -3,6 +3,7 @@
 mod accounts;
 mod admin;
 mod auth;
+mod batch;
 mod calls;
 mod changes;
 mod clock;

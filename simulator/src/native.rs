@@ -74,6 +74,15 @@ pub(crate) fn request(
         (Connection::HubSpot, "POST", "/crm/v3/objects/contacts/search") => {
             hubspot_search(store, request.get("data").unwrap_or(&Value::Null))
         }
+        (Connection::HubSpot, "POST", "/crm/v3/objects/contacts/batch/read") => {
+            crate::batch::read(store, request.get("data").unwrap_or(&Value::Null))
+        }
+        (Connection::HubSpot, "POST", "/crm/v3/objects/contacts/batch/create") => {
+            crate::batch::create(store, request.get("data").unwrap_or(&Value::Null))
+        }
+        (Connection::HubSpot, "POST", "/crm/v3/objects/contacts/batch/update") => {
+            crate::batch::update(store, request.get("data").unwrap_or(&Value::Null))
+        }
         _ => Err(ActionError::crm_answer(
             404,
             conn.not_found_body(),
@@ -83,7 +92,7 @@ pub(crate) fn request(
 }
 
 /// The CRM's own 400 for a request it cannot take.
-fn refused(conn: Connection, message: impl Into<String>) -> ActionError {
+pub(crate) fn refused(conn: Connection, message: impl Into<String>) -> ActionError {
     let message = message.into();
     let body = match conn {
         Connection::HubSpot => json!({

@@ -119,3 +119,59 @@ impl Store {
             .collect()
     }
 }
+
+/// Writes through the CRM's own API in its native shape (HubSpot's batch
+/// endpoints): the same as an action's write (`Origin::Action`), so its
+/// webhooks say the integration made the change.
+impl Store {
+    /// The live record whose primary email is `email`
+    /// (case-insensitively), rendered.
+    pub(crate) fn find_native_by_email(&self, email: &str) -> Option<Value> {
+        let key = super::normalize_email(email)?;
+        let inner = self.lock();
+        let id = inner.by_email.get(&key)?.first()?;
+        inner.records.get(id).map(|r| self.conn.render(r))
+    }
+
+    /// Creates a record from native input. HubSpot keeps one contact per
+    /// email: a live one with the input's email refuses it.
+    ///
+    /// # Errors
+    /// `Invalid` for input that is not the native shape; `Exists` with the
+    /// id of the contact that has the email.
+    pub(crate) fn create_native_by_api(&self, input: Value) -> Result<Value, StoreError> {
+        let body = self
+            .conn
+            .body_from_input(input)
+            .map_err(StoreError::Invalid)?;
+        let mut inner = self.lock();
+        let email = body
+            .get("properties")
+            .and_then(|p| p.get("email"))
+            .and_then(Value::as_str)
+            .and_then(super::normalize_email);
+        if let Some(id) = email.and_then(|e| inner.by_email.get(&e)?.first().copied()) {
+            return Err(StoreError::Exists(id.to_string()));
+        }
+        let rec = self.create(&mut inner, body, Origin::Action);
+        Ok(self.conn.render(&rec))
+    }
+
+    /// Applies a native patch to a live record.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown or deleted id, `Invalid` for a malformed
+    /// patch.
+    pub(crate) fn patch_native_by_api(&self, id: &str, patch: Value) -> Result<Value, StoreError> {
+        let mut inner = self.lock();
+        let n = Self::live_id(&inner, id)?;
+        let mut body = inner.records[&n].body.clone();
+        self.conn
+            .merge_patch(&mut body, patch)
+            .map_err(StoreError::Invalid)?;
+        let rec = self.modify(&mut inner, n, ChangeKind::Updated, Origin::Action, |rec| {
+            rec.body = body
+        });
+        Ok(self.conn.render(&rec))
+    }
+}

@@ -5,6 +5,7 @@ mod accounts;
 mod actions;
 mod admin;
 mod auth;
+mod batch;
 mod delivery;
 mod faults;
 mod flow_events;
