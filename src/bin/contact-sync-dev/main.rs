@@ -108,6 +108,19 @@ enum Command {
         #[arg(long)]
         webhooks: bool,
     },
+    /// Benchmark: a customer's first sync at the CRMs' rate-limit floor
+    /// (HubSpot 100 requests / 10 s, Pipedrive 20 / 2 s), beside that floor.
+    BenchFirstSync {
+        #[command(flatten)]
+        cfg: DevConfig,
+        /// Contacts on each side (the app, HubSpot, Pipedrive), half of
+        /// each overlapping another side by email.
+        #[arg(long, default_value_t = 200)]
+        contacts: usize,
+        /// Longest the run may take, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_secs: u64,
+    },
     /// Benchmark: a steady mixed load for a long while over the real
     /// processes; prints Redis memory, MongoDB documents and process RSS
     /// each minute.
@@ -171,6 +184,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             bench::bench_fair(cfg, fair).await
         }
+        Command::BenchFirstSync {
+            cfg,
+            contacts,
+            max_secs,
+        } => bench::bench_first_sync(cfg, bench::FirstSync { contacts, max_secs }).await,
         Command::BenchSoak {
             cfg,
             minutes,

@@ -14,8 +14,10 @@ use contact_sync::domain::SyncStatus;
 use contact_sync::store::Store;
 
 mod fair;
+mod first_sync;
 mod soak;
 pub use fair::{bench_fair, Fair};
+pub use first_sync::{bench_first_sync, FirstSync};
 pub use soak::{bench_soak, Soak};
 
 /// A fresh Redis namespace and database, so a run starts empty and leaves

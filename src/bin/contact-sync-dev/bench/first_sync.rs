@@ -1,0 +1,327 @@
+//! `bench-first-sync`: a customer's first sync at the CRMs' rate-limit
+//! floor. The app holds `n` contacts, the customer's HubSpot portal `n` and
+//! its Pipedrive account `n`, half of each overlapping by email (every
+//! fourth overlapping record with a first name of its own and a job title
+//! the app lacks); the simulator enforces HubSpot's 100 requests per 10 s
+//! and Pipedrive's 20 per 2 s. Prints the time until every link is
+//! `synced` and all three sides hold every contact once, the CRM calls
+//! per contact, and the *floor*: the fewest calls each CRM's API allows
+//! for that work, divided by its rate.
+//!
+//! The first sync measured is the one this build has: every app contact's
+//! push queued (a find and a create or an update per CRM) and a backfill of
+//! each CRM (its list, each record applied and pushed on to the other).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use super::{isolate, wait_ready};
+use crate::stack::{DevConfig, Stack};
+use contact_sync::domain::{ContactId, CustomerId, Email, Provider, SyncStatus};
+use contact_sync::jobs::{Enqueuer, OutboundUpsert};
+use contact_sync::store::{Contact, Store};
+
+/// The customer whose first sync is measured.
+const CUSTOMER: &str = "first";
+
+/// HubSpot's published floor: 100 requests per 10 s (private app, Free
+/// and Starter); Pipedrive's: a burst limit of 20 per 2 s (API token,
+/// Lite). `docs/EXTERNAL-APIS.md`.
+const HUBSPOT_LIMIT: (u32, u64) = (100, 10_000);
+const PIPEDRIVE_LIMIT: (u32, u64) = (20, 2_000);
+
+/// Records a call of each CRM's API can carry: HubSpot lists 100 a page
+/// and writes 100 a batch; Pipedrive lists 500 a page and writes one
+/// person a call.
+const HUBSPOT_PAGE: usize = 100;
+const HUBSPOT_BATCH: usize = 100;
+const PIPEDRIVE_PAGE: usize = 500;
+
+/// What the run is given.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstSync {
+    /// Contacts on each of the three sides.
+    pub contacts: usize,
+    /// Longest the run may take, in seconds.
+    pub max_secs: u64,
+}
+
+/// The emails of each side: the app's `e{i}`; HubSpot's the first half of
+/// the app's and as many of its own; Pipedrive's the middle half of the
+/// app's and as many of its own. Returns how many distinct ones there are.
+fn distinct(n: usize) -> usize {
+    2 * n
+}
+
+/// A side's CRM records, in its own shape.
+fn crm_records(provider: Provider, n: usize) -> Vec<Value> {
+    let half = n / 2;
+    let shared: Vec<usize> = match provider {
+        Provider::Hubspot => (0..half).collect(),
+        Provider::Pipedrive => (n / 4..n / 4 + half).collect(),
+    };
+    let own = (0..n - half).map(|i| (format!("{}{i}", provider.as_str()), None));
+    let shared = shared.into_iter().map(|i| (format!("e{i}"), Some(i)));
+    shared
+        .chain(own)
+        .map(|(local, shared)| {
+            let email = format!("{local}@example.com");
+            // every fourth shared record differs from the app's contact
+            let (first, title) = match shared {
+                Some(i) if i % 4 == 0 => (format!("Crm{i}"), Some("Buyer")),
+                Some(i) => (format!("App{i}"), None),
+                None => (format!("Crm-{local}"), None),
+            };
+            match provider {
+                Provider::Hubspot => {
+                    let mut props = json!({ "email": email, "firstname": first });
+                    if let Some(t) = title {
+                        props["jobtitle"] = json!(t);
+                    }
+                    json!({ "properties": props })
+                }
+                Provider::Pipedrive => json!({
+                    "name": first, "first_name": first,
+                    "emails": [{ "value": email, "primary": true, "label": "work" }],
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The fewest calls the CRM's API allows for this first sync, and how long
+/// they take at its rate: list every record, create what it lacks, update
+/// the shared records (the app's last name is new to each of them).
+fn floor(provider: Provider, n: usize) -> (usize, Duration) {
+    let (held, missing, shared) = (n, distinct(n) - n, n / 2);
+    let (calls, (per, window_ms)) = match provider {
+        Provider::Hubspot => (
+            held.div_ceil(HUBSPOT_PAGE)
+                + missing.div_ceil(HUBSPOT_BATCH)
+                + shared.div_ceil(HUBSPOT_BATCH),
+            HUBSPOT_LIMIT,
+        ),
+        Provider::Pipedrive => (
+            held.div_ceil(PIPEDRIVE_PAGE) + missing + shared,
+            PIPEDRIVE_LIMIT,
+        ),
+    };
+    let secs = calls as f64 * window_ms as f64 / 1000.0 / f64::from(per);
+    (calls, Duration::from_secs_f64(secs))
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// When the stack does not start, or the sides do not agree in time.
+pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Result<()> {
+    let n = run.contacts.max(4);
+    isolate(&mut cfg);
+    cfg.api.api_addr = "127.0.0.1:0".parse()?;
+    cfg.sim.simulator_addr = "127.0.0.1:0".parse()?;
+    // our pool-wide budget at each CRM's average rate
+    cfg.rate_limits.rate_limit_hubspot = HUBSPOT_LIMIT.0 * 1000 / HUBSPOT_LIMIT.1 as u32;
+    cfg.rate_limits.rate_limit_pipedrive = PIPEDRIVE_LIMIT.0 * 1000 / PIPEDRIVE_LIMIT.1 as u32;
+    // records that were there before the connection send no webhooks
+    cfg.sim.simulator_webhook_url = Some(String::new());
+    cfg.sim.simulator_events_url = Some(String::new());
+    let stack = Stack::start(cfg.clone()).await?;
+    let http = reqwest::Client::new();
+    let (base, sim) = (
+        format!("http://{}", stack.api_addr),
+        format!("http://{}/_sim", stack.sim_addr),
+    );
+    wait_ready(&http, &base).await?;
+    let token = stack.token.clone();
+
+    // the three sides, before the customer's first sync
+    let r = http
+        .post(format!("{base}/api/customers"))
+        .bearer_auth(&token)
+        .json(&json!({ "id": CUSTOMER, "name": "First sync",
+            "connections": { "hubspot": {}, "pipedrive": {} } }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().as_u16() == 201,
+        "creating the customer: {}",
+        r.status()
+    );
+    for p in Provider::ALL {
+        let r = http
+            .post(format!("{sim}/{}/records?customer={CUSTOMER}", p.as_str()))
+            .json(&crm_records(p, n))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "seeding {p}: {}", r.status());
+    }
+    let store = Store::connect(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db).await?;
+    let ids = seed_app(&cfg, n).await?;
+    let limits = json!({ "rateLimits": {
+        "hubspot": { "calls": HUBSPOT_LIMIT.0, "windowMs": HUBSPOT_LIMIT.1 },
+        "pipedrive": { "calls": PIPEDRIVE_LIMIT.0, "windowMs": PIPEDRIVE_LIMIT.1 },
+    }});
+    let r = http
+        .put(format!("{sim}/faults"))
+        .json(&limits)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "setting the rate limits: {}",
+        r.status()
+    );
+
+    // this build's first sync: every contact's push, and a backfill of each CRM
+    let started = Instant::now();
+    let queue = workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;
+    let enqueuer = Enqueuer::new(queue, cfg.jobs.retry_attempts);
+    let customer = CustomerId::parse(CUSTOMER).map_err(anyhow::Error::msg)?;
+    let jobs = ids
+        .iter()
+        .flat_map(|id| {
+            Provider::ALL.map(|p| {
+                let push = OutboundUpsert {
+                    contact_id: *id,
+                    provider: p,
+                    version: 1,
+                    customer: Some(customer.clone()),
+                };
+                (workers::new_job_id(), push)
+            })
+        })
+        .collect();
+    enqueuer.push_all(jobs).await?;
+    for p in Provider::ALL {
+        let r = http
+            .post(format!(
+                "{base}/api/providers/{}/backfill?customerId={CUSTOMER}",
+                p.as_str()
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "backfill of {p}: {}", r.status());
+    }
+
+    let want = distinct(n);
+    let deadline = started + Duration::from_secs(run.max_secs);
+    loop {
+        let synced = store.count_links(SyncStatus::Synced).await?;
+        if synced >= 2 * want as u64 && crm_counts(&http, &sim).await? == [want, want] {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{synced} of {} links synced after {} s",
+            2 * want,
+            run.max_secs
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let took = started.elapsed();
+    report(&http, &sim, n, took).await
+}
+
+/// The app's `n` contacts, written straight to MongoDB with no link: what
+/// the app held before the customer connected its CRMs.
+async fn seed_app(cfg: &DevConfig, n: usize) -> anyhow::Result<Vec<ContactId>> {
+    let customer = CustomerId::parse(CUSTOMER).map_err(anyhow::Error::msg)?;
+    let client = mongodb::Client::with_uri_str(&cfg.mongo.mongodb_uri).await?;
+    let raw = client
+        .database(&cfg.mongo.mongodb_db)
+        .collection::<Contact>("contacts");
+    let now = bson::DateTime::now();
+    let contacts: Vec<Contact> = (0..n)
+        .map(|i| {
+            let email = Email::parse(&format!("e{i}@example.com")).expect("a valid email");
+            Contact {
+                id: ContactId::new(),
+                customer_id: customer.clone(),
+                first_name: Some(format!("App{i}")),
+                last_name: Some(format!("Person{i}")),
+                active_email: Some(email.as_str().to_owned()),
+                email,
+                phone: None,
+                company_name: None,
+                job_title: None,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+                outbox: None,
+            }
+        })
+        .collect();
+    for chunk in contacts.chunks(1000) {
+        raw.insert_many(chunk)
+            .await
+            .context("inserting the app's contacts")?;
+    }
+    Ok(contacts.iter().map(|c| c.id).collect())
+}
+
+/// Live records of the customer in HubSpot and in Pipedrive.
+async fn crm_counts(http: &reqwest::Client, sim: &str) -> anyhow::Result<[usize; 2]> {
+    let mut out = [0; 2];
+    for (i, p) in Provider::ALL.into_iter().enumerate() {
+        let records: Vec<Value> = http
+            .get(format!("{sim}/{}/records?customer={CUSTOMER}", p.as_str()))
+            .send()
+            .await?
+            .json()
+            .await?;
+        out[i] = records.len();
+    }
+    Ok(out)
+}
+
+/// Prints the time, the calls per contact and action, and the floor.
+async fn report(http: &reqwest::Client, sim: &str, n: usize, took: Duration) -> anyhow::Result<()> {
+    let want = distinct(n);
+    println!(
+        "first sync of {n} app contacts, {n} HubSpot and {n} Pipedrive records ({want} people): every link synced, all three sides agree after {:.1} s",
+        took.as_secs_f64()
+    );
+    for p in Provider::ALL {
+        let calls: Vec<Value> = http
+            .get(format!(
+                "{sim}/calls?connection={}&customer={CUSTOMER}",
+                p.as_str()
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let mut by_action: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for c in &calls {
+            let e = by_action
+                .entry(c["action"].as_str().unwrap_or_default().to_owned())
+                .or_default();
+            match c["status"].as_u64() {
+                Some(429) => e.1 += 1,
+                _ => e.0 += 1,
+            }
+        }
+        let made: usize = by_action.values().map(|v| v.0).sum();
+        let refused: usize = by_action.values().map(|v| v.1).sum();
+        let (floor_calls, floor_time) = floor(p, n);
+        println!(
+            "  {p}: {made} calls = {:.2} per person ({refused} more refused with 429); floor {floor_calls} calls = {:.1} s at {}/{} s; {:.1}x the floor",
+            made as f64 / want as f64,
+            floor_time.as_secs_f64(),
+            if p == Provider::Hubspot { HUBSPOT_LIMIT.0 } else { PIPEDRIVE_LIMIT.0 },
+            if p == Provider::Hubspot { HUBSPOT_LIMIT.1 } else { PIPEDRIVE_LIMIT.1 } / 1000,
+            took.as_secs_f64() / floor_time.as_secs_f64().max(0.001),
+        );
+        let detail: Vec<String> = by_action
+            .iter()
+            .map(|(a, (ok, _))| format!("{a} {ok}"))
+            .collect();
+        println!("    {}", detail.join(", "));
+    }
+    Ok(())
+}
