@@ -468,6 +468,7 @@ async fn apalis_listings_show_what_the_api_shows() {
                 customer: Default::default(),
                 provider: Provider::Hubspot,
                 backfill: true,
+                first_sync: false,
             },
             later,
         )

@@ -343,7 +343,7 @@ impl JobsApi {
         #[oai(name = "customerId", validator(max_length = 64))]
         customer_id: Query<Option<String>>,
     ) -> PollResponse {
-        poll(&state, &provider.0, customer_id.0.as_deref(), false)
+        poll(&state, &provider.0, customer_id.0.as_deref(), Mode::Changes)
             .await
             .unwrap_or_else(Into::into)
     }
@@ -360,7 +360,35 @@ impl JobsApi {
         #[oai(name = "customerId", validator(max_length = 64))]
         customer_id: Query<Option<String>>,
     ) -> PollResponse {
-        poll(&state, &provider.0, customer_id.0.as_deref(), true)
+        poll(
+            &state,
+            &provider.0,
+            customer_id.0.as_deref(),
+            Mode::Backfill,
+        )
+        .await
+        .unwrap_or_else(Into::into)
+    }
+
+    /// A connection's first sync: every CRM record is listed and imported
+    /// (the app's contacts with their email linked to them, fields merged
+    /// as for any first link), then the app's contacts the CRM lacks are
+    /// created there, 100 a call where the CRM takes batches (HubSpot).
+    /// For a customer who has just connected a CRM, or to run it again.
+    #[oai(
+        path = "/customers/:customer_id/connections/:provider/initial-sync",
+        method = "post"
+    )]
+    async fn initial_sync(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ApiAuth,
+        /// The customer.
+        #[oai(validator(max_length = 64))]
+        customer_id: Path<String>,
+        provider: Path<String>,
+    ) -> PollResponse {
+        poll(&state, &provider.0, Some(&customer_id.0), Mode::FirstSync)
             .await
             .unwrap_or_else(Into::into)
     }
@@ -427,11 +455,22 @@ impl JobsApi {
     }
 }
 
+/// What a queued poll does.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// The changes since the cursor.
+    Changes,
+    /// A full scan.
+    Backfill,
+    /// A full scan, then the app's contacts the CRM lacks created there.
+    FirstSync,
+}
+
 async fn poll(
     state: &ApiState,
     provider: &str,
     customer: Option<&str>,
-    backfill: bool,
+    mode: Mode,
 ) -> Result<PollResponse, Fail> {
     let provider: Provider = provider.parse().map_err(Fail::not_found)?;
     let customer = super::errors::customer_param(customer)?
@@ -449,10 +488,11 @@ async fn poll(
             "customer {customer} has no enabled {provider} connection"
         )));
     }
-    let job_id = state
-        .enqueuer
-        .poll(&customer, provider, backfill)
-        .await
-        .map_err(Fail::unavailable)?;
+    let queued = match mode {
+        Mode::Changes => state.enqueuer.poll(&customer, provider, false).await,
+        Mode::Backfill => state.enqueuer.poll(&customer, provider, true).await,
+        Mode::FirstSync => state.enqueuer.first_sync(&customer, provider).await,
+    };
+    let job_id = queued.map_err(Fail::unavailable)?;
     Ok(PollResponse::Accepted(Json(Queued { job_id })))
 }

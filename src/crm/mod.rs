@@ -2,6 +2,7 @@
 //! provider's connection, and classifies failures at the source (transient
 //! or permanent, with `Retry-After`), so the retry policy never parses text.
 
+mod batch;
 mod check;
 mod contacts;
 mod listing;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use workers::{JobError, RateLimiter};
 
 use crate::domain::{CustomerId, Provider};
+pub use batch::{BatchCreated, BATCH_MAX};
 pub use check::{ConnectionState, Verdict, ACTIONS};
 pub use contacts::Updated;
 pub use listing::{Changed, ChangedPage, Page, LIST, LIST_CHANGED};

@@ -338,6 +338,26 @@ impl Enqueuer {
             customer: customer.clone(),
             provider,
             backfill,
+            first_sync: false,
+        };
+        self.push(&job, None).await
+    }
+
+    /// Queues the first sync of a customer's connection with `provider`
+    /// (see [`ProviderPoll::first_sync`]); returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<String, workers::Error> {
+        let job = ProviderPoll {
+            customer: customer.clone(),
+            provider,
+            backfill: true,
+            first_sync: true,
         };
         self.push(&job, None).await
     }

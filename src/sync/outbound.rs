@@ -1,5 +1,8 @@
 //! `outbound-upsert`: push the current state of one contact to one CRM.
 
+mod first_sync;
+pub use first_sync::FirstSyncReport;
+
 use bson::DateTime;
 use std::sync::Arc;
 use std::time::Duration;

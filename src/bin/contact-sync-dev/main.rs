@@ -120,6 +120,10 @@ enum Command {
         /// Longest the run may take, in seconds.
         #[arg(long, default_value_t = 3600)]
         max_secs: u64,
+        /// The older first sync: every contact's push queued, and a
+        /// backfill of each CRM.
+        #[arg(long)]
+        per_contact: bool,
     },
     /// Benchmark: a steady mixed load for a long while over the real
     /// processes; prints Redis memory, MongoDB documents and process RSS
@@ -188,7 +192,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg,
             contacts,
             max_secs,
-        } => bench::bench_first_sync(cfg, bench::FirstSync { contacts, max_secs }).await,
+            per_contact,
+        } => {
+            let run = bench::FirstSync {
+                contacts,
+                max_secs,
+                per_contact,
+            };
+            bench::bench_first_sync(cfg, run).await
+        }
         Command::BenchSoak {
             cfg,
             minutes,

@@ -8,9 +8,11 @@
 //! per contact, and the *floor*: the fewest calls each CRM's API allows
 //! for that work, divided by its rate.
 //!
-//! The first sync measured is the one this build has: every app contact's
-//! push queued (a find and a create or an update per CRM) and a backfill of
-//! each CRM (its list, each record applied and pushed on to the other).
+//! The first sync measured is `POST /api/customers/{id}/connections/{p}/
+//! initial-sync` of each CRM; with `--per-contact`, the way it was done
+//! before: every app contact's push queued (a find and a create or an
+//! update per CRM) and a backfill of each CRM (its list, each record
+//! applied and pushed on to the other).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -47,6 +49,10 @@ pub struct FirstSync {
     pub contacts: usize,
     /// Longest the run may take, in seconds.
     pub max_secs: u64,
+    /// Run the older first sync instead: every contact's push queued (a
+    /// find and a create or an update per CRM), and a backfill of each
+    /// CRM.
+    pub per_contact: bool,
 }
 
 /// The emails of each side: the app's `e{i}`; HubSpot's the first half of
@@ -175,36 +181,43 @@ pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Res
         r.status()
     );
 
-    // this build's first sync: every contact's push, and a backfill of each CRM
     let started = Instant::now();
-    let queue = workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;
-    let enqueuer = Enqueuer::new(queue, cfg.jobs.retry_attempts);
-    let customer = CustomerId::parse(CUSTOMER).map_err(anyhow::Error::msg)?;
-    let jobs = ids
-        .iter()
-        .flat_map(|id| {
-            Provider::ALL.map(|p| {
-                let push = OutboundUpsert {
-                    contact_id: *id,
-                    provider: p,
-                    version: 1,
-                    customer: Some(customer.clone()),
-                };
-                (workers::new_job_id(), push)
+    if run.per_contact {
+        // every contact's push, and a backfill of each CRM
+        let queue =
+            workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;
+        let enqueuer = Enqueuer::new(queue, cfg.jobs.retry_attempts);
+        let customer = CustomerId::parse(CUSTOMER).map_err(anyhow::Error::msg)?;
+        let jobs = ids
+            .iter()
+            .flat_map(|id| {
+                Provider::ALL.map(|p| {
+                    let push = OutboundUpsert {
+                        contact_id: *id,
+                        provider: p,
+                        version: 1,
+                        customer: Some(customer.clone()),
+                    };
+                    (workers::new_job_id(), push)
+                })
             })
-        })
-        .collect();
-    enqueuer.push_all(jobs).await?;
+            .collect();
+        enqueuer.push_all(jobs).await?;
+    }
     for p in Provider::ALL {
-        let r = http
-            .post(format!(
-                "{base}/api/providers/{}/backfill?customerId={CUSTOMER}",
+        let path = match run.per_contact {
+            true => format!("providers/{}/backfill?customerId={CUSTOMER}", p.as_str()),
+            false => format!(
+                "customers/{CUSTOMER}/connections/{}/initial-sync",
                 p.as_str()
-            ))
+            ),
+        };
+        let r = http
+            .post(format!("{base}/api/{path}"))
             .bearer_auth(&token)
             .send()
             .await?;
-        anyhow::ensure!(r.status().is_success(), "backfill of {p}: {}", r.status());
+        anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
     }
 
     let want = distinct(n);
@@ -223,6 +236,11 @@ pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Res
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let took = started.elapsed();
+    let how = match run.per_contact {
+        true => "per-contact pushes and a backfill of each CRM",
+        false => "initial-sync of each connection",
+    };
+    println!("{how}:");
     report(&http, &sim, n, took).await
 }
 

@@ -1,0 +1,142 @@
+//! A connection's first sync (`POST /api/customers/{id}/connections/{p}/
+//! initial-sync`): the CRM's records are listed and imported, then the
+//! app's contacts the CRM lacks are created there, HubSpot 100 a call.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Options, TestApp};
+use contact_sync::domain::{CustomerId, Email};
+use contact_sync::store::{NewContact, Store};
+use reqwest::Method;
+use serde_json::json;
+
+/// `n` contacts of the default customer, stored as they were before the
+/// customer connected a CRM: no link, nothing owed.
+async fn app_contacts(app: &TestApp, n: usize) {
+    let store = Store::connect(&common::mongodb_uri(), &app.db)
+        .await
+        .expect("store");
+    for i in 0..n {
+        store
+            .insert_contact(NewContact {
+                customer_id: CustomerId::default_customer(),
+                first_name: Some(format!("First{i}")),
+                last_name: Some("Sync".into()),
+                email: Email::parse(&format!("f{i}@example.com")).expect("an email"),
+                phone: None,
+                company_name: None,
+                job_title: None,
+                outbox: None,
+            })
+            .await
+            .expect("stored");
+    }
+}
+
+async fn initial_sync(app: &TestApp) {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/customers/contact-sync/connections/hubspot/initial-sync",
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body["jobId"].is_string(), "{body}");
+}
+
+/// Waits until every contact of the app has its HubSpot link synced and
+/// no job is left; returns how many contacts there are.
+async fn all_synced(app: &TestApp, want: usize) {
+    eventually(
+        Duration::from_secs(60),
+        "every HubSpot link synced",
+        || async {
+            let contacts = app.contacts_all().await;
+            let synced = contacts
+                .iter()
+                .filter(|c| {
+                    c["links"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|l| l["syncStatus"] == "synced"))
+                })
+                .count();
+            (contacts.len() == want && synced == want).then_some(())
+        },
+    )
+    .await;
+    app.settle(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn a_first_sync_creates_what_hubspot_lacks_100_a_call_and_imports_what_it_has() {
+    let app = TestApp::with(Options::default().env("PROVIDERS", "hubspot")).await;
+    // the contacts the app held before the CRM was connected
+    app_contacts(&app, 150).await;
+    // HubSpot has one of them (with a job title the app lacks) and one
+    // person of its own
+    for props in [
+        json!({ "email": "f0@example.com", "firstname": "First0", "jobtitle": "Buyer" }),
+        json!({ "email": "crm-only@example.com", "firstname": "Crm" }),
+    ] {
+        let (status, body) = app
+            .sim_send(
+                Method::POST,
+                "/hubspot/records",
+                Some(json!({ "properties": props })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    app.sim_send(Method::DELETE, "/calls", None).await;
+
+    initial_sync(&app).await;
+    all_synced(&app, 151).await;
+
+    let records = app.records("hubspot").await;
+    assert_eq!(records.len(), 151, "each person once");
+    let batches = app.calls("hubspot", "batch-create-contacts").await;
+    assert_eq!(batches.len(), 2, "149 creates in two calls: {batches:?}");
+    assert!(app.calls("hubspot", "create-contact").await.is_empty());
+    assert!(
+        app.calls("hubspot", "find-contact").await.is_empty(),
+        "matched from the listing, not looked up one by one"
+    );
+    // the shared person: linked, the CRM's job title taken into the app
+    let shared = app.contact_by_email("f0@example.com").await.expect("f0");
+    assert_eq!(shared["jobTitle"], "Buyer", "{shared}");
+    let created = records
+        .iter()
+        .find(|r| r["properties"]["email"] == "f149@example.com")
+        .expect("f149 created");
+    assert_eq!(created["properties"]["firstname"], "First149");
+    assert_eq!(created["properties"]["lastname"], "Sync");
+    let f149 = app
+        .contact_by_email("f149@example.com")
+        .await
+        .expect("f149");
+    let path = format!("/api/sync-logs?contactId={}", f149["id"].as_str().unwrap());
+    let (_, logs) = app.call(Method::GET, &path, None).await;
+    let log = &logs[0];
+    assert_eq!(
+        (&log["outcome"], &log["provider"], &log["externalId"]),
+        (&json!("created"), &json!("hubspot"), &created["id"]),
+        "a sync log as a single push's create writes: {logs}"
+    );
+
+    // run again: nothing is created twice, no batch is sent
+    app.sim_send(Method::DELETE, "/calls", None).await;
+    initial_sync(&app).await;
+    eventually(Duration::from_secs(30), "the second run listed", || async {
+        (!app.calls("hubspot", "list-contacts").await.is_empty()).then_some(())
+    })
+    .await;
+    app.settle(Duration::from_secs(30)).await;
+    assert_eq!(app.records("hubspot").await.len(), 151);
+    assert!(app
+        .calls("hubspot", "batch-create-contacts")
+        .await
+        .is_empty());
+}
