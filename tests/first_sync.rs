@@ -140,3 +140,51 @@ async fn a_first_sync_creates_what_hubspot_lacks_100_a_call_and_imports_what_it_
         .await
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_worker_killed_after_a_batch_landed_unrecorded_resumes_without_duplicates() {
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("PROVIDERS", "hubspot"),
+    )
+    .await;
+    app_contacts(&app, 150).await;
+    // HubSpot carries each call out, but answers 3 s late
+    app.set_faults(json!({ "respondLateMs": 3000 })).await;
+    let w = app.add_worker();
+    initial_sync(&app).await;
+    // the first batch has landed; its answer is on its way: kill -9
+    eventually(
+        Duration::from_secs(30),
+        "the first batch landed",
+        || async { (app.records("hubspot").await.len() >= 100).then_some(()) },
+    )
+    .await;
+    app.kill_worker(w);
+    let landed = app.records("hubspot").await.len();
+    assert_eq!(landed, 100, "one batch of 100, unrecorded");
+    assert!(
+        app.contacts_all().await.iter().all(|c| c["links"]
+            .as_array()
+            .is_none_or(|l| l.iter().all(|l| l["externalId"].is_null()))),
+        "nothing recorded yet"
+    );
+
+    // another worker takes the job over: the listing finds the 100 as the
+    // app's own (their push intents), the other 50 are created
+    app.set_faults(json!({})).await;
+    app.add_worker();
+    all_synced(&app, 150).await;
+    let records = app.records("hubspot").await;
+    assert_eq!(records.len(), 150, "each person once");
+    let mut emails: Vec<String> = records
+        .iter()
+        .filter_map(|r| r["properties"]["email"].as_str().map(str::to_owned))
+        .collect();
+    emails.sort();
+    emails.dedup();
+    assert_eq!(emails.len(), 150);
+}
