@@ -10,7 +10,7 @@
 use workers::JobError;
 
 use super::Outbound;
-use crate::crm::BATCH_MAX;
+use crate::crm::{CrmError, BATCH_MAX};
 use crate::domain::{ContactId, CustomerId, Provider, UniversalContact};
 use crate::store::Contact;
 use crate::sync::merge;
@@ -128,10 +128,21 @@ impl Outbound {
             .iter()
             .map(|p| merge::fields_json(&p.to_crm))
             .collect();
-        let done = self
+        let done = match self
             .crm
             .batch_create_contacts(&customer, provider, &fields)
-            .await?;
+            .await
+        {
+            Ok(done) => done,
+            // refused whole (HubSpot's reference has one bad input fail
+            // alone; its users report a 400 for the batch): each contact
+            // goes to a single push, where a bad one fails alone
+            Err(CrmError::Permanent(why)) => {
+                tracing::warn!(%provider, reason = %why, "a batch create was refused whole; its contacts are pushed singly");
+                return Ok(chunk.iter().map(|c| c.id).collect());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let pushed_ms = Some(self.leases.server_ms().await.map_err(queue_err)?);
         let mut left = Vec::new();
         for (c, plan) in chunk.iter().zip(&plans) {
