@@ -188,3 +188,62 @@ async fn a_worker_killed_after_a_batch_landed_unrecorded_resumes_without_duplica
     emails.dedup();
     assert_eq!(emails.len(), 150);
 }
+
+/// A first sync of 100 contacts, one of which HubSpot refuses as invalid:
+/// it fails alone (its link `error`, a failed sync log), the 99 sync.
+async fn one_bad_input_of_100(faults: serde_json::Value) -> (usize, usize) {
+    let app = TestApp::with(Options::default().env("PROVIDERS", "hubspot")).await;
+    app_contacts(&app, 100).await;
+    app.set_faults(faults).await;
+    initial_sync(&app).await;
+    eventually(Duration::from_secs(60), "99 synced, 1 in error", || async {
+        let contacts = app.contacts_all().await;
+        let status = |s: &str| {
+            contacts
+                .iter()
+                .filter(|c| {
+                    c["links"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|l| l["syncStatus"] == s))
+                })
+                .count()
+        };
+        (status("synced") == 99 && status("error") == 1).then_some(())
+    })
+    .await;
+    let bad = app.contact_by_email("f42@example.com").await.expect("f42");
+    assert_eq!(bad["links"][0]["syncStatus"], "error", "{bad}");
+    let path = format!(
+        "/api/sync-logs?contactId={}&outcome=failed",
+        bad["id"].as_str().unwrap()
+    );
+    let (_, logs) = app.call(Method::GET, &path, None).await;
+    assert!(logs.as_array().is_some_and(|l| !l.is_empty()), "{logs}");
+    assert_eq!(app.records("hubspot").await.len(), 99);
+    (
+        app.calls("hubspot", "batch-create-contacts").await.len(),
+        app.calls("hubspot", "create-contact").await.len(),
+    )
+}
+
+#[tokio::test]
+async fn one_bad_input_in_a_batch_of_100_fails_alone_and_the_99_sync() {
+    let (batches, singles) =
+        one_bad_input_of_100(json!({ "rejectRecords": ["f42@example.com"] })).await;
+    assert_eq!(
+        (batches, singles),
+        (1, 1),
+        "the bad one alone is pushed singly"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_refused_whole_is_pushed_singly_and_the_99_sync() {
+    let faults = json!({ "rejectRecords": ["f42@example.com"], "batchRefusedWhole": true });
+    let (batches, singles) = one_bad_input_of_100(faults).await;
+    assert_eq!(batches, 1);
+    assert!(
+        singles >= 100,
+        "every contact of the batch singly: {singles}"
+    );
+}

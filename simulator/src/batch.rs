@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use crate::connection::time_ms;
 use crate::connection::Connection;
 use crate::error::ActionError;
+use crate::faults::FaultSet;
 use crate::store::{Store, StoreError};
 
 /// The wall clock, in Unix ms (the batch's `startedAt` and `completedAt`).
@@ -199,6 +200,58 @@ pub(crate) fn update(store: &Store, body: &Value) -> Result<Value, ActionError> 
         }
     }
     Ok(answer(results, errors, started))
+}
+
+/// The injected per-input faults of a batch create (`rejectRecords`),
+/// taken out of the call's arguments before it runs: the inputs left, and
+/// an error for each one taken out. With `batchRefusedWhole`, a batch
+/// holding one is refused whole instead.
+///
+/// # Errors
+/// The whole batch's 400.
+pub(crate) fn screen(
+    faults: &FaultSet,
+    conn: Connection,
+    mut args: Value,
+) -> Result<(Value, Vec<Value>), ActionError> {
+    let path = args["request"]["path"].as_str().unwrap_or_default();
+    if conn != Connection::HubSpot || !path.ends_with("/contacts/batch/create") {
+        return Ok((args, Vec::new()));
+    }
+    let Some(inputs) = args["request"]["data"]["inputs"].as_array_mut() else {
+        return Ok((args, Vec::new()));
+    };
+    let mut refused = Vec::new();
+    inputs.retain(|input| {
+        let email = input["properties"]["email"].as_str().unwrap_or_default();
+        let rejected = !email.is_empty() && faults.rejects_email(email);
+        if rejected {
+            refused.push(input_error(
+                "VALIDATION_ERROR",
+                format!("Simulated validation error for {email}"),
+                json!({ "email": [email] }),
+            ));
+        }
+        !rejected
+    });
+    if !refused.is_empty() && faults.batch_refused_whole() {
+        return Err(super::native::refused(
+            conn,
+            format!("{} of the batch's inputs are invalid", refused.len()),
+        ));
+    }
+    Ok((args, refused))
+}
+
+/// Adds the errors [`screen`] took out to a batch's answer.
+pub(crate) fn add_refused(output: &mut Value, refused: Vec<Value>) {
+    if refused.is_empty() {
+        return;
+    }
+    let mut errors = output["errors"].as_array().cloned().unwrap_or_default();
+    errors.extend(refused);
+    output["numErrors"] = json!(errors.len());
+    output["errors"] = Value::Array(errors);
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub(crate) struct FaultConfig {
     /// Per connection: at most so many accepted calls of each account in
     /// any window (a rolling window, as both CRMs count).
     rate_limits: BTreeMap<String, RateLimit>,
+    /// A HubSpot batch create holding a refused input (`rejectRecords`)
+    /// is refused whole with a 400, as users of HubSpot's API report,
+    /// instead of that input failing alone as its reference says (207).
+    /// Which one a live portal does is not confirmed: both can be run.
+    batch_refused_whole: bool,
 }
 
 /// A connection's rate limit, written as a number (calls per 1000 ms) or
@@ -164,6 +169,20 @@ impl FaultSet {
 
     pub(crate) fn outage(&self) -> bool {
         self.config.outage
+    }
+
+    /// Whether a batch holding a refused input is refused whole.
+    pub(crate) fn batch_refused_whole(&self) -> bool {
+        self.config.batch_refused_whole
+    }
+
+    /// Whether the CRM refuses the record with `email` as invalid
+    /// (`rejectRecords`), as one input of a batch.
+    pub(crate) fn rejects_email(&self, email: &str) -> bool {
+        self.config
+            .reject_records
+            .iter()
+            .any(|f| f.trim().eq_ignore_ascii_case(email.trim()))
     }
 
     /// The settings, the throttle counts replaced by `live(conn)` where it

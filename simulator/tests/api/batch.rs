@@ -124,3 +124,29 @@ async fn hubspot_s_ten_second_window_counts_a_batch_as_one_request() {
     );
     assert_eq!(app.records("hubspot", false).await.len(), 200);
 }
+
+#[tokio::test]
+async fn a_rejected_input_fails_alone_or_with_batch_refused_whole_the_whole_call() {
+    let app = TestApp::spawn().await;
+    app.put_faults(json!({"rejectRecords": ["b3@example.com"]}))
+        .await;
+    let out = app
+        .ok("hubspot", "batch-create-contacts", creates(0, 5))
+        .await;
+    assert_eq!(out["results"].as_array().unwrap().len(), 4, "{out}");
+    assert_eq!(out["numErrors"], 1);
+    assert_eq!(out["errors"][0]["category"], "VALIDATION_ERROR");
+    assert_eq!(out["errors"][0]["context"]["email"][0], "b3@example.com");
+
+    app.put_faults(json!({"rejectRecords": ["b7@example.com"], "batchRefusedWhole": true}))
+        .await;
+    let r = app
+        .run("hubspot", "batch-create-contacts", creates(5, 5))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        app.records("hubspot", false).await.len(),
+        4,
+        "none of the 5 made"
+    );
+}

@@ -194,6 +194,6 @@ async fn bad_fault_settings_are_refused() {
     let current = app.admin(Method::GET, "/_sim/faults", None).await.body;
     assert_eq!(
         current,
-        json!({"latencyMs": 0, "respondLateMs": 0, "errorRate": 0.0, "outage": false, "failRecords": [], "rejectRecords": [], "throttle": {}, "rateLimits": {}})
+        json!({"latencyMs": 0, "respondLateMs": 0, "errorRate": 0.0, "outage": false, "failRecords": [], "rejectRecords": [], "throttle": {}, "rateLimits": {}, "batchRefusedWhole": false})
     );
 }
