@@ -143,7 +143,7 @@ fn execute(
         call.email.as_deref(),
         call.record_id.as_deref(),
     )?;
-    let (args, refused) = crate::batch::screen(&faults, conn, args)?;
+    let (args, refused) = crate::batch::screen(faults, conn, args)?;
     let mut output = ops::run(spec.kind, conn, &account.store, &args)?;
     crate::batch::add_refused(&mut output, refused);
     if call.record_id.is_none() {
