@@ -11,13 +11,7 @@ impl Store {
     /// # Errors
     /// `Invalid` when the input does not have the native shape.
     pub(crate) fn create_native(&self, input: Value) -> Result<Value, StoreError> {
-        let body = self
-            .conn
-            .body_from_input(input)
-            .map_err(StoreError::Invalid)?;
-        let mut inner = self.lock();
-        let rec = self.create(&mut inner, body, Origin::Admin);
-        Ok(self.conn.render(&rec))
+        self.create_native_as(input, Origin::Admin)
     }
 
     /// Applies an admin PATCH to a live record and returns it.
@@ -25,16 +19,7 @@ impl Store {
     /// # Errors
     /// `NotFound` for an unknown or deleted id, `Invalid` for a malformed patch.
     pub(crate) fn patch_native(&self, id: &str, patch: Value) -> Result<Value, StoreError> {
-        let mut inner = self.lock();
-        let n = Self::live_id(&inner, id)?;
-        let mut body = inner.records[&n].body.clone();
-        self.conn
-            .merge_patch(&mut body, patch)
-            .map_err(StoreError::Invalid)?;
-        let rec = self.modify(&mut inner, n, ChangeKind::Updated, Origin::Admin, |rec| {
-            rec.body = body
-        });
-        Ok(self.conn.render(&rec))
+        self.patch_native_as(id, patch, Origin::Admin)
     }
 
     /// Merges the live record `id` into the live record `into`, as a HubSpot
@@ -140,21 +125,7 @@ impl Store {
     /// `Invalid` for input that is not the native shape; `Exists` with the
     /// id of the contact that has the email.
     pub(crate) fn create_native_by_api(&self, input: Value) -> Result<Value, StoreError> {
-        let body = self
-            .conn
-            .body_from_input(input)
-            .map_err(StoreError::Invalid)?;
-        let mut inner = self.lock();
-        let email = body
-            .get("properties")
-            .and_then(|p| p.get("email"))
-            .and_then(Value::as_str)
-            .and_then(super::normalize_email);
-        if let Some(id) = email.and_then(|e| inner.by_email.get(&e)?.first().copied()) {
-            return Err(StoreError::Exists(id.to_string()));
-        }
-        let rec = self.create(&mut inner, body, Origin::Action);
-        Ok(self.conn.render(&rec))
+        self.create_native_as(input, Origin::Action)
     }
 
     /// Applies a native patch to a live record.
@@ -163,13 +134,40 @@ impl Store {
     /// `NotFound` for an unknown or deleted id, `Invalid` for a malformed
     /// patch.
     pub(crate) fn patch_native_by_api(&self, id: &str, patch: Value) -> Result<Value, StoreError> {
+        self.patch_native_as(id, patch, Origin::Action)
+    }
+
+    /// A create by an admin (a CRM user) or through the API. Through the
+    /// API, HubSpot refuses an email a live contact has (checked under the
+    /// same lock as the create, as HubSpot's unique property is).
+    fn create_native_as(&self, input: Value, origin: Origin) -> Result<Value, StoreError> {
+        let body = self
+            .conn
+            .body_from_input(input)
+            .map_err(StoreError::Invalid)?;
+        let mut inner = self.lock();
+        if origin == Origin::Action && self.conn == crate::connection::Connection::HubSpot {
+            let email = body
+                .get("properties")
+                .and_then(|p| p.get("email"))
+                .and_then(Value::as_str)
+                .and_then(super::normalize_email);
+            if let Some(id) = email.and_then(|e| inner.by_email.get(&e)?.first().copied()) {
+                return Err(StoreError::Exists(id.to_string()));
+            }
+        }
+        let rec = self.create(&mut inner, body, origin);
+        Ok(self.conn.render(&rec))
+    }
+
+    fn patch_native_as(&self, id: &str, patch: Value, origin: Origin) -> Result<Value, StoreError> {
         let mut inner = self.lock();
         let n = Self::live_id(&inner, id)?;
         let mut body = inner.records[&n].body.clone();
         self.conn
             .merge_patch(&mut body, patch)
             .map_err(StoreError::Invalid)?;
-        let rec = self.modify(&mut inner, n, ChangeKind::Updated, Origin::Action, |rec| {
+        let rec = self.modify(&mut inner, n, ChangeKind::Updated, origin, |rec| {
             rec.body = body
         });
         Ok(self.conn.render(&rec))

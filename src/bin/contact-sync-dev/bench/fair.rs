@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{isolate, percentile, unthrottled_stack, wait_ready};
 use crate::stack::{DevConfig, Stack};
-use contact_sync::domain::{ContactId, CustomerId, Email, Provider};
+use contact_sync::domain::{ContactId, CustomerId, Provider};
 use contact_sync::jobs::{Enqueuer, Kind, OutboundUpsert};
 use contact_sync::store::{Contact, Store};
 
@@ -73,26 +73,10 @@ pub async fn bench_fair(mut cfg: DevConfig, fair: Fair) -> anyhow::Result<()> {
     let queued_at = Instant::now();
     let mut ids = Vec::with_capacity(contacts);
     for start in (0..contacts).step_by(INSERT_CHUNK) {
-        let now = bson::DateTime::now();
         let chunk: Vec<Contact> = (start..(start + INSERT_CHUNK).min(contacts))
             .map(|i| {
-                let email = Email::parse(&format!("a{i}@example.com")).expect("a valid email");
-                Contact {
-                    id: ContactId::new(),
-                    customer_id: a.clone(),
-                    first_name: Some("Backlog".into()),
-                    last_name: Some(format!("{i}")),
-                    active_email: Some(email.as_str().to_owned()),
-                    email,
-                    phone: None,
-                    company_name: None,
-                    job_title: None,
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                    deleted_at: None,
-                    outbox: None,
-                }
+                let email = format!("a{i}@example.com");
+                super::stored_contact(&a, &email, "Backlog".into(), format!("{i}"))
             })
             .collect();
         raw.insert_many(&chunk)

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::{isolate, wait_ready};
 use crate::stack::{DevConfig, Stack};
-use contact_sync::domain::{ContactId, CustomerId, Email, Provider, SyncStatus};
+use contact_sync::domain::{ContactId, CustomerId, Provider, SyncStatus};
 use contact_sync::jobs::{Enqueuer, OutboundUpsert};
 use contact_sync::store::{Contact, Store};
 
@@ -252,26 +252,10 @@ async fn seed_app(cfg: &DevConfig, n: usize) -> anyhow::Result<Vec<ContactId>> {
     let raw = client
         .database(&cfg.mongo.mongodb_db)
         .collection::<Contact>("contacts");
-    let now = bson::DateTime::now();
     let contacts: Vec<Contact> = (0..n)
         .map(|i| {
-            let email = Email::parse(&format!("e{i}@example.com")).expect("a valid email");
-            Contact {
-                id: ContactId::new(),
-                customer_id: customer.clone(),
-                first_name: Some(format!("App{i}")),
-                last_name: Some(format!("Person{i}")),
-                active_email: Some(email.as_str().to_owned()),
-                email,
-                phone: None,
-                company_name: None,
-                job_title: None,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-                deleted_at: None,
-                outbox: None,
-            }
+            let email = format!("e{i}@example.com");
+            super::stored_contact(&customer, &email, format!("App{i}"), format!("Person{i}"))
         })
         .collect();
     for chunk in contacts.chunks(1000) {

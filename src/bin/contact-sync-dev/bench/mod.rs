@@ -20,6 +20,34 @@ pub use fair::{bench_fair, Fair};
 pub use first_sync::{bench_first_sync, FirstSync};
 pub use soak::{bench_soak, Soak};
 
+/// A contact as stored at version 1 with no outbox, to write straight to
+/// MongoDB: what an app held before a sync began.
+fn stored_contact(
+    customer: &contact_sync::domain::CustomerId,
+    email: &str,
+    first: String,
+    last: String,
+) -> contact_sync::store::Contact {
+    let email = contact_sync::domain::Email::parse(email).expect("a valid email");
+    let now = bson::DateTime::now();
+    contact_sync::store::Contact {
+        id: contact_sync::domain::ContactId::new(),
+        customer_id: customer.clone(),
+        first_name: Some(first),
+        last_name: Some(last),
+        active_email: Some(email.as_str().to_owned()),
+        email,
+        phone: None,
+        company_name: None,
+        job_title: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        outbox: None,
+    }
+}
+
 /// A fresh Redis namespace and database, so a run starts empty and leaves
 /// the others alone.
 fn isolate(cfg: &mut DevConfig) {
