@@ -35,6 +35,26 @@ async fn app_contacts(app: &TestApp, n: usize) {
     }
 }
 
+/// The default customer's HubSpot connection's `firstSync`, once set.
+async fn first_sync_of(app: &TestApp) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(30),
+        "the first sync recorded",
+        || async {
+            let (_, customer) = app
+                .call(Method::GET, "/api/customers/contact-sync", None)
+                .await;
+            customer["connections"]
+                .as_array()?
+                .iter()
+                .find(|c| c["provider"] == "hubspot")
+                .map(|c| c["firstSync"].clone())
+                .filter(|f| !f.is_null())
+        },
+    )
+    .await
+}
+
 async fn initial_sync(app: &TestApp) {
     let (status, body) = app
         .call(
@@ -125,6 +145,19 @@ async fn a_first_sync_creates_what_hubspot_lacks_100_a_call_and_imports_what_it_
         (&json!("created"), &json!("hubspot"), &created["id"]),
         "a sync log as a single push's create writes: {logs}"
     );
+
+    // the connection shows what its first sync did
+    let first = first_sync_of(&app).await;
+    assert_eq!(
+        (
+            &first["batchCreated"],
+            &first["batchCalls"],
+            &first["pushed"]
+        ),
+        (&json!(149), &json!(2), &json!(0)),
+        "{first}"
+    );
+    assert!(first["finishedAt"].is_string(), "{first}");
 
     // run again: nothing is created twice, no batch is sent
     app.sim_send(Method::DELETE, "/calls", None).await;
@@ -220,6 +253,10 @@ async fn one_bad_input_of_100(faults: serde_json::Value) -> (usize, usize) {
     let (_, logs) = app.call(Method::GET, &path, None).await;
     assert!(logs.as_array().is_some_and(|l| !l.is_empty()), "{logs}");
     assert_eq!(app.records("hubspot").await.len(), 99);
+    let first = first_sync_of(&app).await;
+    let refused_alone = first["batchCreated"] == 99 && first["pushed"] == 1;
+    let refused_whole = first["batchCreated"] == 0 && first["pushed"] == 100;
+    assert!(refused_alone || refused_whole, "{first}");
     (
         app.calls("hubspot", "batch-create-contacts").await.len(),
         app.calls("hubspot", "create-contact").await.len(),

@@ -115,6 +115,17 @@ pub async fn handle(job: ProviderPoll, ctx: Data<Polls>, id: TaskId) -> Result<(
             pushed = report.pushed,
             "first sync: the app's contacts the CRM lacked"
         );
+        let record = crate::store::FirstSyncRecord {
+            finished_at: Some(bson::DateTime::now()),
+            batch_created: i64::try_from(report.batch_created).unwrap_or(i64::MAX),
+            batch_calls: i64::try_from(report.batch_calls).unwrap_or(i64::MAX),
+            pushed: i64::try_from(report.pushed).unwrap_or(i64::MAX),
+        };
+        ctx.inbound
+            .store
+            .save_first_sync(&job.customer, job.provider, &record)
+            .await
+            .map_err(crate::sync::store_err)?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 pub use contacts::{Contact, ContactPatch, NewContact, Outbox, OutboxJob};
 pub use customers::{Connection, Customer, Customers, SyncHealth};
-pub use inbound::{PollCursor, ScanProgress};
+pub use inbound::{FirstSyncRecord, PollCursor, ScanProgress};
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
 pub use ops::{LogFilter, ProviderHealth};
