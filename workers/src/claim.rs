@@ -282,7 +282,7 @@ impl Queue {
             .scripts
             .reap
             .key(self.keys.workers(queue))
-            .key(self.keys.pending(queue))
+            .key(self.keys.suspects(queue))
             .arg(self.keys.queue_prefix(queue))
             .arg(self.keys.job_prefix(queue))
             .arg(dead_after.as_millis() as u64)

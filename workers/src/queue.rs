@@ -62,10 +62,7 @@ impl Scripts {
                 include_str!("lua/ready.lua"),
                 include_str!("lua/settle.lua")
             )),
-            reap: Script::new(concat!(
-                include_str!("lua/ready.lua"),
-                include_str!("lua/reap.lua")
-            )),
+            reap: Script::new(include_str!("lua/reap.lua")),
             revive: Script::new(concat!(
                 include_str!("lua/ready.lua"),
                 include_str!("lua/revive.lua")

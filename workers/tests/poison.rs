@@ -34,6 +34,16 @@ impl DeadLetter for Hook {
     }
 }
 
+/// The errors of a job's attempt log, oldest first.
+async fn attempt_errors(q: &workers::Queue, id: &str) -> Vec<String> {
+    q.attempts(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.error)
+        .collect()
+}
+
 /// Starts a worker named `name` over a hanging handler, waits until it runs
 /// the job, then kills it without leaving the pool (a crash).
 async fn crash_while_running(q: &workers::Queue, name: &str, calls: &Arc<AtomicU32>) {
@@ -99,13 +109,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_after_max_stall
         (2, 2),
         "the stalled attempts stay counted"
     );
-    let log: Vec<String> = q
-        .attempts(&id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.error)
-        .collect();
+    let log = attempt_errors(&q, &id).await;
     assert_eq!(
         log,
         [
@@ -277,13 +281,7 @@ async fn a_crash_among_many_jobs_buries_only_the_job_that_caused_it() {
         (JobState::Dead, 2, 2),
         "only the runs alone count"
     );
-    let log: Vec<String> = q
-        .attempts(&poison)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.error)
-        .collect();
+    let log = attempt_errors(&q, &poison).await;
     assert_eq!(
         log,
         [

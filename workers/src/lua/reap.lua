@@ -6,7 +6,8 @@
 -- none of them: no stall is counted, the attempt is given back, and they
 -- all go to the suspect lane, where each runs alone (see fetch.lua), so the
 -- next crash names the culprit and its bystanders are not buried with it.
--- KEYS[1] workers zset (name -> last heartbeat, Redis clock), KEYS[2] pending list
+-- KEYS[1] workers zset (name -> last heartbeat, Redis clock), KEYS[2] the
+-- suspect lane (a list)
 -- ARGV[1] queue key prefix, ARGV[2] job key prefix, ARGV[3] heartbeat age ms
 -- that counts as dead, ARGV[4] the calling worker, ARGV[5] mode: 'peers'
 -- (reap silent peers, never the caller) or 'own' (the caller's previous life
@@ -52,7 +53,7 @@ for i = 1, #gone do
           cjson.encode(err)))
         redis.call('LTRIM', key .. ':log', -keep_log, -1)
         -- into the suspect lane, at its claim end (given back)
-        redis.call('RPUSH', ARGV[1] .. 'suspects', ids[j])
+        redis.call('RPUSH', KEYS[2], ids[j])
         n = n + 1
       end
     end
