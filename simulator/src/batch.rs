@@ -15,18 +15,12 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::clock::wall_ms;
 use crate::connection::time_ms;
 use crate::connection::Connection;
 use crate::error::ActionError;
 use crate::faults::FaultSet;
 use crate::store::{Store, StoreError};
-
-/// The wall clock, in Unix ms (the batch's `startedAt` and `completedAt`).
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Inputs a batch call takes at most.
 const MAX_INPUTS: usize = 100;

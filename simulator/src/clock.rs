@@ -11,14 +11,18 @@ pub(crate) struct Clock {
     start: Instant,
 }
 
+/// The wall clock now, in Unix milliseconds (0 before the epoch).
+pub(crate) fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 impl Clock {
     pub(crate) fn new() -> Self {
-        let base_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
         Self {
-            base_ms,
+            base_ms: wall_ms(),
             start: Instant::now(),
         }
     }

@@ -91,10 +91,8 @@ fn parse_created(out: &Value) -> BatchCreated {
     let mut done = BatchCreated::default();
     let email_of = |v: &Value| v.as_str().map(|e| e.trim().to_lowercase());
     for r in out["results"].as_array().into_iter().flatten() {
-        let id = match &r["id"] {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => continue,
+        let Some(id) = super::record::id_text(&r["id"]) else {
+            continue;
         };
         if let Some(email) = email_of(&r["properties"]["email"]) {
             done.created.insert(email, id);

@@ -102,7 +102,7 @@ pub async fn handle(job: ProviderPoll, ctx: Data<Polls>, id: TaskId) -> Result<(
     let listed =
         crate::crm::job_scope(ctx.inbound.poll(&job.customer, job.provider, full, &id)).await?;
     if job.first_sync && !listed.busy {
-        let report = crate::crm::job_scope(ctx.outbound.create_unlinked(
+        let mut report = crate::crm::job_scope(ctx.outbound.create_unlinked(
             &job.customer,
             job.provider,
             &ctx.enqueuer,
@@ -115,15 +115,10 @@ pub async fn handle(job: ProviderPoll, ctx: Data<Polls>, id: TaskId) -> Result<(
             pushed = report.pushed,
             "first sync: the app's contacts the CRM lacked"
         );
-        let record = crate::store::FirstSyncRecord {
-            finished_at: Some(bson::DateTime::now()),
-            batch_created: i64::try_from(report.batch_created).unwrap_or(i64::MAX),
-            batch_calls: i64::try_from(report.batch_calls).unwrap_or(i64::MAX),
-            pushed: i64::try_from(report.pushed).unwrap_or(i64::MAX),
-        };
+        report.finished_at = Some(bson::DateTime::now());
         ctx.inbound
             .store
-            .save_first_sync(&job.customer, job.provider, &record)
+            .save_first_sync(&job.customer, job.provider, &report)
             .await
             .map_err(crate::sync::store_err)?;
     }

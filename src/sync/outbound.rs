@@ -1,7 +1,6 @@
 //! `outbound-upsert`: push the current state of one contact to one CRM.
 
 mod first_sync;
-pub use first_sync::FirstSyncReport;
 
 use bson::DateTime;
 use std::sync::Arc;

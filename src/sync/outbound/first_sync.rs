@@ -12,27 +12,17 @@ use workers::JobError;
 use super::Outbound;
 use crate::crm::{CrmError, BATCH_MAX};
 use crate::domain::{ContactId, CustomerId, Provider, UniversalContact};
-use crate::store::Contact;
+use crate::store::{Contact, FirstSyncRecord};
 use crate::sync::merge;
 use crate::sync::{queue_err, store_err, PushQueue};
 
 /// Contacts read from MongoDB a page at a time.
 const PAGE: i64 = 1000;
 
-/// What the app's side of a first sync did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FirstSyncReport {
-    /// Contacts created in the CRM by batch calls.
-    pub batch_created: u64,
-    /// Batch calls made.
-    pub batch_calls: u64,
-    /// Contacts handed to single pushes.
-    pub pushed: u64,
-}
-
 impl Outbound {
     /// Creates in `provider` the customer's contacts that no record there
-    /// is linked to, nor was ever pushed (see the module docs).
+    /// is linked to, nor was ever pushed (see the module docs); returns
+    /// what it did (`finished_at` left to the caller).
     ///
     /// # Errors
     /// Transient for store and network trouble; a retry finds the
@@ -44,8 +34,8 @@ impl Outbound {
         provider: Provider,
         pushes: &dyn PushQueue,
         job_id: &str,
-    ) -> Result<FirstSyncReport, JobError> {
-        let mut report = FirstSyncReport::default();
+    ) -> Result<FirstSyncRecord, JobError> {
+        let mut report = FirstSyncRecord::default();
         let mut skip = 0;
         loop {
             let (page, _) = self
@@ -63,7 +53,7 @@ impl Outbound {
                 for chunk in unlinked.chunks(BATCH_MAX) {
                     let left = self.create_batch(chunk, provider, job_id).await?;
                     report.batch_calls += 1;
-                    report.batch_created += (chunk.len() - left.len()) as u64;
+                    report.batch_created += (chunk.len() - left.len()) as i64;
                     single.extend(chunk.iter().filter(|c| left.contains(&c.id)));
                 }
             } else {
