@@ -284,3 +284,48 @@ async fn a_batch_refused_whole_is_pushed_singly_and_the_99_sync() {
         "every contact of the batch singly: {singles}"
     );
 }
+
+#[tokio::test]
+async fn an_initial_sync_of_no_such_customer_or_connection_is_refused_and_queues_nothing() {
+    let app = TestApp::with(Options::default().env("PROVIDERS", "hubspot")).await;
+    for (path, status) in [
+        (
+            "/api/customers/nobody/connections/hubspot/initial-sync",
+            404,
+        ),
+        (
+            "/api/customers/contact-sync/connections/salesforce/initial-sync",
+            404,
+        ),
+        (
+            "/api/customers/contact-sync/connections/pipedrive/initial-sync",
+            404,
+        ),
+        ("/api/customers/a%20b/connections/hubspot/initial-sync", 400),
+    ] {
+        let (got, body) = app.call(Method::POST, path, None).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body["error"].is_string(), "{path}: a JSON error: {body}");
+    }
+    let q = app.queue().await;
+    assert_eq!(
+        q.counts("provider-poll")
+            .await
+            .expect("counts")
+            .outstanding(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_poll_or_backfill_for_an_invalid_customer_id_is_a_400() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/api/providers/hubspot/poll?customerId=a%20b",
+        "/api/providers/hubspot/backfill?customerId=a%20b",
+    ] {
+        let (status, body) = app.call(Method::POST, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"], "invalid_customer", "{path}: {body}");
+    }
+}

@@ -103,7 +103,10 @@ enum PollResponse {
     /// The poll is queued.
     #[oai(status = 202)]
     Accepted(Json<Queued>),
-    /// Unknown provider.
+    /// The customer id is not one (`invalid_customer`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Unknown provider, customer, or no enabled connection.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// Redis is unavailable.
@@ -111,6 +114,7 @@ enum PollResponse {
     Unavailable(Json<ErrorBody>),
 }
 fail_into!(PollResponse {
+    BadRequest,
     NotFound,
     Unavailable
 });
