@@ -147,16 +147,32 @@ async fn a_first_sync_creates_what_hubspot_lacks_100_a_call_and_imports_what_it_
     );
 
     // the connection shows what its first sync did
+    // the shared person's last name, which HubSpot lacked, went in a
+    // batch update after a batch read, not in a single update
+    let f0 = records
+        .iter()
+        .find(|r| r["properties"]["email"] == "f0@example.com")
+        .expect("f0 kept");
+    assert_eq!(f0["properties"]["lastname"], "Sync", "{f0}");
+    assert_eq!(app.calls("hubspot", "batch-update-contacts").await.len(), 1);
+    assert!(app.calls("hubspot", "update-contact").await.is_empty());
     let first = first_sync_of(&app).await;
     assert_eq!(
         (
             &first["batchCreated"],
+            &first["batchUpdated"],
             &first["batchCalls"],
             &first["pushed"]
         ),
-        (&json!(149), &json!(2), &json!(0)),
+        (&json!(149), &json!(1), &json!(4), &json!(0)),
+        "2 creates, a read and an update: {first}"
+    );
+    assert_eq!(
+        (&first["listed"], &first["matched"], &first["toWrite"]),
+        (&json!(2), &json!(1), &json!(150)),
         "{first}"
     );
+    assert_eq!(first["phase"], "done", "{first}");
     assert!(first["finishedAt"].is_string(), "{first}");
 
     // run again: nothing is created twice, no batch is sent

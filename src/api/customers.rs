@@ -11,6 +11,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::first_sync::FirstSyncView;
 use super::auth::{ApiAuth, ViewerAuth};
 use super::errors::{fail_into, ErrorBody, Fail};
 use super::text::Text;
@@ -88,28 +89,13 @@ pub struct CustomerConnectionView {
     /// know the connection (or an action the app runs on it), or it is
     /// defunct. Its jobs wait, and it is tried again now and then.
     pub needs_reconnect: Option<NeedsReconnectView>,
-    /// What its last first sync (`…/initial-sync`) did, once one ran.
-    pub first_sync: Option<FirstSyncView>,
+    /// Its last first sync (`…/initial-sync`): where it stands, what it
+    /// did, and the time left.
+    pub first_sync: Option<super::first_sync::FirstSyncView>,
     /// At a glance: `disabled`; `needs_reconnect`; `failing` (half or more
     /// of the last hour's syncs failed); `degraded` (some failed, or
     /// contacts in error); else `ok`.
     pub health: ConnectionHealth,
-}
-
-/// What a connection's last first sync did on the app's side (its listing
-/// is the poll's: `lastPollAt`).
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct FirstSyncView {
-    /// When it finished.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The app's contacts the CRM lacked, created by batch calls.
-    pub batch_created: i64,
-    /// Batch calls made.
-    pub batch_calls: i64,
-    /// The app's contacts handed to single pushes (an input the CRM
-    /// refused; every one on a CRM without batch writes).
-    pub pushed: i64,
 }
 
 /// Why, and since when, a connection needs reconnecting.
@@ -334,6 +320,9 @@ impl ApiState {
                 .await
                 .map_err(Fail::unavailable)?;
             let links_error = count(p, crate::domain::SyncStatus::Error);
+            let in_effect = conn
+                .rate_limit
+                .unwrap_or_else(|| self.rate_limits.get(&p).copied().unwrap_or(0));
             connections.push(CustomerConnectionView {
                 provider: p.to_string(),
                 account_id: conn.account_id.clone(),
@@ -341,12 +330,10 @@ impl ApiState {
                 rate_limit: conn.rate_limit,
                 updated_at: conn.updated_at.to_chrono(),
                 last_poll_at: cursor.last_poll_at.map(|t| t.to_chrono()),
-                first_sync: cursor.first_sync.as_ref().map(|f| FirstSyncView {
-                    finished_at: f.finished_at.map(|t| t.to_chrono()),
-                    batch_created: f.batch_created,
-                    batch_calls: f.batch_calls,
-                    pushed: f.pushed,
-                }),
+                first_sync: cursor
+                    .first_sync
+                    .as_ref()
+                    .map(|f| FirstSyncView::new(f, p, in_effect)),
                 links_pending: count(p, crate::domain::SyncStatus::Pending),
                 links_synced: count(p, crate::domain::SyncStatus::Synced),
                 links_error,
@@ -357,9 +344,7 @@ impl ApiState {
                 } else {
                     health.recent_failed as f64 / health.recent as f64
                 },
-                rate_limit_in_effect: conn
-                    .rate_limit
-                    .unwrap_or_else(|| self.rate_limits.get(&p).copied().unwrap_or(0)),
+                rate_limit_in_effect: in_effect,
                 rate_limit_used,
                 needs_reconnect: conn.needs_reconnect.as_ref().map(|r| NeedsReconnectView {
                     since: r.since.to_chrono(),

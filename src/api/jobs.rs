@@ -109,13 +109,17 @@ enum PollResponse {
     /// Unknown provider, customer, or no enabled connection.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// Redis is unavailable.
+    /// A first sync of the connection is underway (`conflict`).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Redis or MongoDB is unavailable.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
 fail_into!(PollResponse {
     BadRequest,
     NotFound,
+    Conflict,
     Unavailable
 });
 
@@ -376,9 +380,12 @@ impl JobsApi {
 
     /// A connection's first sync: every CRM record is listed and imported
     /// (the app's contacts with their email linked to them, fields merged
-    /// as for any first link), then the app's contacts the CRM lacks are
-    /// created there, 100 a call where the CRM takes batches (HubSpot).
-    /// For a customer who has just connected a CRM, or to run it again.
+    /// as for any first link), then, once the customer's other
+    /// connections being first-synced have listed theirs, what the CRM
+    /// lacks is written there: creates, and updates of the linked records
+    /// lacking the app's values, 100 a call where the CRM takes batches
+    /// (HubSpot). Runs by itself when a connection is added; ask for it
+    /// to run it again. 409 while one is underway.
     #[oai(
         path = "/customers/:customer_id/connections/:provider/initial-sync",
         method = "post"
@@ -495,7 +502,19 @@ async fn poll(
     let queued = match mode {
         Mode::Changes => state.enqueuer.poll(&customer, provider, false).await,
         Mode::Backfill => state.enqueuer.poll(&customer, provider, true).await,
-        Mode::FirstSync => state.enqueuer.first_sync(&customer, provider).await,
+        Mode::FirstSync => {
+            let started = state
+                .store
+                .begin_first_sync(&customer, provider)
+                .await
+                .map_err(Fail::unavailable)?;
+            if !started {
+                return Err(Fail::conflict(format!(
+                    "a first sync of customer {customer}'s {provider} connection is underway; its progress is on the customer's connection"
+                )));
+            }
+            state.enqueuer.first_sync(&customer, provider).await
+        }
     };
     let job_id = queued.map_err(Fail::unavailable)?;
     Ok(PollResponse::Accepted(Json(Queued { job_id })))

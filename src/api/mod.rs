@@ -7,6 +7,7 @@ mod console;
 mod contacts;
 mod customers;
 pub mod errors;
+mod first_sync;
 pub mod hooks;
 mod jobs;
 mod metrics;

@@ -5,12 +5,13 @@
 //! into it, so the mapping's six properties are named here too; a test
 //! holds the two together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
 use super::{CrmError, IntegrationApp};
-use crate::domain::{CustomerId, Provider};
+use super::CrmRecord;
+use crate::domain::{CustomerId, Provider, UniversalContact};
 
 /// Inputs one batch call takes at most (HubSpot's limit).
 pub const BATCH_MAX: usize = 100;
@@ -82,6 +83,133 @@ impl IntegrationApp {
             .await?;
         Ok(parse_created(&out))
     }
+}
+
+/// What a batch update did.
+#[derive(Debug, Default)]
+pub struct BatchUpdated {
+    /// The records updated, by id.
+    pub updated: HashSet<String>,
+    /// The inputs the CRM refused: record id → why (gone, an invalid value).
+    pub refused: HashMap<String, String>,
+}
+
+impl IntegrationApp {
+    /// Reads up to [`BATCH_MAX`] records by email in one call
+    /// (`batch-read-contacts`); an email no record has is left out.
+    ///
+    /// # Errors
+    /// A classified [`CrmError`] for the call as a whole; `Permanent` for
+    /// a CRM without batch reads, or more than [`BATCH_MAX`] emails.
+    pub async fn batch_read_contacts(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        emails: &[&str],
+    ) -> Result<Vec<CrmRecord>, CrmError> {
+        if provider != Provider::Hubspot || emails.len() > BATCH_MAX {
+            return Err(CrmError::Permanent(format!(
+                "{provider} takes no batch of {} reads",
+                emails.len()
+            )));
+        }
+        let inputs: Vec<Value> = emails.iter().map(|e| json!({ "id": e })).collect();
+        let out: Value = self
+            .run(
+                customer,
+                provider,
+                "batch-read-contacts",
+                &json!({ "inputs": inputs }),
+            )
+            .await?;
+        Ok(out["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(native_record)
+            .collect())
+    }
+
+    /// Updates up to [`BATCH_MAX`] records, each `(id, universal fields)`,
+    /// in one call (`batch-update-contacts`). An input the CRM refuses
+    /// fails alone.
+    ///
+    /// # Errors
+    /// A classified [`CrmError`] for the call as a whole; `Permanent` for
+    /// a CRM without batch writes, or more than [`BATCH_MAX`] inputs.
+    pub async fn batch_update_contacts(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        updates: &[(String, Value)],
+    ) -> Result<BatchUpdated, CrmError> {
+        if provider != Provider::Hubspot || updates.len() > BATCH_MAX {
+            return Err(CrmError::Permanent(format!(
+                "{provider} takes no batch of {} updates",
+                updates.len()
+            )));
+        }
+        let inputs: Vec<Value> = updates
+            .iter()
+            .map(|(id, f)| json!({ "id": id, "properties": hubspot_properties(f) }))
+            .collect();
+        let out: Value = self
+            .run(
+                customer,
+                provider,
+                "batch-update-contacts",
+                &json!({ "inputs": inputs }),
+            )
+            .await?;
+        let mut done = BatchUpdated::default();
+        for r in out["results"].as_array().into_iter().flatten() {
+            if let Some(id) = super::record::id_text(&r["id"]) {
+                done.updated.insert(id);
+            }
+        }
+        for e in out["errors"].as_array().into_iter().flatten() {
+            let message = e["message"].as_str().unwrap_or("refused").to_owned();
+            for id in e["context"]["ids"].as_array().into_iter().flatten() {
+                if let Some(id) = super::record::id_text(id) {
+                    done.refused.insert(id, message.clone());
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// A record in HubSpot's own shape (`{id, properties, updatedAt,
+/// archived}`) in the universal one, by the field mapping's properties.
+fn native_record(v: &Value) -> Option<CrmRecord> {
+    let id = super::record::id_text(&v["id"])?;
+    let props = &v["properties"];
+    let text = |native: &str| props[native].as_str().map(str::to_owned);
+    let field = |universal: &str| {
+        HUBSPOT_PROPERTIES
+            .iter()
+            .find(|(u, _)| *u == universal)
+            .and_then(|(_, n)| text(n))
+            .filter(|s| !s.is_empty())
+    };
+    let updated_ms = super::record::time_ms(&v["updatedAt"])
+        .or_else(|| super::record::time_ms(&props["lastmodifieddate"]))
+        .unwrap_or(0);
+    Some(CrmRecord {
+        id,
+        fields: UniversalContact {
+            first_name: field("firstName"),
+            last_name: field("lastName"),
+            primary_email: field("primaryEmail"),
+            primary_phone: field("primaryPhone"),
+            company_name: field("companyName"),
+            job_title: field("jobTitle"),
+            ..UniversalContact::default()
+        },
+        updated_ms,
+        deleted: v["archived"] == true,
+        fetched_ms: 0,
+    })
 }
 
 /// Reads HubSpot's batch answer: `results` carry no input index, so each

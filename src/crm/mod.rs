@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use workers::{JobError, RateLimiter};
 
 use crate::domain::{CustomerId, Provider};
-pub use batch::{BatchCreated, BATCH_MAX};
+pub use batch::{BatchCreated, BatchUpdated, BATCH_MAX};
 pub use check::{ConnectionState, Verdict, ACTIONS};
 pub use contacts::Updated;
 pub use listing::{Changed, ChangedPage, Page, LIST, LIST_CHANGED};

@@ -9,7 +9,9 @@ use workers::{Job, JobError};
 
 use super::{Contexts, Enqueuer, Kind, Tuning};
 use crate::domain::{CustomerId, Provider};
-use crate::sync::{InboundSync, Outbound};
+use crate::store::{FirstSyncPhase, FirstSyncRecord};
+use crate::sync::outbound::FirstSyncWrites;
+use crate::sync::{store_err, InboundSync, Outbound};
 
 /// Poll a CRM for changed records. Idempotent: it resumes from the stored
 /// cursor, and two polls of one provider never run at once.
@@ -71,13 +73,33 @@ impl Kind for ProviderPoll {
             customer = %self.customer, provider = %self.provider)
     }
 
-    /// A sync log entry for the CRM.
+    /// A sync log entry for the CRM; a first sync given up on stops
+    /// holding the connection's pushes, and the write steps waiting on its
+    /// listing go on.
     async fn on_dead(
         self,
         ctx: &Self::Context,
         job: &Job,
         error: &JobError,
     ) -> Result<(), JobError> {
+        if self.first_sync {
+            let store = &ctx.inbound.store;
+            store
+                .fail_first_sync(&self.customer, self.provider, &error.to_string())
+                .await
+                .map_err(store_err)?;
+            let all = store.first_syncs(&self.customer).await.map_err(store_err)?;
+            if !all.iter().any(|(_, f)| f.phase() == FirstSyncPhase::Listing) {
+                for (other, f) in &all {
+                    if f.phase() == FirstSyncPhase::Waiting {
+                        ctx.enqueuer
+                            .first_sync(&self.customer, *other)
+                            .await
+                            .map_err(crate::sync::queue_err)?;
+                    }
+                }
+            }
+        }
         ctx.inbound
             .record_failure(
                 &self.customer,
@@ -98,29 +120,122 @@ impl Kind for ProviderPoll {
 /// Transient for store and network trouble, permanent for refusals.
 pub async fn handle(job: ProviderPoll, ctx: Data<Polls>, id: TaskId) -> Result<(), JobError> {
     let id = id.to_string();
-    let full = job.backfill || job.first_sync;
-    let listed =
-        crate::crm::job_scope(ctx.inbound.poll(&job.customer, job.provider, full, &id)).await?;
-    if job.first_sync && !listed.busy {
-        let mut report = crate::crm::job_scope(ctx.outbound.create_unlinked(
-            &job.customer,
-            job.provider,
-            &ctx.enqueuer,
-            &id,
-        ))
-        .await?;
-        tracing::info!(
-            created = report.batch_created,
-            batch_calls = report.batch_calls,
-            pushed = report.pushed,
-            "first sync: the app's contacts the CRM lacked"
-        );
-        report.finished_at = Some(bson::DateTime::now());
+    if job.first_sync {
+        return crate::crm::job_scope(first_sync(&job, &ctx, &id)).await;
+    }
+    crate::crm::job_scope(
         ctx.inbound
-            .store
-            .save_first_sync(&job.customer, job.provider, &report)
+            .poll(&job.customer, job.provider, job.backfill, &id),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A connection's first sync, in steps kept on its cursor: list (the
+/// list is the import), wait for the customer's other connections still
+/// listing (pushes to this one are held meanwhile), then write what the
+/// CRM lacks in batches. The connection that lists last queues the write
+/// step of the ones waiting. A retry of a write step cut short lists
+/// again: the listing finds what a lost batch created.
+async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobError> {
+    let (customer, provider) = (&job.customer, job.provider);
+    let store = &ctx.inbound.store;
+    let phase_of = |all: &[(Provider, FirstSyncRecord)], p: Provider| {
+        all.iter().find(|(q, _)| *q == p).map(|(_, f)| f.phase())
+    };
+    let all = store.first_syncs(customer).await.map_err(store_err)?;
+    let phase = match phase_of(&all, provider) {
+        // a job queued without a start (before first syncs had steps)
+        None => {
+            store
+                .begin_first_sync(customer, provider)
+                .await
+                .map_err(store_err)?;
+            FirstSyncPhase::Listing
+        }
+        Some(p) => p,
+    };
+    if matches!(phase, FirstSyncPhase::Listing | FirstSyncPhase::Writing) {
+        let listed = ctx.inbound.poll(customer, provider, true, id).await?;
+        if listed.busy {
+            return Err(JobError::transient(
+                "another poll of the connection is running; the first sync lists after it",
+            ));
+        }
+        store
+            .move_first_sync(
+                customer,
+                provider,
+                &[FirstSyncPhase::Listing],
+                FirstSyncPhase::Waiting,
+            )
             .await
-            .map_err(crate::sync::store_err)?;
+            .map_err(store_err)?;
+    } else if phase != FirstSyncPhase::Waiting {
+        tracing::info!(?phase, "the first sync is over; nothing to do");
+        return Ok(());
+    }
+    // what the other connections list is created here in the same batches
+    let all = store.first_syncs(customer).await.map_err(store_err)?;
+    if all.iter().any(|(_, f)| f.phase() == FirstSyncPhase::Listing) {
+        tracing::info!("first sync listed; its writes wait for the other connections' listings");
+        return Ok(());
+    }
+    for (other, f) in &all {
+        if *other != provider && f.phase() == FirstSyncPhase::Waiting {
+            ctx.enqueuer
+                .first_sync(customer, *other)
+                .await
+                .map_err(crate::sync::queue_err)?;
+        }
+    }
+    write_step(job, ctx, id).await
+}
+
+/// The write step, under the connection's poll lease (one at a time).
+async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobError> {
+    let (customer, provider) = (&job.customer, job.provider);
+    let store = &ctx.inbound.store;
+    let Some(lease) = ctx
+        .inbound
+        .poll_lease(customer, provider)
+        .await
+        .map_err(crate::sync::queue_err)?
+    else {
+        return Err(JobError::transient(
+            "another poll of the connection is running; the first sync writes after it",
+        ));
+    };
+    let moved = store
+        .move_first_sync(
+            customer,
+            provider,
+            &[FirstSyncPhase::Waiting, FirstSyncPhase::Writing],
+            FirstSyncPhase::Writing,
+        )
+        .await
+        .map_err(store_err)?;
+    if moved {
+        let writes = FirstSyncWrites {
+            customer,
+            provider,
+            pushes: &ctx.enqueuer,
+            job_id: id,
+        };
+        ctx.outbound.write_first_sync(&writes).await?;
+        store
+            .move_first_sync(
+                customer,
+                provider,
+                &[FirstSyncPhase::Writing],
+                FirstSyncPhase::Done,
+            )
+            .await
+            .map_err(store_err)?;
+        tracing::info!("first sync written");
+    }
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::grouped::{GroupError, Lookup};
+use super::first_sync::FirstSyncRecord;
 use super::{Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
 use crate::domain::{ContactId, CustomerId, Email, Provider};
@@ -39,21 +40,6 @@ pub struct PollCursor {
     /// The connection's last first sync (`initial-sync`), once one ran.
     #[serde(default)]
     pub first_sync: Option<FirstSyncRecord>,
-}
-
-/// What a connection's last first sync did, the listing aside (see the
-/// poll's own log).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FirstSyncRecord {
-    /// When its app side finished.
-    pub finished_at: Option<DateTime>,
-    /// The app's contacts created in the CRM by batch calls.
-    pub batch_created: i64,
-    /// The batch calls made.
-    pub batch_calls: i64,
-    /// The app's contacts handed to single pushes.
-    pub pushed: i64,
 }
 
 /// Where a full scan of a CRM stands.
@@ -296,29 +282,6 @@ impl Store {
             .upsert(true)
             .await
             .context("saving a poll cursor")?;
-        Ok(())
-    }
-
-    /// Records what a connection's first sync did.
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn save_first_sync(
-        &self,
-        customer: &CustomerId,
-        provider: Provider,
-        done: &FirstSyncRecord,
-    ) -> anyhow::Result<()> {
-        let record = bson::to_bson(done).context("encoding a first sync's record")?;
-        self.cursors
-            .update_one(
-                doc! { "_id": cursor_id(customer, provider) },
-                doc! { "$set": { "firstSync": record },
-                "$setOnInsert": { "sinceMs": 0_i64, "boundaryIds": [] } },
-            )
-            .upsert(true)
-            .await
-            .context("saving a first sync's record")?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ mod batch;
 mod claims;
 mod contacts;
 mod customers;
+mod first_sync;
 mod grouped;
 mod inbound;
 mod links;
@@ -20,7 +21,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 pub use contacts::{Contact, ContactPatch, NewContact, Outbox, OutboxJob};
 pub use customers::{Connection, Customer, Customers, SyncHealth};
-pub use inbound::{FirstSyncRecord, PollCursor, ScanProgress};
+pub use first_sync::{FirstSyncCount, FirstSyncPhase, FirstSyncRecord};
+pub use inbound::{PollCursor, ScanProgress};
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
 pub use ops::{LogFilter, ProviderHealth};

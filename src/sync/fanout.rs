@@ -29,10 +29,8 @@ impl InboundSync {
         from: Provider,
     ) -> Result<Vec<Provider>, JobError> {
         Ok(self
-            .customers
-            .providers(customer)
-            .await
-            .map_err(store_err)?
+            .pushed_to(customer)
+            .await?
             .into_iter()
             .filter(|p| *p != from)
             .collect())
@@ -40,10 +38,34 @@ impl InboundSync {
 
     /// Every CRM the contact's customer syncs with.
     pub(super) async fn connected(&self, contact: &Contact) -> Result<Vec<Provider>, JobError> {
-        self.customers
-            .providers(&contact.customer_id)
+        self.pushed_to(&contact.customer_id).await
+    }
+
+    /// The CRMs the customer syncs with that take pushes now: a connection
+    /// whose first sync is listing (or waiting for another's listing)
+    /// holds them, and its write step creates and updates in batches what
+    /// the listings brought in. Read from the database every time, not
+    /// from a cache: a push held after that write step began would be
+    /// missed by it (its last pass catches the few applied meanwhile).
+    async fn pushed_to(
+        &self,
+        customer: &crate::domain::CustomerId,
+    ) -> Result<Vec<Provider>, JobError> {
+        let mut providers = self
+            .customers
+            .providers(customer)
             .await
-            .map_err(store_err)
+            .map_err(store_err)?;
+        if providers.is_empty() {
+            return Ok(providers);
+        }
+        let held = self
+            .store
+            .held_providers(customer)
+            .await
+            .map_err(store_err)?;
+        providers.retain(|p| !held.contains(p));
+        Ok(providers)
     }
 
     /// Queues a push to each of `providers` whose link is behind the
@@ -94,7 +116,7 @@ impl InboundSync {
         back: bool,
     ) -> Result<Vec<(Provider, String)>, JobError> {
         let mut providers = self.others(customer, from).await?;
-        if back {
+        if back && self.pushed_to(customer).await?.contains(&from) {
             providers.push(from);
         }
         Ok(providers

@@ -2,6 +2,8 @@
 
 mod first_sync;
 
+pub use first_sync::FirstSyncWrites;
+
 use bson::DateTime;
 use std::sync::Arc;
 use std::time::Duration;

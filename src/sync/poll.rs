@@ -27,7 +27,7 @@ use super::inbound::InboundSync;
 use super::policy::Applied;
 use crate::crm::CrmRecord;
 use crate::domain::{CustomerId, Provider};
-use crate::store::{PollCursor, ScanProgress};
+use crate::store::{FirstSyncCount, PollCursor, ScanProgress};
 use crate::sync::{queue_err, store_err};
 
 /// A poll's lease lapses this long after its worker dies.
@@ -78,12 +78,7 @@ impl InboundSync {
         }
         // One poll per connection at a time, pool-wide.
         let Some(lease) = self
-            .leases
-            .lease(
-                &format!("poll:{customer}:{provider}"),
-                POLL_LEASE_TTL,
-                POLL_LEASE_WAIT,
-            )
+            .poll_lease(customer, provider)
             .await
             .map_err(queue_err)?
         else {
@@ -118,6 +113,25 @@ impl InboundSync {
             "poll done"
         );
         Ok(report)
+    }
+
+    /// The lease one poll of a connection at a time holds (a first sync's
+    /// write step too); `None` when another holds it.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn poll_lease(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<Option<workers::Lease>, workers::Error> {
+        self.leases
+            .lease(
+                &format!("poll:{customer}:{provider}"),
+                POLL_LEASE_TTL,
+                POLL_LEASE_WAIT,
+            )
+            .await
     }
 
     /// Counts what applying the record `id` came to; a record the app
@@ -232,6 +246,11 @@ impl InboundSync {
         let mut report = PollReport::default();
         let mut seen = HashSet::new();
         let mut page_cursor: Option<String> = resumed.as_ref().map(|s| s.cursor.clone());
+        // a first sync's listing shows its progress page by page
+        let first_sync = cursor
+            .first_sync
+            .as_ref()
+            .is_some_and(|f| f.phase().underway());
         loop {
             let read_at = self.leases.server_ms().await.map_err(queue_err)?;
             let page = self
@@ -239,6 +258,7 @@ impl InboundSync {
                 .list_page(customer, provider, page_cursor.as_deref())
                 .await?;
             report.listed += page.records.len();
+            let (mut matched, failed) = (0, report.failed);
             for raw in &page.records {
                 let rec = match CrmRecord::parse(raw) {
                     Ok(rec) => rec.read_at(read_at),
@@ -253,8 +273,20 @@ impl InboundSync {
                 let id = rec.id.clone();
                 seen.insert(id.clone());
                 let applied = self.apply(customer, provider, &id, Some(rec), job_id).await;
+                matched += usize::from(matches!(
+                    applied,
+                    Ok(Applied::Updated | Applied::Unchanged | Applied::Kept | Applied::Stale)
+                ));
                 self.tally(applied, customer, provider, &id, job_id, &mut report)
                     .await?;
+            }
+            if first_sync {
+                let counts = [
+                    (FirstSyncCount::Listed, page.records.len()),
+                    (FirstSyncCount::Matched, matched),
+                    (FirstSyncCount::Errors, report.failed - failed),
+                ];
+                self.count_listed(customer, provider, counts).await?;
             }
             match page.cursor {
                 Some(c) => {
@@ -309,6 +341,22 @@ impl InboundSync {
             let applied = self.change(customer, provider, id, job_id).await;
             self.tally(applied, customer, provider, id, job_id, report)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a listed page to the connection's first sync progress.
+    async fn count_listed(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        counts: [(FirstSyncCount, usize); 3],
+    ) -> Result<(), JobError> {
+        for (what, n) in counts {
+            self.store
+                .count_first_sync(customer, provider, what, n as i64)
+                .await
+                .map_err(store_err)?;
         }
         Ok(())
     }

@@ -1,107 +1,230 @@
-//! The app's side of a customer's first sync with a CRM. The full listing
-//! that runs first (`InboundSync::poll`, a full scan) imports the CRM's
-//! records and links every app contact whose email the CRM has; what is
-//! left are the app's contacts the CRM has never seen. Where the CRM takes
-//! batches (HubSpot: 100 creates a call) they are created in batches,
-//! with the same intent, link and log as a single push's create; the rest
-//! (an input the CRM refused, a CRM without batch writes) go to single
-//! pushes, which look the email up first.
+//! The write step of a customer's first sync with a CRM. The listings that
+//! ran first (`InboundSync::poll`, a full scan of each connection being
+//! first-synced) imported the CRMs' records, linked every app contact
+//! whose email a CRM has, and held the pushes to the connections being
+//! first-synced. What is left for a connection is:
+//!
+//! - the app's contacts it has never seen: created in batches where the
+//!   CRM takes them (HubSpot: 100 a call), with the same intent, link and
+//!   log as a single push's create;
+//! - the linked records that lack values the app holds (a first link
+//!   fills gaps both ways): read and updated in batches (HubSpot: 100 a
+//!   call each), merged exactly as a single push merges;
+//! - anything else (an input the CRM refused, a record changed in the CRM
+//!   meanwhile, a CRM without batch writes): single pushes, which read the
+//!   CRM first.
+//!
+//! The step is planned from MongoDB (no CRM call per contact), then
+//! written; a last pass a few seconds later hands to single pushes what
+//! was imported while the step began (a change applied just before the
+//! connection stopped holding pushes).
 
-use workers::JobError;
+use std::time::{Duration, Instant};
 
-use super::Outbound;
+use workers::{JobError, Lease};
+
+use super::{link_lease_name, Outbound};
 use crate::crm::{CrmError, BATCH_MAX};
-use crate::domain::{ContactId, CustomerId, Provider, UniversalContact};
-use crate::store::{Contact, FirstSyncRecord};
+use crate::domain::{ContactId, CustomerId, Provider, SyncStatus, UniversalContact};
+use crate::store::{Contact, FirstSyncCount, Link};
 use crate::sync::merge;
 use crate::sync::{queue_err, store_err, PushQueue};
 
 /// Contacts read from MongoDB a page at a time.
 const PAGE: i64 = 1000;
 
+/// The last pass runs at least this long after the write step began: a
+/// change applied while the step began has been written by then.
+const LAST_PASS_AFTER: Duration = Duration::from_secs(3);
+
+/// A batch holds its contacts' link leases this long after its worker
+/// dies (as a push's lease).
+const BATCH_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Whose first sync is written, where, and how its single pushes go.
+pub struct FirstSyncWrites<'a> {
+    /// The customer.
+    pub customer: &'a CustomerId,
+    /// The connection written to.
+    pub provider: Provider,
+    /// Queues the single pushes.
+    pub pushes: &'a dyn PushQueue,
+    /// The job writing (named in links and logs).
+    pub job_id: &'a str,
+}
+
+/// What a connection lacks, from MongoDB.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Contacts no record of the CRM is linked to and no push was queued
+    /// for.
+    creates: Vec<ContactId>,
+    /// Contacts whose linked record lacks values the app holds.
+    updates: Vec<ContactId>,
+    /// Contacts whose queued push is gone (no longer live) before it
+    /// linked them: a single push, which looks the email up first.
+    singles: Vec<ContactId>,
+}
+
+impl Plan {
+    fn len(&self) -> usize {
+        self.creates.len() + self.updates.len() + self.singles.len()
+    }
+}
+
 impl Outbound {
-    /// Creates in `provider` the customer's contacts that no record there
-    /// is linked to, nor was ever pushed (see the module docs); returns
-    /// what it did (`finished_at` left to the caller).
+    /// Writes to `w.provider` what the customer's first sync found it
+    /// lacks (see the module docs).
     ///
     /// # Errors
-    /// Transient for store and network trouble; a retry finds the
-    /// contacts still unlinked, and an input created by a lost batch is
-    /// refused as a duplicate and linked by its single push.
-    pub async fn create_unlinked(
-        &self,
-        customer: &CustomerId,
-        provider: Provider,
-        pushes: &dyn PushQueue,
-        job_id: &str,
-    ) -> Result<FirstSyncRecord, JobError> {
-        let mut report = FirstSyncRecord::default();
+    /// Transient for store and network trouble; a retry plans again from
+    /// what was recorded, and an input created by a lost batch is refused
+    /// as a duplicate and linked by its single push.
+    pub async fn write_first_sync(&self, w: &FirstSyncWrites<'_>) -> Result<(), JobError> {
+        let began = Instant::now();
+        let plan = self.plan_writes(w).await?;
+        self.store
+            .plan_first_sync(w.customer, w.provider, plan.len() as i64)
+            .await
+            .map_err(store_err)?;
+        self.push_singly(w, &plan.singles).await?;
+        let batches = w.provider == Provider::Hubspot;
+        for chunk in plan.creates.chunks(BATCH_MAX) {
+            match batches {
+                true => self.create_batch(w, chunk).await?,
+                false => self.push_singly(w, chunk).await?,
+            }
+        }
+        for chunk in plan.updates.chunks(BATCH_MAX) {
+            match batches {
+                true => self.update_batch(w, chunk).await?,
+                false => self.push_singly(w, chunk).await?,
+            }
+        }
+        tokio::time::sleep(LAST_PASS_AFTER.saturating_sub(began.elapsed())).await;
+        let late = self.plan_writes(w).await?;
+        if late.len() > 0 {
+            tracing::info!(
+                contacts = late.len(),
+                "first sync: contacts imported as the write step began go to single pushes"
+            );
+            self.store
+                .plan_first_sync(w.customer, w.provider, (plan.len() + late.len()) as i64)
+                .await
+                .map_err(store_err)?;
+            let all: Vec<ContactId> = [late.creates, late.updates, late.singles].concat();
+            self.push_singly(w, &all).await?;
+        }
+        Ok(())
+    }
+
+    /// Walks the customer's contacts and their links to `w.provider`.
+    async fn plan_writes(&self, w: &FirstSyncWrites<'_>) -> Result<Plan, JobError> {
+        let mut plan = Plan::default();
         let mut skip = 0;
         loop {
             let (page, _) = self
                 .store
-                .list_contacts(Some(customer), None, skip, PAGE)
+                .list_contacts(Some(w.customer), None, skip, PAGE)
                 .await
                 .map_err(store_err)?;
             if page.is_empty() {
-                return Ok(report);
+                return Ok(plan);
             }
             skip += page.len() as u64;
-            let unlinked = self.never_pushed(page, provider).await?;
-            let mut single: Vec<&Contact> = Vec::new();
-            if provider == Provider::Hubspot {
-                for chunk in unlinked.chunks(BATCH_MAX) {
-                    let left = self.create_batch(chunk, provider, job_id).await?;
-                    report.batch_calls += 1;
-                    report.batch_created += (chunk.len() - left.len()) as i64;
-                    single.extend(chunk.iter().filter(|c| left.contains(&c.id)));
-                }
-            } else {
-                single.extend(unlinked.iter());
-            }
-            for c in single {
-                pushes
-                    .push_contact(&self.store, c.id, customer, &[provider], c.version)
-                    .await
-                    .map_err(queue_err)?;
-                report.pushed += 1;
+            let ids: Vec<ContactId> = page.iter().map(|c| c.id).collect();
+            let links = self.store.links_of(&ids).await.map_err(store_err)?;
+            for c in &page {
+                let link = links
+                    .iter()
+                    .find(|l| l.contact_id == c.id && l.provider == w.provider);
+                self.classify(w, c, link, &mut plan).await?;
             }
         }
     }
 
-    /// The contacts of `page` with no record of `provider` linked and no
-    /// push of theirs queued (a link at pending version 0 was written by
-    /// an earlier run of this step only).
-    async fn never_pushed(
+    /// Puts one contact in its place in the plan (or none: synced, in
+    /// `error` for an operator, or with a live push on its way).
+    async fn classify(
         &self,
-        page: Vec<Contact>,
-        provider: Provider,
-    ) -> Result<Vec<Contact>, JobError> {
-        let ids: Vec<ContactId> = page.iter().map(|c| c.id).collect();
-        let links = self.store.links_of(&ids).await.map_err(store_err)?;
-        Ok(page
-            .into_iter()
-            .filter(|c| {
-                !links.iter().any(|l| {
-                    l.contact_id == c.id
-                        && l.provider == provider
-                        && (l.external_id.is_some() || l.pending_version > 0)
-                })
-            })
-            .collect())
+        w: &FirstSyncWrites<'_>,
+        c: &Contact,
+        link: Option<&Link>,
+        plan: &mut Plan,
+    ) -> Result<(), JobError> {
+        let Some(l) = link else {
+            plan.creates.push(c.id);
+            return Ok(());
+        };
+        if l.sync_status == SyncStatus::Error || l.synced_version >= c.version {
+            return Ok(());
+        }
+        // a push queued for it is on its way, or (version 0) only an
+        // earlier run of this step wrote the link
+        let live = match &l.pending_job_id {
+            Some(job) if l.pending_version > 0 => {
+                w.pushes.is_live(job).await.map_err(queue_err)?
+            }
+            _ => false,
+        };
+        match (&l.external_id, l.pending_version, live) {
+            (_, _, true) => {}
+            (None, 0, _) => plan.creates.push(c.id),
+            (None, _, _) => plan.singles.push(c.id),
+            (Some(_), _, _) => plan.updates.push(c.id),
+        }
+        Ok(())
     }
 
-    /// Creates up to [`BATCH_MAX`] contacts in one call; returns the ones
-    /// it did not create.
-    async fn create_batch(
+    /// Hands contacts to single pushes.
+    async fn push_singly(&self, w: &FirstSyncWrites<'_>, ids: &[ContactId]) -> Result<(), JobError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let contacts = self.contacts(w.customer, ids).await?;
+        for c in &contacts {
+            w.pushes
+                .push_contact(&self.store, c.id, w.customer, &[w.provider], c.version)
+                .await
+                .map_err(queue_err)?;
+        }
+        self.count(w, FirstSyncCount::Pushed, contacts.len()).await
+    }
+
+    /// The live contacts among `ids`, as they are now.
+    async fn contacts(
         &self,
-        chunk: &[Contact],
-        provider: Provider,
-        job_id: &str,
-    ) -> Result<Vec<ContactId>, JobError> {
-        let Some(customer) = chunk.first().map(|c| c.customer_id.clone()) else {
-            return Ok(Vec::new());
-        };
+        customer: &CustomerId,
+        ids: &[ContactId],
+    ) -> Result<Vec<Contact>, JobError> {
+        let (contacts, _) = self
+            .store
+            .list_contacts(Some(customer), Some(ids), 0, ids.len() as i64)
+            .await
+            .map_err(store_err)?;
+        Ok(contacts)
+    }
+
+    async fn count(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        what: FirstSyncCount,
+        n: usize,
+    ) -> Result<(), JobError> {
+        self.store
+            .count_first_sync(w.customer, w.provider, what, n as i64)
+            .await
+            .map_err(store_err)
+    }
+
+    /// Creates up to [`BATCH_MAX`] contacts in one call; the ones it did
+    /// not create go to single pushes.
+    async fn create_batch(&self, w: &FirstSyncWrites<'_>, ids: &[ContactId]) -> Result<(), JobError> {
+        let chunk = self.contacts(w.customer, ids).await?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let provider = w.provider;
         let plans: Vec<merge::Merge> = chunk
             .iter()
             .map(|c| merge::created(&UniversalContact::from(c)))
@@ -110,7 +233,7 @@ impl Outbound {
         // that lands unrecorded is known as ours when found by email
         for (c, plan) in chunk.iter().zip(&plans) {
             self.store
-                .record_push_intent(c.id, &customer, provider, &plan.result)
+                .record_push_intent(c.id, w.customer, provider, &plan.result)
                 .await
                 .map_err(store_err)?;
         }
@@ -120,7 +243,7 @@ impl Outbound {
             .collect();
         let done = match self
             .crm
-            .batch_create_contacts(&customer, provider, &fields)
+            .batch_create_contacts(w.customer, provider, &fields)
             .await
         {
             Ok(done) => done,
@@ -129,12 +252,14 @@ impl Outbound {
             // goes to a single push, where a bad one fails alone
             Err(CrmError::Permanent(why)) => {
                 tracing::warn!(%provider, reason = %why, "a batch create was refused whole; its contacts are pushed singly");
-                return Ok(chunk.iter().map(|c| c.id).collect());
+                self.count(w, FirstSyncCount::BatchCalls, 1).await?;
+                return self.push_singly(w, ids).await;
             }
             Err(e) => return Err(e.into()),
         };
+        self.count(w, FirstSyncCount::BatchCalls, 1).await?;
         let pushed_ms = Some(self.leases.server_ms().await.map_err(queue_err)?);
-        let mut left = Vec::new();
+        let (mut left, mut created) = (Vec::new(), 0);
         for (c, plan) in chunk.iter().zip(&plans) {
             let Some(ext) = done.created.get(&c.email.as_str().to_lowercase()) else {
                 if let Some(why) = done.refused.get(&c.email.as_str().to_lowercase()) {
@@ -143,12 +268,148 @@ impl Outbound {
                 left.push(c.id);
                 continue;
             };
-            self.record_synced(c, provider, ext, job_id, Some(&plan.result), pushed_ms)
+            self.record_synced(c, provider, ext, w.job_id, Some(&plan.result), pushed_ms)
                 .await?;
             let note = plan.note(self.policy().name(), provider.as_str());
-            self.log(c, provider, Some(ext.clone()), "created", job_id, 1, note)
+            self.log(c, provider, Some(ext.clone()), "created", w.job_id, 1, note)
                 .await?;
+            created += 1;
         }
-        Ok(left)
+        self.count(w, FirstSyncCount::BatchCreated, created).await?;
+        self.push_singly(w, &left).await
+    }
+
+    /// Reads and updates up to [`BATCH_MAX`] linked records in one call
+    /// each, holding their links' leases as a push does; a record changed
+    /// in the CRM since it was listed (its values go into the app first),
+    /// gone, or refused goes to a single push.
+    async fn update_batch(&self, w: &FirstSyncWrites<'_>, ids: &[ContactId]) -> Result<(), JobError> {
+        let (held, leases, mut single) = self.lease_behind(w, ids).await?;
+        let written = self.read_merge_update(w, &held, &mut single).await;
+        for lease in leases {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(error = %e, "releasing a link lease failed; it expires by itself");
+            }
+        }
+        let written = written?;
+        self.count(w, FirstSyncCount::BatchUpdated, written).await?;
+        self.push_singly(w, &single).await
+    }
+
+    /// The contacts of `ids` still behind their linked record, each with
+    /// its link and its lease taken; and the ones whose lease another job
+    /// holds (a push or an inbound change: a single push follows them).
+    #[allow(clippy::type_complexity)]
+    async fn lease_behind(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        ids: &[ContactId],
+    ) -> Result<(Vec<(Contact, Link)>, Vec<Lease>, Vec<ContactId>), JobError> {
+        let contacts = self.contacts(w.customer, ids).await?;
+        let links = self.store.links_of(ids).await.map_err(store_err)?;
+        let (mut held, mut leases, mut busy) = (Vec::new(), Vec::new(), Vec::new());
+        for c in contacts {
+            let Some(link) = links.iter().find(|l| {
+                l.contact_id == c.id && l.provider == w.provider && l.external_id.is_some()
+            }) else {
+                continue;
+            };
+            if link.synced_version >= c.version {
+                continue;
+            }
+            let name = link_lease_name(c.id, w.provider);
+            match self
+                .leases
+                .lease(&name, BATCH_LEASE_TTL, Duration::ZERO)
+                .await
+                .map_err(queue_err)?
+            {
+                Some(lease) => {
+                    leases.push(lease);
+                    held.push((c, link.clone()));
+                }
+                None => busy.push(c.id),
+            }
+        }
+        Ok((held, leases, busy))
+    }
+
+    /// The batch read, merge and update of leased contacts; returns how
+    /// many were written, and adds to `single` the ones left to single
+    /// pushes.
+    async fn read_merge_update(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        held: &[(Contact, Link)],
+        single: &mut Vec<ContactId>,
+    ) -> Result<usize, JobError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let emails: Vec<&str> = held.iter().map(|(c, _)| c.email.as_str()).collect();
+        let records = self
+            .crm
+            .batch_read_contacts(w.customer, w.provider, &emails)
+            .await?;
+        self.count(w, FirstSyncCount::BatchCalls, 1).await?;
+        let mut writes = Vec::new();
+        for (c, link) in held {
+            let ext = link.external_id.clone().unwrap_or_default();
+            let Some(record) = records.iter().find(|r| r.id == ext && !r.deleted) else {
+                single.push(c.id);
+                continue;
+            };
+            // merged as a single push merges a linked record it read
+            let base = link.merge_base(&record.fields);
+            let winner = self.policy().winner(record.updated_ms, c);
+            let plan = merge::merge(base, &UniversalContact::from(c), &record.fields, winner);
+            if !plan.to_app.is_empty() || plan.to_crm.is_empty() {
+                single.push(c.id);
+                continue;
+            }
+            writes.push((c, ext, plan));
+        }
+        if writes.is_empty() {
+            return Ok(0);
+        }
+        for (c, _, plan) in &writes {
+            self.store
+                .record_push_intent(c.id, w.customer, w.provider, &plan.result)
+                .await
+                .map_err(store_err)?;
+        }
+        let updates: Vec<_> = writes
+            .iter()
+            .map(|(_, ext, plan)| (ext.clone(), merge::fields_json(&plan.to_crm)))
+            .collect();
+        let done = match self
+            .crm
+            .batch_update_contacts(w.customer, w.provider, &updates)
+            .await
+        {
+            Ok(done) => done,
+            Err(CrmError::Permanent(why)) => {
+                tracing::warn!(provider = %w.provider, reason = %why, "a batch update was refused whole; its contacts are pushed singly");
+                single.extend(writes.iter().map(|(c, _, _)| c.id));
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.count(w, FirstSyncCount::BatchCalls, 1).await?;
+        let pushed_ms = Some(self.leases.server_ms().await.map_err(queue_err)?);
+        let mut written = 0;
+        for (c, ext, plan) in writes {
+            if !done.updated.contains(&ext) {
+                single.push(c.id);
+                continue;
+            }
+            self.record_synced(c, w.provider, &ext, w.job_id, Some(&plan.result), pushed_ms)
+                .await?;
+            let note = plan.note(self.policy().name(), w.provider.as_str());
+            self.log(c, w.provider, Some(ext), "updated", w.job_id, 1, note)
+                .await?;
+            written += 1;
+        }
+        Ok(written)
     }
 }

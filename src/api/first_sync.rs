@@ -1,0 +1,123 @@
+//! A connection's first sync as the api shows it: its step, its progress
+//! and the time its writes have left at the rate in effect.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::Object;
+
+use crate::crm::BATCH_MAX;
+use crate::domain::Provider;
+use crate::store::{FirstSyncPhase, FirstSyncRecord};
+
+/// A connection's last first sync.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct FirstSyncView {
+    /// `listing` (the CRM's records are read and imported; pushes to the
+    /// connection are held), `waiting` (for the customer's other
+    /// connections to list theirs), `writing` (what the CRM lacks is
+    /// written, in batches where it takes them), `done` or `failed`.
+    pub phase: String,
+    /// When it was asked for.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// CRM records listed.
+    pub listed: i64,
+    /// Listed records that met an app contact, by link or by email.
+    pub matched: i64,
+    /// Writes planned: the creates and updates the CRM lacked.
+    pub to_write: i64,
+    /// Writes made or handed to single pushes.
+    pub written: i64,
+    /// The app's contacts created by batch calls.
+    pub batch_created: i64,
+    /// Linked records updated by batch calls.
+    pub batch_updated: i64,
+    /// Batch calls made (reads and writes).
+    pub batch_calls: i64,
+    /// Writes handed to single pushes (an input the CRM refused, a record
+    /// changed in the CRM meanwhile; every one on a CRM without batch
+    /// writes).
+    pub pushed: i64,
+    /// Records that could not be listed or written.
+    pub errors: i64,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Seconds its writes have left at the rate in effect (null while it
+    /// lists: the CRM does not say how many records it holds).
+    pub seconds_left: Option<f64>,
+}
+
+impl FirstSyncView {
+    /// The view of `f`, a first sync of `provider` allowed `rate` calls a
+    /// second.
+    #[must_use]
+    pub fn new(f: &FirstSyncRecord, provider: Provider, rate: u32) -> Self {
+        let phase = f.phase();
+        Self {
+            phase: serde_json::to_value(phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            started_at: f.started_at.map(|t| t.to_chrono()),
+            finished_at: f.finished_at.map(|t| t.to_chrono()),
+            listed: f.listed,
+            matched: f.matched,
+            to_write: f.to_write,
+            written: f.batch_created + f.batch_updated + f.pushed,
+            batch_created: f.batch_created,
+            batch_updated: f.batch_updated,
+            batch_calls: f.batch_calls,
+            pushed: f.pushed,
+            errors: f.errors,
+            error: f.error.clone(),
+            seconds_left: seconds_left(f, provider, rate),
+        }
+    }
+}
+
+/// The calls the writes left take, at `rate` a second: a batch call per
+/// [`BATCH_MAX`] on HubSpot (reads and updates two calls, creates one:
+/// 1.5 on average), two calls a contact where each is pushed singly (a
+/// look-up and a write).
+fn seconds_left(f: &FirstSyncRecord, provider: Provider, rate: u32) -> Option<f64> {
+    match f.phase() {
+        FirstSyncPhase::Listing | FirstSyncPhase::Waiting => None,
+        FirstSyncPhase::Done | FirstSyncPhase::Failed => Some(0.0),
+        FirstSyncPhase::Writing => {
+            let left = f.writes_left() as f64;
+            let calls = match provider {
+                Provider::Hubspot => (left / BATCH_MAX as f64).ceil() * 1.5,
+                Provider::Pipedrive => left * 2.0,
+            };
+            (rate > 0).then(|| calls / f64::from(rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_left_follows_the_budget_and_is_unknown_while_listing() {
+        let mut f = FirstSyncRecord {
+            phase: Some(FirstSyncPhase::Writing),
+            to_write: 1000,
+            batch_created: 400,
+            ..FirstSyncRecord::default()
+        };
+        // 600 left: 6 batches of 1.5 calls at 10 a second
+        assert_eq!(seconds_left(&f, Provider::Hubspot, 10), Some(0.9));
+        // 600 single pushes of 2 calls
+        assert_eq!(seconds_left(&f, Provider::Pipedrive, 10), Some(120.0));
+        f.phase = Some(FirstSyncPhase::Listing);
+        assert_eq!(seconds_left(&f, Provider::Hubspot, 10), None);
+        f.phase = None;
+        assert_eq!(seconds_left(&f, Provider::Hubspot, 10), Some(0.0));
+        assert_eq!(
+            FirstSyncView::new(&f, Provider::Hubspot, 10).phase,
+            "done"
+        );
+    }
+}

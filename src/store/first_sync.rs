@@ -1,0 +1,337 @@
+//! Where a connection's first sync stands, kept on its poll cursor: its
+//! phase (which the other connections of the customer wait on) and its
+//! progress counters (which the api, the console and `/metrics` show).
+
+use anyhow::Context;
+use bson::{doc, DateTime};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::inbound::cursor_id;
+use super::Store;
+use crate::domain::{CustomerId, Provider};
+
+/// The steps of a first sync, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstSyncPhase {
+    /// Listing the CRM's records (the list is the import). Pushes to the
+    /// connection are held: its write step creates in batches what the
+    /// listings of every connection brought in.
+    Listing,
+    /// Listed; waits for the customer's other connections still listing.
+    /// Pushes to it are still held.
+    Waiting,
+    /// Writing to the CRM what it lacks.
+    Writing,
+    /// Finished.
+    Done,
+    /// Gave up (its job died); pushes to the connection are no longer held.
+    Failed,
+}
+
+impl FirstSyncPhase {
+    /// Whether pushes to the connection wait for its write step.
+    #[must_use]
+    pub fn holds_pushes(self) -> bool {
+        matches!(self, Self::Listing | Self::Waiting)
+    }
+
+    /// Whether it is still to finish.
+    #[must_use]
+    pub fn underway(self) -> bool {
+        matches!(self, Self::Listing | Self::Waiting | Self::Writing)
+    }
+}
+
+/// A connection's last first sync: where it stands and what it did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirstSyncRecord {
+    /// Its step (none on a record written before first syncs had steps:
+    /// finished).
+    #[serde(default)]
+    pub phase: Option<FirstSyncPhase>,
+    /// When it was asked for.
+    #[serde(default)]
+    pub started_at: Option<DateTime>,
+    /// When its write step finished.
+    pub finished_at: Option<DateTime>,
+    /// CRM records listed.
+    #[serde(default)]
+    pub listed: i64,
+    /// Listed records that met an app contact (by link or by email).
+    #[serde(default)]
+    pub matched: i64,
+    /// Writes the write step planned: creates and updates.
+    #[serde(default)]
+    pub to_write: i64,
+    /// The app's contacts created in the CRM by batch calls.
+    pub batch_created: i64,
+    /// Linked records updated by batch calls.
+    #[serde(default)]
+    pub batch_updated: i64,
+    /// The batch calls made (reads and writes).
+    pub batch_calls: i64,
+    /// Writes handed to single pushes (an input the CRM refused; every
+    /// one on a CRM without batch writes).
+    pub pushed: i64,
+    /// Records that could not be listed, matched or written.
+    #[serde(default)]
+    pub errors: i64,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl FirstSyncRecord {
+    /// Its phase, a record without one being finished.
+    #[must_use]
+    pub fn phase(&self) -> FirstSyncPhase {
+        self.phase.unwrap_or(FirstSyncPhase::Done)
+    }
+
+    /// Writes planned and not yet made nor handed on.
+    #[must_use]
+    pub fn writes_left(&self) -> i64 {
+        (self.to_write - self.batch_created - self.batch_updated - self.pushed - self.errors)
+            .max(0)
+    }
+}
+
+/// A counter of [`FirstSyncRecord`], for [`Store::count_first_sync`].
+#[derive(Debug, Clone, Copy)]
+pub enum FirstSyncCount {
+    /// [`FirstSyncRecord::listed`].
+    Listed,
+    /// [`FirstSyncRecord::matched`].
+    Matched,
+    /// [`FirstSyncRecord::batch_created`].
+    BatchCreated,
+    /// [`FirstSyncRecord::batch_updated`].
+    BatchUpdated,
+    /// [`FirstSyncRecord::batch_calls`].
+    BatchCalls,
+    /// [`FirstSyncRecord::pushed`].
+    Pushed,
+    /// [`FirstSyncRecord::errors`].
+    Errors,
+}
+
+impl FirstSyncCount {
+    fn field(self) -> &'static str {
+        match self {
+            Self::Listed => "firstSync.listed",
+            Self::Matched => "firstSync.matched",
+            Self::BatchCreated => "firstSync.batchCreated",
+            Self::BatchUpdated => "firstSync.batchUpdated",
+            Self::BatchCalls => "firstSync.batchCalls",
+            Self::Pushed => "firstSync.pushed",
+            Self::Errors => "firstSync.errors",
+        }
+    }
+}
+
+fn phase_name(p: FirstSyncPhase) -> &'static str {
+    match p {
+        FirstSyncPhase::Listing => "listing",
+        FirstSyncPhase::Waiting => "waiting",
+        FirstSyncPhase::Writing => "writing",
+        FirstSyncPhase::Done => "done",
+        FirstSyncPhase::Failed => "failed",
+    }
+}
+
+impl Store {
+    /// Starts a connection's first sync (its listing step), unless one is
+    /// underway; returns whether it started one.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn begin_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> anyhow::Result<bool> {
+        let underway: Vec<&str> = [
+            FirstSyncPhase::Listing,
+            FirstSyncPhase::Waiting,
+            FirstSyncPhase::Writing,
+        ]
+        .map(phase_name)
+        .to_vec();
+        let fresh = bson::to_bson(&FirstSyncRecord {
+            phase: Some(FirstSyncPhase::Listing),
+            started_at: Some(DateTime::now()),
+            ..FirstSyncRecord::default()
+        })
+        .context("encoding a first sync")?;
+        let res = self
+            .cursors
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider),
+                    "firstSync.phase": { "$nin": underway } },
+                doc! { "$set": { "firstSync": fresh },
+                    "$setOnInsert": { "sinceMs": 0_i64, "boundaryIds": [] } },
+            )
+            .upsert(true)
+            .await;
+        match res {
+            Ok(r) => Ok(r.modified_count + u64::from(r.upserted_id.is_some()) > 0),
+            // the upsert met the cursor with a first sync underway
+            Err(e) if super::is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e).context("starting a first sync"),
+        }
+    }
+
+    /// The first sync of each of the customer's connections that had one.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn first_syncs(
+        &self,
+        customer: &CustomerId,
+    ) -> anyhow::Result<Vec<(Provider, FirstSyncRecord)>> {
+        let ids: Vec<String> = Provider::ALL
+            .iter()
+            .map(|p| cursor_id(customer, *p))
+            .collect();
+        let docs: Vec<bson::Document> = self
+            .cursors
+            .clone_with_type::<bson::Document>()
+            .find(doc! { "_id": { "$in": &ids }, "firstSync": { "$type": "object" } })
+            .projection(doc! { "firstSync": 1 })
+            .await
+            .context("reading first syncs")?
+            .try_collect()
+            .await
+            .context("reading first syncs")?;
+        let mut out = Vec::new();
+        for d in docs {
+            let id = d.get_str("_id").unwrap_or_default();
+            let Some(p) = Provider::ALL
+                .into_iter()
+                .find(|p| cursor_id(customer, *p) == id)
+            else {
+                continue;
+            };
+            let record = d
+                .get_document("firstSync")
+                .ok()
+                .and_then(|f| bson::from_document::<FirstSyncRecord>(f.clone()).ok());
+            if let Some(record) = record {
+                out.push((p, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The connections of the customer whose pushes are held for their
+    /// first sync's write step.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn held_providers(&self, customer: &CustomerId) -> anyhow::Result<Vec<Provider>> {
+        Ok(self
+            .first_syncs(customer)
+            .await?
+            .into_iter()
+            .filter(|(_, f)| f.phase().holds_pushes())
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// Moves a first sync to `to` if it is at one of `from`; returns
+    /// whether it moved.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn move_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        from: &[FirstSyncPhase],
+        to: FirstSyncPhase,
+    ) -> anyhow::Result<bool> {
+        let from: Vec<&str> = from.iter().map(|p| phase_name(*p)).collect();
+        let mut set = doc! { "firstSync.phase": phase_name(to) };
+        if !to.underway() {
+            set.insert("firstSync.finishedAt", DateTime::now());
+        }
+        let r = self
+            .cursors
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider), "firstSync.phase": { "$in": from } },
+                doc! { "$set": set },
+            )
+            .await
+            .context("moving a first sync on")?;
+        Ok(r.matched_count > 0)
+    }
+
+    /// Ends a first sync for good (`Failed`), saying why.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn fail_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        error: &str,
+    ) -> anyhow::Result<()> {
+        self.cursors
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider),
+                    "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } },
+                doc! { "$set": { "firstSync.phase": "failed", "firstSync.error": error,
+                    "firstSync.finishedAt": DateTime::now() } },
+            )
+            .await
+            .context("recording a failed first sync")?;
+        Ok(())
+    }
+
+    /// Adds `n` to one of a first sync's counters.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn count_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        what: FirstSyncCount,
+        n: i64,
+    ) -> anyhow::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.cursors
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider), "firstSync": { "$type": "object" } },
+                doc! { "$inc": { what.field(): n } },
+            )
+            .await
+            .context("counting a first sync's progress")?;
+        Ok(())
+    }
+
+    /// Records the writes a first sync's write step planned.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn plan_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        to_write: i64,
+    ) -> anyhow::Result<()> {
+        self.cursors
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider), "firstSync": { "$type": "object" } },
+                doc! { "$set": { "firstSync.toWrite": to_write } },
+            )
+            .await
+            .context("recording a first sync's plan")?;
+        Ok(())
+    }
+}
