@@ -11,9 +11,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::first_sync::FirstSyncView;
 use super::auth::{ApiAuth, ViewerAuth};
 use super::errors::{fail_into, ErrorBody, Fail};
+use super::first_sync::FirstSyncView;
 use super::text::Text;
 use super::ApiState;
 use crate::domain::{CustomerId, Provider};

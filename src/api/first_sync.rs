@@ -33,6 +33,11 @@ pub struct FirstSyncView {
     pub batch_created: i64,
     /// Linked records updated by batch calls.
     pub batch_updated: i64,
+    /// The app's contacts created one call each (a CRM without batch
+    /// writes), without a look-up first: the listing was it.
+    pub created: i64,
+    /// Linked records updated one call each, after a batch read.
+    pub updated: i64,
     /// Batch calls made (reads and writes).
     pub batch_calls: i64,
     /// Writes handed to single pushes (an input the CRM refused, a record
@@ -64,9 +69,11 @@ impl FirstSyncView {
             listed: f.listed,
             matched: f.matched,
             to_write: f.to_write,
-            written: f.batch_created + f.batch_updated + f.pushed,
+            written: f.written(),
             batch_created: f.batch_created,
             batch_updated: f.batch_updated,
+            created: f.created,
+            updated: f.updated,
             batch_calls: f.batch_calls,
             pushed: f.pushed,
             errors: f.errors,
@@ -78,8 +85,7 @@ impl FirstSyncView {
 
 /// The calls the writes left take, at `rate` a second: a batch call per
 /// [`BATCH_MAX`] on HubSpot (reads and updates two calls, creates one:
-/// 1.5 on average), two calls a contact where each is pushed singly (a
-/// look-up and a write).
+/// 1.5 on average), one call a contact on a CRM without batch writes.
 fn seconds_left(f: &FirstSyncRecord, provider: Provider, rate: u32) -> Option<f64> {
     match f.phase() {
         FirstSyncPhase::Listing | FirstSyncPhase::Waiting => None,
@@ -88,7 +94,7 @@ fn seconds_left(f: &FirstSyncRecord, provider: Provider, rate: u32) -> Option<f6
             let left = f.writes_left() as f64;
             let calls = match provider {
                 Provider::Hubspot => (left / BATCH_MAX as f64).ceil() * 1.5,
-                Provider::Pipedrive => left * 2.0,
+                Provider::Pipedrive => left,
             };
             (rate > 0).then(|| calls / f64::from(rate))
         }
@@ -109,15 +115,12 @@ mod tests {
         };
         // 600 left: 6 batches of 1.5 calls at 10 a second
         assert_eq!(seconds_left(&f, Provider::Hubspot, 10), Some(0.9));
-        // 600 single pushes of 2 calls
-        assert_eq!(seconds_left(&f, Provider::Pipedrive, 10), Some(120.0));
+        // 600 single calls
+        assert_eq!(seconds_left(&f, Provider::Pipedrive, 10), Some(60.0));
         f.phase = Some(FirstSyncPhase::Listing);
         assert_eq!(seconds_left(&f, Provider::Hubspot, 10), None);
         f.phase = None;
         assert_eq!(seconds_left(&f, Provider::Hubspot, 10), Some(0.0));
-        assert_eq!(
-            FirstSyncView::new(&f, Provider::Hubspot, 10).phase,
-            "done"
-        );
+        assert_eq!(FirstSyncView::new(&f, Provider::Hubspot, 10).phase, "done");
     }
 }

@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
-use super::{CrmError, IntegrationApp};
 use super::CrmRecord;
+use super::{CrmError, IntegrationApp};
 use crate::domain::{CustomerId, Provider, UniversalContact};
 
 /// Inputs one batch call takes at most (HubSpot's limit).
@@ -95,38 +95,48 @@ pub struct BatchUpdated {
 }
 
 impl IntegrationApp {
-    /// Reads up to [`BATCH_MAX`] records by email in one call
-    /// (`batch-read-contacts`); an email no record has is left out.
+    /// Reads up to [`BATCH_MAX`] records in one call
+    /// (`batch-read-contacts`), each given as `(email, record id)`:
+    /// HubSpot's action reads by email, Pipedrive's by id. A record
+    /// neither finds (gone, or its email changed) is left out.
     ///
     /// # Errors
     /// A classified [`CrmError`] for the call as a whole; `Permanent` for
-    /// a CRM without batch reads, or more than [`BATCH_MAX`] emails.
+    /// more than [`BATCH_MAX`] records.
     pub async fn batch_read_contacts(
         &self,
         customer: &CustomerId,
         provider: Provider,
-        emails: &[&str],
+        wanted: &[(&str, &str)],
     ) -> Result<Vec<CrmRecord>, CrmError> {
-        if provider != Provider::Hubspot || emails.len() > BATCH_MAX {
+        if wanted.len() > BATCH_MAX {
             return Err(CrmError::Permanent(format!(
                 "{provider} takes no batch of {} reads",
-                emails.len()
+                wanted.len()
             )));
         }
-        let inputs: Vec<Value> = emails.iter().map(|e| json!({ "id": e })).collect();
+        let input = match provider {
+            Provider::Hubspot => {
+                let inputs: Vec<Value> = wanted.iter().map(|(e, _)| json!({ "id": e })).collect();
+                json!({ "inputs": inputs })
+            }
+            Provider::Pipedrive => {
+                let ids: Vec<&str> = wanted.iter().map(|(_, id)| *id).collect();
+                json!({ "ids": ids.join(",") })
+            }
+        };
         let out: Value = self
-            .run(
-                customer,
-                provider,
-                "batch-read-contacts",
-                &json!({ "inputs": inputs }),
-            )
+            .run(customer, provider, "batch-read-contacts", &input)
             .await?;
-        Ok(out["results"]
+        let (list, parse): (&str, fn(&Value) -> Option<CrmRecord>) = match provider {
+            Provider::Hubspot => ("results", native_record),
+            Provider::Pipedrive => ("data", person_record),
+        };
+        Ok(out[list]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(native_record)
+            .filter_map(parse)
             .collect())
     }
 
@@ -208,6 +218,34 @@ fn native_record(v: &Value) -> Option<CrmRecord> {
         },
         updated_ms,
         deleted: v["archived"] == true,
+        fetched_ms: 0,
+    })
+}
+
+/// A Pipedrive person (API v2) in the universal shape, as the field
+/// mapping's `importValue` reads it
+/// (`integration-app/integrations/pipedrive/field-mappings/contacts`).
+fn person_record(v: &Value) -> Option<CrmRecord> {
+    let id = super::record::id_text(&v["id"])?;
+    let text = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    Some(CrmRecord {
+        id,
+        fields: UniversalContact {
+            first_name: text("/first_name"),
+            last_name: text("/last_name"),
+            full_name: text("/name"),
+            primary_email: text("/emails/0/value"),
+            primary_phone: text("/phones/0/value"),
+            company_name: text("/org_name"),
+            job_title: text("/job_title"),
+        },
+        updated_ms: super::record::time_ms(&v["update_time"]).unwrap_or(0),
+        deleted: v["is_deleted"] == true,
         fetched_ms: 0,
     })
 }

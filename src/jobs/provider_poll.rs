@@ -89,7 +89,10 @@ impl Kind for ProviderPoll {
                 .await
                 .map_err(store_err)?;
             let all = store.first_syncs(&self.customer).await.map_err(store_err)?;
-            if !all.iter().any(|(_, f)| f.phase() == FirstSyncPhase::Listing) {
+            if !all
+                .iter()
+                .any(|(_, f)| f.phase() == FirstSyncPhase::Listing)
+            {
                 for (other, f) in &all {
                     if f.phase() == FirstSyncPhase::Waiting {
                         ctx.enqueuer
@@ -177,7 +180,10 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
     }
     // what the other connections list is created here in the same batches
     let all = store.first_syncs(customer).await.map_err(store_err)?;
-    if all.iter().any(|(_, f)| f.phase() == FirstSyncPhase::Listing) {
+    if all
+        .iter()
+        .any(|(_, f)| f.phase() == FirstSyncPhase::Listing)
+    {
         tracing::info!("first sync listed; its writes wait for the other connections' listings");
         return Ok(());
     }

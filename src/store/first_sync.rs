@@ -71,6 +71,13 @@ pub struct FirstSyncRecord {
     /// Linked records updated by batch calls.
     #[serde(default)]
     pub batch_updated: i64,
+    /// The app's contacts created one call each (a CRM without batch
+    /// writes), without a look-up first.
+    #[serde(default)]
+    pub created: i64,
+    /// Linked records updated one call each, after a batch read.
+    #[serde(default)]
+    pub updated: i64,
     /// The batch calls made (reads and writes).
     pub batch_calls: i64,
     /// Writes handed to single pushes (an input the CRM refused; every
@@ -94,8 +101,13 @@ impl FirstSyncRecord {
     /// Writes planned and not yet made nor handed on.
     #[must_use]
     pub fn writes_left(&self) -> i64 {
-        (self.to_write - self.batch_created - self.batch_updated - self.pushed - self.errors)
-            .max(0)
+        (self.to_write - self.written() - self.errors).max(0)
+    }
+
+    /// Writes made, or handed to single pushes.
+    #[must_use]
+    pub fn written(&self) -> i64 {
+        self.batch_created + self.batch_updated + self.created + self.updated + self.pushed
     }
 }
 
@@ -110,6 +122,10 @@ pub enum FirstSyncCount {
     BatchCreated,
     /// [`FirstSyncRecord::batch_updated`].
     BatchUpdated,
+    /// [`FirstSyncRecord::created`].
+    Created,
+    /// [`FirstSyncRecord::updated`].
+    Updated,
     /// [`FirstSyncRecord::batch_calls`].
     BatchCalls,
     /// [`FirstSyncRecord::pushed`].
@@ -125,6 +141,8 @@ impl FirstSyncCount {
             Self::Matched => "firstSync.matched",
             Self::BatchCreated => "firstSync.batchCreated",
             Self::BatchUpdated => "firstSync.batchUpdated",
+            Self::Created => "firstSync.created",
+            Self::Updated => "firstSync.updated",
             Self::BatchCalls => "firstSync.batchCalls",
             Self::Pushed => "firstSync.pushed",
             Self::Errors => "firstSync.errors",
@@ -170,9 +188,9 @@ impl Store {
             .cursors
             .update_one(
                 doc! { "_id": cursor_id(customer, provider),
-                    "firstSync.phase": { "$nin": underway } },
+                "firstSync.phase": { "$nin": underway } },
                 doc! { "$set": { "firstSync": fresh },
-                    "$setOnInsert": { "sinceMs": 0_i64, "boundaryIds": [] } },
+                "$setOnInsert": { "sinceMs": 0_i64, "boundaryIds": [] } },
             )
             .upsert(true)
             .await;
@@ -282,9 +300,9 @@ impl Store {
         self.cursors
             .update_one(
                 doc! { "_id": cursor_id(customer, provider),
-                    "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } },
+                "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } },
                 doc! { "$set": { "firstSync.phase": "failed", "firstSync.error": error,
-                    "firstSync.finishedAt": DateTime::now() } },
+                "firstSync.finishedAt": DateTime::now() } },
             )
             .await
             .context("recording a failed first sync")?;

@@ -6,8 +6,8 @@ use bson::{doc, DateTime};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::grouped::{GroupError, Lookup};
 use super::first_sync::FirstSyncRecord;
+use super::grouped::{GroupError, Lookup};
 use super::{Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
 use crate::domain::{ContactId, CustomerId, Email, Provider};
@@ -195,6 +195,10 @@ impl Store {
 
     /// Records that the link mirrors the CRM record at `crm_updated_ms`, and
     /// that the contact's `version` came from (or is already in) the CRM.
+    /// When the contact holds values the CRM lacks (`version` is older
+    /// than the contact's), the link is `pending` at the contact's version
+    /// instead: a push owes them, queued by the caller or (a connection
+    /// being first-synced) left to its write step.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the record is linked to another contact.
@@ -207,7 +211,8 @@ impl Store {
         crm_updated_ms: i64,
         fields: &UniversalContact,
     ) -> Result<(), StoreError> {
-        let (customer, contact) = (&contact.customer_id, contact.id);
+        let behind = version < contact.version;
+        let (customer, current, contact) = (&contact.customer_id, contact.version, contact.id);
         let now = DateTime::now();
         let snapshot = bson::to_bson(fields).context("encoding synced fields")?;
         let id = format!("{contact}:{provider}");
@@ -225,9 +230,15 @@ impl Store {
                     },
                     "upsert": true,
                 },
-                doc! {
-                    "q": { "_id": &id, "pendingVersion": { "$lte": version } },
-                    "u": { "$set": { "syncStatus": "synced", "lastError": null } },
+                match behind {
+                    false => doc! {
+                        "q": { "_id": &id, "pendingVersion": { "$lte": version } },
+                        "u": { "$set": { "syncStatus": "synced", "lastError": null } },
+                    },
+                    true => doc! {
+                        "q": { "_id": &id, "pendingVersion": { "$lte": current } },
+                        "u": { "$set": { "syncStatus": "pending", "pendingVersion": current } },
+                    },
                 },
             ])
             .await;

@@ -31,6 +31,32 @@ pub fn queue_err(e: impl std::fmt::Display) -> workers::JobError {
     workers::JobError::unavailable(format!("redis: {e}"))
 }
 
+/// Runs `f` on each item, `limit` at a time; stops at the first error.
+/// For the per-record bookkeeping of pages and batches: MongoDB writes
+/// that depend on one another only within a record.
+///
+/// # Errors
+/// The first error of `f`.
+pub(crate) async fn each<T, R, F, Fut>(
+    items: impl IntoIterator<Item = T>,
+    limit: usize,
+    f: F,
+) -> Result<Vec<R>, workers::JobError>
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = Result<R, workers::JobError>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    // the futures made first (they do nothing until polled): a stream
+    // mapping borrowed items is not `Send` for every lifetime, as a job
+    // handler's future must be
+    let futures: Vec<Fut> = items.into_iter().map(f).collect();
+    futures::stream::iter(futures)
+        .buffered(limit)
+        .try_collect()
+        .await
+}
+
 pub use inbound::InboundSync;
 pub use outbound::{link_lease_name, with_lease, Outbound};
 pub use policy::{Applied, ConflictPolicy};

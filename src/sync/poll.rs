@@ -28,7 +28,7 @@ use super::policy::Applied;
 use crate::crm::CrmRecord;
 use crate::domain::{CustomerId, Provider};
 use crate::store::{FirstSyncCount, PollCursor, ScanProgress};
-use crate::sync::{queue_err, store_err};
+use crate::sync::{each, queue_err, store_err};
 
 /// A poll's lease lapses this long after its worker dies.
 const POLL_LEASE_TTL: Duration = Duration::from_secs(5);
@@ -40,6 +40,8 @@ const POLL_LEASE_WAIT: Duration = Duration::from_secs(7);
 /// later than that cannot change again at the same time (whole seconds,
 /// plus a second for the CRM's clock against ours).
 const SETTLED_MS: i64 = 2_000;
+/// Records of a listed page applied at once.
+const APPLY_AT_ONCE: usize = 16;
 
 /// What a poll did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -259,25 +261,43 @@ impl InboundSync {
                 .await?;
             report.listed += page.records.len();
             let (mut matched, failed) = (0, report.failed);
+            let mut records = Vec::with_capacity(page.records.len());
             for raw in &page.records {
-                let rec = match CrmRecord::parse(raw) {
-                    Ok(rec) => rec.read_at(read_at),
+                match CrmRecord::parse(raw) {
+                    Ok(rec) => records.push(rec.read_at(read_at)),
                     Err(e) => {
                         // unreadable: logged, and the scan goes on
                         self.skip_record(customer, provider, raw["id"].as_str(), job_id, &e)
                             .await?;
                         report.failed += 1;
-                        continue;
                     }
+                }
+            }
+            seen.extend(records.iter().map(|r| r.id.clone()));
+            // a page's records applied a few at a time: each takes its own
+            // leases, and the listing's pace is the CRM's rate, not ours
+            let applied = each(records, APPLY_AT_ONCE, |rec| async move {
+                let applied = self
+                    .apply(customer, provider, &rec.id, Some(rec.clone()), job_id)
+                    .await;
+                Ok((rec, applied))
+            })
+            .await?;
+            for (rec, applied) in applied {
+                let applied = match applied {
+                    // raced another record of the page (one email twice):
+                    // applied again alone
+                    Err(e) if e.is_transient() => {
+                        self.apply(customer, provider, &rec.id, Some(rec.clone()), job_id)
+                            .await
+                    }
+                    other => other,
                 };
-                let id = rec.id.clone();
-                seen.insert(id.clone());
-                let applied = self.apply(customer, provider, &id, Some(rec), job_id).await;
                 matched += usize::from(matches!(
                     applied,
                     Ok(Applied::Updated | Applied::Unchanged | Applied::Kept | Applied::Stale)
                 ));
-                self.tally(applied, customer, provider, &id, job_id, &mut report)
+                self.tally(applied, customer, provider, &rec.id, job_id, &mut report)
                     .await?;
             }
             if first_sync {

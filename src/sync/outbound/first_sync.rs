@@ -19,19 +19,29 @@
 //! was imported while the step began (a change applied just before the
 //! connection stopped holding pushes).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use workers::{JobError, Lease};
 
 use super::{link_lease_name, Outbound};
-use crate::crm::{CrmError, BATCH_MAX};
+use crate::crm::{CrmError, Updated, BATCH_MAX};
 use crate::domain::{ContactId, CustomerId, Provider, SyncStatus, UniversalContact};
 use crate::store::{Contact, FirstSyncCount, Link};
 use crate::sync::merge;
-use crate::sync::{queue_err, store_err, PushQueue};
+use crate::sync::{each, queue_err, store_err, PushQueue};
 
 /// Contacts read from MongoDB a page at a time.
 const PAGE: i64 = 1000;
+
+/// Records of a batch written down at once (MongoDB writes of different
+/// contacts; a batch call every 100 ms at HubSpot's rate leaves no time
+/// to write 300 of them one after another).
+const WRITES_AT_ONCE: usize = 16;
+
+/// Single CRM calls of a write step made at once: the connection's rate
+/// budget paces them, a few in flight keep it busy.
+const CALLS_AT_ONCE: usize = 4;
 
 /// The last pass runs at least this long after the write step began: a
 /// change applied while the step began has been written by then.
@@ -92,14 +102,11 @@ impl Outbound {
         for chunk in plan.creates.chunks(BATCH_MAX) {
             match batches {
                 true => self.create_batch(w, chunk).await?,
-                false => self.push_singly(w, chunk).await?,
+                false => self.create_one_by_one(w, chunk).await?,
             }
         }
         for chunk in plan.updates.chunks(BATCH_MAX) {
-            match batches {
-                true => self.update_batch(w, chunk).await?,
-                false => self.push_singly(w, chunk).await?,
-            }
+            self.update_batch(w, chunk).await?;
         }
         tokio::time::sleep(LAST_PASS_AFTER.saturating_sub(began.elapsed())).await;
         let late = self.plan_writes(w).await?;
@@ -159,25 +166,29 @@ impl Outbound {
         if l.sync_status == SyncStatus::Error || l.synced_version >= c.version {
             return Ok(());
         }
-        // a push queued for it is on its way, or (version 0) only an
-        // earlier run of this step wrote the link
+        // a push queued for it is on its way
         let live = match &l.pending_job_id {
-            Some(job) if l.pending_version > 0 => {
-                w.pushes.is_live(job).await.map_err(queue_err)?
-            }
+            Some(job) if l.pending_version > 0 => w.pushes.is_live(job).await.map_err(queue_err)?,
             _ => false,
         };
-        match (&l.external_id, l.pending_version, live) {
+        match (&l.external_id, &l.pending_job_id, live) {
             (_, _, true) => {}
-            (None, 0, _) => plan.creates.push(c.id),
-            (None, _, _) => plan.singles.push(c.id),
+            // never queued: held for this step, or written by an earlier
+            // run of it (a create it lost is refused as a duplicate, and
+            // linked by the single push that follows)
+            (None, None, _) => plan.creates.push(c.id),
+            (None, Some(_), _) => plan.singles.push(c.id),
             (Some(_), _, _) => plan.updates.push(c.id),
         }
         Ok(())
     }
 
     /// Hands contacts to single pushes.
-    async fn push_singly(&self, w: &FirstSyncWrites<'_>, ids: &[ContactId]) -> Result<(), JobError> {
+    async fn push_singly(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        ids: &[ContactId],
+    ) -> Result<(), JobError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -219,7 +230,11 @@ impl Outbound {
 
     /// Creates up to [`BATCH_MAX`] contacts in one call; the ones it did
     /// not create go to single pushes.
-    async fn create_batch(&self, w: &FirstSyncWrites<'_>, ids: &[ContactId]) -> Result<(), JobError> {
+    async fn create_batch(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        ids: &[ContactId],
+    ) -> Result<(), JobError> {
         let chunk = self.contacts(w.customer, ids).await?;
         if chunk.is_empty() {
             return Ok(());
@@ -231,12 +246,17 @@ impl Outbound {
             .collect();
         // written down before the CRM is, as a single push does: a create
         // that lands unrecorded is known as ours when found by email
-        for (c, plan) in chunk.iter().zip(&plans) {
-            self.store
-                .record_push_intent(c.id, w.customer, provider, &plan.result)
-                .await
-                .map_err(store_err)?;
-        }
+        each(
+            chunk.iter().zip(&plans),
+            WRITES_AT_ONCE,
+            |(c, plan)| async move {
+                self.store
+                    .record_push_intent(c.id, w.customer, provider, &plan.result)
+                    .await
+                    .map_err(store_err)
+            },
+        )
+        .await?;
         let fields: Vec<_> = plans
             .iter()
             .map(|p| merge::fields_json(&p.to_crm))
@@ -259,22 +279,27 @@ impl Outbound {
         };
         self.count(w, FirstSyncCount::BatchCalls, 1).await?;
         let pushed_ms = Some(self.leases.server_ms().await.map_err(queue_err)?);
-        let (mut left, mut created) = (Vec::new(), 0);
+        let (mut left, mut made) = (Vec::new(), Vec::new());
         for (c, plan) in chunk.iter().zip(&plans) {
-            let Some(ext) = done.created.get(&c.email.as_str().to_lowercase()) else {
-                if let Some(why) = done.refused.get(&c.email.as_str().to_lowercase()) {
-                    tracing::info!(contact = %c.id, %provider, reason = %why, "a batch create was refused; pushed singly");
+            match done.created.get(&c.email.as_str().to_lowercase()) {
+                Some(ext) => made.push((c, ext.clone(), plan)),
+                None => {
+                    if let Some(why) = done.refused.get(&c.email.as_str().to_lowercase()) {
+                        tracing::info!(contact = %c.id, %provider, reason = %why, "a batch create was refused; pushed singly");
+                    }
+                    left.push(c.id);
                 }
-                left.push(c.id);
-                continue;
-            };
-            self.record_synced(c, provider, ext, w.job_id, Some(&plan.result), pushed_ms)
+            }
+        }
+        let created = made.len();
+        each(made, WRITES_AT_ONCE, |(c, ext, plan)| async move {
+            self.record_synced(c, provider, &ext, w.job_id, Some(&plan.result), pushed_ms)
                 .await?;
             let note = plan.note(self.policy().name(), provider.as_str());
-            self.log(c, provider, Some(ext.clone()), "created", w.job_id, 1, note)
-                .await?;
-            created += 1;
-        }
+            self.log(c, provider, Some(ext), "created", w.job_id, 1, note)
+                .await
+        })
+        .await?;
         self.count(w, FirstSyncCount::BatchCreated, created).await?;
         self.push_singly(w, &left).await
     }
@@ -283,7 +308,11 @@ impl Outbound {
     /// each, holding their links' leases as a push does; a record changed
     /// in the CRM since it was listed (its values go into the app first),
     /// gone, or refused goes to a single push.
-    async fn update_batch(&self, w: &FirstSyncWrites<'_>, ids: &[ContactId]) -> Result<(), JobError> {
+    async fn update_batch(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        ids: &[ContactId],
+    ) -> Result<(), JobError> {
         let (held, leases, mut single) = self.lease_behind(w, ids).await?;
         let written = self.read_merge_update(w, &held, &mut single).await;
         for lease in leases {
@@ -292,7 +321,11 @@ impl Outbound {
             }
         }
         let written = written?;
-        self.count(w, FirstSyncCount::BatchUpdated, written).await?;
+        let counter = match w.provider {
+            Provider::Hubspot => FirstSyncCount::BatchUpdated,
+            Provider::Pipedrive => FirstSyncCount::Updated,
+        };
+        self.count(w, counter, written).await?;
         self.push_singly(w, &single).await
     }
 
@@ -346,10 +379,18 @@ impl Outbound {
         if held.is_empty() {
             return Ok(0);
         }
-        let emails: Vec<&str> = held.iter().map(|(c, _)| c.email.as_str()).collect();
+        let wanted: Vec<(&str, &str)> = held
+            .iter()
+            .map(|(c, l)| {
+                (
+                    c.email.as_str(),
+                    l.external_id.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
         let records = self
             .crm
-            .batch_read_contacts(w.customer, w.provider, &emails)
+            .batch_read_contacts(w.customer, w.provider, &wanted)
             .await?;
         self.count(w, FirstSyncCount::BatchCalls, 1).await?;
         let mut writes = Vec::new();
@@ -372,12 +413,45 @@ impl Outbound {
         if writes.is_empty() {
             return Ok(0);
         }
-        for (c, _, plan) in &writes {
+        each(&writes, WRITES_AT_ONCE, |(c, _, plan)| async move {
             self.store
                 .record_push_intent(c.id, w.customer, w.provider, &plan.result)
                 .await
-                .map_err(store_err)?;
-        }
+                .map_err(store_err)
+        })
+        .await?;
+        let updated = match w.provider {
+            Provider::Hubspot => self.update_in_one_call(w, &writes).await?,
+            Provider::Pipedrive => self.update_one_by_one(w, &writes).await?,
+        };
+        let Some(done) = updated else {
+            single.extend(writes.iter().map(|(c, _, _)| c.id));
+            return Ok(0);
+        };
+        let pushed_ms = Some(self.leases.server_ms().await.map_err(queue_err)?);
+        let (landed, refused): (Vec<_>, Vec<_>) = writes
+            .into_iter()
+            .partition(|(_, ext, _)| done.contains(ext));
+        single.extend(refused.iter().map(|(c, _, _)| c.id));
+        let written = landed.len();
+        each(landed, WRITES_AT_ONCE, |(c, ext, plan)| async move {
+            self.record_synced(c, w.provider, &ext, w.job_id, Some(&plan.result), pushed_ms)
+                .await?;
+            let note = plan.note(self.policy().name(), w.provider.as_str());
+            self.log(c, w.provider, Some(ext), "updated", w.job_id, 1, note)
+                .await
+        })
+        .await?;
+        Ok(written)
+    }
+
+    /// HubSpot: the updates in one batch call; the ids it updated, or
+    /// `None` when it refused the batch whole.
+    async fn update_in_one_call(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        writes: &[(&Contact, String, merge::Merge)],
+    ) -> Result<Option<HashSet<String>>, JobError> {
         let updates: Vec<_> = writes
             .iter()
             .map(|(_, ext, plan)| (ext.clone(), merge::fields_json(&plan.to_crm)))
@@ -390,26 +464,87 @@ impl Outbound {
             Ok(done) => done,
             Err(CrmError::Permanent(why)) => {
                 tracing::warn!(provider = %w.provider, reason = %why, "a batch update was refused whole; its contacts are pushed singly");
-                single.extend(writes.iter().map(|(c, _, _)| c.id));
-                return Ok(0);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
         self.count(w, FirstSyncCount::BatchCalls, 1).await?;
-        let pushed_ms = Some(self.leases.server_ms().await.map_err(queue_err)?);
-        let mut written = 0;
-        for (c, ext, plan) in writes {
-            if !done.updated.contains(&ext) {
-                single.push(c.id);
-                continue;
+        Ok(Some(done.updated))
+    }
+
+    /// A CRM without batch writes: one update a record, without the read a
+    /// single push makes first (the batch read was it). A refused input
+    /// is left out, for a single push.
+    async fn update_one_by_one(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        writes: &[(&Contact, String, merge::Merge)],
+    ) -> Result<Option<HashSet<String>>, JobError> {
+        let done = each(writes, CALLS_AT_ONCE, |(_, ext, plan)| async move {
+            let fields = merge::fields_json(&plan.to_crm);
+            match self
+                .crm
+                .update_contact(w.customer, w.provider, ext, &fields)
+                .await
+            {
+                Ok(Updated::Done) => Ok(Some(ext.clone())),
+                Ok(Updated::Gone) | Err(CrmError::Permanent(_)) => Ok(None),
+                Err(e) => Err(JobError::from(e)),
             }
+        })
+        .await?;
+        Ok(Some(done.into_iter().flatten().collect()))
+    }
+
+    /// A CRM without batch writes: the app's contacts it lacks created one
+    /// call each, without the look-up by email a single push makes first
+    /// (the listing was it). Each link is read again first: a record
+    /// linked since the plan (its CRM event was applied) is not created
+    /// twice. A refused input goes to a single push.
+    async fn create_one_by_one(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        ids: &[ContactId],
+    ) -> Result<(), JobError> {
+        let contacts = self.contacts(w.customer, ids).await?;
+        let links = self.store.links_of(ids).await.map_err(store_err)?;
+        let still: Vec<&Contact> = contacts
+            .iter()
+            .filter(|c| {
+                !links.iter().any(|l| {
+                    l.contact_id == c.id
+                        && l.provider == w.provider
+                        && (l.external_id.is_some() || l.pending_job_id.is_some())
+                })
+            })
+            .collect();
+        let made = each(still, CALLS_AT_ONCE, |c| async move {
+            let plan = merge::created(&UniversalContact::from(c));
+            self.store
+                .record_push_intent(c.id, w.customer, w.provider, &plan.result)
+                .await
+                .map_err(store_err)?;
+            let fields = merge::fields_json(&plan.to_crm);
+            let ext = match self.crm.create_contact(w.customer, w.provider, &fields).await {
+                Ok(ext) => ext,
+                Err(CrmError::Permanent(why)) => {
+                    tracing::info!(contact = %c.id, provider = %w.provider, reason = %why, "a create was refused; pushed singly");
+                    return Ok(Err(c.id));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let pushed_ms = Some(self.leases.server_ms().await.map_err(queue_err)?);
             self.record_synced(c, w.provider, &ext, w.job_id, Some(&plan.result), pushed_ms)
                 .await?;
             let note = plan.note(self.policy().name(), w.provider.as_str());
-            self.log(c, w.provider, Some(ext), "updated", w.job_id, 1, note)
+            self.log(c, w.provider, Some(ext), "created", w.job_id, 1, note)
                 .await?;
-            written += 1;
-        }
-        Ok(written)
+            Ok(Ok(()))
+        })
+        .await?;
+        let refused: Vec<ContactId> = made.iter().filter_map(|r| r.err()).collect();
+        self.count(w, FirstSyncCount::Created, made.len() - refused.len())
+            .await?;
+        self.push_singly(w, &refused).await
     }
 }
