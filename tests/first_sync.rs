@@ -35,24 +35,9 @@ async fn app_contacts(app: &TestApp, n: usize) {
     }
 }
 
-/// The default customer's HubSpot connection's `firstSync`, once set.
+/// The default customer's HubSpot connection's `firstSync`, once done.
 async fn first_sync_of(app: &TestApp) -> serde_json::Value {
-    eventually(
-        Duration::from_secs(30),
-        "the first sync recorded",
-        || async {
-            let (_, customer) = app
-                .call(Method::GET, "/api/customers/contact-sync", None)
-                .await;
-            customer["connections"]
-                .as_array()?
-                .iter()
-                .find(|c| c["provider"] == "hubspot")
-                .map(|c| c["firstSync"].clone())
-                .filter(|f| !f.is_null())
-        },
-    )
-    .await
+    first_sync_at(app, "hubspot", "done").await
 }
 
 async fn initial_sync(app: &TestApp) {
@@ -68,24 +53,26 @@ async fn initial_sync(app: &TestApp) {
 }
 
 /// Waits until every contact of the app has its HubSpot link synced and
-/// no job is left; returns how many contacts there are.
+/// no job is left.
 async fn all_synced(app: &TestApp, want: usize) {
-    eventually(
-        Duration::from_secs(60),
-        "every HubSpot link synced",
-        || async {
-            let contacts = app.contacts_all().await;
-            let synced = contacts
-                .iter()
-                .filter(|c| {
-                    c["links"]
-                        .as_array()
-                        .is_some_and(|l| l.iter().any(|l| l["syncStatus"] == "synced"))
+    all_synced_in(app, want, 1).await;
+}
+
+/// Waits until the app holds `want` contacts, each with `crms` links
+/// synced, and no job is left.
+async fn all_synced_in(app: &TestApp, want: usize, crms: usize) {
+    eventually(Duration::from_secs(60), "every link synced", || async {
+        let contacts = app.contacts_all().await;
+        let synced = contacts
+            .iter()
+            .filter(|c| {
+                c["links"].as_array().is_some_and(|l| {
+                    l.iter().filter(|l| l["syncStatus"] == "synced").count() == crms
                 })
-                .count();
-            (contacts.len() == want && synced == want).then_some(())
-        },
-    )
+            })
+            .count();
+        (contacts.len() == want && synced == want).then_some(())
+    })
     .await;
     app.settle(Duration::from_secs(30)).await;
 }
@@ -344,4 +331,265 @@ async fn a_poll_or_backfill_for_an_invalid_customer_id_is_a_400() {
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(body["error"], "invalid_customer", "{path}: {body}");
     }
+}
+
+/// A customer's connection's `firstSync` once its phase is `phase`.
+async fn first_sync_at(app: &TestApp, provider: &str, phase: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(60),
+        &format!("the {provider} first sync {phase}"),
+        || async {
+            let (_, customer) = app
+                .call(Method::GET, "/api/customers/contact-sync", None)
+                .await;
+            customer["connections"]
+                .as_array()?
+                .iter()
+                .find(|c| c["provider"] == provider)
+                .map(|c| c["firstSync"].clone())
+                .filter(|f| f["phase"] == phase)
+        },
+    )
+    .await
+}
+
+async fn initial_sync_of(app: &TestApp, provider: &str) {
+    let path = format!("/api/customers/contact-sync/connections/{provider}/initial-sync");
+    let (status, body) = app.call(Method::POST, &path, None).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Seeds a CRM with records in its own shape: `(email, first name)`.
+async fn crm_people(app: &TestApp, provider: &str, people: &[(String, String)]) {
+    let records: Vec<serde_json::Value> = people
+        .iter()
+        .map(|(email, first)| match provider {
+            "hubspot" => json!({ "properties": { "email": email, "firstname": first } }),
+            _ => json!({ "name": first, "first_name": first,
+                "emails": [{ "value": email, "primary": true, "label": "work" }] }),
+        })
+        .collect();
+    let (status, body) = app
+        .sim_send(
+            Method::POST,
+            &format!("/{provider}/records"),
+            Some(json!(records)),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+}
+
+/// `(email, first name, last name)` of each record of a CRM.
+async fn crm_names(app: &TestApp, provider: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    app.records(provider)
+        .await
+        .iter()
+        .map(|r| match provider {
+            "hubspot" => (
+                r["properties"]["email"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                text(&r["properties"]["firstname"]),
+                text(&r["properties"]["lastname"]),
+            ),
+            _ => (
+                r["emails"][0]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                text(&r["first_name"]),
+                text(&r["last_name"]),
+            ),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_first_sync_of_two_crms_creates_what_each_lacks_in_batches_and_the_sides_agree() {
+    // no webhooks or flow events: records that were there before the
+    // connection was made send none
+    let app = TestApp::with(
+        Options::default()
+            .env("SIMULATOR_WEBHOOK_URL", "")
+            .env("SIMULATOR_EVENTS_URL", ""),
+    )
+    .await;
+    // the app: f0..f29; HubSpot: f0..f9 and ten of its own; Pipedrive:
+    // f10..f19 and ten of its own
+    app_contacts(&app, 30).await;
+    let people = |range: std::ops::Range<usize>, who: &str| -> Vec<(String, String)> {
+        range
+            .map(|i| (format!("{who}{i}@example.com"), format!("{who}-{i}")))
+            .collect()
+    };
+    let mut hubspot = people(0..10, "f");
+    hubspot
+        .iter_mut()
+        .for_each(|(_, first)| *first = first.replace("f-", "First"));
+    hubspot.extend(people(0..10, "hs"));
+    let mut pipedrive = people(10..20, "f");
+    pipedrive
+        .iter_mut()
+        .for_each(|(_, first)| *first = first.replace("f-", "First"));
+    pipedrive.extend(people(0..10, "pd"));
+    crm_people(&app, "hubspot", &hubspot).await;
+    crm_people(&app, "pipedrive", &pipedrive).await;
+    app.sim_send(Method::DELETE, "/calls", None).await;
+
+    initial_sync_of(&app, "hubspot").await;
+    initial_sync_of(&app, "pipedrive").await;
+    // a second request while one is underway is refused
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/customers/contact-sync/connections/hubspot/initial-sync",
+            None,
+        )
+        .await;
+    if status != 202 {
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"], "conflict", "{body}");
+    }
+    let hs = first_sync_at(&app, "hubspot", "done").await;
+    let pd = first_sync_at(&app, "pipedrive", "done").await;
+    all_synced_in(&app, 50, 2).await;
+
+    // 50 people, each once in each CRM, with the app's names
+    let app_people = app.contacts().await;
+    assert_eq!(app_people.len(), 50);
+    for provider in ["hubspot", "pipedrive"] {
+        let names = crm_names(&app, provider).await;
+        assert_eq!(names.len(), 50, "{provider}: {names:?}");
+        for (email, first, last) in &names {
+            let c = app_people
+                .iter()
+                .find(|c| c["email"] == email.as_str())
+                .unwrap_or_else(|| panic!("{email} in the app"));
+            assert_eq!(
+                first.as_deref(),
+                c["firstName"].as_str(),
+                "{provider} {email}"
+            );
+            assert_eq!(
+                last.as_deref(),
+                c["lastName"].as_str(),
+                "{provider} {email}"
+            );
+        }
+    }
+    // Pipedrive's own ten reached HubSpot in the same batch as the app's
+    // twenty: one batch create; HubSpot's shared ten got the app's last
+    // name in one batch read and one batch update; nothing looked up one
+    // by one
+    assert_eq!(app.calls("hubspot", "batch-create-contacts").await.len(), 1);
+    assert_eq!(app.calls("hubspot", "batch-update-contacts").await.len(), 1);
+    for provider in ["hubspot", "pipedrive"] {
+        for action in ["find-contact", "get-contact"] {
+            let calls = app.calls(provider, action).await;
+            assert!(calls.is_empty(), "{provider} {action}: {calls:?}");
+        }
+    }
+    assert!(app.calls("hubspot", "create-contact").await.is_empty());
+    // Pipedrive: one create a person it lacked, one batch read and one
+    // update a shared person
+    assert_eq!(app.calls("pipedrive", "create-contact").await.len(), 30);
+    assert_eq!(app.calls("pipedrive", "batch-read-contacts").await.len(), 1);
+    assert_eq!(app.calls("pipedrive", "update-contact").await.len(), 10);
+    assert_eq!(
+        (
+            &hs["listed"],
+            &hs["matched"],
+            &hs["batchCreated"],
+            &hs["batchUpdated"]
+        ),
+        (&json!(20), &json!(10), &json!(30), &json!(10)),
+        "{hs}"
+    );
+    assert_eq!(
+        (
+            &pd["listed"],
+            &pd["matched"],
+            &pd["created"],
+            &pd["updated"]
+        ),
+        (&json!(20), &json!(10), &json!(30), &json!(10)),
+        "{pd}"
+    );
+    assert_eq!(
+        (&pd["toWrite"], &pd["written"], &pd["secondsLeft"]),
+        (&json!(40), &json!(40), &json!(0.0))
+    );
+}
+
+#[tokio::test]
+async fn a_record_changed_in_the_crm_during_the_first_sync_is_not_overwritten() {
+    let app = TestApp::with(
+        Options::default()
+            .env("SIMULATOR_WEBHOOK_URL", "")
+            .env("SIMULATOR_EVENTS_URL", ""),
+    )
+    .await;
+    app_contacts(&app, 1).await;
+    crm_people(
+        &app,
+        "hubspot",
+        &[("f0@example.com".into(), "First0".into())],
+    )
+    .await;
+    // Pipedrive lists slowly (150 people: two pages, one call per 3 s), so
+    // HubSpot's write step waits for it
+    let pd: Vec<(String, String)> = (0..150)
+        .map(|i| (format!("pd{i}@example.com"), format!("Pd{i}")))
+        .collect();
+    crm_people(&app, "pipedrive", &pd).await;
+    app.set_faults(json!({ "rateLimits": { "pipedrive": { "calls": 1, "windowMs": 3000 } } }))
+        .await;
+    initial_sync_of(&app, "hubspot").await;
+    initial_sync_of(&app, "pipedrive").await;
+    first_sync_at(&app, "hubspot", "waiting").await;
+    // meanwhile someone gives f0 a last name in HubSpot: the app's last
+    // name, which HubSpot lacked when it was listed, is not written over it
+    let id = app
+        .records("hubspot")
+        .await
+        .iter()
+        .find(|r| r["properties"]["email"] == "f0@example.com")
+        .map(|r| r["id"].as_str().expect("an id").to_owned())
+        .expect("f0 in HubSpot");
+    let (status, body) = app
+        .sim_send(
+            Method::PATCH,
+            &format!("/hubspot/records/{id}"),
+            Some(json!({ "properties": { "lastname": "Changed" } })),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+    app.set_faults(json!({})).await;
+    first_sync_at(&app, "hubspot", "done").await;
+    let f0 = app.contact_by_email("f0@example.com").await.expect("f0");
+    eventually(
+        Duration::from_secs(30),
+        "the app takes the CRM's change",
+        || async {
+            let f0 = app.contact_by_email("f0@example.com").await?;
+            (f0["lastName"] == "Changed").then_some(())
+        },
+    )
+    .await;
+    app.settle(Duration::from_secs(30)).await;
+    let names = crm_names(&app, "hubspot").await;
+    let hs = names.iter().find(|n| n.0 == "f0@example.com").expect("f0");
+    assert_eq!(
+        hs.2.as_deref(),
+        Some("Changed"),
+        "HubSpot kept its change: {names:?}"
+    );
+    assert!(
+        app.calls("hubspot", "batch-update-contacts")
+            .await
+            .is_empty(),
+        "{f0}"
+    );
 }
