@@ -173,6 +173,7 @@ pub async fn run_api(
         enqueuer: Enqueuer::new(queue, cfg.jobs.retry_attempts)
             .with_dedup_ttl(Duration::from_secs(cfg.api.webhook_dedup_secs)),
         providers: cfg.sync.providers.clone(),
+        first_sync_on_connect: cfg.jobs.first_sync_on_connect,
         rate_limits: Provider::ALL
             .iter()
             .map(|&p| (p, cfg.rate_limits.per_second(p)))

@@ -133,6 +133,10 @@ pub struct JobsConfig {
     /// Attempts a sync job gets before it is parked in the dead set.
     #[arg(long, env = "RETRY_ATTEMPTS", default_value_t = 3)]
     pub retry_attempts: u32,
+    /// Start a connection's first sync when the api records it (a new
+    /// customer's connections, a connection added to a customer).
+    #[arg(long, env = "FIRST_SYNC_ON_CONNECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub first_sync_on_connect: bool,
 }
 
 /// A worker process of the pool.

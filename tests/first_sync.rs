@@ -593,3 +593,72 @@ async fn a_record_changed_in_the_crm_during_the_first_sync_is_not_overwritten() 
         "{f0}"
     );
 }
+
+#[tokio::test]
+async fn connecting_a_crm_starts_its_first_sync() {
+    let app = TestApp::with(
+        Options::default()
+            .env("FIRST_SYNC_ON_CONNECT", "true")
+            .env("SIMULATOR_WEBHOOK_URL", "")
+            .env("SIMULATOR_EVENTS_URL", ""),
+    )
+    .await;
+    // a customer with contacts and no CRM yet
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/customers",
+            Some(json!({ "id": "acme", "name": "Acme", "connections": {} })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for i in 0..5 {
+        let (status, body) = app
+            .create(
+                json!({ "email": format!("a{i}@example.com"), "firstName": format!("A{i}"),
+                "customerId": "acme" }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // its HubSpot portal holds one person of its own
+    let (status, body) = app
+        .sim_send(
+            Method::POST,
+            "/hubspot/records?customer=acme",
+            Some(json!({ "properties": { "email": "own@example.com", "firstname": "Own" } })),
+        )
+        .await;
+    assert!(status < 300, "{body}");
+
+    // connecting HubSpot is all it takes
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/customers/acme/connections/hubspot",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first = eventually(Duration::from_secs(60), "the first sync done", || async {
+        let (_, customer) = app.call(Method::GET, "/api/customers/acme", None).await;
+        customer["connections"]
+            .as_array()?
+            .iter()
+            .find(|c| c["provider"] == "hubspot")
+            .map(|c| c["firstSync"].clone())
+            .filter(|f| f["phase"] == "done")
+    })
+    .await;
+    assert_eq!(
+        (&first["listed"], &first["batchCreated"]),
+        (&json!(1), &json!(5)),
+        "{first}"
+    );
+    let records = app.sim_get("/hubspot/records?customer=acme").await;
+    assert_eq!(records.as_array().map(Vec::len), Some(6), "{records}");
+    let (_, listed) = app
+        .call(Method::GET, "/api/contacts?customerId=acme", None)
+        .await;
+    assert!(listed.to_string().contains("own@example.com"), "{listed}");
+}

@@ -368,7 +368,8 @@ pub struct CustomersApi;
 
 #[OpenApi(prefix_path = "/customers", tag = "super::Tag::Customers")]
 impl CustomersApi {
-    /// Create a customer with its CRM connections.
+    /// Create a customer with its CRM connections; each enabled one
+    /// starts its first sync (unless `FIRST_SYNC_ON_CONNECT` is off).
     #[oai(path = "/", method = "post")]
     async fn create(
         &self,
@@ -398,6 +399,11 @@ impl CustomersApi {
                 .await
                 .map_err(Fail::from)?;
             state.customers.forget(&customer.id);
+            let connected: Vec<Provider> = Provider::ALL
+                .into_iter()
+                .filter(|p| customer.connection(*p).is_some_and(|c| c.enabled))
+                .collect();
+            state.first_sync_on_connect(&customer.id, &connected).await;
             Ok::<_, Fail>(OneResponse::Created(Json(
                 state.customer_view(&customer).await?,
             )))
@@ -457,7 +463,9 @@ impl CustomersApi {
     }
 
     /// Record, enable or disable a customer's connection with a CRM. A
-    /// disabled connection gets no new jobs and is not polled.
+    /// disabled connection gets no new jobs and is not polled. A new
+    /// connection starts its first sync (unless `FIRST_SYNC_ON_CONNECT`
+    /// is off).
     #[oai(path = "/:id/connections/:provider", method = "put")]
     async fn set_connection(
         &self,
@@ -477,6 +485,7 @@ impl CustomersApi {
                 .map_err(Fail::unavailable)?
                 .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
             let conn = apply(current.connection(provider), &body.0)?;
+            let new = current.connection(provider).is_none() && conn.enabled;
             let updated = state
                 .store
                 .set_connection(&id, provider, &conn)
@@ -484,6 +493,9 @@ impl CustomersApi {
                 .map_err(Fail::from)?
                 .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
             state.customers.forget(&id);
+            if new {
+                state.first_sync_on_connect(&id, &[provider]).await;
+            }
             Ok::<_, Fail>(OneResponse::Ok(Json(state.customer_view(&updated).await?)))
         };
         res.await.unwrap_or_else(Into::into)

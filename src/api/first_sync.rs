@@ -4,8 +4,10 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 
+use super::errors::Fail;
+use super::ApiState;
 use crate::crm::BATCH_MAX;
-use crate::domain::Provider;
+use crate::domain::{CustomerId, Provider};
 use crate::store::{FirstSyncPhase, FirstSyncRecord};
 
 /// A connection's last first sync.
@@ -79,6 +81,66 @@ impl FirstSyncView {
             errors: f.errors,
             error: f.error.clone(),
             seconds_left: seconds_left(f, provider, rate),
+        }
+    }
+}
+
+impl ApiState {
+    /// Starts a connection's first sync and queues its job; `None` when
+    /// one is underway. A job that cannot be queued ends the first sync
+    /// as failed, so the connection does not hold its pushes for it.
+    ///
+    /// # Errors
+    /// 503 when MongoDB or Redis fails.
+    pub(super) async fn start_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<Option<String>, Fail> {
+        let started = self
+            .store
+            .begin_first_sync(customer, provider)
+            .await
+            .map_err(Fail::unavailable)?;
+        if !started {
+            return Ok(None);
+        }
+        match self.enqueuer.first_sync(customer, provider).await {
+            Ok(job_id) => Ok(Some(job_id)),
+            Err(e) => {
+                if let Err(e) = self
+                    .store
+                    .fail_first_sync(customer, provider, &format!("not queued: {e}"))
+                    .await
+                {
+                    tracing::warn!(error = %e, "recording a first sync that was not queued failed; its hold lapses by itself");
+                }
+                Err(Fail::unavailable(e))
+            }
+        }
+    }
+
+    /// Starts the first sync of connections just recorded, when the
+    /// deployment does that on connect; one that cannot start is logged
+    /// (the operator starts it with `…/initial-sync`).
+    pub(super) async fn first_sync_on_connect(
+        &self,
+        customer: &CustomerId,
+        providers: &[Provider],
+    ) {
+        if !self.first_sync_on_connect {
+            return;
+        }
+        for &p in providers {
+            match self.start_first_sync(customer, p).await {
+                Ok(Some(job_id)) => {
+                    tracing::info!(%customer, provider = %p, job_id, "first sync of a new connection queued");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%customer, provider = %p, error = ?e, "the first sync of a new connection did not start; ask for it with …/initial-sync");
+                }
+            }
         }
     }
 }

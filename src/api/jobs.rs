@@ -503,17 +503,12 @@ async fn poll(
         Mode::Changes => state.enqueuer.poll(&customer, provider, false).await,
         Mode::Backfill => state.enqueuer.poll(&customer, provider, true).await,
         Mode::FirstSync => {
-            let started = state
-                .store
-                .begin_first_sync(&customer, provider)
-                .await
-                .map_err(Fail::unavailable)?;
-            if !started {
-                return Err(Fail::conflict(format!(
+            return match state.start_first_sync(&customer, provider).await? {
+                Some(job_id) => Ok(PollResponse::Accepted(Json(Queued { job_id }))),
+                None => Err(Fail::conflict(format!(
                     "a first sync of customer {customer}'s {provider} connection is underway; its progress is on the customer's connection"
-                )));
+                ))),
             }
-            state.enqueuer.first_sync(&customer, provider).await
         }
     };
     let job_id = queued.map_err(Fail::unavailable)?;

@@ -54,6 +54,8 @@ pub struct ApiState {
     pub rate_limits: std::collections::HashMap<Provider, u32>,
     /// The self-check's client of Integration.app.
     pub checker: Checker,
+    /// Start a connection's first sync when it is recorded.
+    pub first_sync_on_connect: bool,
 }
 
 #[derive(Tags)]

@@ -11,6 +11,12 @@ use super::inbound::cursor_id;
 use super::Store;
 use crate::domain::{CustomerId, Provider};
 
+/// How long a first sync may hold pushes to its connection: far longer
+/// than listings take (HubSpot's 20,000 records are 200 pages, 20 s at
+/// its floor), short enough that a first sync whose job was lost does not
+/// keep a connection's pushes from it.
+pub const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The steps of a first sync, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -245,16 +251,22 @@ impl Store {
     }
 
     /// The connections of the customer whose pushes are held for their
-    /// first sync's write step.
+    /// first sync's write step. A hold lapses [`HOLD_MAX`] after the
+    /// first sync started, whatever became of its job: pushes are never
+    /// held for good.
     ///
     /// # Errors
     /// When the database fails.
     pub async fn held_providers(&self, customer: &CustomerId) -> anyhow::Result<Vec<Provider>> {
+        let since = DateTime::now().timestamp_millis() - HOLD_MAX.as_millis() as i64;
         Ok(self
             .first_syncs(customer)
             .await?
             .into_iter()
-            .filter(|(_, f)| f.phase().holds_pushes())
+            .filter(|(_, f)| {
+                f.phase().holds_pushes()
+                    && f.started_at.is_some_and(|t| t.timestamp_millis() > since)
+            })
             .map(|(p, _)| p)
             .collect())
     }

@@ -185,6 +185,9 @@ impl TestApp {
                 "SIMULATOR_EVENTS_URL",
                 format!("http://127.0.0.1:{api_port}/api/integration/events"),
             ),
+            // tests that start a first sync ask for it (tests/first_sync.rs
+            // has the one that a new connection starts by itself)
+            ("FIRST_SYNC_ON_CONNECT", "false".into()),
             ("RETRY_BASE_MS", "50".into()),
             ("RATE_LIMIT_HUBSPOT", "1000".into()),
             ("RATE_LIMIT_PIPEDRIVE", "1000".into()),
