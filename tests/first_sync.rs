@@ -548,7 +548,31 @@ async fn a_record_changed_in_the_crm_during_the_first_sync_is_not_overwritten() 
         .await;
     initial_sync_of(&app, "hubspot").await;
     initial_sync_of(&app, "pipedrive").await;
-    first_sync_at(&app, "hubspot", "waiting").await;
+    let waiting = first_sync_at(&app, "hubspot", "waiting").await;
+    assert_eq!(
+        (&waiting["listed"], &waiting["matched"]),
+        (&json!(1), &json!(1)),
+        "{waiting}"
+    );
+    assert!(
+        waiting["secondsLeft"].is_null(),
+        "unknown until it writes: {waiting}"
+    );
+    // /metrics shows the first syncs underway
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.api))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .expect("api reachable")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("first_sync_listed{customer=\"contact-sync\",provider=\"hubspot\"} 1"),
+        "{metrics}"
+    );
     // meanwhile someone gives f0 a last name in HubSpot: the app's last
     // name, which HubSpot lacked when it was listed, is not written over it
     let id = app

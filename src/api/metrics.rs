@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format: pool-wide counters and
 //! histograms (written by every process into Redis), plus gauges read now —
-//! jobs per queue and state, links per provider and status.
+//! jobs per queue and state, links per provider and status, the progress
+//! of each first sync underway.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -12,6 +13,7 @@ use poem::{handler, IntoResponse, Response};
 use super::jobs::QUEUES;
 use super::ApiState;
 use crate::domain::{Provider, SyncStatus};
+use crate::store::FirstSyncRecord;
 
 fn base_name(series: &str) -> &str {
     let name = series.split('{').next().unwrap_or(series);
@@ -92,6 +94,7 @@ async fn render(state: &ApiState) -> anyhow::Result<String> {
         let n = state.store.connections_needing_reconnect(p).await?;
         writeln!(out, "connections_needing_reconnect{{provider=\"{p}\"}} {n}")?;
     }
+    first_syncs(state, &mut out).await?;
     state.metrics.flush().await?;
     let series = state.metrics.read().await?;
     let mut typed = BTreeSet::new();
@@ -103,6 +106,68 @@ async fn render(state: &ApiState) -> anyhow::Result<String> {
         writeln!(out, "{name} {value}")?;
     }
     Ok(out)
+}
+
+/// Gauges of each first sync underway (one series per connection being
+/// first-synced, gone when it finishes).
+async fn first_syncs(state: &ApiState, out: &mut String) -> anyhow::Result<()> {
+    let underway = state.store.first_syncs_underway().await?;
+    let gauges: [(&str, &str, fn(&FirstSyncRecord) -> f64); 5] = [
+        (
+            "first_sync_listed",
+            "CRM records a first sync listed.",
+            |f| f.listed as f64,
+        ),
+        (
+            "first_sync_matched",
+            "Listed records that met an app contact.",
+            |f| f.matched as f64,
+        ),
+        ("first_sync_to_write", "Writes a first sync planned.", |f| {
+            f.to_write as f64
+        }),
+        (
+            "first_sync_written",
+            "Writes made or handed to single pushes.",
+            |f| f.written() as f64,
+        ),
+        (
+            "first_sync_errors",
+            "Records a first sync could not list or write.",
+            |f| f.errors as f64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        writeln!(out, "# HELP {name} {help}")?;
+        writeln!(out, "# TYPE {name} gauge")?;
+        for (customer, p, f) in &underway {
+            writeln!(
+                out,
+                "{name}{{customer=\"{customer}\",provider=\"{p}\"}} {}",
+                value(f)
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "# HELP first_sync_seconds_left Seconds a first sync's writes have left at the rate in effect (absent while it lists)."
+    )?;
+    writeln!(out, "# TYPE first_sync_seconds_left gauge")?;
+    for (customer, p, f) in &underway {
+        let view = super::first_sync::FirstSyncView::new(
+            f,
+            *p,
+            state.rate_limits.get(p).copied().unwrap_or(0),
+        );
+        if let Some(left) = view.seconds_left {
+            writeln!(
+                out,
+                "first_sync_seconds_left{{customer=\"{customer}\",provider=\"{p}\",phase=\"{}\"}} {left}",
+                view.phase
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The metrics endpoint on a listener of its own (`METRICS_ADDR`): no token,

@@ -364,4 +364,33 @@ impl Store {
             .context("recording a first sync's plan")?;
         Ok(())
     }
+
+    /// Every first sync underway, of every customer: `(customer id,
+    /// provider, record)`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn first_syncs_underway(
+        &self,
+    ) -> anyhow::Result<Vec<(String, Provider, FirstSyncRecord)>> {
+        let docs: Vec<bson::Document> = self
+            .cursors
+            .clone_with_type::<bson::Document>()
+            .find(doc! { "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } })
+            .projection(doc! { "firstSync": 1 })
+            .await
+            .context("reading first syncs")?
+            .try_collect()
+            .await
+            .context("reading first syncs")?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| {
+                let (customer, provider) = d.get_str("_id").ok()?.rsplit_once(':')?;
+                let provider = provider.parse().ok()?;
+                let record = bson::from_document(d.get_document("firstSync").ok()?.clone()).ok()?;
+                Some((customer.to_owned(), provider, record))
+            })
+            .collect())
+    }
 }
