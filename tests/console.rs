@@ -203,8 +203,9 @@ async fn viewer_browses_dead_jobs_but_may_not_retry() {
 #[tokio::test]
 async fn operator_manages_each_customer_s_contacts_from_the_console() {
     // arrange: Acme (HubSpot + Pipedrive) and Globex (HubSpot only), each
-    // on its own simulated CRM accounts
-    let app = TestApp::spawn().await;
+    // on its own simulated CRM accounts; each connection starts its first
+    // sync as it is made
+    let app = TestApp::with(Options::default().env("FIRST_SYNC_ON_CONNECT", "true")).await;
     app.customers_on_own_accounts(
         &[("acme", "Acme Corp"), ("globex", "Globex")],
         &[
@@ -233,6 +234,14 @@ async fn operator_manages_each_customer_s_contacts_from_the_console() {
             )
             .await;
     }
+    // each connection's first sync is done (the column shows its bar
+    // while it writes)
+    browser
+        .wait_for(
+            "Acme's HubSpot first sync done",
+            "document.querySelector('tr[data-customer-id=acme][data-provider=hubspot]')?.lastElementChild?.textContent.startsWith('done') === true",
+        )
+        .await;
     assert!(
         !browser
             .eval(&exists(

@@ -42,6 +42,33 @@ function explain(err) {
 
 // ---- DOM helpers ----
 
+// A connection's first sync: its step; while it writes, a bar of the
+// writes made and the time left at the rate in effect.
+function firstSync(f) {
+  if (!f) return '—';
+  const counts = `${f.listed} listed, ${f.matched} matched, ${f.written} of ${f.toWrite} written, ${f.errors} errors`;
+  switch (f.phase) {
+    case 'done':
+      return h('span', { class: 'muted', title: counts }, 'done ', time(f.finishedAt));
+    case 'failed':
+      return h('span', { class: 'error-text', title: f.error || counts }, 'failed');
+    case 'writing':
+      return h(
+        'span',
+        { class: 'first-sync', title: counts },
+        h('progress', {
+          max: Math.max(f.toWrite, 1),
+          value: f.written,
+          'aria-label': `First sync: ${f.written} of ${f.toWrite} written`,
+        }),
+        ` ${f.written} / ${f.toWrite}`,
+        f.secondsLeft == null ? '' : ` · ${duration(f.secondsLeft * 1000)} left`,
+      );
+    default:
+      return h('span', { title: counts }, `${f.phase}: ${f.listed} listed, ${f.matched} matched`);
+  }
+}
+
 function h(tag, attrs, ...kids) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs ?? {})) {
@@ -466,7 +493,7 @@ function renderCustomers({ list, more, after }) {
         ),
       );
     if (!c.connections.length) {
-      return [{ attrs: { 'data-customer-id': c.id }, cells: [head(1), h('td', { colspan: 9, class: 'empty' }, 'No CRM connected.')] }];
+      return [{ attrs: { 'data-customer-id': c.id }, cells: [head(1), h('td', { colspan: 11, class: 'empty' }, 'No CRM connected.')] }];
     }
     return c.connections.map((x, i) => ({
       attrs: { 'data-customer-id': c.id, 'data-provider': x.provider },
@@ -483,6 +510,7 @@ function renderCustomers({ list, more, after }) {
         x.linksSynced,
         x.linksError,
         `${x.rateLimitUsed} / ${x.rateLimitInEffect} per s`,
+        firstSync(x.firstSync),
       ].filter((cell) => cell !== null),
     }));
   });
@@ -492,7 +520,7 @@ function renderCustomers({ list, more, after }) {
     h('p', { id: 'h-customers', class: 'muted' }, 'Customers and their CRM connections, by id.'),
     table(
       'h-customers',
-      ['Customer', 'CRM', 'Account', 'Health', '#Errors (1 h)', 'Last success', 'Last poll', '#Pending', '#Synced', '#Error', '#Budget used'],
+      ['Customer', 'CRM', 'Account', 'Health', '#Errors (1 h)', 'Last success', 'Last poll', '#Pending', '#Synced', '#Error', '#Budget used', 'First sync'],
       rows,
       'No customers.',
     ),
@@ -626,7 +654,7 @@ function renderOverview({ queues, history, workers, links, customer }) {
       ? tableSection(
           'h-connections',
           `Connections of ${customer.name}`,
-          ['CRM', 'Account', 'Health', 'Last success', 'Last poll', '#Errors (1 h)', '#Pending', '#Synced', '#Error', '#Budget used'],
+          ['CRM', 'Account', 'Health', 'Last success', 'Last poll', '#Errors (1 h)', '#Pending', '#Synced', '#Error', '#Budget used', 'First sync'],
           customer.connections.map((c) => ({
             attrs: { 'data-provider': c.provider },
             cells: [
@@ -640,6 +668,7 @@ function renderOverview({ queues, history, workers, links, customer }) {
               c.linksSynced,
               c.linksError,
               `${c.rateLimitUsed} / ${c.rateLimitInEffect} per s`,
+              firstSync(c.firstSync),
             ],
           })),
           'No CRM connected.',
