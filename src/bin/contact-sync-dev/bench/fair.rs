@@ -40,6 +40,8 @@ pub struct Fair {
 /// When the stack does not start, or the api refuses a write.
 pub async fn bench_fair(mut cfg: DevConfig, fair: Fair) -> anyhow::Result<()> {
     isolate(&mut cfg);
+    // the customers' connections start no first sync: the run measures pushes
+    cfg.jobs.first_sync_on_connect = false;
     unthrottled_stack(&mut cfg)?;
     cfg.sim.simulator_webhook_url = Some(String::new());
     cfg.sim.simulator_events_url = Some(String::new());

@@ -126,6 +126,8 @@ fn floor(provider: Provider, n: usize) -> (usize, Duration) {
 pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Result<()> {
     let n = run.contacts.max(4);
     isolate(&mut cfg);
+    // each first sync is started by the run, once the three sides are seeded
+    cfg.jobs.first_sync_on_connect = false;
     cfg.api.api_addr = "127.0.0.1:0".parse()?;
     cfg.sim.simulator_addr = "127.0.0.1:0".parse()?;
     // our pool-wide budget at each CRM's average rate
