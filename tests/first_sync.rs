@@ -559,16 +559,7 @@ async fn a_record_changed_in_the_crm_during_the_first_sync_is_not_overwritten() 
         "unknown until it writes: {waiting}"
     );
     // /metrics shows the first syncs underway
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.api))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .expect("api reachable")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("first_sync_listed{customer=\"contact-sync\",provider=\"hubspot\"} 1"),
         "{metrics}"

@@ -9,16 +9,7 @@ use prometheus_parse::{Scrape, Value as PValue};
 use serde_json::json;
 
 async fn scrape(app: &TestApp) -> Scrape {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.api))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .expect("api reachable")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics_text().await;
     Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text format")
 }
 

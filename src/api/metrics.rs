@@ -108,11 +108,14 @@ async fn render(state: &ApiState) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// A gauge of a first sync: name, help, and its value.
+type Gauge = (&'static str, &'static str, fn(&FirstSyncRecord) -> f64);
+
 /// Gauges of each first sync underway (one series per connection being
 /// first-synced, gone when it finishes).
 async fn first_syncs(state: &ApiState, out: &mut String) -> anyhow::Result<()> {
     let underway = state.store.first_syncs_underway().await?;
-    let gauges: [(&str, &str, fn(&FirstSyncRecord) -> f64); 5] = [
+    let gauges: [Gauge; 5] = [
         (
             "first_sync_listed",
             "CRM records a first sync listed.",

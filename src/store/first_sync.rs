@@ -220,34 +220,40 @@ impl Store {
             .iter()
             .map(|p| cursor_id(customer, *p))
             .collect();
+        let customer_text = customer.as_str();
+        Ok(self
+            .first_sync_docs(doc! { "_id": { "$in": &ids }, "firstSync": { "$type": "object" } })
+            .await?
+            .into_iter()
+            .filter_map(|(customer, p, f)| (customer == customer_text).then_some((p, f)))
+            .collect())
+    }
+
+    /// The first syncs of the cursors `filter` selects: `(customer id,
+    /// provider, record)`.
+    async fn first_sync_docs(
+        &self,
+        filter: bson::Document,
+    ) -> anyhow::Result<Vec<(String, Provider, FirstSyncRecord)>> {
         let docs: Vec<bson::Document> = self
             .cursors
             .clone_with_type::<bson::Document>()
-            .find(doc! { "_id": { "$in": &ids }, "firstSync": { "$type": "object" } })
+            .find(filter)
             .projection(doc! { "firstSync": 1 })
             .await
             .context("reading first syncs")?
             .try_collect()
             .await
             .context("reading first syncs")?;
-        let mut out = Vec::new();
-        for d in docs {
-            let id = d.get_str("_id").unwrap_or_default();
-            let Some(p) = Provider::ALL
-                .into_iter()
-                .find(|p| cursor_id(customer, *p) == id)
-            else {
-                continue;
-            };
-            let record = d
-                .get_document("firstSync")
-                .ok()
-                .and_then(|f| bson::from_document::<FirstSyncRecord>(f.clone()).ok());
-            if let Some(record) = record {
-                out.push((p, record));
-            }
-        }
-        Ok(out)
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| {
+                let (customer, provider) = d.get_str("_id").ok()?.rsplit_once(':')?;
+                let provider = provider.parse().ok()?;
+                let record = bson::from_document(d.get_document("firstSync").ok()?.clone()).ok()?;
+                Some((customer.to_owned(), provider, record))
+            })
+            .collect())
     }
 
     /// The connections of the customer whose pushes are held for their
@@ -373,24 +379,9 @@ impl Store {
     pub async fn first_syncs_underway(
         &self,
     ) -> anyhow::Result<Vec<(String, Provider, FirstSyncRecord)>> {
-        let docs: Vec<bson::Document> = self
-            .cursors
-            .clone_with_type::<bson::Document>()
-            .find(doc! { "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } })
-            .projection(doc! { "firstSync": 1 })
-            .await
-            .context("reading first syncs")?
-            .try_collect()
-            .await
-            .context("reading first syncs")?;
-        Ok(docs
-            .into_iter()
-            .filter_map(|d| {
-                let (customer, provider) = d.get_str("_id").ok()?.rsplit_once(':')?;
-                let provider = provider.parse().ok()?;
-                let record = bson::from_document(d.get_document("firstSync").ok()?.clone()).ok()?;
-                Some((customer.to_owned(), provider, record))
-            })
-            .collect())
+        self.first_sync_docs(
+            doc! { "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } },
+        )
+        .await
     }
 }

@@ -237,7 +237,9 @@ impl Store {
                     },
                     true => doc! {
                         "q": { "_id": &id, "pendingVersion": { "$lte": current } },
-                        "u": { "$set": { "syncStatus": "pending", "pendingVersion": current } },
+                        // owed, by no job yet: the caller queues one, or a
+                        // first sync's write step takes it
+                        "u": { "$set": { "syncStatus": "pending", "pendingVersion": current, "pendingJobId": null } },
                     },
                 },
             ])

@@ -500,6 +500,19 @@ impl TestApp {
 
     // ---- simulator ----
 
+    /// The api's `/metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("api reachable")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn sim_get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}/_sim{path}", self.sim))

@@ -71,8 +71,8 @@ struct Plan {
     creates: Vec<ContactId>,
     /// Contacts whose linked record lacks values the app holds.
     updates: Vec<ContactId>,
-    /// Contacts whose queued push is gone (no longer live) before it
-    /// linked them: a single push, which looks the email up first.
+    /// Contacts whose queued push ended (no longer live) without syncing
+    /// them: a single push again, which looks the CRM up first.
     singles: Vec<ContactId>,
 }
 
@@ -110,16 +110,20 @@ impl Outbound {
         }
         tokio::time::sleep(LAST_PASS_AFTER.saturating_sub(began.elapsed())).await;
         let late = self.plan_writes(w).await?;
-        if late.len() > 0 {
+        if late.creates.len() + late.updates.len() > 0 {
             tracing::info!(
-                contacts = late.len(),
+                contacts = late.creates.len() + late.updates.len(),
                 "first sync: contacts imported as the write step began go to single pushes"
             );
+            let planned = plan.len() + late.creates.len() + late.updates.len();
             self.store
-                .plan_first_sync(w.customer, w.provider, (plan.len() + late.len()) as i64)
+                .plan_first_sync(w.customer, w.provider, planned as i64)
                 .await
                 .map_err(store_err)?;
-            let all: Vec<ContactId> = [late.creates, late.updates, late.singles].concat();
+            // not `late.singles`: a push that has just ended is still
+            // marking its link (a dead one `error`), and it is no
+            // contact of this pass's
+            let all: Vec<ContactId> = [late.creates, late.updates].concat();
             self.push_singly(w, &all).await?;
         }
         Ok(())
@@ -177,8 +181,9 @@ impl Outbound {
             // run of it (a create it lost is refused as a duplicate, and
             // linked by the single push that follows)
             (None, None, _) => plan.creates.push(c.id),
-            (None, Some(_), _) => plan.singles.push(c.id),
-            (Some(_), _, _) => plan.updates.push(c.id),
+            (Some(_), None, _) => plan.updates.push(c.id),
+            // a push ran and ended without syncing it
+            (_, Some(_), _) => plan.singles.push(c.id),
         }
         Ok(())
     }
