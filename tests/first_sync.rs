@@ -677,3 +677,47 @@ async fn connecting_a_crm_starts_its_first_sync() {
         .await;
     assert!(listed.to_string().contains("own@example.com"), "{listed}");
 }
+
+#[tokio::test]
+async fn a_worker_killed_while_pipedrive_creates_land_unanswered_resumes_without_duplicates() {
+    // Pipedrive takes no batch: its first sync creates one person a call,
+    // with no look-up first; a create whose answer never came back must
+    // not be made twice
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("PROVIDERS", "pipedrive"),
+    )
+    .await;
+    app_contacts(&app, 20).await;
+    app.set_faults(json!({ "respondLateMs": 3000 })).await;
+    let w = app.add_worker();
+    initial_sync_of(&app, "pipedrive").await;
+    eventually(Duration::from_secs(30), "a create landed", || async {
+        (!app.records("pipedrive").await.is_empty()).then_some(())
+    })
+    .await;
+    app.kill_worker(w);
+    let landed = app.records("pipedrive").await.len();
+    assert!(landed < 20, "killed mid-way: {landed} landed");
+
+    app.set_faults(json!({})).await;
+    app.add_worker();
+    first_sync_at(&app, "pipedrive", "done").await;
+    all_synced_in(&app, 20, 1).await;
+    let names = crm_names(&app, "pipedrive").await;
+    let mut emails: Vec<&str> = names.iter().map(|n| n.0.as_str()).collect();
+    emails.sort_unstable();
+    emails.dedup();
+    assert_eq!(
+        (names.len(), emails.len()),
+        (20, 20),
+        "each person once: {names:?}"
+    );
+    assert!(
+        app.calls("pipedrive", "find-contact").await.is_empty(),
+        "the listing found the unanswered creates"
+    );
+}
