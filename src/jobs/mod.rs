@@ -339,6 +339,7 @@ impl Enqueuer {
             provider,
             backfill,
             first_sync: false,
+            continued: false,
         };
         self.push(&job, None).await
     }
@@ -358,6 +359,26 @@ impl Enqueuer {
             provider,
             backfill: true,
             first_sync: true,
+            continued: false,
+        };
+        self.push(&job, None).await
+    }
+
+    /// Queues the next slice of a first sync's writes.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn continue_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<String, workers::Error> {
+        let job = ProviderPoll {
+            customer: customer.clone(),
+            provider,
+            backfill: true,
+            first_sync: true,
+            continued: true,
         };
         self.push(&job, None).await
     }

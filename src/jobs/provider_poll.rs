@@ -1,6 +1,7 @@
 //! `provider-poll`: list a CRM's changed records and apply each.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use apalis_core::task::data::Data;
 use apalis_core::task::task_id::TaskId;
@@ -32,7 +33,18 @@ pub struct ProviderPoll {
     /// the CRM takes them).
     #[serde(default)]
     pub first_sync: bool,
+    /// A first sync's next slice of writes, queued by the slice before:
+    /// it lists nothing again.
+    #[serde(default)]
+    pub continued: bool,
 }
+
+/// How long a first sync waits for another poll of its connection.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a slice of a first sync's writes runs before it queues the
+/// next: well within the job's timeout (20 × `JOB_TIMEOUT_SECS`).
+const WRITE_SLICE: Duration = Duration::from_secs(240);
 
 /// What `provider-poll` jobs run with.
 #[derive(Clone)]
@@ -158,12 +170,13 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
         }
         Some(p) => p,
     };
-    if matches!(phase, FirstSyncPhase::Listing | FirstSyncPhase::Writing) {
+    // a write step cut short (not a slice queued by the one before) lists
+    // again: the listing finds what a lost batch created
+    let relist = phase == FirstSyncPhase::Writing && !job.continued;
+    if phase == FirstSyncPhase::Listing || relist {
         let listed = ctx.inbound.poll(customer, provider, true, id).await?;
         if listed.busy {
-            return Err(JobError::transient(
-                "another poll of the connection is running; the first sync lists after it",
-            ));
+            return Err(busy("lists"));
         }
         store
             .move_first_sync(
@@ -174,7 +187,7 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
             )
             .await
             .map_err(store_err)?;
-    } else if phase != FirstSyncPhase::Waiting {
+    } else if !matches!(phase, FirstSyncPhase::Waiting | FirstSyncPhase::Writing) {
         tracing::info!(?phase, "the first sync is over; nothing to do");
         return Ok(());
     }
@@ -198,6 +211,16 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
     write_step(job, ctx, id).await
 }
 
+/// Another poll of the connection holds its lease (the scheduler's, or
+/// a full scan of many pages): the first sync waits for it, without
+/// using an attempt.
+fn busy(step: &str) -> JobError {
+    JobError::deferred(
+        format!("another poll of the connection is running; the first sync {step} after it"),
+        BUSY_WAIT,
+    )
+}
+
 /// The write step, under the connection's poll lease (one at a time).
 async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobError> {
     let (customer, provider) = (&job.customer, job.provider);
@@ -208,9 +231,7 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
         .await
         .map_err(crate::sync::queue_err)?
     else {
-        return Err(JobError::transient(
-            "another poll of the connection is running; the first sync writes after it",
-        ));
+        return Err(busy("writes"));
     };
     let moved = store
         .move_first_sync(
@@ -228,17 +249,24 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
             pushes: &ctx.enqueuer,
             job_id: id,
         };
-        ctx.outbound.write_first_sync(&writes).await?;
-        store
-            .move_first_sync(
-                customer,
-                provider,
-                &[FirstSyncPhase::Writing],
-                FirstSyncPhase::Done,
-            )
-            .await
-            .map_err(store_err)?;
-        tracing::info!("first sync written");
+        if ctx.outbound.write_first_sync(&writes, WRITE_SLICE).await? {
+            store
+                .move_first_sync(
+                    customer,
+                    provider,
+                    &[FirstSyncPhase::Writing],
+                    FirstSyncPhase::Done,
+                )
+                .await
+                .map_err(store_err)?;
+            tracing::info!("first sync written");
+        } else {
+            ctx.enqueuer
+                .continue_first_sync(customer, provider)
+                .await
+                .map_err(crate::sync::queue_err)?;
+            tracing::info!("first sync: a slice written; the next is queued");
+        }
     }
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");

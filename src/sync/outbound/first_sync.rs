@@ -90,43 +90,72 @@ impl Outbound {
     /// Transient for store and network trouble; a retry plans again from
     /// what was recorded, and an input created by a lost batch is refused
     /// as a duplicate and linked by its single push.
-    pub async fn write_first_sync(&self, w: &FirstSyncWrites<'_>) -> Result<(), JobError> {
+    pub async fn write_first_sync(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        budget: Duration,
+    ) -> Result<bool, JobError> {
         let began = Instant::now();
         let plan = self.plan_writes(w).await?;
+        let so_far = self.written_so_far(w).await?;
         self.store
-            .plan_first_sync(w.customer, w.provider, plan.len() as i64)
+            .plan_first_sync(w.customer, w.provider, so_far + plan.len() as i64)
             .await
             .map_err(store_err)?;
         self.push_singly(w, &plan.singles).await?;
         let batches = w.provider == Provider::Hubspot;
         for chunk in plan.creates.chunks(BATCH_MAX) {
+            if began.elapsed() > budget {
+                return Ok(false);
+            }
             match batches {
                 true => self.create_batch(w, chunk).await?,
                 false => self.create_one_by_one(w, chunk).await?,
             }
         }
         for chunk in plan.updates.chunks(BATCH_MAX) {
+            if began.elapsed() > budget {
+                return Ok(false);
+            }
             self.update_batch(w, chunk).await?;
         }
+        self.last_pass(w, began).await?;
+        Ok(true)
+    }
+
+    /// Writes made by the slices of this step before this one.
+    async fn written_so_far(&self, w: &FirstSyncWrites<'_>) -> Result<i64, JobError> {
+        let cursor = self
+            .store
+            .cursor(w.customer, w.provider)
+            .await
+            .map_err(store_err)?;
+        Ok(cursor.first_sync.map_or(0, |f| f.written() + f.errors))
+    }
+
+    /// A few seconds on, hands to single pushes what was imported as the
+    /// step began (a change applied just before the connection stopped
+    /// holding pushes).
+    async fn last_pass(&self, w: &FirstSyncWrites<'_>, began: Instant) -> Result<(), JobError> {
         tokio::time::sleep(LAST_PASS_AFTER.saturating_sub(began.elapsed())).await;
         let late = self.plan_writes(w).await?;
-        if late.creates.len() + late.updates.len() > 0 {
-            tracing::info!(
-                contacts = late.creates.len() + late.updates.len(),
-                "first sync: contacts imported as the write step began go to single pushes"
-            );
-            let planned = plan.len() + late.creates.len() + late.updates.len();
-            self.store
-                .plan_first_sync(w.customer, w.provider, planned as i64)
-                .await
-                .map_err(store_err)?;
-            // not `late.singles`: a push that has just ended is still
-            // marking its link (a dead one `error`), and it is no
-            // contact of this pass's
-            let all: Vec<ContactId> = [late.creates, late.updates].concat();
-            self.push_singly(w, &all).await?;
+        if late.creates.len() + late.updates.len() == 0 {
+            return Ok(());
         }
-        Ok(())
+        tracing::info!(
+            contacts = late.creates.len() + late.updates.len(),
+            "first sync: contacts imported as the write step began go to single pushes"
+        );
+        let so_far = self.written_so_far(w).await?;
+        let planned = so_far + (late.creates.len() + late.updates.len()) as i64;
+        self.store
+            .plan_first_sync(w.customer, w.provider, planned)
+            .await
+            .map_err(store_err)?;
+        // not `late.singles`: a push that has just ended is still marking
+        // its link (a dead one `error`), and it is no contact of this pass's
+        let all: Vec<ContactId> = [late.creates, late.updates].concat();
+        self.push_singly(w, &all).await
     }
 
     /// Walks the customer's contacts and their links to `w.provider`.
@@ -177,6 +206,9 @@ impl Outbound {
         };
         match (&l.external_id, &l.pending_job_id, live) {
             (_, _, true) => {}
+            // a create of this step's was on its way when its job stopped
+            // (its answer lost): a single push looks the email up first
+            (None, None, _) if l.push_intent.is_some() => plan.singles.push(c.id),
             // never queued: held for this step, or written by an earlier
             // run of it (a create it lost is refused as a duplicate, and
             // linked by the single push that follows)
