@@ -469,6 +469,7 @@ async fn apalis_listings_show_what_the_api_shows() {
                 provider: Provider::Hubspot,
                 backfill: true,
                 first_sync: false,
+                continued: false,
             },
             later,
         )
