@@ -257,7 +257,7 @@ impl Store {
     }
 
     /// The connections of the customer whose pushes are held for their
-    /// first sync's write step. A hold lapses [`HOLD_MAX`] after the
+    /// first sync's write step. A hold lapses `HOLD_MAX` after the
     /// first sync started, whatever became of its job: pushes are never
     /// held for good.
     ///
