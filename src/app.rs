@@ -257,6 +257,7 @@ pub async fn run_worker(
         outbound,
         inbound,
         enqueuer,
+        first_sync_slice: Duration::from_secs(cfg.jobs.first_sync_slice_secs),
     };
     let name = cfg.worker.worker_name();
     let mut worker = WorkerConfig::new("");

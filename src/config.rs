@@ -137,6 +137,11 @@ pub struct JobsConfig {
     /// customer's connections, a connection added to a customer).
     #[arg(long, env = "FIRST_SYNC_ON_CONNECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub first_sync_on_connect: bool,
+    /// How long a slice of a first sync's writes runs before it queues
+    /// the next as a job of its own (keep it well within 20 ×
+    /// `JOB_TIMEOUT_SECS`, a poll job's timeout).
+    #[arg(long, env = "FIRST_SYNC_SLICE_SECS", default_value_t = 240)]
+    pub first_sync_slice_secs: u64,
 }
 
 /// A worker process of the pool.

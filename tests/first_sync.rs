@@ -721,3 +721,37 @@ async fn a_worker_killed_while_pipedrive_creates_land_unanswered_resumes_without
         "the listing found the unanswered creates"
     );
 }
+
+#[tokio::test]
+async fn a_long_write_step_runs_in_slices_each_a_job_and_creates_each_person_once() {
+    // a slice as short as it gets: one chunk of 100 writes a job
+    let app = TestApp::with(
+        Options::default()
+            .env("PROVIDERS", "pipedrive")
+            .env("FIRST_SYNC_SLICE_SECS", "0"),
+    )
+    .await;
+    app_contacts(&app, 250).await;
+    initial_sync_of(&app, "pipedrive").await;
+    let done = first_sync_at(&app, "pipedrive", "done").await;
+    all_synced_in(&app, 250, 1).await;
+    assert_eq!(
+        (&done["toWrite"], &done["created"], &done["written"]),
+        (&json!(250), &json!(250), &json!(250)),
+        "the plan's total stays whole across slices: {done}"
+    );
+    let names = crm_names(&app, "pipedrive").await;
+    let mut emails: Vec<&str> = names.iter().map(|n| n.0.as_str()).collect();
+    emails.sort_unstable();
+    emails.dedup();
+    assert_eq!((names.len(), emails.len()), (250, 250), "each person once");
+    // the listing's job and two more slices, each its own job
+    let (_, stats) = app
+        .call(Method::GET, "/api/queues/provider-poll/stats", None)
+        .await;
+    assert!(
+        stats["completedTotal"].as_u64() >= Some(3),
+        "three slices: {stats}"
+    );
+    assert!(app.calls("pipedrive", "find-contact").await.is_empty());
+}

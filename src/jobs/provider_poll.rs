@@ -42,10 +42,6 @@ pub struct ProviderPoll {
 /// How long a first sync waits for another poll of its connection.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 
-/// How long a slice of a first sync's writes runs before it queues the
-/// next: well within the job's timeout (20 × `JOB_TIMEOUT_SECS`).
-const WRITE_SLICE: Duration = Duration::from_secs(240);
-
 /// What `provider-poll` jobs run with.
 #[derive(Clone)]
 pub struct Polls {
@@ -55,6 +51,9 @@ pub struct Polls {
     pub outbound: Arc<Outbound>,
     /// Queues the single pushes a first sync leaves.
     pub enqueuer: Enqueuer,
+    /// How long a slice of a first sync's writes runs before it queues the
+    /// next (`FIRST_SYNC_SLICE_SECS`).
+    pub slice: Duration,
 }
 
 impl Kind for ProviderPoll {
@@ -70,6 +69,7 @@ impl Kind for ProviderPoll {
             inbound: all.inbound.clone(),
             outbound: all.outbound.clone(),
             enqueuer: all.enqueuer.clone(),
+            slice: all.first_sync_slice,
         }
     }
 
@@ -249,7 +249,7 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
             pushes: &ctx.enqueuer,
             job_id: id,
         };
-        if ctx.outbound.write_first_sync(&writes, WRITE_SLICE).await? {
+        if ctx.outbound.write_first_sync(&writes, ctx.slice).await? {
             store
                 .move_first_sync(
                     customer,

@@ -25,6 +25,8 @@ pub struct Contexts {
     pub inbound: Arc<InboundSync>,
     /// Queues the jobs a job sets off.
     pub enqueuer: super::Enqueuer,
+    /// How long a slice of a first sync's writes runs.
+    pub first_sync_slice: std::time::Duration,
 }
 
 /// Registers the job kinds: adding a kind is its module plus its line

@@ -104,20 +104,19 @@ impl Outbound {
             .map_err(store_err)?;
         self.push_singly(w, &plan.singles).await?;
         let batches = w.provider == Provider::Hubspot;
-        for chunk in plan.creates.chunks(BATCH_MAX) {
-            if began.elapsed() > budget {
+        let mut chunks: Vec<(bool, &[ContactId])> = Vec::new();
+        chunks.extend(plan.creates.chunks(BATCH_MAX).map(|c| (true, c)));
+        chunks.extend(plan.updates.chunks(BATCH_MAX).map(|c| (false, c)));
+        for (i, &(create, chunk)) in chunks.iter().enumerate() {
+            match (create, batches) {
+                (true, true) => self.create_batch(w, chunk).await?,
+                (true, false) => self.create_one_by_one(w, chunk).await?,
+                (false, _) => self.update_batch(w, chunk).await?,
+            }
+            // at least a chunk a slice, so every slice moves on
+            if began.elapsed() >= budget && i + 1 < chunks.len() {
                 return Ok(false);
             }
-            match batches {
-                true => self.create_batch(w, chunk).await?,
-                false => self.create_one_by_one(w, chunk).await?,
-            }
-        }
-        for chunk in plan.updates.chunks(BATCH_MAX) {
-            if began.elapsed() > budget {
-                return Ok(false);
-            }
-            self.update_batch(w, chunk).await?;
         }
         self.last_pass(w, began).await?;
         Ok(true)
