@@ -755,3 +755,99 @@ async fn a_long_write_step_runs_in_slices_each_a_job_and_creates_each_person_onc
     );
     assert!(app.calls("pipedrive", "find-contact").await.is_empty());
 }
+
+/// The sync logs of the contact with `email`, oldest first, as
+/// `(direction, outcome, conflict note)`.
+async fn log_lines(app: &TestApp, email: &str) -> Vec<(String, String, Option<String>)> {
+    let c = app.contact_by_email(email).await.expect("the contact");
+    let path = format!(
+        "/api/sync-logs?contactId={}",
+        c["id"].as_str().expect("an id")
+    );
+    let (_, logs) = app.call(Method::GET, &path, None).await;
+    let mut lines: Vec<(String, String, Option<String>)> = logs
+        .as_array()
+        .expect("logs")
+        .iter()
+        .rev()
+        .map(|l| {
+            (
+                l["direction"].as_str().unwrap_or_default().to_owned(),
+                l["outcome"].as_str().unwrap_or_default().to_owned(),
+                l["conflict"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    lines.dedup();
+    lines
+}
+
+#[tokio::test]
+async fn batch_writes_log_the_outcomes_and_merge_notes_a_single_push_logs() {
+    // the same start twice: f0 conflicts on its first name (the app's
+    // value wins by policy), f1 only lacks the app's last name in HubSpot
+    let mut runs = Vec::new();
+    for first_sync in [true, false] {
+        let app = TestApp::with(
+            Options::default()
+                .env("PROVIDERS", "hubspot")
+                .env("CONFLICT_POLICY", "app-wins")
+                .env("SIMULATOR_WEBHOOK_URL", ""),
+        )
+        .await;
+        app_contacts(&app, 2).await;
+        crm_people(
+            &app,
+            "hubspot",
+            &[
+                ("f0@example.com".into(), "Crm0".into()),
+                ("f1@example.com".into(), "First1".into()),
+            ],
+        )
+        .await;
+        match first_sync {
+            // batch read and batch update after the listing
+            true => initial_sync_of(&app, "hubspot").await,
+            // the per-contact way: a full listing, then a push each
+            false => {
+                let (status, body) = app
+                    .call(
+                        Method::POST,
+                        "/api/providers/hubspot/backfill?customerId=contact-sync",
+                        None,
+                    )
+                    .await;
+                assert_eq!(status, 202, "{body}");
+            }
+        }
+        all_synced_in(&app, 2, 1).await;
+        let batches = app.calls("hubspot", "batch-update-contacts").await.len();
+        assert_eq!(batches, usize::from(first_sync), "first sync: {first_sync}");
+        let names = crm_names(&app, "hubspot").await;
+        assert!(
+            names.iter().all(|n| n.2.as_deref() == Some("Sync")),
+            "{names:?}"
+        );
+        runs.push((
+            log_lines(&app, "f0@example.com").await,
+            log_lines(&app, "f1@example.com").await,
+        ));
+    }
+    let (f0, f1) = &runs[0];
+    assert!(
+        f0.iter().any(|l| l.2.is_some()),
+        "the first name's conflict is noted: {f0:?}"
+    );
+    assert!(
+        f0.iter().any(|l| l.0 == "outbound" && l.1 == "updated"),
+        "{f0:?}"
+    );
+    assert!(
+        f1.iter().any(|l| l.0 == "outbound" && l.1 == "updated"),
+        "{f1:?}"
+    );
+    assert_eq!(
+        runs[0], runs[1],
+        "the batch writes log what single pushes log"
+    );
+}
