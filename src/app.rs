@@ -13,7 +13,7 @@ use workers::{Backoff, Queue, RateLimiter, WorkerConfig};
 use crate::api::{self, ApiState};
 use crate::config::{ApiProcess, MongoConfig, RedisConfig, SchedulerProcess, WorkerProcess};
 use crate::crm::{CrmLimits, IntegrationApp, TokenMinter};
-use crate::domain::{CustomerId, Provider};
+use crate::domain::{CustomerId, Provider, Secret};
 use crate::jobs::{Contexts, Enqueuer, Tuning};
 use crate::store::{Customers, Store};
 use crate::sync::{InboundSync, Outbound};
@@ -151,8 +151,8 @@ pub async fn run_api(
 ) -> anyhow::Result<()> {
     let token = cfg.api.require_api_token()?;
     let tokens = api::auth::Tokens::new(
-        std::iter::once(token.as_str()).chain(cfg.api.operator_tokens.iter().map(String::as_str)),
-        cfg.api.viewer_tokens.iter().map(String::as_str),
+        std::iter::once(token.expose()).chain(cfg.api.operator_tokens.iter().map(Secret::expose)),
+        cfg.api.viewer_tokens.iter().map(Secret::expose),
     );
     let hooks = api::Integration {
         webhook: api::hooks::hubspot::WebhookSettings {
@@ -230,7 +230,7 @@ pub async fn run_worker(
     let metrics = workers::Metrics::new(&queue);
     let crm = IntegrationApp::new(
         &cfg.integration.integration_app_url,
-        TokenMinter::new(&key, &secret),
+        TokenMinter::new(&key, secret.expose()),
         Some(limits),
         // a CRM call may take no longer than one job attempt
         cfg.worker.job_timeout().min(Duration::from_secs(

@@ -21,7 +21,7 @@ use crate::store::Store;
 /// be reached, or a connection needs fixing.
 pub async fn run(cfg: &CheckProcess) -> anyhow::Result<()> {
     let (key, secret) = cfg.integration.require_workspace()?;
-    let tokens = TokenMinter::new(&key, &secret);
+    let tokens = TokenMinter::new(&key, secret.expose());
     let default = CustomerId::parse(&cfg.integration.integration_app_customer_id)
         .map_err(|m| anyhow::anyhow!("INTEGRATION_APP_CUSTOMER_ID: {m}"))?;
     tokens

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::domain::Provider;
+use crate::domain::{Provider, Secret};
 
 /// The Redis holding the job queues.
 #[derive(clap::Args, Debug, Clone)]
@@ -57,7 +57,7 @@ pub struct ApiConfig {
     pub api_addr: SocketAddr,
     /// Bearer token required on /api/* (the api refuses to start without it).
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// More operator tokens (read and change), comma-separated.
     #[arg(
         long,
@@ -65,7 +65,7 @@ pub struct ApiConfig {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub operator_tokens: Vec<String>,
+    pub operator_tokens: Vec<Secret>,
     /// Read-only tokens, comma-separated.
     #[arg(
         long,
@@ -73,7 +73,7 @@ pub struct ApiConfig {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub viewer_tokens: Vec<String>,
+    pub viewer_tokens: Vec<Secret>,
     /// Public base URL of the api as HubSpot calls it (e.g. behind a proxy);
     /// v2/v3 signatures cover the full URL. Default: rebuilt from the request.
     #[arg(long, env = "PUBLIC_BASE_URL")]
@@ -95,9 +95,9 @@ impl ApiConfig {
     ///
     /// # Errors
     /// When `API_TOKEN` is unset or empty.
-    pub fn require_api_token(&self) -> anyhow::Result<String> {
-        match self.api_token.as_deref().map(str::trim) {
-            Some(t) if !t.is_empty() => Ok(t.to_owned()),
+    pub fn require_api_token(&self) -> anyhow::Result<Secret> {
+        match &self.api_token {
+            Some(t) if !t.is_blank() => Ok(Secret::from(t.expose().trim())),
             _ => anyhow::bail!("API_TOKEN is not set: the api needs a bearer token for /api/*"),
         }
     }
@@ -109,7 +109,7 @@ impl ApiConfig {
 pub struct HubspotAppConfig {
     /// HubSpot app client secret: verifies webhook signatures (v1/v2/v3).
     #[arg(long, env = "HUBSPOT_CLIENT_SECRET", hide_env_values = true)]
-    pub hubspot_client_secret: Option<String>,
+    pub hubspot_client_secret: Option<Secret>,
 }
 
 /// Which CRMs the contacts are synced to.
@@ -229,7 +229,7 @@ pub struct IntegrationAppConfig {
     /// Workspace secret that signs those tokens (HS512) and Integration.app's
     /// flow events.
     #[arg(long, env = "INTEGRATION_APP_WORKSPACE_SECRET", hide_env_values = true)]
-    pub integration_app_workspace_secret: Option<String>,
+    pub integration_app_workspace_secret: Option<Secret>,
     /// Customer id (`id` claim) the connections belong to.
     #[arg(
         long,
@@ -255,7 +255,7 @@ impl IntegrationAppConfig {
     ///
     /// # Errors
     /// When either is unset.
-    pub fn require_workspace(&self) -> anyhow::Result<(String, String)> {
+    pub fn require_workspace(&self) -> anyhow::Result<(String, Secret)> {
         let key = self
             .integration_app_workspace_key
             .clone()
@@ -264,7 +264,7 @@ impl IntegrationAppConfig {
         let secret = self
             .integration_app_workspace_secret
             .clone()
-            .filter(|k| !k.trim().is_empty())
+            .filter(|k| !k.is_blank())
             .ok_or_else(|| anyhow::anyhow!("INTEGRATION_APP_WORKSPACE_SECRET is not set"))?;
         Ok((key, secret))
     }

@@ -35,14 +35,22 @@ impl Checker {
     /// When the HTTP client cannot be built.
     pub fn new(
         url: &str,
-        workspace: anyhow::Result<(String, String)>,
+        workspace: anyhow::Result<(String, crate::domain::Secret)>,
         default: CustomerId,
         timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
         let ready = match workspace {
             Ok((key, secret)) => {
-                let crm = IntegrationApp::new(url, TokenMinter::new(&key, &secret), None, timeout)?;
-                Ok((crm, std::sync::Arc::new(TokenMinter::new(&key, &secret))))
+                let crm = IntegrationApp::new(
+                    url,
+                    TokenMinter::new(&key, secret.expose()),
+                    None,
+                    timeout,
+                )?;
+                Ok((
+                    crm,
+                    std::sync::Arc::new(TokenMinter::new(&key, secret.expose())),
+                ))
             }
             Err(e) => Err(format!("{e:#}")),
         };

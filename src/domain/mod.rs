@@ -6,8 +6,10 @@ use std::str::FromStr;
 use bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 
+mod secret;
 mod universal;
 
+pub use secret::Secret;
 pub use universal::UniversalContact;
 
 /// A CRM the contacts are synced with, reached through Integration.app.

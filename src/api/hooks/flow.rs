@@ -29,7 +29,7 @@ pub struct EventSettings {
     /// Expected `iss`.
     pub workspace_key: Option<String>,
     /// Signing secret.
-    pub workspace_secret: Option<String>,
+    pub workspace_secret: Option<crate::domain::Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +88,7 @@ async fn handle(
     v.set_required_spec_claims(&["iss", "sub"]);
     let claims = match decode::<serde_json::Value>(
         token,
-        &DecodingKey::from_secret(secret.as_bytes()),
+        &DecodingKey::from_secret(secret.expose().as_bytes()),
         &v,
     ) {
         Ok(data) => data.claims,

@@ -25,7 +25,7 @@ pub const MAX_EVENTS: usize = 100;
 #[derive(Clone)]
 pub struct WebhookSettings {
     /// The HubSpot app's client secret; `None` refuses every delivery.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<crate::domain::Secret>,
     /// The public base URL HubSpot calls (behind a proxy the Host header
     /// is not the public one); `None` rebuilds it from the request.
     pub public_base_url: Option<String>,
@@ -121,7 +121,11 @@ async fn handle(
     state: &ApiState,
     settings: &WebhookSettings,
 ) -> Response {
-    let Some(secret) = settings.client_secret.as_deref() else {
+    let Some(secret) = settings
+        .client_secret
+        .as_ref()
+        .map(crate::domain::Secret::expose)
+    else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_configured",

@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use contact_sync::app;
 use contact_sync::config::{Config, HubspotAppConfig, IntegrationAppConfig};
+use contact_sync::domain::Secret;
 
 /// The simulator (dev and tests only).
 #[derive(clap::Args, Debug, Clone)]
@@ -82,12 +83,17 @@ pub fn with_dev_defaults(mut cfg: DevConfig) -> DevConfig {
         &mut cfg.integration.integration_app_workspace_key,
         "dev-workspace",
     );
-    fill(
+    let fill_secret = |v: &mut Option<Secret>, d: &str| {
+        if v.as_ref().is_none_or(Secret::is_blank) {
+            *v = Some(Secret::from(d));
+        }
+    };
+    fill_secret(
         &mut cfg.integration.integration_app_workspace_secret,
         "dev-secret",
     );
-    fill(&mut cfg.api.api_token, "dev-token");
-    fill(&mut cfg.hubspot.hubspot_client_secret, "dev-hubspot-secret");
+    fill_secret(&mut cfg.api.api_token, "dev-token");
+    fill_secret(&mut cfg.hubspot.hubspot_client_secret, "dev-hubspot-secret");
     cfg
 }
 
@@ -99,14 +105,14 @@ fn simulator_config(
     let (key, secret) = integration.require_workspace()?;
     Ok(simulator::SimulatorConfig {
         workspace_key: key,
-        workspace_secret: secret,
+        workspace_secret: secret.expose().to_owned(),
         config_dir: sim.integration_app_config_dir.clone(),
         default_customer: integration.integration_app_customer_id.clone(),
         webhooks: match (
             sim.simulator_webhook_url.as_ref().filter(|u| !u.is_empty()),
             &hubspot.hubspot_client_secret,
         ) {
-            (Some(url), Some(secret)) => Some(simulator::WebhookConfig::new(url, secret)),
+            (Some(url), Some(secret)) => Some(simulator::WebhookConfig::new(url, secret.expose())),
             _ => None,
         },
         events: sim
@@ -177,7 +183,12 @@ impl Stack {
         Ok(Self {
             api_addr,
             sim_addr,
-            token: cfg.api.api_token.clone().unwrap_or_default(),
+            token: cfg
+                .api
+                .api_token
+                .as_ref()
+                .map(|t| t.expose().to_owned())
+                .unwrap_or_default(),
             stop,
             api,
             worker,

@@ -385,9 +385,10 @@ pub async fn bench_webhooks(
         .hubspot
         .hubspot_client_secret
         .clone()
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_blank())
         .unwrap_or_else(|| "bench-client-secret".into());
     cfg.hubspot.hubspot_client_secret = Some(secret.clone());
+    let secret = secret.expose().to_owned();
     cfg.api.public_base_url = None;
     cfg.api
         .api_token
@@ -572,7 +573,8 @@ pub async fn bench_inbound(
         .hubspot
         .hubspot_client_secret
         .get_or_insert_with(|| "bench-client-secret".into())
-        .clone();
+        .expose()
+        .to_owned();
     // webhooks are signed for the address they are sent to
     cfg.api.public_base_url = None;
     unthrottled_stack(&mut cfg)?;
