@@ -630,6 +630,8 @@ pub struct Customers {
     tokens: TtlCache<String, Option<CustomerId>>,
     /// (provider, CRM account) → the customer it belongs to, if any.
     accounts: TtlCache<(Provider, String), Option<CustomerId>>,
+    /// Customer id → its connections whose pushes a first sync holds.
+    held: TtlCache<CustomerId, Vec<Provider>>,
 }
 
 impl Customers {
@@ -641,7 +643,24 @@ impl Customers {
             by_id: TtlCache::new(),
             tokens: TtlCache::new(),
             accounts: TtlCache::new(),
+            held: TtlCache::new(),
         }
+    }
+
+    /// The customer's connections whose pushes a first sync holds (see
+    /// `Store::held_providers`), read at most every 2 s: a first sync's
+    /// write step waits longer than that before its last pass, which
+    /// takes what a stale read held.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn held_providers(&self, customer: &CustomerId) -> anyhow::Result<Vec<Provider>> {
+        if let Ok(held) = self.held.get(customer) {
+            return Ok(held);
+        }
+        let held = self.store.held_providers(customer).await?;
+        self.held.put(customer.clone(), held.clone());
+        Ok(held)
     }
 
     /// The customer whose api token has this digest (revocations take

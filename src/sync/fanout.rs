@@ -44,9 +44,8 @@ impl InboundSync {
     /// The CRMs the customer syncs with that take pushes now: a connection
     /// whose first sync is listing (or waiting for another's listing)
     /// holds them, and its write step creates and updates in batches what
-    /// the listings brought in. Read from the database every time, not
-    /// from a cache: a push held after that write step began would be
-    /// missed by it (its last pass catches the few applied meanwhile).
+    /// the listings brought in. Read through a 2 s cache: a push held
+    /// just after that step began is taken by its last pass.
     async fn pushed_to(
         &self,
         customer: &crate::domain::CustomerId,
@@ -60,7 +59,7 @@ impl InboundSync {
             return Ok(providers);
         }
         let held = self
-            .store
+            .customers
             .held_providers(customer)
             .await
             .map_err(store_err)?;
