@@ -354,14 +354,7 @@ impl Enqueuer {
         customer: &CustomerId,
         provider: Provider,
     ) -> Result<String, workers::Error> {
-        let job = ProviderPoll {
-            customer: customer.clone(),
-            provider,
-            backfill: true,
-            first_sync: true,
-            continued: false,
-        };
-        self.push(&job, None).await
+        self.queue_first_sync(customer, provider, false).await
     }
 
     /// Queues the next slice of a first sync's writes.
@@ -373,12 +366,21 @@ impl Enqueuer {
         customer: &CustomerId,
         provider: Provider,
     ) -> Result<String, workers::Error> {
+        self.queue_first_sync(customer, provider, true).await
+    }
+
+    async fn queue_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        continued: bool,
+    ) -> Result<String, workers::Error> {
         let job = ProviderPoll {
             customer: customer.clone(),
             provider,
             backfill: true,
             first_sync: true,
-            continued: true,
+            continued,
         };
         self.push(&job, None).await
     }

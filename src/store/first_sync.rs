@@ -156,6 +156,9 @@ impl FirstSyncCount {
     }
 }
 
+/// The phases of a first sync underway, as stored.
+const UNDERWAY: [&str; 3] = ["listing", "waiting", "writing"];
+
 fn phase_name(p: FirstSyncPhase) -> &'static str {
     match p {
         FirstSyncPhase::Listing => "listing",
@@ -177,13 +180,6 @@ impl Store {
         customer: &CustomerId,
         provider: Provider,
     ) -> anyhow::Result<bool> {
-        let underway: Vec<&str> = [
-            FirstSyncPhase::Listing,
-            FirstSyncPhase::Waiting,
-            FirstSyncPhase::Writing,
-        ]
-        .map(phase_name)
-        .to_vec();
         let fresh = bson::to_bson(&FirstSyncRecord {
             phase: Some(FirstSyncPhase::Listing),
             started_at: Some(DateTime::now()),
@@ -194,7 +190,7 @@ impl Store {
             .cursors
             .update_one(
                 doc! { "_id": cursor_id(customer, provider),
-                "firstSync.phase": { "$nin": underway } },
+                "firstSync.phase": { "$nin": UNDERWAY.to_vec() } },
                 doc! { "$set": { "firstSync": fresh },
                 "$setOnInsert": { "sinceMs": 0_i64, "boundaryIds": [] } },
             )
@@ -318,7 +314,7 @@ impl Store {
         self.cursors
             .update_one(
                 doc! { "_id": cursor_id(customer, provider),
-                "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } },
+                "firstSync.phase": { "$in": UNDERWAY.to_vec() } },
                 doc! { "$set": { "firstSync.phase": "failed", "firstSync.error": error,
                 "firstSync.finishedAt": DateTime::now() } },
             )
@@ -379,9 +375,7 @@ impl Store {
     pub async fn first_syncs_underway(
         &self,
     ) -> anyhow::Result<Vec<(String, Provider, FirstSyncRecord)>> {
-        self.first_sync_docs(
-            doc! { "firstSync.phase": { "$in": ["listing", "waiting", "writing"] } },
-        )
-        .await
+        self.first_sync_docs(doc! { "firstSync.phase": { "$in": UNDERWAY.to_vec() } })
+            .await
     }
 }

@@ -310,12 +310,7 @@ async fn agree(
         }
     }
     for p in Provider::ALL {
-        let records: Vec<Value> = http
-            .get(format!("{sim}/{}/records?customer={CUSTOMER}", p.as_str()))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let records = live_records(http, sim, p).await?;
         let mut differ = Vec::new();
         for r in &records {
             let (email, first, last) = match p {
@@ -347,15 +342,23 @@ async fn agree(
     Ok(())
 }
 
-/// Live records of the customer in one CRM.
-async fn crm_count(http: &reqwest::Client, sim: &str, p: Provider) -> anyhow::Result<usize> {
-    let records: Vec<Value> = http
+/// Live records of the customer in one CRM, in its own shape.
+async fn live_records(
+    http: &reqwest::Client,
+    sim: &str,
+    p: Provider,
+) -> anyhow::Result<Vec<Value>> {
+    Ok(http
         .get(format!("{sim}/{}/records?customer={CUSTOMER}", p.as_str()))
         .send()
         .await?
         .json()
-        .await?;
-    Ok(records.len())
+        .await?)
+}
+
+/// How many live records of the customer one CRM holds.
+async fn crm_count(http: &reqwest::Client, sim: &str, p: Provider) -> anyhow::Result<usize> {
+    Ok(live_records(http, sim, p).await?.len())
 }
 
 /// Prints the time, the calls per contact and action, and the floor.
