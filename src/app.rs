@@ -315,6 +315,7 @@ pub async fn run_scheduler(
         cfg.scheduler.poll_providers.clone(),
         Duration::from_secs(cfg.scheduler.poll_interval_secs),
         Duration::from_secs(cfg.scheduler.full_scan_interval_secs),
+        Duration::from_secs(cfg.scheduler.first_sync_stall_secs),
         shutdown,
     )
     .await

@@ -321,6 +321,12 @@ pub struct SchedulerConfig {
     /// CRM's list of changes shows no deletions). 0 turns them off.
     #[arg(long, env = "FULL_SCAN_INTERVAL_SECS", default_value_t = 86_400)]
     pub full_scan_interval_secs: u64,
+    /// Seconds a first sync underway may stand still (no page listed, no
+    /// batch written, no step taken) before the scheduler queues it again:
+    /// its job was lost, or ended before it queued the steps waiting on
+    /// it. Well over a slice (`FIRST_SYNC_SLICE_SECS`). 0 turns it off.
+    #[arg(long, env = "FIRST_SYNC_STALL_SECS", default_value_t = 900)]
+    pub first_sync_stall_secs: u64,
 }
 
 /// What the api process reads.

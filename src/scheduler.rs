@@ -8,7 +8,8 @@
 //! [`CronScheduler`] over an aligned step, run by an apalis worker);
 //! apalis-cron schedules per process, so each connection's poll of an
 //! interval is also claimed once in Redis and any number of scheduler
-//! replicas queue it exactly once.
+//! replicas queue it exactly once. It also queues again a first sync that
+//! stood still (`FIRST_SYNC_STALL_SECS`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,6 +60,9 @@ struct Ticks {
     slots: u64,
     /// Every this many intervals a poll is a full scan (0: never).
     full_every: u64,
+    /// How long a first sync underway may stand still before it is queued
+    /// again (zero: never).
+    stall: Duration,
     /// The connections to poll, and when they were read.
     known: tokio::sync::Mutex<Option<(std::time::Instant, Connections)>>,
 }
@@ -92,11 +96,42 @@ async fn current(ctx: &Ticks) -> anyhow::Result<Connections> {
     Ok(list)
 }
 
+/// Queues again the first syncs that stood still for `ctx.stall`: their
+/// job was lost (Redis lost its data) or ended before it queued the write
+/// steps waiting on it. A first sync queued twice does its work once: its
+/// steps run under the connection's poll lease and read the step they
+/// are at. Each is queued by one replica (the store touches it once).
+async fn watch_first_syncs(ctx: &Ticks) {
+    let stalled = match ctx.store.stalled_first_syncs(ctx.stall).await {
+        Ok(stalled) => stalled,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "reading the first syncs underway failed");
+            return;
+        }
+    };
+    for (customer, p) in stalled {
+        match ctx.enqueuer.first_sync(&customer, p).await {
+            Ok(id) => {
+                tracing::warn!(%customer, provider = %p, job_id = %id, stall_secs = ctx.stall.as_secs(),
+                    "a first sync stood still; queued again")
+            }
+            Err(e) => {
+                tracing::warn!(%customer, provider = %p, error = %e, "queueing a stalled first sync failed")
+            }
+        }
+    }
+}
+
 /// Queues the polls of the tick's slot, each claimed once pool-wide per
 /// interval. A failure is logged and the poll is not retried: the next
-/// interval polls from the same cursor.
+/// interval polls from the same cursor. Every few ticks it also looks for
+/// first syncs that stood still.
 async fn on_tick(tick: Tick<Utc>, ctx: Data<Arc<Ticks>>) {
     let index = tick.get_timestamp() / ctx.step_secs;
+    let stall_secs = ctx.stall.as_secs();
+    if stall_secs > 0 && index.is_multiple_of((stall_secs / 4).clamp(1, 30)) {
+        watch_first_syncs(&ctx).await;
+    }
     let (interval, slot) = (index / ctx.slots, index % ctx.slots);
     let interval_ms = ctx.step_secs * ctx.slots * 1000;
     let ttl = Duration::from_secs(ctx.step_secs * ctx.slots * 2);
@@ -138,6 +173,7 @@ pub async fn run(
     providers: Vec<Provider>,
     interval: Duration,
     full_scan: Duration,
+    first_sync_stall: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // One-second slots (an interval under a second is one slot of its own).
@@ -155,6 +191,7 @@ pub async fn run(
         step_secs: every.step_secs,
         slots: interval_secs / every.step_secs,
         full_every,
+        stall: first_sync_stall,
         known: tokio::sync::Mutex::new(None),
     });
     let worker = WorkerBuilder::new("scheduler")

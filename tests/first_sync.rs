@@ -851,3 +851,58 @@ async fn batch_writes_log_the_outcomes_and_merge_notes_a_single_push_logs() {
         "the batch writes log what single pushes log"
     );
 }
+
+#[tokio::test]
+async fn a_first_sync_whose_job_was_discarded_is_queued_again_once_it_stands_still() {
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("PROVIDERS", "hubspot"),
+    )
+    .await;
+    app_contacts(&app, 5).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/customers/contact-sync/connections/hubspot/initial-sync",
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // the job is gone before any worker ran it (an operator discarded it,
+    // or Redis lost it): the connection is left listing, its pushes held
+    let job = body["jobId"].as_str().expect("a job id");
+    let (status, body) = app
+        .call(Method::DELETE, &format!("/api/jobs/{job}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    first_sync_at(&app, "hubspot", "listing").await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/customers/contact-sync/connections/hubspot/initial-sync",
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "still underway: {body}");
+
+    // the scheduler finds it standing still and queues it again
+    app.add_worker();
+    let log = std::env::temp_dir().join(format!("contact-sync-stall-{}.log", app.db));
+    app.add_scheduler(
+        &[
+            ("FIRST_SYNC_STALL_SECS", "2"),
+            ("POLL_PROVIDERS", "hubspot"),
+            ("POLL_INTERVAL_SECS", "3600"),
+        ],
+        &log,
+    );
+    let done = first_sync_at(&app, "hubspot", "done").await;
+    assert_eq!(done["batchCreated"], 5, "{done}");
+    all_synced(&app, 5).await;
+    assert_eq!(app.records("hubspot").await.len(), 5, "each person once");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("stood still"), "{text}");
+}

@@ -63,6 +63,10 @@ pub struct FirstSyncRecord {
     pub started_at: Option<DateTime>,
     /// When its write step finished.
     pub finished_at: Option<DateTime>,
+    /// When it last moved on: a step, a counter, a plan, or the watchdog
+    /// queueing it again (none on a record written before: its start).
+    #[serde(default)]
+    pub touched_at: Option<DateTime>,
     /// CRM records listed.
     #[serde(default)]
     pub listed: i64,
@@ -156,6 +160,9 @@ impl FirstSyncCount {
     }
 }
 
+/// The field of [`FirstSyncRecord::touched_at`].
+const TOUCHED: &str = "firstSync.touchedAt";
+
 /// The phases of a first sync underway, as stored.
 const UNDERWAY: [&str; 3] = ["listing", "waiting", "writing"];
 
@@ -183,6 +190,7 @@ impl Store {
         let fresh = bson::to_bson(&FirstSyncRecord {
             phase: Some(FirstSyncPhase::Listing),
             started_at: Some(DateTime::now()),
+            touched_at: Some(DateTime::now()),
             ..FirstSyncRecord::default()
         })
         .context("encoding a first sync")?;
@@ -286,7 +294,7 @@ impl Store {
         to: FirstSyncPhase,
     ) -> anyhow::Result<bool> {
         let from: Vec<&str> = from.iter().map(|p| phase_name(*p)).collect();
-        let mut set = doc! { "firstSync.phase": phase_name(to) };
+        let mut set = doc! { "firstSync.phase": phase_name(to), TOUCHED: DateTime::now() };
         if !to.underway() {
             set.insert("firstSync.finishedAt", DateTime::now());
         }
@@ -316,7 +324,7 @@ impl Store {
                 doc! { "_id": cursor_id(customer, provider),
                 "firstSync.phase": { "$in": UNDERWAY.to_vec() } },
                 doc! { "$set": { "firstSync.phase": "failed", "firstSync.error": error,
-                "firstSync.finishedAt": DateTime::now() } },
+                "firstSync.finishedAt": DateTime::now(), TOUCHED: DateTime::now() } },
             )
             .await
             .context("recording a failed first sync")?;
@@ -340,7 +348,7 @@ impl Store {
         self.cursors
             .update_one(
                 doc! { "_id": cursor_id(customer, provider), "firstSync": { "$type": "object" } },
-                doc! { "$inc": { what.field(): n } },
+                doc! { "$inc": { what.field(): n }, "$set": { TOUCHED: DateTime::now() } },
             )
             .await
             .context("counting a first sync's progress")?;
@@ -360,7 +368,7 @@ impl Store {
         self.cursors
             .update_one(
                 doc! { "_id": cursor_id(customer, provider), "firstSync": { "$type": "object" } },
-                doc! { "$set": { "firstSync.toWrite": to_write } },
+                doc! { "$set": { "firstSync.toWrite": to_write, TOUCHED: DateTime::now() } },
             )
             .await
             .context("recording a first sync's plan")?;
@@ -377,5 +385,57 @@ impl Store {
     ) -> anyhow::Result<Vec<(String, Provider, FirstSyncRecord)>> {
         self.first_sync_docs(doc! { "firstSync.phase": { "$in": UNDERWAY.to_vec() } })
             .await
+    }
+
+    /// The first syncs underway that have not moved on for `quiet`, and
+    /// are to be queued again: a job lost with Redis's data, or a last
+    /// listing whose job ended before it queued the write steps waiting
+    /// on it. A waiting one is left out while a connection of its
+    /// customer still lists: that one is queued, and its job releases
+    /// the waiting ones. Each one returned is touched, so it is returned
+    /// again only after another `quiet`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn stalled_first_syncs(
+        &self,
+        quiet: std::time::Duration,
+    ) -> anyhow::Result<Vec<(CustomerId, Provider)>> {
+        let now = DateTime::now().timestamp_millis();
+        let cutoff = now - i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+        let underway = self.first_syncs_underway().await?;
+        let listing: std::collections::HashSet<&str> = underway
+            .iter()
+            .filter(|(_, _, f)| f.phase() == FirstSyncPhase::Listing)
+            .map(|(c, _, _)| c.as_str())
+            .collect();
+        let mut stalled = Vec::new();
+        for (customer, provider, f) in &underway {
+            let last = f.touched_at.or(f.started_at).map(|t| t.timestamp_millis());
+            if last.is_some_and(|t| t > cutoff)
+                || (f.phase() == FirstSyncPhase::Waiting && listing.contains(customer.as_str()))
+            {
+                continue;
+            }
+            let Ok(id) = CustomerId::parse(customer) else {
+                continue;
+            };
+            // touched only if still as read: a job that moved it meanwhile
+            // is alive
+            let r = self
+                .cursors
+                .update_one(
+                    doc! { "_id": cursor_id(&id, *provider),
+                    "firstSync.phase": phase_name(f.phase()),
+                    TOUCHED: f.touched_at.map_or(bson::Bson::Null, bson::Bson::DateTime) },
+                    doc! { "$set": { TOUCHED: DateTime::now() } },
+                )
+                .await
+                .context("touching a stalled first sync")?;
+            if r.modified_count > 0 {
+                stalled.push((id, *provider));
+            }
+        }
+        Ok(stalled)
     }
 }
