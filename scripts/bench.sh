@@ -11,7 +11,7 @@ jobs=${1:-100000}
 contacts=${2:-2000}
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
 cargo build --release -q -p workers --example queue_bench
-cargo build --release -q --bin contact-sync --bin contact-sync-dev
+cargo build --release -q -p contact-sync -p contact-sync-dev
 echo "== queue: $jobs no-op jobs, one process, concurrency 50"
 target/release/examples/queue_bench "$jobs" 50 1
 echo "== queue: $jobs no-op jobs, two runtimes, concurrency 50 each"

@@ -6,5 +6,5 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 eval "$(scripts/services.sh dev)"
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
-cargo build --release --bin contact-sync --bin contact-sync-dev
+cargo build --release -p contact-sync -p contact-sync-dev
 exec "${CARGO_TARGET_DIR:-target}/release/contact-sync-dev" dev

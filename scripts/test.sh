@@ -25,7 +25,7 @@ fi
 FAKETIME_LIB=$(dpkg -L libfaketime 2>/dev/null | grep 'libfaketimeMT.so.1$' | head -1 || true)
 export FAKETIME_LIB
 export INTEGRATION_APP_CONFIG_DIR="$root/integration-app"
-cargo build --bin contact-sync --bin contact-sync-dev
+cargo build -p contact-sync -p contact-sync-dev
 cargo test --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"
 # integration-app/ against the published Membrane SDK's schemas (the
 # contract), and the checker's own proof that it refuses broken elements.

@@ -151,10 +151,12 @@ fn command_event(event: mongodb::event::command::CommandEvent) {
 impl Store {
     /// The server's operation counters (`serverStatus.opcounters`: inserted
     /// documents, queries, update and delete statements, getMores, other
-    /// commands), for benchmarks to count what a piece of work cost.
+    /// commands), for benchmarks to count what a piece of work cost; only
+    /// in a build with the `bench` feature (the dev binary's).
     ///
     /// # Errors
     /// When the database fails or does not report them.
+    #[cfg(feature = "bench")]
     pub async fn server_opcounters(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let status = self
             .db

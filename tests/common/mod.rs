@@ -17,6 +17,23 @@ pub const WS_KEY: &str = "test-workspace";
 pub const WS_SECRET: &str = "test-secret";
 pub const HS_SECRET: &str = "test-hubspot-client-secret";
 
+/// The dev package's `contact-sync-dev` (the simulator): in the target
+/// directory beside the product's binary. `cargo test --workspace` and
+/// `scripts/test.sh` build it; `CONTACT_SYNC_DEV` names another.
+pub fn dev_binary() -> std::path::PathBuf {
+    if let Some(exe) = std::env::var_os("CONTACT_SYNC_DEV") {
+        return exe.into();
+    }
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .with_file_name(format!("contact-sync-dev{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        exe.exists(),
+        "{} is missing: build it with `cargo build -p contact-sync-dev`",
+        exe.display()
+    );
+    exe
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6391".into())
 }
@@ -232,11 +249,12 @@ impl TestApp {
     }
 
     fn process(&self, sub: &str) -> Child {
-        // the simulator is a development tool, not part of the product
+        // the simulator is a development tool, not part of the product: the
+        // dev package's binary, built beside this one
         let exe = if sub == "simulator" {
-            env!("CARGO_BIN_EXE_contact-sync-dev")
+            dev_binary()
         } else {
-            env!("CARGO_BIN_EXE_contact-sync")
+            std::path::PathBuf::from(env!("CARGO_BIN_EXE_contact-sync"))
         };
         Command::new(exe)
             .arg(sub)
