@@ -13,6 +13,7 @@ mod inbound;
 mod links;
 mod logs;
 mod ops;
+mod routing;
 
 use anyhow::Context;
 use bson::doc;
@@ -20,12 +21,13 @@ use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
 pub use contacts::{Contact, ContactPatch, NewContact, Outbox, OutboxJob};
-pub use customers::{Connection, Customer, Customers, SyncHealth};
+pub use customers::{Connection, Customer, SyncHealth};
 pub use first_sync::{FirstSyncCount, FirstSyncPhase, FirstSyncRecord};
 pub use inbound::{PollCursor, ScanProgress};
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
 pub use ops::{LogFilter, ProviderHealth};
+pub use routing::Customers;
 
 /// How long opening a connection, or a server monitor's check, may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
