@@ -9,6 +9,7 @@ use crate::store::Store;
 
 mod fanout;
 pub mod inbound;
+mod lease;
 pub mod merge;
 pub mod outbound;
 pub mod policy;
@@ -58,7 +59,8 @@ where
 }
 
 pub use inbound::InboundSync;
-pub use outbound::{link_lease_name, with_lease, Outbound};
+pub use lease::{link_lease_name, with_lease};
+pub use outbound::Outbound;
 pub use policy::{Applied, ConflictPolicy};
 
 /// What the sync rules ask of the job queue: the pushes a change sets off.

@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use workers::{JobError, Lease};
 
-use super::{link_lease_name, Outbound};
+use super::Outbound;
 use crate::crm::{CrmError, Updated, BATCH_MAX};
 use crate::domain::{ContactId, CustomerId, Provider, SyncStatus, UniversalContact};
 use crate::store::{Contact, FirstSyncCount, Link};
+use crate::sync::link_lease_name;
 use crate::sync::merge;
 use crate::sync::{each, queue_err, store_err, PushQueue};
 
