@@ -59,126 +59,20 @@ pub async fn integration_events(
     resp
 }
 
+/// Checks the event's token, reads the event, and queues its change for
+/// an enabled connection.
 async fn handle(
     req: &Request,
     body: poem::Body,
     state: &ApiState,
     settings: &EventSettings,
 ) -> Response {
-    let (Some(key), Some(secret)) = (&settings.workspace_key, &settings.workspace_secret) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_configured",
-            "the Integration.app workspace is not configured",
-        );
+    let (customer, provider, external_id) = match read_event(req, body, settings).await {
+        Ok(event) => event,
+        Err(Refusal(status, code, message)) => return error(status, code, message),
     };
-    let Some(token) = req
-        .header("x-membrane-token")
-        .or_else(|| req.header("x-integration-app-token"))
-    else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing x-membrane-token (or x-integration-app-token) header",
-        );
-    };
-    let mut v = Validation::new(Algorithm::HS256);
-    v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
-    v.set_issuer(&[key]);
-    v.set_required_spec_claims(&["iss", "sub"]);
-    let claims = match decode::<serde_json::Value>(
-        token,
-        &DecodingKey::from_secret(secret.expose().as_bytes()),
-        &v,
-    ) {
-        Ok(data) => data.claims,
-        Err(e) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!("invalid event token: {e}"),
-            );
-        }
-    };
-    // The customer whose connection fired the flow: the token's subject
-    // (or `id`, as in the tokens minted for the customer).
-    let customer = match &claims["sub"] {
-        serde_json::Value::String(c) => c.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "invalid event token: sub must name the customer",
-            )
-        }
-    };
-    let customer = match CustomerId::parse(&customer) {
-        Ok(c) => c,
-        Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
-    };
-    let Ok(bytes) = body.into_vec().await else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "could not read the body",
-        );
-    };
-    let ev: EventBody = match serde_json::from_slice(&bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("invalid event: {e}"),
-            )
-        }
-    };
-    let provider = match ev
-        .integration_key
-        .as_deref()
-        .or_else(|| req.uri().query().and_then(|q| q.strip_prefix("provider=")))
-        .map(str::parse::<Provider>)
-    {
-        Some(Ok(p)) => p,
-        Some(Err(m)) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "integrationKey (or ?provider=) is required",
-            )
-        }
-    };
-    let external_id = match &ev.external_record_id {
-        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 200 => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "externalRecordId must be a non-empty string or number",
-            )
-        }
-    };
-    let _ = (&ev.event, &ev.data, &ev.instance_key);
-    match state.customers.get(&customer).await {
-        Ok(Some(c)) if c.connection(provider).is_some_and(|c| c.enabled) => {}
-        Ok(_) => {
-            tracing::warn!(%customer, %provider, "a flow event for a connection no customer has enabled; ignored");
-            state.metrics.inc(
-                "webhook_events_ignored_total",
-                &[
-                    ("source", "integration-app"),
-                    ("reason", "unknown_connection"),
-                ],
-            );
-            return Json(json!({ "ignored": true })).into_response();
-        }
-        // The token names the customer: accepted without MongoDB.
-        Err(e) => {
-            tracing::debug!(error = %format!("{e:#}"), "could not check the customer's connection; accepted")
-        }
+    if !connection_enabled(state, &customer, provider).await {
+        return Json(json!({ "ignored": true })).into_response();
     }
     let job = InboundChange {
         customer,
@@ -200,6 +94,110 @@ async fn handle(
                 "unavailable",
                 "could not queue the event; retry",
             )
+        }
+    }
+}
+
+/// Why an event is refused: the status, the error code and the message
+/// of the answer.
+struct Refusal(StatusCode, &'static str, String);
+
+/// The customer a flow event's token names: the token is the workspace's
+/// (HS256/384/512 under the workspace secret, issued by its key), and its
+/// subject names the customer whose connection fired the flow.
+fn authenticate(req: &Request, settings: &EventSettings) -> Result<CustomerId, Refusal> {
+    let (Some(key), Some(secret)) = (&settings.workspace_key, &settings.workspace_secret) else {
+        return Err(Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_configured",
+            "the Integration.app workspace is not configured".into(),
+        ));
+    };
+    let unauthorized = |m: String| Refusal(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let token = req
+        .header("x-membrane-token")
+        .or_else(|| req.header("x-integration-app-token"))
+        .ok_or_else(|| {
+            unauthorized("missing x-membrane-token (or x-integration-app-token) header".into())
+        })?;
+    let mut v = Validation::new(Algorithm::HS256);
+    v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+    v.set_issuer(&[key]);
+    v.set_required_spec_claims(&["iss", "sub"]);
+    let claims = decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(secret.expose().as_bytes()),
+        &v,
+    )
+    .map_err(|e| unauthorized(format!("invalid event token: {e}")))?
+    .claims;
+    // (or a number, as in the tokens minted for the customer)
+    let customer = match &claims["sub"] {
+        serde_json::Value::String(c) => c.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(unauthorized(
+                "invalid event token: sub must name the customer".into(),
+            ))
+        }
+    };
+    CustomerId::parse(&customer).map_err(|m| Refusal(StatusCode::BAD_REQUEST, "bad_request", m))
+}
+
+/// The event's customer, CRM and record, or the answer refusing it.
+async fn read_event(
+    req: &Request,
+    body: poem::Body,
+    settings: &EventSettings,
+) -> Result<(CustomerId, Provider, String), Refusal> {
+    let customer = authenticate(req, settings)?;
+    let bad = |m: String| Refusal(StatusCode::BAD_REQUEST, "bad_request", m);
+    let bytes = body
+        .into_vec()
+        .await
+        .map_err(|_| bad("could not read the body".into()))?;
+    let ev: EventBody =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid event: {e}")))?;
+    let provider = ev
+        .integration_key
+        .as_deref()
+        .or_else(|| req.uri().query().and_then(|q| q.strip_prefix("provider=")))
+        .ok_or_else(|| bad("integrationKey (or ?provider=) is required".into()))?
+        .parse::<Provider>()
+        .map_err(bad)?;
+    let external_id = match &ev.external_record_id {
+        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 200 => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(bad(
+                "externalRecordId must be a non-empty string or number".into()
+            ))
+        }
+    };
+    let _ = (&ev.event, &ev.data, &ev.instance_key);
+    Ok((customer, provider, external_id))
+}
+
+/// Whether the customer has the connection enabled (counted and logged
+/// when not). The token names the customer, so when MongoDB cannot say,
+/// the event is accepted.
+async fn connection_enabled(state: &ApiState, customer: &CustomerId, provider: Provider) -> bool {
+    match state.customers.get(customer).await {
+        Ok(Some(c)) if c.connection(provider).is_some_and(|c| c.enabled) => true,
+        Ok(_) => {
+            tracing::warn!(%customer, %provider, "a flow event for a connection no customer has enabled; ignored");
+            state.metrics.inc(
+                "webhook_events_ignored_total",
+                &[
+                    ("source", "integration-app"),
+                    ("reason", "unknown_connection"),
+                ],
+            );
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "could not check the customer's connection; accepted");
+            true
         }
     }
 }
