@@ -906,3 +906,49 @@ async fn a_first_sync_whose_job_was_discarded_is_queued_again_once_it_stands_sti
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("stood still"), "{text}");
 }
+
+/// Queues a poll of the default customer's Pipedrive connection and waits
+/// until its job has run.
+async fn poll_now(app: &TestApp) {
+    let (status, body) = app
+        .call(Method::POST, "/api/providers/pipedrive/poll", None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let job = body["jobId"].as_str().expect("a job id").to_owned();
+    eventually(Duration::from_secs(30), "the poll ran", || async {
+        let (_, j) = app
+            .call(Method::GET, &format!("/api/jobs/{job}"), None)
+            .await;
+        (j["state"] == "done").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_poll_during_a_first_sync_is_left_to_the_first_poll_after_it() {
+    let app = TestApp::with(Options::default().env("PROVIDERS", "pipedrive")).await;
+    app_contacts(&app, 5).await;
+    // one call every 2 s: the write step takes a while
+    app.set_faults(json!({ "rateLimits": { "pipedrive": { "calls": 1, "windowMs": 2000 } } }))
+        .await;
+    initial_sync_of(&app, "pipedrive").await;
+    first_sync_at(&app, "pipedrive", "writing").await;
+    // a poll now would list the first sync's own creates and hold the
+    // lease its write step needs: it lists nothing
+    poll_now(&app).await;
+    assert!(
+        app.calls("pipedrive", "list-changed-contacts")
+            .await
+            .is_empty(),
+        "no poll during the first sync"
+    );
+    app.set_faults(json!({})).await;
+    first_sync_at(&app, "pipedrive", "done").await;
+    // after it, polls list the changes again, from the first sync's start
+    poll_now(&app).await;
+    assert!(!app
+        .calls("pipedrive", "list-changed-contacts")
+        .await
+        .is_empty());
+    assert_eq!(app.records("pipedrive").await.len(), 5);
+}
