@@ -210,24 +210,21 @@ pub async fn run_api(
         .context("api server failed")
 }
 
-/// Runs the worker pool member until `shutdown` resolves, then drains.
-///
-/// # Errors
-/// When a dependency cannot be reached at start-up.
-pub async fn run_worker(
+/// What the job kinds of a worker run with: the CRM client (under the
+/// pool-wide rate limits) and the sync services over it.
+fn worker_contexts(
     cfg: &WorkerProcess,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+    queue: &workers::Queue,
+    store: &Store,
+    metrics: &workers::Metrics,
+) -> anyhow::Result<Contexts> {
     let (key, secret) = cfg.integration.require_workspace()?;
-    let queue = connect_queue(&cfg.redis).await?;
-    let store = connect_store(&cfg.mongo, &cfg.integration, &cfg.sync.providers).await?;
     let limits = CrmLimits {
-        limiter: RateLimiter::new(&queue),
+        limiter: RateLimiter::new(queue),
         hubspot: cfg.rate_limits.per_second(Provider::Hubspot),
         pipedrive: cfg.rate_limits.per_second(Provider::Pipedrive),
         window: Duration::from_millis(1100),
     };
-    let metrics = workers::Metrics::new(&queue);
     let crm = IntegrationApp::new(
         &cfg.integration.integration_app_url,
         TokenMinter::new(&key, secret.expose()),
@@ -253,13 +250,16 @@ pub async fn run_worker(
     ));
     let outbound =
         Arc::new(Outbound::new(store.clone(), crm, queue.clone()).with_conflicts(inbound.clone()));
-    let contexts = Contexts {
+    Ok(Contexts {
         outbound,
         inbound,
         enqueuer,
         first_sync_slice: Duration::from_secs(cfg.jobs.first_sync_slice_secs),
-    };
-    let name = cfg.worker.worker_name();
+    })
+}
+
+/// Every queue's worker settings, before a job kind tunes its own.
+fn worker_tuning(cfg: &WorkerProcess) -> Tuning {
     let mut worker = WorkerConfig::new("");
     worker.concurrency = cfg.worker.worker_concurrency;
     worker.max_attempts = cfg.jobs.retry_attempts;
@@ -274,10 +274,26 @@ pub async fn run_worker(
     worker.max_stalls = cfg.worker.max_stalls;
     worker.dead_retention = cfg.worker.dead_retention();
     worker.dead_keep = cfg.worker.dead_keep;
-    let base = Tuning {
+    Tuning {
         worker,
         timeout: cfg.worker.job_timeout(),
-    };
+    }
+}
+
+/// Runs the worker pool member until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// When a dependency cannot be reached at start-up.
+pub async fn run_worker(
+    cfg: &WorkerProcess,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let queue = connect_queue(&cfg.redis).await?;
+    let store = connect_store(&cfg.mongo, &cfg.integration, &cfg.sync.providers).await?;
+    let metrics = workers::Metrics::new(&queue);
+    let contexts = worker_contexts(cfg, &queue, &store, &metrics)?;
+    let name = cfg.worker.worker_name();
+    let base = worker_tuning(cfg);
     tracing::info!(worker = %name, concurrency = cfg.worker.worker_concurrency, "worker started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -116,26 +116,14 @@ impl Groups {
             let (d, name) = (d.clone(), name.clone());
             async move { mark_synced_together(&d, &name, marks).await }
         });
-        let raw_links = links.clone_with_type::<Document>();
-        let link_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
-            let c = raw_links.clone();
-            async move { insert_unordered(&c, docs).await }
-        });
+        let link_inserts = inserts(links.clone_with_type::<Document>());
         let raw_logs = logs.clone_with_type::<Document>();
         let log_inserts = Batcher::spawn_lingering(MAX_GROUP, IN_FLIGHT, LOG_LINGER, move |docs| {
             let c = raw_logs.clone();
             async move { insert_unordered(&c, docs).await }
         });
-        let c = contacts.clone();
-        let contact_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
-            let c = c.clone();
-            async move { insert_unordered(&c, docs).await }
-        });
-        let claims = db.collection::<Document>("claims");
-        let claim_inserts = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
-            let c = claims.clone();
-            async move { insert_unordered(&c, docs).await }
-        });
+        let contact_inserts = inserts(contacts.clone());
+        let claim_inserts = inserts(db.collection::<Document>("claims"));
         let (c, l) = (
             contacts.clone_with_type::<Document>(),
             links.clone_with_type::<Document>(),
@@ -144,21 +132,9 @@ impl Groups {
             let (c, l) = (c.clone(), l.clone());
             async move { read_with_links(&c, &l, ids).await }
         });
-        let l = links.clone_with_type::<Document>();
-        let link_lookups = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |wanted| {
-            let l = l.clone();
-            async move { look_up(&l, wanted).await }
-        });
-        let c = contacts.clone_with_type::<Document>();
-        let contact_lookups = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |wanted| {
-            let c = c.clone();
-            async move { look_up(&c, wanted).await }
-        });
-        let u = db.collection::<Document>("unrecorded_creates");
-        let unrecorded_lookups = Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |wanted| {
-            let u = u.clone();
-            async move { look_up(&u, wanted).await }
-        });
+        let link_lookups = lookups(links.clone_with_type::<Document>());
+        let contact_lookups = lookups(contacts.clone_with_type::<Document>());
+        let unrecorded_lookups = lookups(db.collection::<Document>("unrecorded_creates"));
         let c = contacts.clone_with_type::<Document>();
         let outbox_clears =
             Batcher::spawn_lingering(MAX_GROUP, IN_FLIGHT, CLEAR_LINGER, move |done| {
@@ -185,6 +161,25 @@ impl Groups {
             outbox_clears,
         }
     }
+}
+
+/// Inserts into `c`, grouped (one unordered `insert` a group).
+fn inserts<T>(c: Collection<T>) -> Batcher<T, Answer>
+where
+    T: serde::Serialize + Send + Sync + 'static,
+{
+    Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |docs| {
+        let c = c.clone();
+        async move { insert_unordered(&c, docs).await }
+    })
+}
+
+/// Look-ups in `c`, grouped (one `find` a group, see [`Lookup`]).
+fn lookups(c: Collection<Document>) -> Batcher<Lookup, Result<Option<Document>, GroupError>> {
+    Batcher::spawn(MAX_GROUP, IN_FLIGHT, move |wanted| {
+        let c = c.clone();
+        async move { look_up(&c, wanted).await }
+    })
 }
 
 /// Runs every request's statements as one ordered `update` command. An

@@ -14,6 +14,7 @@ mod indexes;
 mod links;
 mod logs;
 mod ops;
+mod outbox;
 mod routing;
 
 use anyhow::Context;
@@ -21,13 +22,14 @@ use bson::doc;
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
-pub use contacts::{Contact, ContactPatch, NewContact, Outbox, OutboxJob};
+pub use contacts::{Contact, ContactPatch, NewContact};
 pub use customers::{Connection, Customer, SyncHealth};
 pub use first_sync::{FirstSyncCount, FirstSyncPhase, FirstSyncRecord};
 pub use inbound::{PollCursor, ScanProgress};
 pub use links::Link;
 pub use logs::{Direction, SyncLog};
 pub use ops::{LogFilter, ProviderHealth};
+pub use outbox::{Outbox, OutboxJob};
 pub use routing::Customers;
 
 /// How long opening a connection, or a server monitor's check, may take.

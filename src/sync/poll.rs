@@ -260,46 +260,13 @@ impl InboundSync {
                 .list_page(customer, provider, page_cursor.as_deref())
                 .await?;
             report.listed += page.records.len();
-            let (mut matched, failed) = (0, report.failed);
-            let mut records = Vec::with_capacity(page.records.len());
-            for raw in &page.records {
-                match CrmRecord::parse(raw) {
-                    Ok(rec) => records.push(rec.read_at(read_at)),
-                    Err(e) => {
-                        // unreadable: logged, and the scan goes on
-                        self.skip_record(customer, provider, raw["id"].as_str(), job_id, &e)
-                            .await?;
-                        report.failed += 1;
-                    }
-                }
-            }
+            let failed = report.failed;
+            let at = (customer, provider, job_id);
+            let records = self
+                .parse_page(at, &page.records, read_at, &mut report)
+                .await?;
             seen.extend(records.iter().map(|r| r.id.clone()));
-            // a page's records applied a few at a time: each takes its own
-            // leases, and the listing's pace is the CRM's rate, not ours
-            let applied = each(records, APPLY_AT_ONCE, |rec| async move {
-                let applied = self
-                    .apply(customer, provider, &rec.id, Some(rec.clone()), job_id)
-                    .await;
-                Ok((rec, applied))
-            })
-            .await?;
-            for (rec, applied) in applied {
-                let applied = match applied {
-                    // raced another record of the page (one email twice):
-                    // applied again alone
-                    Err(e) if e.is_transient() => {
-                        self.apply(customer, provider, &rec.id, Some(rec.clone()), job_id)
-                            .await
-                    }
-                    other => other,
-                };
-                matched += usize::from(matches!(
-                    applied,
-                    Ok(Applied::Updated | Applied::Unchanged | Applied::Kept | Applied::Stale)
-                ));
-                self.tally(applied, customer, provider, &rec.id, job_id, &mut report)
-                    .await?;
-            }
+            let matched = self.apply_page(at, records, &mut report).await?;
             if first_sync {
                 let counts = [
                     (FirstSyncCount::Listed, page.records.len()),
@@ -340,6 +307,66 @@ impl InboundSync {
             .await
             .map_err(store_err)?;
         Ok(report)
+    }
+
+    /// A listed page's records, each read at `read_at`; an unreadable one
+    /// is logged as skipped, and the scan goes on.
+    async fn parse_page(
+        &self,
+        (customer, provider, job_id): (&CustomerId, Provider, &str),
+        raw: &[serde_json::Value],
+        read_at: i64,
+        report: &mut PollReport,
+    ) -> Result<Vec<CrmRecord>, JobError> {
+        let mut records = Vec::with_capacity(raw.len());
+        for r in raw {
+            match CrmRecord::parse(r) {
+                Ok(rec) => records.push(rec.read_at(read_at)),
+                Err(e) => {
+                    self.skip_record(customer, provider, r["id"].as_str(), job_id, &e)
+                        .await?;
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Applies a page's records a few at a time (each takes its own
+    /// leases, and the listing's pace is the CRM's rate, not ours), and
+    /// tallies them; returns how many met an app contact.
+    async fn apply_page(
+        &self,
+        (customer, provider, job_id): (&CustomerId, Provider, &str),
+        records: Vec<CrmRecord>,
+        report: &mut PollReport,
+    ) -> Result<usize, JobError> {
+        let applied = each(records, APPLY_AT_ONCE, |rec| async move {
+            let applied = self
+                .apply(customer, provider, &rec.id, Some(rec.clone()), job_id)
+                .await;
+            Ok((rec, applied))
+        })
+        .await?;
+        let mut matched = 0;
+        for (rec, applied) in applied {
+            let applied = match applied {
+                // raced another record of the page (one email twice):
+                // applied again alone
+                Err(e) if e.is_transient() => {
+                    self.apply(customer, provider, &rec.id, Some(rec.clone()), job_id)
+                        .await
+                }
+                other => other,
+            };
+            matched += usize::from(matches!(
+                applied,
+                Ok(Applied::Updated | Applied::Unchanged | Applied::Kept | Applied::Stale)
+            ));
+            self.tally(applied, customer, provider, &rec.id, job_id, report)
+                .await?;
+        }
+        Ok(matched)
     }
 
     /// Reads by id every record a link names that the full listing did not

@@ -190,12 +190,39 @@ async fn handle(
 /// queued, so neither a crash nor a failed call can make HubSpot's retry
 /// look like a duplicate. Returns the changes queued.
 async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
-    // Each portal is one customer's HubSpot connection. A portal no
-    // customer has connected is ignored (answered 200: HubSpot would only
-    // retry it), and counted.
-    // When MongoDB cannot say whose a portal is, the job carries the
-    // portal and the worker finds the customer (webhooks need no MongoDB).
-    let mut customers: BTreeMap<String, Option<(CustomerId, bool)>> = BTreeMap::new();
+    let customers = route_portals(state, events).await;
+    let (per_record, tally) = changes_per_record(events, &customers);
+    for (reason, n) in [
+        ("unknown_portal", tally.ignored),
+        ("not_a_contact_change", tally.other),
+    ] {
+        if n > 0 {
+            state.metrics.add(
+                "webhook_events_ignored_total",
+                &[("source", "hubspot"), ("reason", reason)],
+                i64::try_from(n).unwrap_or(i64::MAX),
+            );
+        }
+    }
+    // one delivery per portal (one customer's connection)
+    let mut deliveries: BTreeMap<String, Delivery> = BTreeMap::new();
+    for ((portal, _), item) in per_record {
+        deliveries.entry(portal).or_default().push(item);
+    }
+    let deliveries: Vec<Delivery> = deliveries.into_values().collect();
+    Ok(state.enqueuer.inbound_gathered(&deliveries).await?)
+}
+
+/// Portal → the customer it is for (`true`: not known yet, the worker
+/// finds it), or none. Each portal is one customer's HubSpot connection.
+/// A portal no customer has connected is ignored (answered 200: HubSpot
+/// would only retry it), and counted. When MongoDB cannot say whose a
+/// portal is, the job carries the portal and the worker finds the
+/// customer (webhooks need no MongoDB).
+type Portals = BTreeMap<String, Option<(CustomerId, bool)>>;
+
+async fn route_portals(state: &ApiState, events: &[Event]) -> Portals {
+    let mut customers = Portals::new();
     for e in events {
         let portal = e.portal_id.as_ref().and_then(id_text).unwrap_or_default();
         if let std::collections::btree_map::Entry::Vacant(slot) = customers.entry(portal) {
@@ -213,77 +240,72 @@ async fn accept(state: &ApiState, events: &[Event]) -> anyhow::Result<usize> {
             slot.insert(c);
         }
     }
-    // one delivery per portal (one customer's connection), one change per
-    // record in it
-    let mut per_record: BTreeMap<(String, String), (Vec<String>, InboundChange)> = BTreeMap::new();
-    let mut ignored = 0_u64;
-    let mut touch = |id: Option<String>, e: &Event| {
+    customers
+}
+
+/// Events left out of a delivery.
+#[derive(Default)]
+struct Tally {
+    /// For a portal no customer has connected.
+    ignored: u64,
+    /// Not about a contact.
+    other: u64,
+}
+
+/// (portal, record) → the event keys and the change of that record.
+type PerRecord = BTreeMap<(String, String), (Vec<String>, InboundChange)>;
+
+/// One change per record of each portal, with the keys of the events it
+/// stands for.
+fn changes_per_record(events: &[Event], customers: &Portals) -> (PerRecord, Tally) {
+    let mut per_record = PerRecord::new();
+    let mut tally = Tally::default();
+    let mut touch = |id: Option<String>, e: &Event, tally: &mut Tally| {
         let portal = e.portal_id.as_ref().and_then(id_text).unwrap_or_default();
         let Some((customer, deferred)) = customers.get(&portal).cloned().flatten() else {
-            ignored += 1;
+            tally.ignored += 1;
             return;
         };
-        if let Some(id) = id {
-            let (keys, job) = per_record
-                .entry((portal.clone(), id.clone()))
-                .or_insert_with(|| (Vec::new(), change(customer, deferred, &portal, id.clone())));
-            // eventId alone is not unique: the key is the event's whole
-            // identity, and the record it is about (a merge names several).
-            keys.push(seen_key(&format!(
-                "hubspot:{portal}:{}:{}:{}:{}:{}:{id}",
-                e.event_id,
-                e.object_id,
-                e.subscription_type,
-                e.occurred_at,
-                e.property_name.as_deref().unwrap_or("")
-            )));
-            job.occurred_at = job.occurred_at.max(e.occurred_at);
-            // a deletion for privacy: the person's data goes from the app too
-            job.purge |= e.subscription_type.ends_with(".privacyDeletion");
-            // restored from deletion: a contact deleted with it comes back
-            job.restore |= e.subscription_type.ends_with(".restore");
-            job.event_ids.push(e.event_id.to_string());
-        }
+        let Some(id) = id else { return };
+        let (keys, job) = per_record
+            .entry((portal.clone(), id.clone()))
+            .or_insert_with(|| (Vec::new(), change(customer, deferred, &portal, id.clone())));
+        // eventId alone is not unique: the key is the event's whole
+        // identity, and the record it is about (a merge names several).
+        keys.push(seen_key(&format!(
+            "hubspot:{portal}:{}:{}:{}:{}:{}:{id}",
+            e.event_id,
+            e.object_id,
+            e.subscription_type,
+            e.occurred_at,
+            e.property_name.as_deref().unwrap_or("")
+        )));
+        job.occurred_at = job.occurred_at.max(e.occurred_at);
+        // a deletion for privacy: the person's data goes from the app too
+        job.purge |= e.subscription_type.ends_with(".privacyDeletion");
+        // restored from deletion: a contact deleted with it comes back
+        job.restore |= e.subscription_type.ends_with(".restore");
+        job.event_ids.push(e.event_id.to_string());
     };
-    let mut other = 0_u64;
     for e in events {
         if !e.is_contact_change() {
-            other += 1;
+            tally.other += 1;
             continue;
         }
-        touch(id_text(&e.object_id), e);
+        touch(id_text(&e.object_id), e, &mut tally);
         // a merge: the surviving record and the ones merged into it (each
         // read again: a merged one is gone, the survivor has their values)
         if let Some(p) = &e.primary_object_id {
-            touch(id_text(p), e);
+            touch(id_text(p), e, &mut tally);
         }
         if let Some(n) = &e.new_object_id {
-            touch(id_text(n), e);
+            touch(id_text(n), e, &mut tally);
         }
         for m in &e.merged_object_ids {
-            touch(id_text(m), e);
+            touch(id_text(m), e, &mut tally);
         }
     }
-    if ignored > 0 {
-        state.metrics.add(
-            "webhook_events_ignored_total",
-            &[("source", "hubspot"), ("reason", "unknown_portal")],
-            i64::try_from(ignored).unwrap_or(i64::MAX),
-        );
-    }
-    if other > 0 {
-        state.metrics.add(
-            "webhook_events_ignored_total",
-            &[("source", "hubspot"), ("reason", "not_a_contact_change")],
-            i64::try_from(other).unwrap_or(i64::MAX),
-        );
-    }
-    let mut deliveries: BTreeMap<String, Delivery> = BTreeMap::new();
-    for ((portal, _), item) in per_record {
-        deliveries.entry(portal).or_default().push(item);
-    }
-    let deliveries: Vec<Delivery> = deliveries.into_values().collect();
-    Ok(state.enqueuer.inbound_gathered(&deliveries).await?)
+    (per_record, tally)
 }
 
 /// The key an event is remembered by: 96 bits of the SHA-256 of its
