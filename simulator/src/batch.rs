@@ -57,9 +57,9 @@ fn answer(results: Vec<Value>, errors: Vec<Value>, started_ms: i64) -> Value {
 fn inputs(body: &Value) -> Result<&Vec<Value>, ActionError> {
     let inputs = body["inputs"]
         .as_array()
-        .ok_or_else(|| super::native::refused(Connection::HubSpot, "inputs must be an array"))?;
+        .ok_or_else(|| crate::error::refused(Connection::HubSpot, "inputs must be an array"))?;
     if inputs.len() > MAX_INPUTS {
-        return Err(super::native::refused(
+        return Err(crate::error::refused(
             Connection::HubSpot,
             format!(
                 "Batch input limit exceeded: {} inputs given, {MAX_INPUTS} at most",
@@ -105,7 +105,7 @@ pub(crate) fn read(store: &Store, body: &Value) -> Result<Value, ActionError> {
         .unwrap_or_default();
     let by = body["idProperty"].as_str().unwrap_or("hs_object_id");
     if by != "hs_object_id" && by != "email" {
-        return Err(super::native::refused(
+        return Err(crate::error::refused(
             Connection::HubSpot,
             format!("{by} is not a unique property"),
         ));
@@ -229,7 +229,7 @@ pub(crate) fn screen(
         !rejected
     });
     if !refused.is_empty() && faults.batch_refused_whole() {
-        return Err(super::native::refused(
+        return Err(crate::error::refused(
             conn,
             format!("{} of the batch's inputs are invalid", refused.len()),
         ));

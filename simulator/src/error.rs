@@ -216,3 +216,21 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
         .content_type("application/json")
         .body(serde_json::to_vec(body).unwrap_or_default())
 }
+
+/// The CRM's own 400 for a request it cannot take.
+pub(crate) fn refused(conn: Connection, message: impl Into<String>) -> ActionError {
+    let message = message.into();
+    let body = match conn {
+        Connection::HubSpot => json!({
+            "status": "error",
+            "message": message,
+            "category": "VALIDATION_ERROR",
+        }),
+        Connection::Pipedrive => json!({
+            "success": false,
+            "error": message,
+            "errorCode": 400,
+        }),
+    };
+    ActionError::crm_answer(400, body, message)
+}

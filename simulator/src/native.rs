@@ -36,7 +36,7 @@ use std::cmp::Ordering;
 use serde_json::{json, Map, Value};
 
 use crate::connection::Connection;
-use crate::error::ActionError;
+use crate::error::{refused, ActionError};
 use crate::store::{LiveRecord, Store};
 
 /// Pipedrive's largest and default page.
@@ -93,24 +93,6 @@ pub(crate) fn request(
             format!("{method} {path}: no such endpoint"),
         )),
     }
-}
-
-/// The CRM's own 400 for a request it cannot take.
-pub(crate) fn refused(conn: Connection, message: impl Into<String>) -> ActionError {
-    let message = message.into();
-    let body = match conn {
-        Connection::HubSpot => json!({
-            "status": "error",
-            "message": message,
-            "category": "VALIDATION_ERROR",
-        }),
-        Connection::Pipedrive => json!({
-            "success": false,
-            "error": message,
-            "errorCode": 400,
-        }),
-    };
-    ActionError::crm_answer(400, body, message)
 }
 
 /// A query parameter as text (a formula may give a number).

@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::claims::{Claimed, Key};
+use super::count_field;
 use super::{is_duplicate_key, Store, StoreError};
 use crate::domain::{CustomerId, Provider};
 
@@ -548,7 +549,7 @@ impl Store {
         for p in Provider::ALL {
             let cursors = self.db.collection::<bson::Document>("sync_cursors");
             if let Some(mut old) = cursors.find_one(doc! { "_id": p.as_str() }).await? {
-                old.insert("_id", super::inbound::cursor_id(id, p));
+                old.insert("_id", super::ids::cursor_id(id, p));
                 match cursors.insert_one(&old).await {
                     Ok(_) => {}
                     Err(e) if is_duplicate_key(&e) => {}
@@ -565,16 +566,6 @@ impl Store {
             Err(e) if is_duplicate_key(&e) => Ok(()),
             Err(e) => Err(e).context("marking the adoption done"),
         }
-    }
-}
-
-/// The `n` of a `$group` stage's output (the server may give any number type).
-pub(super) fn count_field(g: &bson::Document) -> u64 {
-    match g.get("n") {
-        Some(bson::Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(bson::Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(bson::Bson::Double(n)) => *n as u64,
-        _ => 0,
     }
 }
 

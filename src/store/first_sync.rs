@@ -7,7 +7,7 @@ use bson::{doc, DateTime};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::inbound::cursor_id;
+use super::ids::cursor_id;
 use super::Store;
 use crate::domain::{CustomerId, Provider};
 

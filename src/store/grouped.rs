@@ -6,7 +6,7 @@ use bson::{doc, Document};
 use mongodb::{Collection, Database};
 
 use super::batch::Batcher;
-use super::links::SyncedMark;
+use super::marks::SyncedMark;
 use super::{Contact, Link, SyncLog};
 use crate::domain::{ContactId, Provider};
 
@@ -358,7 +358,7 @@ async fn read_with_links(
     let oids: Vec<_> = ids.iter().map(|id| id.oid()).collect();
     let link_ids: Vec<String> = ids
         .iter()
-        .flat_map(|id| Provider::ALL.map(|p| super::links::link_id(*id, p)))
+        .flat_map(|id| Provider::ALL.map(|p| super::ids::link_id(*id, p)))
         .collect();
     let read_contacts = async {
         contacts

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::first_sync::FirstSyncRecord;
 use super::grouped::{GroupError, Lookup};
+use super::ids::cursor_id;
 use super::{Contact, Link, Store, StoreError};
 use crate::domain::UniversalContact;
 use crate::domain::{ContactId, CustomerId, Email, Provider};
@@ -50,11 +51,6 @@ pub struct ScanProgress {
     pub started_ms: i64,
     /// The full listing's cursor for the next page.
     pub cursor: String,
-}
-
-/// The id of a connection's cursor: `{customer}:{provider}`.
-pub(crate) fn cursor_id(customer: &CustomerId, provider: Provider) -> String {
-    format!("{customer}:{provider}")
 }
 
 /// One grouped lookup (see [`super::grouped::Lookup`]), decoded.

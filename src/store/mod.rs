@@ -9,10 +9,12 @@ mod contacts;
 mod customers;
 mod first_sync;
 mod grouped;
+mod ids;
 mod inbound;
 mod indexes;
 mod links;
 mod logs;
+mod marks;
 mod ops;
 mod outbox;
 mod routing;
@@ -317,5 +319,15 @@ pub(crate) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
             .as_ref()
             .is_some_and(|w| w.iter().any(|e| e.code == 11000)),
         _ => err.to_string().contains("E11000"),
+    }
+}
+
+/// The `n` of a `$group` stage's output (the server may give any number type).
+pub(crate) fn count_field(g: &bson::Document) -> u64 {
+    match g.get("n") {
+        Some(bson::Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(bson::Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(bson::Bson::Double(n)) => *n as u64,
+        _ => 0,
     }
 }
