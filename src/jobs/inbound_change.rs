@@ -2,12 +2,10 @@
 
 use std::sync::Arc;
 
-use apalis_core::task::data::Data;
-use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
-use workers::{Job, JobError};
+use workers::{Job, JobError, PushOptions};
 
-use super::{Contexts, Enqueuer, Kind};
+use super::{Contexts, Enqueuer, Kind, Run};
 use crate::domain::{CustomerId, Provider};
 use crate::sync::InboundSync;
 
@@ -87,6 +85,10 @@ impl Kind for InboundChange {
 
     /// The job, the CRM and its record (the contact is added once known).
     /// A batch names how many changes it holds instead of a record.
+    async fn handle(self, ctx: &Self::Context, r: &Run) -> Result<(), JobError> {
+        run(self, ctx, &r.id).await
+    }
+
     fn span(&self, job: &Job) -> tracing::Span {
         if !self.batch.is_empty() {
             return tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
@@ -140,13 +142,11 @@ impl Kind for InboundChange {
     }
 }
 
-/// Runs an `inbound-change` job (an apalis worker function).
-///
-/// # Errors
-/// Transient for store and network trouble, permanent for refusals.
-pub async fn handle(job: InboundChange, ctx: Data<Inbound>, id: TaskId) -> Result<(), JobError> {
+/// Runs an `inbound-change` job: fans a gathered batch out, or applies
+/// one record's change.
+async fn run(job: InboundChange, ctx: &Inbound, id: &str) -> Result<(), JobError> {
     if !job.batch.is_empty() {
-        return fan_out(&ctx.enqueuer, &id.to_string(), job.batch).await;
+        return fan_out(&ctx.enqueuer, id, job.batch).await;
     }
     let ctx = &ctx.sync;
     let customer = match &job.account_id {
@@ -169,7 +169,7 @@ pub async fn handle(job: InboundChange, ctx: Data<Inbound>, id: TaskId) -> Resul
             ctx.restore(&customer, job.provider, &job.external_id)
                 .await?;
         }
-        ctx.change(&customer, job.provider, &job.external_id, &id.to_string())
+        ctx.change(&customer, job.provider, &job.external_id, id)
             .await
     })
     .await?;
@@ -196,4 +196,90 @@ async fn fan_out(
         .push_all(jobs)
         .await
         .map_err(crate::sync::queue_err)
+}
+
+/// Queueing `inbound-change` jobs.
+impl Enqueuer {
+    /// Queues an inbound change; returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn inbound(&self, change: &InboundChange) -> Result<String, workers::Error> {
+        self.push(change, None).await
+    }
+
+    /// Queues many inbound changes in one pipelined round trip; returns the
+    /// job ids in order.
+    ///
+    /// # Errors
+    /// When Redis fails; jobs of earlier batches stay queued.
+    pub async fn inbound_many(
+        &self,
+        changes: &[InboundChange],
+    ) -> Result<Vec<String>, workers::Error> {
+        let bodies = changes
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        self.queue
+            .push_many_raw(InboundChange::QUEUE, &bodies, opts)
+            .await
+    }
+
+    /// Queues each delivery's new changes as one job, in one round trip: a
+    /// delivery is one connection's changes, each with the keys of the
+    /// events it stands for. A change is new if one of its keys is; its
+    /// keys are seen from then on. The worker fans a job of several
+    /// changes out into one job each. Returns how many changes were queued.
+    ///
+    /// # Errors
+    /// When Redis fails; a delivery is then either queued and remembered
+    /// whole or not at all.
+    pub async fn inbound_gathered(&self, deliveries: &[Delivery]) -> Result<usize, workers::Error> {
+        let corrupt = |e: serde_json::Error| workers::Error::Corrupt(e.to_string());
+        let gatherings = deliveries
+            .iter()
+            .filter_map(|changes| Some((changes.first()?, changes)))
+            .map(|((_, first), changes)| {
+                // the batch job names the connection; its changes, the records
+                let head = InboundChange {
+                    external_id: String::new(),
+                    occurred_at: 0,
+                    event_ids: Vec::new(),
+                    batch: Vec::new(),
+                    purge: false,
+                    restore: false,
+                    ..first.clone()
+                };
+                let mut head_json = serde_json::to_string(&head).map_err(corrupt)?;
+                // `{...}` becomes `{...,"batch":[`, closed by `]}`
+                head_json.pop();
+                head_json.push_str(",\"batch\":[");
+                let items = changes
+                    .iter()
+                    .map(|(keys, c)| Ok((keys.clone(), serde_json::to_string(c).map_err(corrupt)?)))
+                    .collect::<Result<Vec<_>, workers::Error>>()?;
+                Ok(workers::Gathering {
+                    items,
+                    head: head_json,
+                    tail: "]}".into(),
+                    group: head.group(),
+                })
+            })
+            .collect::<Result<Vec<_>, workers::Error>>()?;
+        let opts = PushOptions {
+            max_attempts: self.max_attempts,
+            ..PushOptions::default()
+        };
+        let done = self
+            .queue
+            .push_gathered(InboundChange::QUEUE, &gatherings, &opts, self.dedup_ttl)
+            .await?;
+        Ok(done.iter().map(|g| g.new).sum())
+    }
 }

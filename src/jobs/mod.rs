@@ -15,26 +15,31 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
-use workers::{Job, JobError, JobState, PushOptions, Queue, RedisBackend, WorkerConfig};
+use workers::{Job, JobError, JobState, Queue, RedisBackend, WorkerConfig};
 
 use crate::domain::{ContactId, CustomerId, Provider};
-use crate::store::{Contact, Store};
+use crate::store::Store;
 use crate::sync::PushQueue;
 
-pub mod inbound_change;
-pub mod outbound_upsert;
 pub mod outbox;
-pub mod provider_poll;
+#[macro_use]
 mod registry;
+
+// The job kinds, one file each: a new kind is its file plus its line here.
+registry!(
+    outbound_upsert::OutboundUpsert,
+    inbound_change::InboundChange,
+    provider_poll::ProviderPoll,
+);
 
 pub use inbound_change::{Delivery, InboundChange};
 pub use outbound_upsert::OutboundUpsert;
 pub use provider_poll::ProviderPoll;
-pub use registry::{revive, run_workers, Contexts, QUEUES};
+pub use registry::{revive, Contexts};
 
-/// A kind of job: a payload type, the queue its name gives, and what
-/// happens around running it. Running it is the module's `handle`, a plain
-/// apalis worker function registered beside the kind in [`registry!`].
+/// A kind of job: a payload type, the queue its name gives, how it runs
+/// ([`Kind::handle`]) and what happens around running it. A kind is one
+/// file of this module plus its line in the registry (`registry.rs`).
 pub trait Kind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
     /// The queue, which is also the kind's name.
     const QUEUE: &'static str;
@@ -57,6 +62,17 @@ pub trait Kind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'st
     /// The span the job runs in (retries and dead-lettering included).
     fn span(&self, job: &Job) -> tracing::Span;
 
+    /// Runs the job once (an attempt).
+    ///
+    /// # Errors
+    /// Transient for store and network trouble (retried), permanent for
+    /// refusals (dead at once), deferred or throttled to run it later.
+    fn handle(
+        self,
+        ctx: &Self::Context,
+        run: &Run,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+
     /// Records, where users look, that the job was given up on (it is
     /// called again later when it fails).
     fn on_dead(
@@ -75,6 +91,15 @@ pub trait Kind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'st
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { Ok(()) }
     }
+}
+
+/// The attempt of a job being run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The job's id.
+    pub id: String,
+    /// Which attempt this is (the first is 1).
+    pub attempt: u32,
 }
 
 /// The settings of one kind's workers.
@@ -124,108 +149,6 @@ impl Enqueuer {
         &self.queue
     }
 
-    /// Marks the contact's links with `providers` pending at `version` and
-    /// queues one push per provider; returns `(provider, job id)` pairs.
-    ///
-    /// Each link records the id of the job that will bring it up to date
-    /// before that job is pushed, so a link left `pending` by a crash
-    /// between the two steps points at a job that does not exist and can be
-    /// told apart from one whose push is merely waiting for a retry.
-    ///
-    /// # Errors
-    /// When MongoDB or Redis fails; links already marked stay `pending`.
-    pub async fn push_contact(
-        &self,
-        store: &Store,
-        contact: ContactId,
-        customer: &CustomerId,
-        providers: &[Provider],
-        version: i64,
-    ) -> anyhow::Result<Vec<(Provider, String)>> {
-        let jobs = plan_jobs(providers);
-        self.push_jobs(store, contact, customer, &jobs, version)
-            .await?;
-        Ok(jobs)
-    }
-
-    /// [`Self::push_contact`] for jobs whose ids were chosen already (and
-    /// perhaps written to the contact's outbox). Pushing a job id that
-    /// exists already does nothing, so this may run more than once.
-    ///
-    /// # Errors
-    /// When MongoDB or Redis fails; links already marked stay `pending`.
-    pub async fn push_jobs(
-        &self,
-        store: &Store,
-        contact: ContactId,
-        customer: &CustomerId,
-        jobs: &[(Provider, String)],
-        version: i64,
-    ) -> anyhow::Result<()> {
-        store.mark_pending(contact, customer, jobs, version).await?;
-        self.queue_jobs(contact, customer, jobs, version).await
-    }
-
-    /// [`Self::push_jobs`] for a contact just created: it has no links
-    /// yet, so they are inserted `pending` rather than updated, with what
-    /// the push that creates its CRM records will write as their intent.
-    ///
-    /// # Errors
-    /// When MongoDB or Redis fails.
-    pub async fn push_new_jobs(
-        &self,
-        store: &Store,
-        contact: &Contact,
-        jobs: &[(Provider, String)],
-    ) -> anyhow::Result<()> {
-        let intent = crate::sync::merge::created(&contact.into()).result;
-        store
-            .insert_pending_links(
-                contact.id,
-                &contact.customer_id,
-                jobs,
-                contact.version,
-                &intent,
-            )
-            .await?;
-        self.queue_jobs(contact.id, &contact.customer_id, jobs, contact.version)
-            .await
-    }
-
-    /// Queues the pushes of `jobs` (links already marked).
-    ///
-    /// # Errors
-    /// When Redis fails; jobs queued before stay queued.
-    pub async fn queue_jobs(
-        &self,
-        contact: ContactId,
-        customer: &CustomerId,
-        jobs: &[(Provider, String)],
-        version: i64,
-    ) -> anyhow::Result<()> {
-        self.push_all(pushes_of(contact, customer, jobs, version))
-            .await?;
-        Ok(())
-    }
-
-    /// [`Self::queue_jobs`] for many contacts at once, in one round trip
-    /// (the outbox relay's round).
-    ///
-    /// # Errors
-    /// When Redis fails; jobs queued before stay queued.
-    pub async fn queue_jobs_of_many(&self, owed: &[OwedJobs<'_>]) -> anyhow::Result<()> {
-        let pushes = owed
-            .iter()
-            .flat_map(|(contact, customer, jobs, version)| {
-                pushes_of(*contact, customer, jobs, *version)
-            })
-            .collect::<Vec<_>>();
-        if !pushes.is_empty() {
-            self.push_all(pushes).await?;
-        }
-        Ok(())
-    }
-
     /// Whether the job is still to run (queued, waiting for a retry, or
     /// running). Unknown and finished jobs are not.
     ///
@@ -238,151 +161,6 @@ impl Enqueuer {
                 JobState::Pending | JobState::Scheduled | JobState::Running
             )
         }))
-    }
-
-    /// Queues an inbound change; returns the job id.
-    ///
-    /// # Errors
-    /// When Redis fails.
-    pub async fn inbound(&self, change: &InboundChange) -> Result<String, workers::Error> {
-        self.push(change, None).await
-    }
-
-    /// Queues many inbound changes in one pipelined round trip; returns the
-    /// job ids in order.
-    ///
-    /// # Errors
-    /// When Redis fails; jobs of earlier batches stay queued.
-    pub async fn inbound_many(
-        &self,
-        changes: &[InboundChange],
-    ) -> Result<Vec<String>, workers::Error> {
-        let bodies = changes
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| workers::Error::Corrupt(e.to_string()))?;
-        let opts = PushOptions {
-            max_attempts: self.max_attempts,
-            ..PushOptions::default()
-        };
-        self.queue
-            .push_many_raw(InboundChange::QUEUE, &bodies, opts)
-            .await
-    }
-
-    /// Queues each delivery's new changes as one job, in one round trip: a
-    /// delivery is one connection's changes, each with the keys of the
-    /// events it stands for. A change is new if one of its keys is; its
-    /// keys are seen from then on. The worker fans a job of several
-    /// changes out into one job each. Returns how many changes were queued.
-    ///
-    /// # Errors
-    /// When Redis fails; a delivery is then either queued and remembered
-    /// whole or not at all.
-    pub async fn inbound_gathered(&self, deliveries: &[Delivery]) -> Result<usize, workers::Error> {
-        let corrupt = |e: serde_json::Error| workers::Error::Corrupt(e.to_string());
-        let gatherings = deliveries
-            .iter()
-            .filter_map(|changes| Some((changes.first()?, changes)))
-            .map(|((_, first), changes)| {
-                // the batch job names the connection; its changes, the records
-                let head = InboundChange {
-                    external_id: String::new(),
-                    occurred_at: 0,
-                    event_ids: Vec::new(),
-                    batch: Vec::new(),
-                    purge: false,
-                    restore: false,
-                    ..first.clone()
-                };
-                let mut head_json = serde_json::to_string(&head).map_err(corrupt)?;
-                // `{...}` becomes `{...,"batch":[`, closed by `]}`
-                head_json.pop();
-                head_json.push_str(",\"batch\":[");
-                let items = changes
-                    .iter()
-                    .map(|(keys, c)| Ok((keys.clone(), serde_json::to_string(c).map_err(corrupt)?)))
-                    .collect::<Result<Vec<_>, workers::Error>>()?;
-                Ok(workers::Gathering {
-                    items,
-                    head: head_json,
-                    tail: "]}".into(),
-                    group: head.group(),
-                })
-            })
-            .collect::<Result<Vec<_>, workers::Error>>()?;
-        let opts = PushOptions {
-            max_attempts: self.max_attempts,
-            ..PushOptions::default()
-        };
-        let done = self
-            .queue
-            .push_gathered(InboundChange::QUEUE, &gatherings, &opts, self.dedup_ttl)
-            .await?;
-        Ok(done.iter().map(|g| g.new).sum())
-    }
-
-    /// Queues a poll of a customer's connection with `provider`; returns
-    /// the job id.
-    ///
-    /// # Errors
-    /// When Redis fails.
-    pub async fn poll(
-        &self,
-        customer: &CustomerId,
-        provider: Provider,
-        backfill: bool,
-    ) -> Result<String, workers::Error> {
-        let job = ProviderPoll {
-            customer: customer.clone(),
-            provider,
-            backfill,
-            first_sync: false,
-            continued: false,
-        };
-        self.push(&job, None).await
-    }
-
-    /// Queues the first sync of a customer's connection with `provider`
-    /// (see [`ProviderPoll::first_sync`]); returns the job id.
-    ///
-    /// # Errors
-    /// When Redis fails.
-    pub async fn first_sync(
-        &self,
-        customer: &CustomerId,
-        provider: Provider,
-    ) -> Result<String, workers::Error> {
-        self.queue_first_sync(customer, provider, false).await
-    }
-
-    /// Queues the next slice of a first sync's writes.
-    ///
-    /// # Errors
-    /// When Redis fails.
-    pub async fn continue_first_sync(
-        &self,
-        customer: &CustomerId,
-        provider: Provider,
-    ) -> Result<String, workers::Error> {
-        self.queue_first_sync(customer, provider, true).await
-    }
-
-    async fn queue_first_sync(
-        &self,
-        customer: &CustomerId,
-        provider: Provider,
-        continued: bool,
-    ) -> Result<String, workers::Error> {
-        let job = ProviderPoll {
-            customer: customer.clone(),
-            provider,
-            backfill: true,
-            first_sync: true,
-            continued,
-        };
-        self.push(&job, None).await
     }
 
     /// Queues one job of kind `K`, on the queue its type names, under `id`

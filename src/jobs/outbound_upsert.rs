@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use apalis_core::task::attempt::Attempt;
-use apalis_core::task::data::Data;
-use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
-use super::{Contexts, Kind};
+use super::{plan_jobs, pushes_of, Contexts, Enqueuer, Kind, OwedJobs, Run};
+use crate::store::Contact;
 use crate::domain::CustomerId;
 use crate::domain::{ContactId, Provider};
 use crate::store::Store;
@@ -45,6 +43,10 @@ impl Kind for OutboundUpsert {
 
     fn context(all: &Contexts) -> Self::Context {
         all.outbound.clone()
+    }
+
+    async fn handle(self, ctx: &Self::Context, run: &Run) -> Result<(), JobError> {
+        crate::crm::job_scope(ctx.run(self.contact_id, self.provider, &run.id, run.attempt)).await
     }
 
     fn span(&self, job: &Job) -> tracing::Span {
@@ -92,16 +94,107 @@ impl Kind for OutboundUpsert {
     }
 }
 
-/// Runs an `outbound-upsert` job (an apalis worker function).
-///
-/// # Errors
-/// Transient for store and network trouble, permanent for refusals.
-pub async fn handle(
-    job: OutboundUpsert,
-    ctx: Data<Arc<Outbound>>,
-    id: TaskId,
-    attempt: Attempt,
-) -> Result<(), JobError> {
-    let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX);
-    crate::crm::job_scope(ctx.run(job.contact_id, job.provider, &id.to_string(), attempt)).await
+/// Queueing `outbound-upsert` jobs.
+impl Enqueuer {
+    /// Marks the contact's links with `providers` pending at `version` and
+    /// queues one push per provider; returns `(provider, job id)` pairs.
+    ///
+    /// Each link records the id of the job that will bring it up to date
+    /// before that job is pushed, so a link left `pending` by a crash
+    /// between the two steps points at a job that does not exist and can be
+    /// told apart from one whose push is merely waiting for a retry.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails; links already marked stay `pending`.
+    pub async fn push_contact(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        customer: &CustomerId,
+        providers: &[Provider],
+        version: i64,
+    ) -> anyhow::Result<Vec<(Provider, String)>> {
+        let jobs = plan_jobs(providers);
+        self.push_jobs(store, contact, customer, &jobs, version)
+            .await?;
+        Ok(jobs)
+    }
+
+    /// [`Self::push_contact`] for jobs whose ids were chosen already (and
+    /// perhaps written to the contact's outbox). Pushing a job id that
+    /// exists already does nothing, so this may run more than once.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails; links already marked stay `pending`.
+    pub async fn push_jobs(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        customer: &CustomerId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        store.mark_pending(contact, customer, jobs, version).await?;
+        self.queue_jobs(contact, customer, jobs, version).await
+    }
+
+    /// [`Self::push_jobs`] for a contact just created: it has no links
+    /// yet, so they are inserted `pending` rather than updated, with what
+    /// the push that creates its CRM records will write as their intent.
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails.
+    pub async fn push_new_jobs(
+        &self,
+        store: &Store,
+        contact: &Contact,
+        jobs: &[(Provider, String)],
+    ) -> anyhow::Result<()> {
+        let intent = crate::sync::merge::created(&contact.into()).result;
+        store
+            .insert_pending_links(
+                contact.id,
+                &contact.customer_id,
+                jobs,
+                contact.version,
+                &intent,
+            )
+            .await?;
+        self.queue_jobs(contact.id, &contact.customer_id, jobs, contact.version)
+            .await
+    }
+
+    /// Queues the pushes of `jobs` (links already marked).
+    ///
+    /// # Errors
+    /// When Redis fails; jobs queued before stay queued.
+    pub async fn queue_jobs(
+        &self,
+        contact: ContactId,
+        customer: &CustomerId,
+        jobs: &[(Provider, String)],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        self.push_all(pushes_of(contact, customer, jobs, version))
+            .await?;
+        Ok(())
+    }
+
+    /// [`Self::queue_jobs`] for many contacts at once, in one round trip
+    /// (the outbox relay's round).
+    ///
+    /// # Errors
+    /// When Redis fails; jobs queued before stay queued.
+    pub async fn queue_jobs_of_many(&self, owed: &[OwedJobs<'_>]) -> anyhow::Result<()> {
+        let pushes = owed
+            .iter()
+            .flat_map(|(contact, customer, jobs, version)| {
+                pushes_of(*contact, customer, jobs, *version)
+            })
+            .collect::<Vec<_>>();
+        if !pushes.is_empty() {
+            self.push_all(pushes).await?;
+        }
+        Ok(())
+    }
 }

@@ -3,12 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis_core::task::data::Data;
-use apalis_core::task::task_id::TaskId;
 use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
 
-use super::{Contexts, Enqueuer, Kind, Tuning};
+use super::{Contexts, Enqueuer, Kind, Run, Tuning};
 use crate::domain::{CustomerId, Provider};
 use crate::store::{FirstSyncPhase, FirstSyncRecord};
 use crate::sync::outbound::FirstSyncWrites;
@@ -80,6 +78,10 @@ impl Kind for ProviderPoll {
         cfg.worker.concurrency = 2;
     }
 
+    async fn handle(self, ctx: &Self::Context, r: &Run) -> Result<(), JobError> {
+        run(self, ctx, &r.id).await
+    }
+
     fn span(&self, job: &Job) -> tracing::Span {
         tracing::info_span!("job", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
             customer = %self.customer, provider = %self.provider)
@@ -129,16 +131,12 @@ impl Kind for ProviderPoll {
     }
 }
 
-/// Runs a `provider-poll` job (an apalis worker function).
-///
-/// # Errors
-/// Transient for store and network trouble, permanent for refusals.
-pub async fn handle(job: ProviderPoll, ctx: Data<Polls>, id: TaskId) -> Result<(), JobError> {
-    let id = id.to_string();
+/// Runs a `provider-poll` job: a first sync's step, or a poll.
+async fn run(job: ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobError> {
     if job.first_sync {
-        return crate::crm::job_scope(first_sync(&job, &ctx, &id)).await;
+        return crate::crm::job_scope(first_sync(&job, ctx, id)).await;
     }
-    if !job.backfill && first_sync_underway(&job, &ctx).await? {
+    if !job.backfill && first_sync_underway(&job, ctx).await? {
         // its listing read everything up to its start, and what changed
         // since is listed by the first poll after it (from the cursor, which
         // the first sync leaves where it was); polling now would list the
@@ -148,7 +146,7 @@ pub async fn handle(job: ProviderPoll, ctx: Data<Polls>, id: TaskId) -> Result<(
     }
     crate::crm::job_scope(
         ctx.inbound
-            .poll(&job.customer, job.provider, job.backfill, &id),
+            .poll(&job.customer, job.provider, job.backfill, id),
     )
     .await?;
     Ok(())
@@ -280,6 +278,9 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
                 )
                 .await
                 .map_err(store_err)?;
+            ctx.outbound
+                .last_pass(&writes, std::time::Instant::now())
+                .await?;
             tracing::info!("first sync written");
         } else {
             ctx.enqueuer
@@ -293,4 +294,69 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
         tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");
     }
     Ok(())
+}
+
+/// Queueing `provider-poll` jobs.
+impl Enqueuer {
+    /// Queues a poll of a customer's connection with `provider`; returns
+    /// the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn poll(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        backfill: bool,
+    ) -> Result<String, workers::Error> {
+        let job = ProviderPoll {
+            customer: customer.clone(),
+            provider,
+            backfill,
+            first_sync: false,
+            continued: false,
+        };
+        self.push(&job, None).await
+    }
+
+    /// Queues the first sync of a customer's connection with `provider`
+    /// (see [`ProviderPoll::first_sync`]); returns the job id.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<String, workers::Error> {
+        self.queue_first_sync(customer, provider, false).await
+    }
+
+    /// Queues the next slice of a first sync's writes.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn continue_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> Result<String, workers::Error> {
+        self.queue_first_sync(customer, provider, true).await
+    }
+
+    async fn queue_first_sync(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        continued: bool,
+    ) -> Result<String, workers::Error> {
+        let job = ProviderPoll {
+            customer: customer.clone(),
+            provider,
+            backfill: true,
+            first_sync: true,
+            continued,
+        };
+        self.push(&job, None).await
+    }
 }

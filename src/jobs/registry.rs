@@ -3,43 +3,32 @@
 
 use std::sync::Arc;
 
-use apalis::layers::WorkerBuilderExt;
-use apalis_core::monitor::Monitor;
+use apalis_core::task::attempt::Attempt;
+use apalis_core::task::data::Data;
+use apalis_core::task::task_id::TaskId;
 use apalis_core::task::Task;
-use apalis_core::worker::builder::WorkerBuilder;
-use apalis_core::worker::ext::parallelize::ParallelizeExt;
 use futures::future::BoxFuture;
 use workers::{DeadLetter, Job, JobError, JobInfo, Queue, RedisBackend};
 
-use super::{Kind, Tuning};
+use super::{Kind, Run, Tuning};
+
 use crate::store::Store;
 use crate::sync::{InboundSync, Outbound};
 
-/// The services the job kinds run with; each kind picks its own
-/// ([`Kind::context`]).
-#[derive(Clone)]
-pub struct Contexts {
-    /// Pushes to the CRMs.
-    pub outbound: Arc<Outbound>,
-    /// Changes from the CRMs.
-    pub inbound: Arc<InboundSync>,
-    /// Queues the jobs a job sets off.
-    pub enqueuer: super::Enqueuer,
-    /// How long a slice of a first sync's writes runs.
-    pub first_sync_slice: std::time::Duration,
-}
-
-/// Registers the job kinds: adding a kind is its module plus its line
-/// here (`module::Payload`; the module's `handle` runs it).
+/// Declares the job kinds' modules and derives from their list the queue
+/// names, the workers started and the revive hooks: adding a kind is its
+/// file plus its line in the list (in `jobs/mod.rs`).
 macro_rules! registry {
     ($($module:ident :: $kind:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+
         /// Every queue, one per job kind, in registration order.
-        pub const QUEUES: &[&str] = &[$(<super::$module::$kind as Kind>::QUEUE),+];
+        pub const QUEUES: &[&str] = &[$(<$module::$kind as Kind>::QUEUE),+];
 
         /// Runs the revive hook of the job's kind.
-        async fn revive_hook(store: &Store, job: &JobInfo) -> anyhow::Result<()> {
-            $(if job.queue == <super::$module::$kind as Kind>::QUEUE {
-                return on_revive::<super::$module::$kind>(store, job).await;
+        async fn revive_hook(store: &Store, job: &workers::JobInfo) -> anyhow::Result<()> {
+            $(if job.queue == <$module::$kind as Kind>::QUEUE {
+                return registry::on_revive::<$module::$kind>(store, job).await;
             })+
             Ok(())
         }
@@ -60,20 +49,23 @@ macro_rules! registry {
             metrics: &workers::Metrics,
             shutdown: impl std::future::Future<Output = ()> + Send + 'static,
         ) -> anyhow::Result<()> {
-            let mut monitor = Monitor::new();
+            use apalis::layers::WorkerBuilderExt as _;
+            use apalis_core::worker::ext::parallelize::ParallelizeExt as _;
+            use registry::{backend_of, leave, work, Leave};
+            let mut monitor = apalis_core::monitor::Monitor::new();
             let mut leaving: Vec<Leave> = Vec::new();
             $(
-                let (backend, tuning) = backend_of::<super::$module::$kind>(queue, contexts, base, metrics);
-                let (b, n, ctx) = (backend.clone(), name.to_owned(), <super::$module::$kind as Kind>::context(contexts));
+                let (backend, tuning) = backend_of::<$module::$kind>(queue, contexts, base, metrics);
+                let (b, n, ctx) = (backend.clone(), name.to_owned(), <$module::$kind as Kind>::context(contexts));
                 monitor = monitor.register(move |_| {
-                    WorkerBuilder::new(n.as_str())
+                    apalis_core::worker::builder::WorkerBuilder::new(n.as_str())
                         .backend(b.clone())
                         .data(ctx.clone())
                         .concurrency(tuning.worker.concurrency)
                         .retry(b.retry_policy())
                         .timeout(tuning.timeout)
                         .parallelize(tokio::spawn)
-                        .build(super::$module::handle)
+                        .build(work::<$module::$kind>)
                 });
                 leaving.push(leave(backend, name));
             )+
@@ -96,22 +88,46 @@ macro_rules! registry {
     };
 }
 
-registry!(
-    outbound_upsert::OutboundUpsert,
-    inbound_change::InboundChange,
-    provider_poll::ProviderPoll,
-);
+/// The services the job kinds run with; each kind picks its own
+/// ([`Kind::context`]).
+#[derive(Clone)]
+pub struct Contexts {
+    /// Pushes to the CRMs.
+    pub outbound: Arc<Outbound>,
+    /// Changes from the CRMs.
+    pub inbound: Arc<InboundSync>,
+    /// Queues the jobs a job sets off.
+    pub enqueuer: super::Enqueuer,
+    /// How long a slice of a first sync's writes runs.
+    pub first_sync_slice: std::time::Duration,
+}
+
+/// The apalis worker function of every kind: runs [`Kind::handle`].
+pub(super) async fn work<K: Kind>(
+    job: K,
+    ctx: Data<K::Context>,
+    id: TaskId,
+    attempt: Attempt,
+) -> Result<(), JobError> {
+    let run = Run {
+        id: id.to_string(),
+        attempt: u32::try_from(attempt.current()).unwrap_or(u32::MAX),
+    };
+    // on the heap: a kind's future is large (a first sync's steps), and a
+    // debug build's frames would overflow a worker thread's stack
+    Box::pin(job.handle(&ctx, &run)).await
+}
 
 /// Gives back what a worker still holds claimed.
-type Leave = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), workers::Error>> + Send>;
+pub(super) type Leave = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), workers::Error>> + Send>;
 
-fn leave<K: Kind>(backend: RedisBackend<K>, name: &str) -> Leave {
+pub(super) fn leave<K: Kind>(backend: RedisBackend<K>, name: &str) -> Leave {
     let name = name.to_owned();
     Box::new(move || Box::pin(async move { backend.leave(&name).await }))
 }
 
 /// The backend of one kind: its queue, settings, span and dead-letter hook.
-fn backend_of<K: Kind>(
+pub(super) fn backend_of<K: Kind>(
     queue: &Queue,
     contexts: &Contexts,
     base: &Tuning,
@@ -130,7 +146,7 @@ fn backend_of<K: Kind>(
     (backend, tuning)
 }
 
-async fn on_revive<K: Kind>(store: &Store, job: &JobInfo) -> anyhow::Result<()> {
+pub(super) async fn on_revive<K: Kind>(store: &Store, job: &JobInfo) -> anyhow::Result<()> {
     match serde_json::from_value::<K>(job.payload.clone()) {
         Ok(p) => p.on_revive(store, &job.id).await,
         // an unreadable payload dies again at once; nothing to prepare
@@ -159,7 +175,7 @@ pub async fn revive(
         for id in ids {
             if let Some(job) = queue.job(id).await? {
                 if job.queue == name && job.state == workers::JobState::Dead {
-                    revive_hook(store, &job).await?;
+                    super::revive_hook(store, &job).await?;
                 }
             }
         }
@@ -178,7 +194,7 @@ pub async fn revive(
             let matches =
                 needle.is_none_or(|n| job.error.as_deref().is_some_and(|e| e.contains(n)));
             if matches {
-                revive_hook(store, job).await?;
+                super::revive_hook(store, job).await?;
                 take.push(job.id.clone());
             } else {
                 skipped += 1;

@@ -11,24 +11,29 @@ use super::ids::cursor_id;
 use super::Store;
 use crate::domain::{CustomerId, Provider};
 
-/// How long a first sync may hold pushes to its connection: far longer
-/// than listings take (HubSpot's 20,000 records are 200 pages, 20 s at
-/// its floor), short enough that a first sync whose job was lost does not
-/// keep a connection's pushes from it.
-pub const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long a first sync may hold pushes to its connection: longer than a
+/// first sync takes (Pipedrive's 30,000 writes for 20,000 contacts are 50
+/// minutes at its floor), so that a hold never lapses mid-way at the sizes
+/// measured; a first sync whose job was lost is queued again by the
+/// scheduler's watchdog long before (`FIRST_SYNC_STALL_SECS`). A hold
+/// that lapses lets pushes flow singly again: slower, never wrong.
+pub const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
 
 /// The steps of a first sync, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FirstSyncPhase {
-    /// Listing the CRM's records (the list is the import). Pushes to the
-    /// connection are held: its write step creates in batches what the
-    /// listings of every connection brought in.
+    /// Listing the CRM's records (the list is the import). The pushes that
+    /// changes from the CRMs set off to the connection are held: its write
+    /// step creates and updates in batches what the listings of every
+    /// connection brought in.
     Listing,
     /// Listed; waits for the customer's other connections still listing.
     /// Pushes to it are still held.
     Waiting,
-    /// Writing to the CRM what it lacks.
+    /// Writing to the CRM what it lacks, in slices; pushes are held still
+    /// (each slice plans again from what changed, and a last pass after
+    /// the step takes what was held at its end).
     Writing,
     /// Finished.
     Done,
@@ -40,7 +45,7 @@ impl FirstSyncPhase {
     /// Whether pushes to the connection wait for its write step.
     #[must_use]
     pub fn holds_pushes(self) -> bool {
-        matches!(self, Self::Listing | Self::Waiting)
+        self.underway()
     }
 
     /// Whether it is still to finish.

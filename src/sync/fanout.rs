@@ -42,10 +42,11 @@ impl InboundSync {
     }
 
     /// The CRMs the customer syncs with that take pushes now: a connection
-    /// whose first sync is listing (or waiting for another's listing)
-    /// holds them, and its write step creates and updates in batches what
-    /// the listings brought in. Read through a 2 s cache: a push held
-    /// just after that step began is taken by its last pass.
+    /// whose first sync is underway holds them, and its write step creates
+    /// and updates in batches what the listings brought in and what
+    /// changed meanwhile. Read through a 2 s cache: a push held just
+    /// before the step ended is taken by its last pass, which runs later
+    /// than that.
     async fn pushed_to(
         &self,
         customer: &crate::domain::CustomerId,

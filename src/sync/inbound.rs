@@ -1,6 +1,6 @@
 //! Applying CRM records to the app's store: the service, its entry points
 //! (a change, a poll's record, a purge and a restore), and failures
-//! recorded; the steps of applying one record are in [`apply`].
+//! recorded; the steps of applying one record are in `apply`.
 
 mod apply;
 

@@ -122,7 +122,6 @@ impl Outbound {
                 return Ok(false);
             }
         }
-        self.last_pass(w, began).await?;
         Ok(true)
     }
 
@@ -136,10 +135,14 @@ impl Outbound {
         Ok(cursor.first_sync.map_or(0, |f| f.written() + f.errors))
     }
 
-    /// A few seconds on, hands to single pushes what was imported as the
-    /// step began (a change applied just before the connection stopped
-    /// holding pushes).
-    async fn last_pass(&self, w: &FirstSyncWrites<'_>, began: Instant) -> Result<(), JobError> {
+    /// Once the write step is done and the connection no longer holds
+    /// pushes, and a few seconds on (longer than a cached hold is read),
+    /// hands to single pushes what the step left behind: a change held
+    /// while its last slice wrote, or imported as it began.
+    ///
+    /// # Errors
+    /// Transient for store and Redis trouble.
+    pub async fn last_pass(&self, w: &FirstSyncWrites<'_>, began: Instant) -> Result<(), JobError> {
         tokio::time::sleep(LAST_PASS_AFTER.saturating_sub(began.elapsed())).await;
         let late = self.plan_writes(w).await?;
         if late.creates.len() + late.updates.len() == 0 {
