@@ -125,30 +125,67 @@ fn floor(provider: Provider, n: usize) -> (usize, Duration) {
 /// When the stack does not start, or the sides do not agree in time.
 pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Result<()> {
     let n = run.contacts.max(4);
-    isolate(&mut cfg);
-    // each first sync is started by the run, once the three sides are seeded
+    configure(&mut cfg);
+    let stack = Stack::start(cfg.clone()).await?;
+    let sides = Sides {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", stack.api_addr),
+        sim: format!("http://{}/_sim", stack.sim_addr),
+        token: stack.token.clone(),
+    };
+    wait_ready(&sides.http, &sides.base).await?;
+    let ids = seed(&sides, &cfg, n).await?;
+    let store = Store::connect(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db).await?;
+    let started = Instant::now();
+    start(&sides, &cfg, &run, &ids).await?;
+    let done = wait_until_synced(&sides, &store, n, started, run.max_secs).await?;
+    let took = started.elapsed();
+    let customer = CustomerId::parse(CUSTOMER).map_err(anyhow::Error::msg)?;
+    agree(&sides.http, &sides.sim, &store, &customer).await?;
+    let how = match run.per_contact {
+        true => "per-contact pushes and a backfill of each CRM",
+        false => "initial-sync of each connection",
+    };
+    println!("{how}:");
+    report(&sides.http, &sides.sim, n, took, done).await
+}
+
+/// Where the run talks to: the api (with the operators' token) and the
+/// simulator's admin api.
+struct Sides {
+    http: reqwest::Client,
+    base: String,
+    sim: String,
+    token: String,
+}
+
+/// The stack's settings for the run: isolated, our budget at each CRM's
+/// average rate, first syncs started by the run, no webhooks for records
+/// that were there before the connection.
+fn configure(cfg: &mut DevConfig) {
+    isolate(cfg);
     cfg.jobs.first_sync_on_connect = false;
-    cfg.api.api_addr = "127.0.0.1:0".parse()?;
-    cfg.sim.simulator_addr = "127.0.0.1:0".parse()?;
-    // our pool-wide budget at each CRM's average rate
+    cfg.api.api_addr = ([127, 0, 0, 1], 0).into();
+    cfg.sim.simulator_addr = ([127, 0, 0, 1], 0).into();
     cfg.rate_limits.rate_limit_hubspot = HUBSPOT_LIMIT.0 * 1000 / HUBSPOT_LIMIT.1 as u32;
     cfg.rate_limits.rate_limit_pipedrive = PIPEDRIVE_LIMIT.0 * 1000 / PIPEDRIVE_LIMIT.1 as u32;
-    // records that were there before the connection send no webhooks
     cfg.sim.simulator_webhook_url = Some(String::new());
     cfg.sim.simulator_events_url = Some(String::new());
-    let stack = Stack::start(cfg.clone()).await?;
-    let http = reqwest::Client::new();
-    let (base, sim) = (
-        format!("http://{}", stack.api_addr),
-        format!("http://{}/_sim", stack.sim_addr),
-    );
-    wait_ready(&http, &base).await?;
-    let token = stack.token.clone();
+}
 
-    // the three sides, before the customer's first sync
+/// The three sides before the customer's first sync: the customer with
+/// both connections, `n` records in each CRM, `n` contacts in the app,
+/// and the CRMs' published rate limits in force. The app contacts' ids.
+async fn seed(sides: &Sides, cfg: &DevConfig, n: usize) -> anyhow::Result<Vec<ContactId>> {
+    let Sides {
+        http,
+        base,
+        sim,
+        token,
+    } = sides;
     let r = http
         .post(format!("{base}/api/customers"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({ "id": CUSTOMER, "name": "First sync",
             "connections": { "hubspot": {}, "pipedrive": {} } }))
         .send()
@@ -166,8 +203,7 @@ pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Res
             .await?;
         anyhow::ensure!(r.status().is_success(), "seeding {p}: {}", r.status());
     }
-    let store = Store::connect(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db).await?;
-    let ids = seed_app(&cfg, n).await?;
+    let ids = seed_app(cfg, n).await?;
     let limits = json!({ "rateLimits": {
         "hubspot": { "calls": HUBSPOT_LIMIT.0, "windowMs": HUBSPOT_LIMIT.1 },
         "pipedrive": { "calls": PIPEDRIVE_LIMIT.0, "windowMs": PIPEDRIVE_LIMIT.1 },
@@ -182,10 +218,18 @@ pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Res
         "setting the rate limits: {}",
         r.status()
     );
+    Ok(ids)
+}
 
-    let started = Instant::now();
+/// Starts the first sync: each connection's initial-sync, or (the
+/// per-contact way) every contact's push and a backfill of each CRM.
+async fn start(
+    sides: &Sides,
+    cfg: &DevConfig,
+    run: &FirstSync,
+    ids: &[ContactId],
+) -> anyhow::Result<()> {
     if run.per_contact {
-        // every contact's push, and a backfill of each CRM
         let queue =
             workers::Queue::connect(&cfg.redis.redis_url, &cfg.redis.redis_namespace).await?;
         let enqueuer = Enqueuer::new(queue, cfg.jobs.retry_attempts);
@@ -214,19 +258,29 @@ pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Res
                 p.as_str()
             ),
         };
-        let r = http
-            .post(format!("{base}/api/{path}"))
-            .bearer_auth(&token)
+        let r = sides
+            .http
+            .post(format!("{}/api/{path}", sides.base))
+            .bearer_auth(&sides.token)
             .send()
             .await?;
         anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
     }
+    Ok(())
+}
 
+/// When each CRM's side was complete (every link to it synced, and it
+/// holds every person once), counted from `started`.
+async fn wait_until_synced(
+    sides: &Sides,
+    store: &Store,
+    n: usize,
+    started: Instant,
+    max_secs: u64,
+) -> anyhow::Result<[Duration; 2]> {
     let want = distinct(n);
-    let deadline = started + Duration::from_secs(run.max_secs);
+    let deadline = started + Duration::from_secs(max_secs);
     let customer = CustomerId::parse(CUSTOMER).map_err(anyhow::Error::msg)?;
-    // when each CRM's side was complete: every link to it synced, and
-    // it holds every person once
     let mut done: [Option<Duration>; 2] = [None, None];
     // looked at every 0.5 s to 5 s as N grows: reading every CRM record
     // each time would cost the stack it measures a core
@@ -242,26 +296,18 @@ pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Res
             // the CRM's records are read only once its links are all synced
             if done[i].is_none()
                 && synced >= want as u64
-                && crm_count(&http, &sim, p).await? == want
+                && crm_count(&sides.http, &sides.sim, p).await? == want
             {
                 done[i] = Some(started.elapsed());
             }
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "not every side agrees after {} s: {counts:?}",
-            run.max_secs
+            "not every side agrees after {max_secs} s: {counts:?}"
         );
         tokio::time::sleep(every).await;
     }
-    let took = started.elapsed();
-    agree(&http, &sim, &store, &customer).await?;
-    let how = match run.per_contact {
-        true => "per-contact pushes and a backfill of each CRM",
-        false => "initial-sync of each connection",
-    };
-    println!("{how}:");
-    report(&http, &sim, n, took, done.map(Option::unwrap_or_default)).await
+    Ok(done.map(Option::unwrap_or_default))
 }
 
 /// The app's `n` contacts, written straight to MongoDB with no link: what
