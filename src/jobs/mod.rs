@@ -1,7 +1,8 @@
 //! Job kinds and the queue they go through. Each kind is one module with
-//! its payload (a wire format), what running it does, and its hooks; the
-//! [`registry!`] line below lists them, and every queue list of the
-//! program (api, CLI, console, metrics, the workers started) comes from it.
+//! its payload (a wire format), what running it does, its hooks and its
+//! queueing helpers; the `registry!` list below names them and declares
+//! their modules, and every queue list of the program (api, CLI, console,
+//! metrics, the workers started) comes from it.
 //!
 //! Layout: `jobs` uses `sync` (the rules a job applies) and the `workers`
 //! crate (the queue); `api` and `app` use `jobs`. The sync rules queue the

@@ -136,33 +136,12 @@ async fn run(job: ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobError> {
     if job.first_sync {
         return crate::crm::job_scope(first_sync(&job, ctx, id)).await;
     }
-    if !job.backfill && first_sync_underway(&job, ctx).await? {
-        // its listing read everything up to its start, and what changed
-        // since is listed by the first poll after it (from the cursor, which
-        // the first sync leaves where it was); polling now would list the
-        // first sync's own writes and hold the lease its write step needs
-        tracing::info!("the connection's first sync is underway; this poll is left to the next");
-        return Ok(());
-    }
     crate::crm::job_scope(
         ctx.inbound
             .poll(&job.customer, job.provider, job.backfill, id),
     )
     .await?;
     Ok(())
-}
-
-/// Whether the connection's first sync is underway.
-async fn first_sync_underway(job: &ProviderPoll, ctx: &Polls) -> Result<bool, JobError> {
-    let all = ctx
-        .inbound
-        .store
-        .first_syncs(&job.customer)
-        .await
-        .map_err(store_err)?;
-    Ok(all
-        .iter()
-        .any(|(p, f)| *p == job.provider && f.phase().underway()))
 }
 
 /// A connection's first sync, in steps kept on its cursor: list (the
@@ -278,9 +257,7 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
                 )
                 .await
                 .map_err(store_err)?;
-            ctx.outbound
-                .last_pass(&writes, std::time::Instant::now())
-                .await?;
+            ctx.outbound.last_pass(&writes).await?;
             tracing::info!("first sync written");
         } else {
             ctx.enqueuer

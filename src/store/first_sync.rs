@@ -42,13 +42,8 @@ pub enum FirstSyncPhase {
 }
 
 impl FirstSyncPhase {
-    /// Whether pushes to the connection wait for its write step.
-    #[must_use]
-    pub fn holds_pushes(self) -> bool {
-        self.underway()
-    }
-
-    /// Whether it is still to finish.
+    /// Whether it is still to finish (pushes to the connection are held
+    /// meanwhile, see [`Store::held_providers`]).
     #[must_use]
     pub fn underway(self) -> bool {
         matches!(self, Self::Listing | Self::Waiting | Self::Writing)
@@ -279,8 +274,7 @@ impl Store {
             .await?
             .into_iter()
             .filter(|(_, f)| {
-                f.phase().holds_pushes()
-                    && f.started_at.is_some_and(|t| t.timestamp_millis() > since)
+                f.phase().underway() && f.started_at.is_some_and(|t| t.timestamp_millis() > since)
             })
             .map(|(p, _)| p)
             .collect())

@@ -62,7 +62,8 @@ pub struct PollReport {
 
 impl InboundSync {
     /// Runs one poll of `provider`: a full scan when `full` or when the
-    /// connection was never polled, else the changes since the cursor.
+    /// connection was never polled, else the changes since the cursor
+    /// (none while the connection's first sync is underway).
     ///
     /// # Errors
     /// Transient for store and network trouble; the cursor keeps what was
@@ -96,7 +97,17 @@ impl InboundSync {
             .await
             .map_err(store_err)?;
         let scan = full || cursor.since_ms == 0 || cursor.scan.is_some();
-        let report = if scan {
+        let first_sync = cursor.first_sync.as_ref();
+        let report = if !full && first_sync.is_some_and(|f| f.phase().underway()) {
+            // The first sync's listing read everything up to its start and
+            // leaves the cursor there, so the first poll after it lists what
+            // changed since; polling now would list the first sync's own
+            // writes and hold the lease its write step needs.
+            tracing::info!(
+                "the connection's first sync is underway; this poll is left to the next"
+            );
+            PollReport::default()
+        } else if scan {
             self.full_scan(customer, provider, cursor, job_id).await?
         } else {
             self.changes_since(customer, provider, cursor, job_id)

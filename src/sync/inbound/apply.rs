@@ -74,17 +74,12 @@ impl InboundSync {
         let Some(contact) = contact else {
             return self.import_new(&at, &record, email).await;
         };
-        let base_link = link
-            .as_ref()
-            .map(|l| (l, true))
-            .or(own.as_ref().map(|l| (l, false)));
         self.merge_record(
             &at,
             &record,
             email.is_none(),
             contact,
-            base_link,
-            link.as_ref(),
+            (link.as_ref(), own.as_ref()),
             job_id,
         )
         .await
@@ -170,18 +165,16 @@ impl InboundSync {
     }
 
     /// Merges a record into its contact field by field, against what both
-    /// held at the last sync (`base_link`: the record's link, `true`; or,
-    /// for a contact met by email, its own link, whose push intent is the
-    /// base when the record is what an unrecorded push of ours created).
-    #[allow(clippy::too_many_arguments)] // the record, its contact and links
+    /// held at the last sync: `(link, own)` are the record's link, or, for
+    /// a contact met by email, the contact's own link, whose push intent is
+    /// the base when the record is what an unrecorded push of ours created.
     async fn merge_record(
         &self,
         at: &Target<'_>,
         record: &CrmRecord,
         no_email: bool,
         contact: Contact,
-        base_link: Option<(&crate::store::Link, bool)>,
-        link: Option<&crate::store::Link>,
+        (link, own): (Option<&crate::store::Link>, Option<&crate::store::Link>),
         job_id: &str,
     ) -> Result<Outcome, JobError> {
         let mut crm_fields = record.fields.clone();
@@ -189,12 +182,12 @@ impl InboundSync {
             // a CRM record without a usable email never changes the app's
             crm_fields.primary_email = Some(contact.email.as_str().to_owned());
         }
-        let base = match base_link {
-            Some((l, true)) => l.merge_base(&crm_fields),
+        let base = match (link, own) {
+            (Some(l), _) => l.merge_base(&crm_fields),
             // what an unrecorded push of ours wrote is the base, so a later
             // edit in the app is not taken back by the record's echo
-            Some((l, false)) => l.intent_matching(&crm_fields),
-            None => None,
+            (None, Some(l)) => l.intent_matching(&crm_fields),
+            (None, None) => None,
         };
         let winner = self.policy.winner(record.updated_ms, &contact);
         let plan = merge::merge(base, &UniversalContact::from(&contact), &crm_fields, winner);
@@ -203,18 +196,15 @@ impl InboundSync {
         let note = plan.note(self.policy.name(), at.provider.as_str());
         let synced = plan.to_crm.is_empty();
         if plan.to_app.is_empty() {
-            let mark = Mark {
-                crm_ms: record.updated_ms,
-                crm_holds: &crm_holds,
-                synced,
-                link,
+            self.keep_app_values(at, &contact, record.updated_ms, &crm_holds, synced, link)
+                .await?;
+            if synced {
+                return Ok((Applied::Unchanged, Some(contact), None));
+            }
+            let applied = match plan.conflicts.is_empty() {
+                true => Applied::Unchanged,
+                false => Applied::Kept,
             };
-            let applied = self.keep_app_values(at, &contact, &mark).await?;
-            let applied = match applied {
-                Applied::Unchanged if !plan.conflicts.is_empty() && !synced => Applied::Kept,
-                a => a,
-            };
-            let note = if synced { None } else { note };
             return Ok((applied, Some(contact), note));
         }
         let updated = self
@@ -278,30 +268,33 @@ impl InboundSync {
 
     /// Nothing changes locally (our own push coming back, a change applied
     /// already, or one the app's values win): the link is marked, and the
-    /// app's values this CRM lacks are made sure to get there.
+    /// app's values this CRM lacks (`synced` false) are made sure to get
+    /// there.
     async fn keep_app_values(
         &self,
         at: &Target<'_>,
         contact: &Contact,
-        mark: &Mark<'_>,
-    ) -> Result<Applied, JobError> {
+        crm_ms: i64,
+        crm_holds: &UniversalContact,
+        synced: bool,
+        link: Option<&crate::store::Link>,
+    ) -> Result<(), JobError> {
         self.mark(
             at.provider,
             contact,
             at.external_id,
-            mark.crm_ms,
-            mark.crm_holds,
-            mark.synced,
-            mark.link,
+            crm_ms,
+            crm_holds,
+            synced,
+            link,
         )
         .await?;
-        if mark.synced {
-            self.ensure_others(contact, at.provider).await?;
+        if synced {
+            self.ensure_others(contact, at.provider).await
         } else {
             let all = self.connected(contact).await?;
-            self.ensure(contact, &all).await?;
+            self.ensure(contact, &all).await
         }
-        Ok(Applied::Unchanged)
     }
 
     async fn create(
@@ -371,14 +364,6 @@ struct Target<'a> {
     customer: &'a CustomerId,
     provider: Provider,
     external_id: &'a str,
-}
-
-/// How a link is marked after a merge that changed nothing locally.
-struct Mark<'a> {
-    crm_ms: i64,
-    crm_holds: &'a UniversalContact,
-    synced: bool,
-    link: Option<&'a crate::store::Link>,
 }
 
 /// Whether the record is older than what the link has seen: changed no

@@ -15,9 +15,9 @@
 //!   CRM first.
 //!
 //! The step is planned from MongoDB (no CRM call per contact), then
-//! written; a last pass a few seconds later hands to single pushes what
-//! was imported while the step began (a change applied just before the
-//! connection stopped holding pushes).
+//! written, in slices that each plan again; once it is done, a last pass
+//! a few seconds later hands to single pushes what was held at its very
+//! end (a change applied while the connection still held pushes).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -46,9 +46,9 @@ const WRITES_AT_ONCE: usize = 16;
 /// enough are in flight to keep the budget busy.
 const CALLS_AT_ONCE: usize = 16;
 
-/// The last pass runs at least this long after the write step began: a
-/// change applied while the step began, under a hold read up to 2 s
-/// before (the customers cache), has been written by then.
+/// The last pass runs this long after the write step is done: a change
+/// applied under a hold read up to 2 s before (the customers cache) has
+/// been written by then.
 const LAST_PASS_AFTER: Duration = Duration::from_secs(5);
 
 /// A batch holds its contacts' link leases this long after its worker
@@ -142,15 +142,15 @@ impl Outbound {
     ///
     /// # Errors
     /// Transient for store and Redis trouble.
-    pub async fn last_pass(&self, w: &FirstSyncWrites<'_>, began: Instant) -> Result<(), JobError> {
-        tokio::time::sleep(LAST_PASS_AFTER.saturating_sub(began.elapsed())).await;
+    pub async fn last_pass(&self, w: &FirstSyncWrites<'_>) -> Result<(), JobError> {
+        tokio::time::sleep(LAST_PASS_AFTER).await;
         let late = self.plan_writes(w).await?;
         if late.creates.len() + late.updates.len() == 0 {
             return Ok(());
         }
         tracing::info!(
             contacts = late.creates.len() + late.updates.len(),
-            "first sync: contacts imported as the write step began go to single pushes"
+            "first sync: contacts held at the end of the write step go to single pushes"
         );
         let so_far = self.written_so_far(w).await?;
         let planned = so_far + (late.creates.len() + late.updates.len()) as i64;
