@@ -325,4 +325,20 @@ async fn bad_input_is_refused_with_a_json_error_and_nothing_is_written() {
         create["401"]["content"]["application/json; charset=utf-8"]["schema"]["$ref"],
         "#/components/schemas/ErrorBody"
     );
+    // one error type, and each operation documents the statuses it answers
+    let job = &spec["paths"]["/jobs/{id}"]["get"]["responses"];
+    for status in ["200", "404", "503"] {
+        assert!(
+            job.get(status).is_some(),
+            "GET /jobs/{{id}} documents {status}: {job}"
+        );
+    }
+    assert!(
+        job.get("409").is_none(),
+        "GET /jobs/{{id}} never answers 409: {job}"
+    );
+    assert_eq!(
+        job["404"]["content"]["application/json; charset=utf-8"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
 }

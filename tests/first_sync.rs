@@ -945,3 +945,79 @@ async fn a_poll_during_a_first_sync_is_left_to_the_first_poll_after_it() {
         .is_empty());
     assert_eq!(app.records("pipedrive").await.len(), 5);
 }
+
+#[tokio::test]
+async fn a_worker_killed_before_the_last_pass_leaves_it_to_the_retry() {
+    // a Pipedrive call a second: its write step (a create a person)
+    // takes a while
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("RATE_LIMIT_PIPEDRIVE", "1"),
+    )
+    .await;
+    app_contacts(&app, 10).await;
+    let w = app.add_worker();
+    initial_sync_of(&app, "pipedrive").await;
+    first_sync_at(&app, "pipedrive", "writing").await;
+    eventually(Duration::from_secs(30), "the first create", || async {
+        (!app.records("pipedrive").await.is_empty()).then_some(())
+    })
+    .await;
+    // a person added in HubSpot once the write step has planned: imported,
+    // and its push to Pipedrive held
+    crm_people(
+        &app,
+        "hubspot",
+        &[("late@example.com".into(), "Late".into())],
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the app imports it", || async {
+        app.contact_by_email("late@example.com").await
+    })
+    .await;
+    first_sync_at(&app, "pipedrive", "writing").await;
+    // done: the last pass waits a few seconds (a cached hold lapses)
+    // before it pushes the held change; kill -9 in between
+    first_sync_at(&app, "pipedrive", "done").await;
+    app.kill_worker(w);
+    assert_eq!(
+        people_named(&app, "pipedrive", "late@example.com").await,
+        0,
+        "killed before the last pass"
+    );
+
+    // the retried job runs the last pass
+    app.add_worker();
+    eventually(
+        Duration::from_secs(60),
+        "the held change is pushed",
+        || async {
+            let late = app.contact_by_email("late@example.com").await?;
+            late["links"]
+                .as_array()?
+                .iter()
+                .any(|l| l["provider"] == "pipedrive" && l["syncStatus"] == "synced")
+                .then_some(())
+        },
+    )
+    .await;
+    app.settle(Duration::from_secs(30)).await;
+    assert_eq!(
+        people_named(&app, "pipedrive", "late@example.com").await,
+        1,
+        "once"
+    );
+    assert_eq!(app.records("pipedrive").await.len(), 11, "each person once");
+}
+
+/// How many records of a CRM have `email`.
+async fn people_named(app: &TestApp, provider: &str, email: &str) -> usize {
+    crm_names(app, provider)
+        .await
+        .iter()
+        .filter(|n| n.0 == email)
+        .count()
+}

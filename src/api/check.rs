@@ -10,7 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::ViewerAuth;
-use super::errors::{customer_param, response, Fail};
+use super::errors::{customer_param, ApiError, ApiResult, BAD_REQUEST, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::crm::{IntegrationApp, TokenMinter};
 use crate::domain::{CustomerId, Provider};
@@ -88,7 +88,6 @@ pub struct CheckReport {
 
 // Problems found are findings (200), not failures; 503 when MongoDB or
 // Integration.app could not be asked.
-response!(CheckResponse, 200, CheckReport, { BadRequest = 400, NotFound = 404, Unavailable = 503 });
 
 /// The self-check endpoint.
 pub struct CheckApi;
@@ -104,52 +103,52 @@ impl CheckApi {
         state: poem::web::Data<&ApiState>,
         _auth: ViewerAuth,
         #[oai(name = "customerId")] customer: Query<Option<String>>,
-    ) -> CheckResponse {
-        let res = async {
-            let only = customer_param(customer.0.as_deref())?;
-            let (crm, tokens) = match &state.checker.ready {
-                Ok(ready) => ready,
-                Err(why) => return Ok(report(Some(why.clone()), Vec::new())),
-            };
-            if let Err(e) = tokens.token(state.checker.default.as_str()) {
-                return Ok(report(Some(format!("minting a token: {e}")), Vec::new()));
-            }
-            let targets = state.enabled_connections(only.as_ref()).await?;
-            let connections = futures::stream::iter(targets)
-                .map(|(customer, provider)| async move {
-                    let verdict = crm
-                        .check_connection(&customer, provider)
-                        .await
-                        .map_err(|e| {
-                            Fail::unavailable(format!(
-                                "asking Integration.app about {customer} {provider}: {e}"
-                            ))
-                        })?;
-                    let problem = verdict.problem();
-                    Ok::<_, Fail>(ConnectionCheck {
-                        customer_id: customer.to_string(),
-                        provider: provider.to_string(),
-                        ok: problem.is_none(),
-                        problem,
-                    })
-                })
-                .buffered(AT_ONCE)
-                .try_collect()
-                .await?;
-            Ok::<_, Fail>(report(None, connections))
+    ) -> ApiResult<Json<CheckReport>, { BAD_REQUEST | NOT_FOUND | UNAVAILABLE }> {
+        let only = customer_param(customer.0.as_deref())?;
+        let (crm, tokens) = match &state.checker.ready {
+            Ok(ready) => ready,
+            Err(why) => return Ok(report(Some(why.clone()), Vec::new())),
         };
-        res.await.unwrap_or_else(Into::into)
+        if let Err(e) = tokens.token(state.checker.default.as_str()) {
+            return Ok(report(Some(format!("minting a token: {e}")), Vec::new()));
+        }
+        let targets = state.enabled_connections(only.as_ref()).await?;
+        let connections = futures::stream::iter(targets)
+            .map(|(customer, provider)| async move {
+                let verdict = crm
+                    .check_connection(&customer, provider)
+                    .await
+                    .map_err(|e| {
+                        ApiError::unavailable(format!(
+                            "asking Integration.app about {customer} {provider}: {e}"
+                        ))
+                    })?;
+                let problem = verdict.problem();
+                Ok::<_, ApiError>(ConnectionCheck {
+                    customer_id: customer.to_string(),
+                    provider: provider.to_string(),
+                    ok: problem.is_none(),
+                    problem,
+                })
+            })
+            .buffered(AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(report(None, connections))
     }
 }
 
-fn report(workspace_problem: Option<String>, connections: Vec<ConnectionCheck>) -> CheckResponse {
+fn report(
+    workspace_problem: Option<String>,
+    connections: Vec<ConnectionCheck>,
+) -> Json<CheckReport> {
     let problems = connections.iter().filter(|c| !c.ok).count() as u32;
-    CheckResponse::Ok(Json(CheckReport {
+    Json(CheckReport {
         workspace_ok: workspace_problem.is_none(),
         workspace_problem,
         connections,
         problems,
-    }))
+    })
 }
 
 impl ApiState {
@@ -158,20 +157,20 @@ impl ApiState {
     async fn enabled_connections(
         &self,
         only: Option<&CustomerId>,
-    ) -> Result<Vec<(CustomerId, Provider)>, Fail> {
+    ) -> Result<Vec<(CustomerId, Provider)>, ApiError> {
         let Some(id) = only else {
             return self
                 .store
                 .enabled_connections(&self.providers)
                 .await
-                .map_err(Fail::unavailable);
+                .map_err(ApiError::unavailable);
         };
         let customer = self
             .store
             .customer(id)
             .await
-            .map_err(Fail::unavailable)?
-            .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no customer {id}")))?;
         Ok(customer
             .enabled()
             .into_iter()

@@ -7,10 +7,13 @@ mod accept;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::{ContactsAuth, Scope};
-use super::errors::{customer_param, fail_into, ErrorBody, Fail};
+use super::errors::{
+    self, customer_param, ApiError, ApiResult, BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND,
+    UNAVAILABLE,
+};
 use super::text::Text;
 use super::views::{ContactView, SyncLogView};
 use super::ApiState;
@@ -120,106 +123,12 @@ pub enum StatusFilter {
     Error,
 }
 
-#[derive(ApiResponse)]
-enum WriteResponse {
-    /// Stored with its sync jobs (queued at once, or by the outbox relay
-    /// when Redis is unavailable: see `queued`).
-    #[oai(status = 202)]
-    Accepted(Json<Box<Accepted>>),
-    /// The input is invalid (the body names the field).
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// A viewer token, or a customer token writing another customer's
-    /// contact.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// No such contact (or not the customer token's).
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// Another contact has this email.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// MongoDB or Redis is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(WriteResponse {
-    BadRequest,
-    Forbidden,
-    NotFound,
-    Conflict,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum GetResponse {
-    /// The contact with its link per provider.
-    #[oai(status = 200)]
-    Ok(Json<Box<ContactView>>),
-    /// The id is malformed.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// No such contact.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// MongoDB is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(GetResponse {
-    BadRequest,
-    NotFound,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum ListResponse {
-    /// A page of contacts.
-    #[oai(status = 200)]
-    Ok(Json<ContactPage>),
-    /// A query parameter is invalid.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// A customer token asking for another customer's contacts.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// MongoDB is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(ListResponse {
-    BadRequest,
-    Forbidden,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum LogsResponse {
-    /// Sync outcomes, newest first.
-    #[oai(status = 200)]
-    Ok(Json<Vec<SyncLogView>>),
-    /// The id is malformed.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// Not the customer token's contact.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// MongoDB is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(LogsResponse {
-    BadRequest,
-    NotFound,
-    Unavailable
-});
-
-fn parse_id(id: &str) -> Result<ContactId, Fail> {
-    ContactId::parse(id).map_err(|m| Fail::bad_request("invalid_id", m))
+fn parse_id(id: &str) -> Result<ContactId, ApiError> {
+    ContactId::parse(id).map_err(|m| ApiError::bad_request("invalid_id", m))
 }
 
-fn parse_email(email: &str) -> Result<Email, Fail> {
-    Email::parse(email).map_err(|m| Fail::bad_request("invalid_email", format!("email: {m}")))
+fn parse_email(email: &str) -> Result<Email, ApiError> {
+    Email::parse(email).map_err(|m| ApiError::bad_request("invalid_email", format!("email: {m}")))
 }
 
 /// Trims an optional text field; blank means absent.
@@ -236,9 +145,9 @@ fn clean_patch(v: MaybeUndefined<Text>) -> Option<Option<String>> {
 }
 
 /// Refuses a viewer token on a write.
-fn writable(scope: &Scope) -> Result<(), Fail> {
+fn writable(scope: &Scope) -> Result<(), ApiError> {
     match scope {
-        Scope::All { write: false } => Err(Fail::forbidden(
+        Scope::All { write: false } => Err(ApiError::forbidden(
             "a viewer token may only read; this needs an operator token",
         )),
         _ => Ok(()),
@@ -255,16 +164,23 @@ fn visible(scope: &Scope, contact: Option<Contact>) -> Option<Contact> {
 impl ApiState {
     /// For a customer token: fails with 404 unless the contact is its
     /// customer's (one read, only for customer tokens).
-    async fn check_owner(&self, scope: &Scope, id: ContactId) -> Result<(), Fail> {
+    async fn check_owner(&self, scope: &Scope, id: ContactId) -> Result<(), ApiError> {
         if scope.customer().is_none() {
             return Ok(());
         }
-        let contact = self.store.contact(id).await.map_err(Fail::unavailable)?;
+        let contact = self
+            .store
+            .contact(id)
+            .await
+            .map_err(ApiError::unavailable)?;
         visible(scope, contact)
             .map(|_| ())
-            .ok_or_else(|| Fail::not_found(format!("no contact {id}")))
+            .ok_or_else(|| ApiError::not_found(format!("no contact {id}")))
     }
 }
+
+/// What a write answers: 202 with the stored contact and its queued jobs.
+type WriteResponse = errors::Accepted<Box<Accepted>>;
 
 /// The contacts endpoints.
 pub struct ContactsApi;
@@ -278,54 +194,58 @@ impl ContactsApi {
         state: poem::web::Data<&ApiState>,
         auth: ContactsAuth,
         body: Json<CreateContact>,
-    ) -> WriteResponse {
-        let res = async {
-            writable(&auth.0)?;
-            let b = body.0;
-            let asked = customer_param(b.customer_id.as_deref())?;
-            let customer = match (auth.0.customer(), asked) {
-                (Some(own), Some(asked)) if *own != asked => {
-                    return Err(Fail::forbidden(format!(
-                        "this token may only create contacts of customer {own}"
-                    )))
-                }
-                (Some(own), _) => own.clone(),
-                (None, Some(asked)) => asked,
-                (None, None) => CustomerId::default_customer(),
-            };
-            let providers = match state.customers.get(&customer).await {
-                Ok(Some(c)) => c
-                    .enabled()
-                    .into_iter()
-                    .filter(|p| state.providers.contains(p))
-                    .collect::<Vec<_>>(),
-                Ok(None) => {
-                    return Err(Fail::bad_request(
-                        "unknown_customer",
-                        format!("customerId: no customer {customer}"),
-                    ))
-                }
-                Err(e) => return Err(Fail::unavailable(e)),
-            };
-            let new = NewContact {
-                customer_id: customer,
-                email: parse_email(&b.email.0)?,
-                first_name: clean(b.first_name),
-                last_name: clean(b.last_name),
-                phone: clean(b.phone),
-                company_name: clean(b.company_name),
-                job_title: clean(b.job_title),
-                outbox: None,
-            };
-            let jobs = plan_jobs(&providers);
-            let new = NewContact {
-                outbox: Outbox::owed(&jobs),
-                ..new
-            };
-            let contact = state.store.insert_contact(new).await.map_err(Fail::from)?;
-            Ok::<_, Fail>(state.accept(contact, jobs, true).await)
+    ) -> ApiResult<WriteResponse, { BAD_REQUEST | FORBIDDEN | NOT_FOUND | CONFLICT | UNAVAILABLE }>
+    {
+        writable(&auth.0)?;
+        let b = body.0;
+        let asked = customer_param(b.customer_id.as_deref())?;
+        let customer = match (auth.0.customer(), asked) {
+            (Some(own), Some(asked)) if *own != asked => {
+                return Err(ApiError::forbidden(format!(
+                    "this token may only create contacts of customer {own}"
+                ))
+                .into())
+            }
+            (Some(own), _) => own.clone(),
+            (None, Some(asked)) => asked,
+            (None, None) => CustomerId::default_customer(),
         };
-        res.await.unwrap_or_else(Into::into)
+        let providers = match state.customers.get(&customer).await {
+            Ok(Some(c)) => c
+                .enabled()
+                .into_iter()
+                .filter(|p| state.providers.contains(p))
+                .collect::<Vec<_>>(),
+            Ok(None) => {
+                return Err(ApiError::bad_request(
+                    "unknown_customer",
+                    format!("customerId: no customer {customer}"),
+                )
+                .into())
+            }
+            Err(e) => return Err(ApiError::unavailable(e).into()),
+        };
+        let new = NewContact {
+            customer_id: customer,
+            email: parse_email(&b.email.0)?,
+            first_name: clean(b.first_name),
+            last_name: clean(b.last_name),
+            phone: clean(b.phone),
+            company_name: clean(b.company_name),
+            job_title: clean(b.job_title),
+            outbox: None,
+        };
+        let jobs = plan_jobs(&providers);
+        let new = NewContact {
+            outbox: Outbox::owed(&jobs),
+            ..new
+        };
+        let contact = state
+            .store
+            .insert_contact(new)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(state.accept(contact, jobs, true).await)
     }
 
     /// One contact, with its sync status per CRM.
@@ -335,23 +255,22 @@ impl ContactsApi {
         state: poem::web::Data<&ApiState>,
         auth: ContactsAuth,
         id: Path<String>,
-    ) -> GetResponse {
-        let res = async {
-            let id = parse_id(&id.0)?;
-            let contact = state.store.contact(id).await.map_err(Fail::unavailable)?;
-            let contact = visible(&auth.0, contact)
-                .filter(|c| c.deleted_at.is_none())
-                .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            let links = state
-                .store
-                .links_of(&[id])
-                .await
-                .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(GetResponse::Ok(Json(Box::new(ContactView::new(
-                &contact, &links,
-            )))))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Box<ContactView>>, { BAD_REQUEST | NOT_FOUND | UNAVAILABLE }> {
+        let id = parse_id(&id.0)?;
+        let contact = state
+            .store
+            .contact(id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        let contact = visible(&auth.0, contact)
+            .filter(|c| c.deleted_at.is_none())
+            .ok_or_else(|| ApiError::not_found(format!("no contact {id}")))?;
+        let links = state
+            .store
+            .links_of(&[id])
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(Json(Box::new(ContactView::new(&contact, &links))))
     }
 
     /// Contacts, newest first, optionally only those with a link in `status`.
@@ -374,66 +293,64 @@ impl ContactsApi {
         /// Only this customer's contacts.
         #[oai(name = "customerId", validator(max_length = 64))]
         customer_id: Query<Option<String>>,
-    ) -> ListResponse {
-        let res = async {
-            let customer = customer_param(customer_id.0.as_deref())?;
-            let customer = match (auth.0.customer(), customer) {
-                (Some(own), Some(asked)) if *own != asked => {
-                    return Err(Fail::forbidden(format!(
-                        "this token may only list contacts of customer {own}"
-                    )))
-                }
-                (Some(own), _) => Some(own.clone()),
-                (None, asked) => asked,
-            };
-            let page = page.0.unwrap_or(1);
-            let per_page = per_page.0.unwrap_or(50);
-            let skip = u64::from(page - 1) * u64::from(per_page);
-            let (contacts, total) = match status.0 {
-                None => state
-                    .store
-                    .list_contacts(customer.as_ref(), None, skip, i64::from(per_page))
-                    .await
-                    .map_err(Fail::unavailable)?,
-                // the page is cut from the contacts with such a link, then
-                // read (a contact deleted meanwhile is left out of it)
-                Some(s) => {
-                    let s = match s {
-                        StatusFilter::Pending => SyncStatus::Pending,
-                        StatusFilter::Synced => SyncStatus::Synced,
-                        StatusFilter::Error => SyncStatus::Error,
-                    };
-                    let (ids, total) = state
-                        .store
-                        .contacts_with_status(s, customer.as_ref(), skip, i64::from(per_page))
-                        .await
-                        .map_err(Fail::unavailable)?;
-                    let (contacts, _) = state
-                        .store
-                        .list_contacts(customer.as_ref(), Some(&ids), 0, i64::from(per_page))
-                        .await
-                        .map_err(Fail::unavailable)?;
-                    (contacts, total)
-                }
-            };
-            let ids: Vec<ContactId> = contacts.iter().map(|c| c.id).collect();
-            let links = state
-                .store
-                .links_of(&ids)
-                .await
-                .map_err(Fail::unavailable)?;
-            let items = contacts
-                .iter()
-                .map(|c| ContactView::new(c, &links))
-                .collect();
-            Ok::<_, Fail>(ListResponse::Ok(Json(ContactPage {
-                items,
-                page,
-                per_page,
-                total,
-            })))
+    ) -> ApiResult<Json<ContactPage>, { BAD_REQUEST | FORBIDDEN | UNAVAILABLE }> {
+        let customer = customer_param(customer_id.0.as_deref())?;
+        let customer = match (auth.0.customer(), customer) {
+            (Some(own), Some(asked)) if *own != asked => {
+                return Err(ApiError::forbidden(format!(
+                    "this token may only list contacts of customer {own}"
+                ))
+                .into())
+            }
+            (Some(own), _) => Some(own.clone()),
+            (None, asked) => asked,
         };
-        res.await.unwrap_or_else(Into::into)
+        let page = page.0.unwrap_or(1);
+        let per_page = per_page.0.unwrap_or(50);
+        let skip = u64::from(page - 1) * u64::from(per_page);
+        let (contacts, total) = match status.0 {
+            None => state
+                .store
+                .list_contacts(customer.as_ref(), None, skip, i64::from(per_page))
+                .await
+                .map_err(ApiError::unavailable)?,
+            // the page is cut from the contacts with such a link, then
+            // read (a contact deleted meanwhile is left out of it)
+            Some(s) => {
+                let s = match s {
+                    StatusFilter::Pending => SyncStatus::Pending,
+                    StatusFilter::Synced => SyncStatus::Synced,
+                    StatusFilter::Error => SyncStatus::Error,
+                };
+                let (ids, total) = state
+                    .store
+                    .contacts_with_status(s, customer.as_ref(), skip, i64::from(per_page))
+                    .await
+                    .map_err(ApiError::unavailable)?;
+                let (contacts, _) = state
+                    .store
+                    .list_contacts(customer.as_ref(), Some(&ids), 0, i64::from(per_page))
+                    .await
+                    .map_err(ApiError::unavailable)?;
+                (contacts, total)
+            }
+        };
+        let ids: Vec<ContactId> = contacts.iter().map(|c| c.id).collect();
+        let links = state
+            .store
+            .links_of(&ids)
+            .await
+            .map_err(ApiError::unavailable)?;
+        let items = contacts
+            .iter()
+            .map(|c| ContactView::new(c, &links))
+            .collect();
+        Ok(Json(ContactPage {
+            items,
+            page,
+            per_page,
+            total,
+        }))
     }
 
     /// Change some fields of a contact and queue its sync.
@@ -444,35 +361,33 @@ impl ContactsApi {
         auth: ContactsAuth,
         id: Path<String>,
         body: Json<UpdateContact>,
-    ) -> WriteResponse {
-        let res = async {
-            writable(&auth.0)?;
-            let id = parse_id(&id.0)?;
-            state.check_owner(&auth.0, id).await?;
-            let b = body.0;
-            let patch = ContactPatch {
-                email: b.email.as_ref().map(|e| parse_email(&e.0)).transpose()?,
-                first_name: clean_patch(b.first_name),
-                last_name: clean_patch(b.last_name),
-                phone: clean_patch(b.phone),
-                company_name: clean_patch(b.company_name),
-                job_title: clean_patch(b.job_title),
-                outbox: None,
-            };
-            let jobs = plan_jobs(&state.providers);
-            let patch = ContactPatch {
-                outbox: Outbox::owed(&jobs),
-                ..patch
-            };
-            let contact = state
-                .store
-                .update_contact(id, &patch)
-                .await
-                .map_err(Fail::from)?
-                .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            Ok::<_, Fail>(state.accept(contact, jobs, false).await)
+    ) -> ApiResult<WriteResponse, { BAD_REQUEST | FORBIDDEN | NOT_FOUND | CONFLICT | UNAVAILABLE }>
+    {
+        writable(&auth.0)?;
+        let id = parse_id(&id.0)?;
+        state.check_owner(&auth.0, id).await?;
+        let b = body.0;
+        let patch = ContactPatch {
+            email: b.email.as_ref().map(|e| parse_email(&e.0)).transpose()?,
+            first_name: clean_patch(b.first_name),
+            last_name: clean_patch(b.last_name),
+            phone: clean_patch(b.phone),
+            company_name: clean_patch(b.company_name),
+            job_title: clean_patch(b.job_title),
+            outbox: None,
         };
-        res.await.unwrap_or_else(Into::into)
+        let jobs = plan_jobs(&state.providers);
+        let patch = ContactPatch {
+            outbox: Outbox::owed(&jobs),
+            ..patch
+        };
+        let contact = state
+            .store
+            .update_contact(id, &patch)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found(format!("no contact {id}")))?;
+        Ok(state.accept(contact, jobs, false).await)
     }
 
     /// The sync log of a contact, newest first (at most 200 entries).
@@ -482,20 +397,15 @@ impl ContactsApi {
         state: poem::web::Data<&ApiState>,
         auth: ContactsAuth,
         id: Path<String>,
-    ) -> LogsResponse {
-        let res = async {
-            let id = parse_id(&id.0)?;
-            state.check_owner(&auth.0, id).await?;
-            let logs = state
-                .store
-                .sync_logs(id, 200)
-                .await
-                .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(LogsResponse::Ok(Json(
-                logs.iter().map(SyncLogView::from).collect(),
-            )))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Vec<SyncLogView>>, { BAD_REQUEST | NOT_FOUND | UNAVAILABLE }> {
+        let id = parse_id(&id.0)?;
+        state.check_owner(&auth.0, id).await?;
+        let logs = state
+            .store
+            .sync_logs(id, 200)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(Json(logs.iter().map(SyncLogView::from).collect()))
     }
 
     /// Delete a contact; the deletion is synced to every CRM.
@@ -505,20 +415,18 @@ impl ContactsApi {
         state: poem::web::Data<&ApiState>,
         auth: ContactsAuth,
         id: Path<String>,
-    ) -> WriteResponse {
-        let res = async {
-            writable(&auth.0)?;
-            let id = parse_id(&id.0)?;
-            state.check_owner(&auth.0, id).await?;
-            let jobs = plan_jobs(&state.providers);
-            let contact = state
-                .store
-                .delete_contact(id, Outbox::owed(&jobs).as_ref())
-                .await
-                .map_err(Fail::unavailable)?
-                .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            Ok::<_, Fail>(state.accept(contact, jobs, false).await)
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<WriteResponse, { BAD_REQUEST | FORBIDDEN | NOT_FOUND | CONFLICT | UNAVAILABLE }>
+    {
+        writable(&auth.0)?;
+        let id = parse_id(&id.0)?;
+        state.check_owner(&auth.0, id).await?;
+        let jobs = plan_jobs(&state.providers);
+        let contact = state
+            .store
+            .delete_contact(id, Outbox::owed(&jobs).as_ref())
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no contact {id}")))?;
+        Ok(state.accept(contact, jobs, false).await)
     }
 }

@@ -9,10 +9,12 @@ use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 
 use super::auth::{ApiAuth, ViewerAuth};
-use super::errors::{fail_into, ErrorBody, Fail};
+use super::errors::{
+    ApiError, ApiResult, Created, NoContent, BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE,
+};
 use super::first_sync::FirstSyncView;
 use super::text::Text;
 use super::ApiState;
@@ -158,34 +160,6 @@ pub struct CustomerView {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(ApiResponse)]
-enum OneResponse {
-    /// The customer.
-    #[oai(status = 200)]
-    Ok(Json<CustomerView>),
-    /// Created.
-    #[oai(status = 201)]
-    Created(Json<CustomerView>),
-    /// The input is invalid (the body names the field).
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// No such customer or provider.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// The id, or a CRM account, is taken.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// MongoDB is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(OneResponse {
-    BadRequest,
-    NotFound,
-    Conflict,
-    Unavailable
-});
-
 /// A customer api token, shown this once.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
@@ -197,60 +171,19 @@ pub struct MintedToken {
     pub token: String,
 }
 
-#[derive(ApiResponse)]
-enum TokenResponse {
-    /// Minted.
-    #[oai(status = 201)]
-    Created(Json<MintedToken>),
-    /// Revoked (every token of the customer).
-    #[oai(status = 204)]
-    Revoked,
-    /// The id is malformed.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// No such customer.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// MongoDB is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(TokenResponse {
-    BadRequest,
-    NotFound,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum ListResponse {
-    /// Customers, by id.
-    #[oai(status = 200)]
-    Ok(Json<Vec<CustomerView>>),
-    /// A query parameter is invalid.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// MongoDB is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(ListResponse {
-    BadRequest,
-    Unavailable
-});
-
-fn parse_customer(id: &str) -> Result<CustomerId, Fail> {
-    CustomerId::parse(id).map_err(|m| Fail::bad_request("invalid_customer", m))
+fn parse_customer(id: &str) -> Result<CustomerId, ApiError> {
+    CustomerId::parse(id).map_err(|m| ApiError::bad_request("invalid_customer", m))
 }
 
-fn parse_provider(p: &str) -> Result<Provider, Fail> {
-    p.parse::<Provider>().map_err(Fail::not_found)
+fn parse_provider(p: &str) -> Result<Provider, ApiError> {
+    p.parse::<Provider>().map_err(ApiError::not_found)
 }
 
 /// An account id: what the CRM shows, trimmed; never blank.
-fn account(id: &str) -> Result<String, Fail> {
+fn account(id: &str) -> Result<String, ApiError> {
     let id = id.trim();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(Fail::bad_request(
+        return Err(ApiError::bad_request(
             "invalid_account",
             format!("accountId {id:?}: letters, digits and - only"),
         ));
@@ -259,7 +192,7 @@ fn account(id: &str) -> Result<String, Fail> {
 }
 
 /// What `set` makes of `current`.
-fn apply(current: Option<&Connection>, set: &SetConnection) -> Result<Connection, Fail> {
+fn apply(current: Option<&Connection>, set: &SetConnection) -> Result<Connection, ApiError> {
     let account_id = match &set.account_id {
         MaybeUndefined::Undefined => current.and_then(|c| c.account_id.clone()),
         MaybeUndefined::Null => None,
@@ -282,12 +215,12 @@ fn apply(current: Option<&Connection>, set: &SetConnection) -> Result<Connection
 }
 
 impl ApiState {
-    async fn customer_view(&self, c: &Customer) -> Result<CustomerView, Fail> {
+    async fn customer_view(&self, c: &Customer) -> Result<CustomerView, ApiError> {
         let counts = self
             .store
             .customer_link_counts(&c.id)
             .await
-            .map_err(Fail::unavailable)?;
+            .map_err(ApiError::unavailable)?;
         let count = |p: Provider, s: crate::domain::SyncStatus| {
             counts
                 .iter()
@@ -304,12 +237,12 @@ impl ApiState {
                 .store
                 .cursor(&c.id, p)
                 .await
-                .map_err(Fail::unavailable)?;
+                .map_err(ApiError::unavailable)?;
             let health = self
                 .store
                 .customer_sync_health(&c.id, p)
                 .await
-                .map_err(Fail::unavailable)?;
+                .map_err(ApiError::unavailable)?;
             let rate_limit_used = self
                 .enqueuer
                 .queue()
@@ -318,7 +251,7 @@ impl ApiState {
                     std::time::Duration::from_millis(1100),
                 )
                 .await
-                .map_err(Fail::unavailable)?;
+                .map_err(ApiError::unavailable)?;
             let links_error = count(p, crate::domain::SyncStatus::Error);
             let in_effect = conn
                 .rate_limit
@@ -376,39 +309,37 @@ impl CustomersApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         body: Json<CreateCustomer>,
-    ) -> OneResponse {
-        let res = async {
-            let b = body.0;
-            let id = parse_customer(&b.id)?;
-            let name = b.name.0.trim().to_owned();
-            if name.is_empty() {
-                return Err(Fail::bad_request("invalid_name", "name: must not be blank"));
-            }
-            let mut customer = Customer::new(id, &name, &[]);
-            for (p, set) in &b.connections {
-                let provider = p.parse::<Provider>().map_err(|m| {
-                    Fail::bad_request("invalid_provider", format!("connections: {m}"))
-                })?;
-                customer
-                    .connections
-                    .insert(provider.as_str().to_owned(), apply(None, set)?);
-            }
-            state
-                .store
-                .create_customer(&customer)
-                .await
-                .map_err(Fail::from)?;
-            state.customers.forget(&customer.id);
-            let connected: Vec<Provider> = Provider::ALL
-                .into_iter()
-                .filter(|p| customer.connection(*p).is_some_and(|c| c.enabled))
-                .collect();
-            state.first_sync_on_connect(&customer.id, &connected).await;
-            Ok::<_, Fail>(OneResponse::Created(Json(
-                state.customer_view(&customer).await?,
-            )))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Created<CustomerView>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }>
+    {
+        let b = body.0;
+        let id = parse_customer(&b.id)?;
+        let name = b.name.0.trim().to_owned();
+        if name.is_empty() {
+            return Err(ApiError::bad_request("invalid_name", "name: must not be blank").into());
+        }
+        let mut customer = Customer::new(id, &name, &[]);
+        for (p, set) in &b.connections {
+            let provider = p.parse::<Provider>().map_err(|m| {
+                ApiError::bad_request("invalid_provider", format!("connections: {m}"))
+            })?;
+            customer
+                .connections
+                .insert(provider.as_str().to_owned(), apply(None, set)?);
+        }
+        state
+            .store
+            .create_customer(&customer)
+            .await
+            .map_err(ApiError::from)?;
+        state.customers.forget(&customer.id);
+        let connected: Vec<Provider> = Provider::ALL
+            .into_iter()
+            .filter(|p| customer.connection(*p).is_some_and(|c| c.enabled))
+            .collect();
+        state.first_sync_on_connect(&customer.id, &connected).await;
+        Ok(Created::Created(Json(
+            state.customer_view(&customer).await?,
+        )))
     }
 
     /// Customers, by id (at most `limit`, after the id `after`).
@@ -424,21 +355,18 @@ impl CustomersApi {
         /// Customers to return, 1 to 500.
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
-    ) -> ListResponse {
-        let res = async {
-            let after = after.0.as_deref().map(parse_customer).transpose()?;
-            let page = state
-                .store
-                .customers(after.as_ref(), i64::from(limit.0.unwrap_or(100)))
-                .await
-                .map_err(Fail::unavailable)?;
-            let mut out = Vec::with_capacity(page.len());
-            for c in &page {
-                out.push(state.customer_view(c).await?);
-            }
-            Ok::<_, Fail>(ListResponse::Ok(Json(out)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Vec<CustomerView>>, { BAD_REQUEST | UNAVAILABLE }> {
+        let after = after.0.as_deref().map(parse_customer).transpose()?;
+        let page = state
+            .store
+            .customers(after.as_ref(), i64::from(limit.0.unwrap_or(100)))
+            .await
+            .map_err(ApiError::unavailable)?;
+        let mut out = Vec::with_capacity(page.len());
+        for c in &page {
+            out.push(state.customer_view(c).await?);
+        }
+        Ok(Json(out))
     }
 
     /// One customer with its connections.
@@ -448,18 +376,15 @@ impl CustomersApi {
         state: poem::web::Data<&ApiState>,
         _auth: ViewerAuth,
         id: Path<String>,
-    ) -> OneResponse {
-        let res = async {
-            let id = parse_customer(&id.0)?;
-            let c = state
-                .store
-                .customer(&id)
-                .await
-                .map_err(Fail::unavailable)?
-                .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
-            Ok::<_, Fail>(OneResponse::Ok(Json(state.customer_view(&c).await?)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<CustomerView>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let id = parse_customer(&id.0)?;
+        let c = state
+            .store
+            .customer(&id)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no customer {id}")))?;
+        Ok(Json(state.customer_view(&c).await?))
     }
 
     /// Record, enable or disable a customer's connection with a CRM. A
@@ -474,31 +399,28 @@ impl CustomersApi {
         id: Path<String>,
         provider: Path<String>,
         body: Json<SetConnection>,
-    ) -> OneResponse {
-        let res = async {
-            let id = parse_customer(&id.0)?;
-            let provider = parse_provider(&provider.0)?;
-            let current = state
-                .store
-                .customer(&id)
-                .await
-                .map_err(Fail::unavailable)?
-                .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
-            let conn = apply(current.connection(provider), &body.0)?;
-            let new = current.connection(provider).is_none() && conn.enabled;
-            let updated = state
-                .store
-                .set_connection(&id, provider, &conn)
-                .await
-                .map_err(Fail::from)?
-                .ok_or_else(|| Fail::not_found(format!("no customer {id}")))?;
-            state.customers.forget(&id);
-            if new {
-                state.first_sync_on_connect(&id, &[provider]).await;
-            }
-            Ok::<_, Fail>(OneResponse::Ok(Json(state.customer_view(&updated).await?)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<CustomerView>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let id = parse_customer(&id.0)?;
+        let provider = parse_provider(&provider.0)?;
+        let current = state
+            .store
+            .customer(&id)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no customer {id}")))?;
+        let conn = apply(current.connection(provider), &body.0)?;
+        let new = current.connection(provider).is_none() && conn.enabled;
+        let updated = state
+            .store
+            .set_connection(&id, provider, &conn)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found(format!("no customer {id}")))?;
+        state.customers.forget(&id);
+        if new {
+            state.first_sync_on_connect(&id, &[provider]).await;
+        }
+        Ok(Json(state.customer_view(&updated).await?))
     }
 
     /// Mint an api token for the customer's own backend: it reads and
@@ -509,24 +431,21 @@ impl CustomersApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         id: Path<String>,
-    ) -> TokenResponse {
-        let res = async {
-            let id = parse_customer(&id.0)?;
-            let (token, digest) = super::auth::mint_customer_token();
-            if !state
-                .store
-                .add_customer_token(&id, &digest)
-                .await
-                .map_err(Fail::unavailable)?
-            {
-                return Err(Fail::not_found(format!("no customer {id}")));
-            }
-            Ok::<_, Fail>(TokenResponse::Created(Json(MintedToken {
-                customer_id: id.to_string(),
-                token,
-            })))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Created<MintedToken>, { BAD_REQUEST | NOT_FOUND | UNAVAILABLE }> {
+        let id = parse_customer(&id.0)?;
+        let (token, digest) = super::auth::mint_customer_token();
+        if !state
+            .store
+            .add_customer_token(&id, &digest)
+            .await
+            .map_err(ApiError::unavailable)?
+        {
+            return Err(ApiError::not_found(format!("no customer {id}")).into());
+        }
+        Ok(Created::Created(Json(MintedToken {
+            customer_id: id.to_string(),
+            token,
+        })))
     }
 
     /// Revoke every api token of the customer (within 2 s on every api
@@ -537,19 +456,16 @@ impl CustomersApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         id: Path<String>,
-    ) -> TokenResponse {
-        let res = async {
-            let id = parse_customer(&id.0)?;
-            if !state
-                .store
-                .revoke_customer_tokens(&id)
-                .await
-                .map_err(Fail::unavailable)?
-            {
-                return Err(Fail::not_found(format!("no customer {id}")));
-            }
-            Ok::<_, Fail>(TokenResponse::Revoked)
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<NoContent, { BAD_REQUEST | NOT_FOUND | UNAVAILABLE }> {
+        let id = parse_customer(&id.0)?;
+        if !state
+            .store
+            .revoke_customer_tokens(&id)
+            .await
+            .map_err(ApiError::unavailable)?
+        {
+            return Err(ApiError::not_found(format!("no customer {id}")).into());
+        }
+        Ok(NoContent::NoContent)
     }
 }

@@ -1,11 +1,13 @@
 //! JSON errors. Every failure the api returns is `{"error": code, "message"}`
-//! with a 4xx/5xx status: operation errors through [`Fail`], and everything
+//! with a 4xx/5xx status: operation errors through [`ApiError`], and everything
 //! poem itself refuses (bad JSON, wrong types, missing auth, body too large,
 //! unknown route) through [`json_error`], installed with `catch_all_error`.
 
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
-use poem_openapi::Object;
+use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Object};
 
 /// The body of every error response.
 #[derive(Debug, Clone, Object)]
@@ -16,73 +18,82 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// The kinds of operation failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailKind {
-    /// 400.
-    BadRequest,
-    /// 403.
-    Forbidden,
-    /// 404.
-    NotFound,
-    /// 409.
-    Conflict,
-    /// 503.
-    Unavailable,
+/// Every failure an operation answers: one type for the whole api. An
+/// operation returns [`ApiResult`] (its success as `Json`, [`Accepted`],
+/// [`Created`] or [`NoContent`]) and `?` does the rest. Each variant
+/// carries the same [`ErrorBody`]; its `error` code says which of the
+/// causes a status covers it was.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The input is invalid: the body names the field or parameter.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The token may not do this (a viewer token writing, or a customer
+    /// token reaching another customer's data).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such resource (or not one the token may see).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request clashes with the resource's state (a duplicate email, a
+    /// running job, a first sync underway).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// MongoDB or Redis is unavailable; try again.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
-/// An operation failure, turned into the operation's own response type.
-#[derive(Debug)]
-pub struct Fail {
-    /// Which status.
-    pub kind: FailKind,
-    /// The body.
-    pub body: ErrorBody,
+fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: code.into(),
+        message: message.into(),
+    })
 }
 
-impl Fail {
-    fn new(kind: FailKind, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            body: ErrorBody {
-                error: code.into(),
-                message: message.into(),
-            },
-        }
-    }
-
+impl ApiError {
     /// 400 with a specific code.
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
-        Self::new(FailKind::BadRequest, code, message)
+        Self::BadRequest(body(code, message))
     }
 
     /// 403: the token may not do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(FailKind::Forbidden, "forbidden", message)
+        Self::Forbidden(body("forbidden", message))
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(FailKind::NotFound, "not_found", message)
+        Self::NotFound(body("not_found", message))
     }
 
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(FailKind::Conflict, "conflict", message)
+        Self::Conflict(body("conflict", message))
     }
 
     /// 503: a dependency (MongoDB, Redis) failed. The cause is logged, not shown.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "dependency failure");
-        Self::new(
-            FailKind::Unavailable,
+        Self::Unavailable(body(
             "unavailable",
             "a backing service is unavailable; try again",
-        )
+        ))
+    }
+
+    /// The body, whatever the status.
+    pub fn body(&self) -> &ErrorBody {
+        match self {
+            Self::BadRequest(b)
+            | Self::Forbidden(b)
+            | Self::NotFound(b)
+            | Self::Conflict(b)
+            | Self::Unavailable(b) => &b.0,
+        }
     }
 }
 
-impl From<crate::store::StoreError> for Fail {
+impl From<crate::store::StoreError> for ApiError {
     /// A refused unique index is 409; anything else of the store is 503.
     fn from(e: crate::store::StoreError) -> Self {
         match e {
@@ -92,55 +103,117 @@ impl From<crate::store::StoreError> for Fail {
     }
 }
 
+/// Which error statuses an operation documents, as a set of bits: an
+/// operation names its own with `ApiResult<Json<T>, { NOT_FOUND |
+/// UNAVAILABLE }>`, so its spec lists those and no others.
+pub type Statuses = u8;
+/// 400.
+pub const BAD_REQUEST: Statuses = 1;
+/// 403.
+pub const FORBIDDEN: Statuses = 2;
+/// 404.
+pub const NOT_FOUND: Statuses = 4;
+/// 409.
+pub const CONFLICT: Statuses = 8;
+/// 503.
+pub const UNAVAILABLE: Statuses = 16;
+
+fn status_bit(status: u16) -> Statuses {
+    match status {
+        400 => BAD_REQUEST,
+        403 => FORBIDDEN,
+        404 => NOT_FOUND,
+        409 => CONFLICT,
+        _ => UNAVAILABLE,
+    }
+}
+
+/// An [`ApiError`] as one operation answers it: the same error, with the
+/// statuses `S` the operation documents. `?` turns any `ApiError` into
+/// it; the status answered is always the error's own.
+#[derive(Debug)]
+pub struct Errors<const S: Statuses>(pub ApiError);
+
+impl<const S: Statuses> From<ApiError> for Errors<S> {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl<const S: Statuses> From<crate::store::StoreError> for Errors<S> {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl<const S: Statuses> ApiResponse for Errors<S> {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        let mut meta = ApiError::meta();
+        meta.responses
+            .retain(|r| r.status.is_some_and(|s| status_bit(s) & S != 0));
+        meta
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        ApiError::register(registry);
+    }
+}
+
+impl<const S: Statuses> IntoResponse for Errors<S> {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl<const S: Statuses> From<Errors<S>> for poem::Error {
+    fn from(e: Errors<S>) -> Self {
+        e.0.into()
+    }
+}
+
+/// What an operation returns: its success payload, or an [`ApiError`] of
+/// one of the statuses `S` it documents.
+pub type ApiResult<T, const S: Statuses> = Result<T, Errors<S>>;
+
+/// 202: queued; the work happens in the background.
+#[derive(ApiResponse)]
+pub enum Accepted<T: ToJSON> {
+    /// Accepted; the work is queued.
+    #[oai(status = 202)]
+    Accepted(Json<T>),
+}
+
+/// 201: created.
+#[derive(ApiResponse)]
+pub enum Created<T: ToJSON> {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<T>),
+}
+
+/// 204: done, nothing to answer.
+#[derive(ApiResponse)]
+pub enum NoContent {
+    /// Done.
+    #[oai(status = 204)]
+    NoContent,
+}
+
 /// A `customerId` parameter or field: absent stays `None`, a malformed
 /// one is a 400 naming it.
-pub fn customer_param(value: Option<&str>) -> Result<Option<crate::domain::CustomerId>, Fail> {
+pub fn customer_param(value: Option<&str>) -> Result<Option<crate::domain::CustomerId>, ApiError> {
     value
         .map(crate::domain::CustomerId::parse)
         .transpose()
-        .map_err(|m| Fail::bad_request("invalid_customer", format!("customerId: {m}")))
+        .map_err(|m| ApiError::bad_request("invalid_customer", format!("customerId: {m}")))
 }
-
-/// Implements `From<Fail>` for an operation response enum that has variants
-/// named after the [`FailKind`]s it documents (others become `Unavailable`).
-macro_rules! fail_into {
-    ($ty:ident { $($kind:ident),* }) => {
-        impl From<$crate::api::errors::Fail> for $ty {
-            fn from(f: $crate::api::errors::Fail) -> Self {
-                use $crate::api::errors::FailKind;
-                match f.kind {
-                    $(FailKind::$kind => $ty::$kind(poem_openapi::payload::Json(f.body)),)*
-                    #[allow(unreachable_patterns)]
-                    _ => $ty::Unavailable(poem_openapi::payload::Json(f.body)),
-                }
-            }
-        }
-    };
-}
-pub(crate) use fail_into;
-
-/// An operation's response enum: the success variant, then one variant per
-/// [`FailKind`] it documents (`Kind = status`), each with the error body.
-macro_rules! response {
-    ($name:ident, $ok_status:literal, $ok:ty, { $($kind:ident = $status:literal),* }) => {
-        #[derive(poem_openapi::ApiResponse)]
-        enum $name {
-            /// Success.
-            #[oai(status = $ok_status)]
-            Ok(poem_openapi::payload::Json<$ok>),
-            $(
-                /// See the error body.
-                #[oai(status = $status)]
-                $kind(poem_openapi::payload::Json<$crate::api::errors::ErrorBody>),
-            )*
-        }
-        $crate::api::errors::fail_into!($name { $($kind),* });
-    };
-}
-pub(crate) use response;
 
 /// Renders any poem error as the JSON error body, keeping its status.
 pub async fn json_error(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        // An operation's own answer (an `ApiError`), already JSON.
+        return err.into_response();
+    }
     let status = err.status();
     let code = match status {
         StatusCode::BAD_REQUEST => "bad_request",

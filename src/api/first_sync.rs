@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 
-use super::errors::Fail;
+use super::errors::ApiError;
 use super::ApiState;
 use crate::crm::BATCH_MAX;
 use crate::domain::{CustomerId, Provider};
@@ -96,12 +96,12 @@ impl ApiState {
         &self,
         customer: &CustomerId,
         provider: Provider,
-    ) -> Result<Option<String>, Fail> {
+    ) -> Result<Option<String>, ApiError> {
         let started = self
             .store
             .begin_first_sync(customer, provider)
             .await
-            .map_err(Fail::unavailable)?;
+            .map_err(ApiError::unavailable)?;
         if !started {
             return Ok(None);
         }
@@ -115,7 +115,7 @@ impl ApiState {
                 {
                     tracing::warn!(error = %e, "recording a first sync that was not queued failed; its hold lapses by itself");
                 }
-                Err(Fail::unavailable(e))
+                Err(ApiError::unavailable(e))
             }
         }
     }

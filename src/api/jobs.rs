@@ -2,10 +2,10 @@
 
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{Object, OpenApi};
 
 use super::auth::{ApiAuth, ViewerAuth};
-use super::errors::{fail_into, ErrorBody, Fail};
+use super::errors::{Accepted, ApiError, ApiResult, BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE};
 use super::ApiState;
 use crate::domain::Provider;
 
@@ -98,130 +98,10 @@ pub struct Queued {
     pub job_id: String,
 }
 
-#[derive(ApiResponse)]
-enum PollResponse {
-    /// The poll is queued.
-    #[oai(status = 202)]
-    Accepted(Json<Queued>),
-    /// The customer id is not one (`invalid_customer`).
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// Unknown provider, customer, or no enabled connection.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// A first sync of the connection is underway (`conflict`).
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// Redis or MongoDB is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(PollResponse {
-    BadRequest,
-    NotFound,
-    Conflict,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum DiscardResponse {
-    /// Removed.
-    #[oai(status = 200)]
-    Ok(Json<super::views::Count>),
-    /// No such job.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// The job is running.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// Redis is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(DiscardResponse {
-    NotFound,
-    Conflict,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum JobResponse {
-    /// The job.
-    #[oai(status = 200)]
-    Ok(Json<JobView>),
-    /// No such job (or it expired).
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// Redis is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(JobResponse {
-    NotFound,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum RetryResponse {
-    /// Sent back to the queue.
-    #[oai(status = 202)]
-    Accepted(Json<Moved>),
-    /// No such job.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// The job is not dead.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// Redis is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(RetryResponse {
-    NotFound,
-    Conflict,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum StatsResponse {
-    /// Counts.
-    #[oai(status = 200)]
-    Ok(Json<QueueStats>),
-    /// Unknown queue.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// Redis is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(StatsResponse {
-    NotFound,
-    Unavailable
-});
-
-#[derive(ApiResponse)]
-enum DeadResponse {
-    /// Dead jobs, newest first.
-    #[oai(status = 200)]
-    Ok(Json<Vec<JobView>>),
-    /// Unknown queue.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// Redis is unavailable.
-    #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
-}
-fail_into!(DeadResponse {
-    NotFound,
-    Unavailable
-});
-
-pub(super) fn known_queue(q: &str) -> Result<&'static str, Fail> {
-    QUEUES
-        .iter()
-        .find(|k| **k == q)
-        .copied()
-        .ok_or_else(|| Fail::not_found(format!("no queue {q:?} (known: {})", QUEUES.join(", "))))
+pub(super) fn known_queue(q: &str) -> Result<&'static str, ApiError> {
+    QUEUES.iter().find(|k| **k == q).copied().ok_or_else(|| {
+        ApiError::not_found(format!("no queue {q:?} (known: {})", QUEUES.join(", ")))
+    })
 }
 
 pub(super) fn view(job: workers::JobInfo, attempts: Vec<workers::AttemptRecord>) -> JobView {
@@ -266,18 +146,15 @@ impl JobsApi {
         state: poem::web::Data<&ApiState>,
         _auth: ViewerAuth,
         id: Path<String>,
-    ) -> JobResponse {
-        let res = async {
-            let q = state.enqueuer.queue();
-            let job = q
-                .job(&id.0)
-                .await
-                .map_err(Fail::unavailable)?
-                .ok_or_else(|| Fail::not_found(format!("no job {:?}", id.0)))?;
-            let attempts = q.attempts(&id.0).await.map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(JobResponse::Ok(Json(view(job, attempts))))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<JobView>, { NOT_FOUND | UNAVAILABLE }> {
+        let q = state.enqueuer.queue();
+        let job = q
+            .job(&id.0)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no job {:?}", id.0)))?;
+        let attempts = q.attempts(&id.0).await.map_err(ApiError::unavailable)?;
+        Ok(Json(view(job, attempts)))
     }
 
     /// Discard one job that is not running.
@@ -287,25 +164,22 @@ impl JobsApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         id: Path<String>,
-    ) -> DiscardResponse {
-        let res = async {
-            match state
-                .enqueuer
-                .queue()
-                .discard_job(&id.0)
-                .await
-                .map_err(Fail::unavailable)?
-            {
-                workers::Discard::Removed => {
-                    Ok(DiscardResponse::Ok(Json(super::views::Count { count: 1 })))
-                }
-                workers::Discard::Unknown => Err(Fail::not_found(format!("no job {:?}", id.0))),
-                workers::Discard::Running => {
-                    Err(Fail::conflict(format!("job {} is running", id.0)))
-                }
+    ) -> ApiResult<Json<super::views::Count>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        match state
+            .enqueuer
+            .queue()
+            .discard_job(&id.0)
+            .await
+            .map_err(ApiError::unavailable)?
+        {
+            workers::Discard::Removed => Ok(Json(super::views::Count { count: 1 })),
+            workers::Discard::Unknown => {
+                Err(ApiError::not_found(format!("no job {:?}", id.0)).into())
             }
-        };
-        res.await.unwrap_or_else(Into::into)
+            workers::Discard::Running => {
+                Err(ApiError::conflict(format!("job {} is running", id.0)).into())
+            }
+        }
     }
 
     /// Send one dead job back to its queue with fresh attempts.
@@ -315,29 +189,26 @@ impl JobsApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         id: Path<String>,
-    ) -> RetryResponse {
-        let res = async {
-            let q = state.enqueuer.queue();
-            let job = q
-                .job(&id.0)
-                .await
-                .map_err(Fail::unavailable)?
-                .ok_or_else(|| Fail::not_found(format!("no job {:?}", id.0)))?;
-            if job.state != workers::JobState::Dead {
-                return Err(Fail::conflict(format!("job {} is not dead", job.id)));
-            }
-            let retried = crate::jobs::revive(
-                q,
-                &state.store,
-                &job.queue,
-                Some(std::slice::from_ref(&job.id)),
-                None,
-            )
+    ) -> ApiResult<Accepted<Moved>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let q = state.enqueuer.queue();
+        let job = q
+            .job(&id.0)
             .await
-            .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(RetryResponse::Accepted(Json(Moved { retried })))
-        };
-        res.await.unwrap_or_else(Into::into)
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no job {:?}", id.0)))?;
+        if job.state != workers::JobState::Dead {
+            return Err(ApiError::conflict(format!("job {} is not dead", job.id)).into());
+        }
+        let retried = crate::jobs::revive(
+            q,
+            &state.store,
+            &job.queue,
+            Some(std::slice::from_ref(&job.id)),
+            None,
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+        Ok(Accepted::Accepted(Json(Moved { retried })))
     }
 
     /// Poll a CRM for changes now, from the stored cursor.
@@ -350,10 +221,10 @@ impl JobsApi {
         /// Whose connection (default: the default customer's).
         #[oai(name = "customerId", validator(max_length = 64))]
         customer_id: Query<Option<String>>,
-    ) -> PollResponse {
+    ) -> ApiResult<Accepted<Queued>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         poll(&state, &provider.0, customer_id.0.as_deref(), Mode::Changes)
             .await
-            .unwrap_or_else(Into::into)
+            .map_err(Into::into)
     }
 
     /// A full scan of a CRM now: every record is read again, and the
@@ -367,7 +238,7 @@ impl JobsApi {
         /// Whose connection (default: the default customer's).
         #[oai(name = "customerId", validator(max_length = 64))]
         customer_id: Query<Option<String>>,
-    ) -> PollResponse {
+    ) -> ApiResult<Accepted<Queued>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         poll(
             &state,
             &provider.0,
@@ -375,7 +246,7 @@ impl JobsApi {
             Mode::Backfill,
         )
         .await
-        .unwrap_or_else(Into::into)
+        .map_err(Into::into)
     }
 
     /// A connection's first sync: every CRM record is listed and imported
@@ -398,10 +269,10 @@ impl JobsApi {
         #[oai(validator(max_length = 64))]
         customer_id: Path<String>,
         provider: Path<String>,
-    ) -> PollResponse {
+    ) -> ApiResult<Accepted<Queued>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         poll(&state, &provider.0, Some(&customer_id.0), Mode::FirstSync)
             .await
-            .unwrap_or_else(Into::into)
+            .map_err(Into::into)
     }
 
     /// Job counts of a queue.
@@ -411,27 +282,24 @@ impl JobsApi {
         state: poem::web::Data<&ApiState>,
         _auth: ViewerAuth,
         queue: Path<String>,
-    ) -> StatsResponse {
-        let res = async {
-            let name = known_queue(&queue.0)?;
-            let c = state
-                .enqueuer
-                .queue()
-                .counts(name)
-                .await
-                .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(StatsResponse::Ok(Json(QueueStats {
-                queue: name.into(),
-                pending: c.pending,
-                scheduled: c.scheduled,
-                running: c.running,
-                done: c.done,
-                dead: c.dead,
-                completed_total: c.completed_total,
-                failed_total: c.failed_total,
-            })))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<QueueStats>, { NOT_FOUND | UNAVAILABLE }> {
+        let name = known_queue(&queue.0)?;
+        let c = state
+            .enqueuer
+            .queue()
+            .counts(name)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(Json(QueueStats {
+            queue: name.into(),
+            pending: c.pending,
+            scheduled: c.scheduled,
+            running: c.running,
+            done: c.done,
+            dead: c.dead,
+            completed_total: c.completed_total,
+            failed_total: c.failed_total,
+        }))
     }
 
     /// Dead jobs of a queue, newest first.
@@ -447,22 +315,19 @@ impl JobsApi {
         /// Jobs to return, 1 to 500.
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> DeadResponse {
-        let res = async {
-            let name = known_queue(&queue.0)?;
-            let q = state.enqueuer.queue();
-            let jobs = q
-                .dead(name, offset.0.unwrap_or(0), limit.0.unwrap_or(50))
-                .await
-                .map_err(Fail::unavailable)?;
-            let mut out = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let attempts = q.attempts(&job.id).await.map_err(Fail::unavailable)?;
-                out.push(view(job, attempts));
-            }
-            Ok::<_, Fail>(DeadResponse::Ok(Json(out)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Vec<JobView>>, { NOT_FOUND | UNAVAILABLE }> {
+        let name = known_queue(&queue.0)?;
+        let q = state.enqueuer.queue();
+        let jobs = q
+            .dead(name, offset.0.unwrap_or(0), limit.0.unwrap_or(50))
+            .await
+            .map_err(ApiError::unavailable)?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let attempts = q.attempts(&job.id).await.map_err(ApiError::unavailable)?;
+            out.push(view(job, attempts));
+        }
+        Ok(Json(out))
     }
 }
 
@@ -482,20 +347,20 @@ async fn poll(
     provider: &str,
     customer: Option<&str>,
     mode: Mode,
-) -> Result<PollResponse, Fail> {
-    let provider: Provider = provider.parse().map_err(Fail::not_found)?;
+) -> Result<Accepted<Queued>, ApiError> {
+    let provider: Provider = provider.parse().map_err(ApiError::not_found)?;
     let customer = super::errors::customer_param(customer)?
         .unwrap_or_else(crate::domain::CustomerId::default_customer);
     let connected = state
         .customers
         .get(&customer)
         .await
-        .map_err(Fail::unavailable)?
-        .ok_or_else(|| Fail::not_found(format!("no customer {customer}")))?
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("no customer {customer}")))?
         .connection(provider)
         .is_some_and(|c| c.enabled);
     if !connected {
-        return Err(Fail::not_found(format!(
+        return Err(ApiError::not_found(format!(
             "customer {customer} has no enabled {provider} connection"
         )));
     }
@@ -504,13 +369,13 @@ async fn poll(
         Mode::Backfill => state.enqueuer.poll(&customer, provider, true).await,
         Mode::FirstSync => {
             return match state.start_first_sync(&customer, provider).await? {
-                Some(job_id) => Ok(PollResponse::Accepted(Json(Queued { job_id }))),
-                None => Err(Fail::conflict(format!(
+                Some(job_id) => Ok(Accepted::Accepted(Json(Queued { job_id }))),
+                None => Err(ApiError::conflict(format!(
                     "a first sync of customer {customer}'s {provider} connection is underway; its progress is on the customer's connection"
                 ))),
             }
         }
     };
-    let job_id = queued.map_err(Fail::unavailable)?;
-    Ok(PollResponse::Accepted(Json(Queued { job_id })))
+    let job_id = queued.map_err(ApiError::unavailable)?;
+    Ok(Accepted::Accepted(Json(Queued { job_id })))
 }

@@ -185,6 +185,8 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
             )
             .await
             .map_err(store_err)?;
+    } else if phase == FirstSyncPhase::Done && last_pass_owed(&all, provider) {
+        return last_pass(job, ctx, id).await;
     } else if !matches!(phase, FirstSyncPhase::Waiting | FirstSyncPhase::Writing) {
         tracing::info!(?phase, "the first sync is over; nothing to do");
         return Ok(());
@@ -257,20 +259,47 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
                 )
                 .await
                 .map_err(store_err)?;
-            ctx.outbound.last_pass(&writes).await?;
             tracing::info!("first sync written");
-        } else {
-            ctx.enqueuer
-                .continue_first_sync(customer, provider)
-                .await
-                .map_err(crate::sync::queue_err)?;
-            tracing::info!("first sync: a slice written; the next is queued");
+            if let Err(e) = lease.release().await {
+                tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");
+            }
+            return last_pass(job, ctx, id).await;
         }
+        ctx.enqueuer
+            .continue_first_sync(customer, provider)
+            .await
+            .map_err(crate::sync::queue_err)?;
+        tracing::info!("first sync: a slice written; the next is queued");
     }
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "releasing the poll lease failed; it expires by itself");
     }
     Ok(())
+}
+
+fn last_pass_owed(all: &[(Provider, FirstSyncRecord)], provider: Provider) -> bool {
+    all.iter()
+        .any(|(p, f)| *p == provider && f.last_pass_owed)
+}
+
+/// A done first sync's last pass, then its record that it ran. A job
+/// killed before the record runs it again when retried (the watchdog
+/// queues one lost): it plans from MongoDB, so a second run pushes only
+/// what is still behind.
+async fn last_pass(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobError> {
+    let (customer, provider) = (&job.customer, job.provider);
+    let writes = FirstSyncWrites {
+        customer,
+        provider,
+        pushes: &ctx.enqueuer,
+        job_id: id,
+    };
+    ctx.outbound.last_pass(&writes).await?;
+    ctx.inbound
+        .store
+        .last_pass_run(customer, provider)
+        .await
+        .map_err(store_err)
 }
 
 /// Queueing `provider-poll` jobs.

@@ -99,6 +99,11 @@ pub struct FirstSyncRecord {
     /// Why it failed, when it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// Done, and its last pass (the single pushes of what was held at the
+    /// end of the write step) is still to run: a job killed between the
+    /// two runs it when retried, or the watchdog queues it again.
+    #[serde(default)]
+    pub last_pass_owed: bool,
 }
 
 impl FirstSyncRecord {
@@ -165,6 +170,8 @@ const TOUCHED: &str = "firstSync.touchedAt";
 
 /// The phases of a first sync underway, as stored.
 const UNDERWAY: [&str; 3] = ["listing", "waiting", "writing"];
+
+const LAST_PASS_OWED: &str = "firstSync.lastPassOwed";
 
 fn phase_name(p: FirstSyncPhase) -> &'static str {
     match p {
@@ -297,6 +304,9 @@ impl Store {
         if !to.underway() {
             set.insert("firstSync.finishedAt", DateTime::now());
         }
+        if to == FirstSyncPhase::Done {
+            set.insert(LAST_PASS_OWED, true);
+        }
         let r = self
             .cursors
             .update_one(
@@ -306,6 +316,25 @@ impl Store {
             .await
             .context("moving a first sync on")?;
         Ok(r.matched_count > 0)
+    }
+
+    /// Records that a done first sync's last pass has run.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn last_pass_run(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> anyhow::Result<()> {
+        self.cursors
+            .update_one(
+                doc! { "_id": cursor_id(customer, provider), LAST_PASS_OWED: true },
+                doc! { "$set": { LAST_PASS_OWED: false, TOUCHED: DateTime::now() } },
+            )
+            .await
+            .context("recording a first sync's last pass")?;
+        Ok(())
     }
 
     /// Ends a first sync for good (`Failed`), saying why.
@@ -386,10 +415,10 @@ impl Store {
             .await
     }
 
-    /// The first syncs underway that have not moved on for `quiet`, and
-    /// are to be queued again: a job lost with Redis's data, or a last
-    /// listing whose job ended before it queued the write steps waiting
-    /// on it. A waiting one is left out while a connection of its
+    /// The first syncs underway (or done with their last pass owed) that
+    /// have not moved on for `quiet`, and are to be queued again: a job
+    /// lost with Redis's data, or a last listing whose job ended before it
+    /// queued the write steps waiting on it. A waiting one is left out while a connection of its
     /// customer still lists: that one is queued, and its job releases
     /// the waiting ones. Each one returned is touched, so it is returned
     /// again only after another `quiet`.
@@ -402,7 +431,12 @@ impl Store {
     ) -> anyhow::Result<Vec<(CustomerId, Provider)>> {
         let now = DateTime::now().timestamp_millis();
         let cutoff = now - i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
-        let underway = self.first_syncs_underway().await?;
+        let underway = self
+            .first_sync_docs(doc! { "$or": [
+                { "firstSync.phase": { "$in": UNDERWAY.to_vec() } },
+                { LAST_PASS_OWED: true },
+            ] })
+            .await?;
         let listing: std::collections::HashSet<&str> = underway
             .iter()
             .filter(|(_, _, f)| f.phase() == FirstSyncPhase::Listing)

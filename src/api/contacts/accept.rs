@@ -80,7 +80,7 @@ impl ApiState {
                 .collect(),
             (Ok(()), false) => self.store.links_of(&[contact.id]).await.unwrap_or_default(),
         };
-        WriteResponse::Accepted(Json(Box::new(Accepted {
+        crate::api::errors::Accepted::Accepted(Json(Box::new(Accepted {
             contact: ContactView::new(&contact, &links),
             jobs: jobs
                 .into_iter()

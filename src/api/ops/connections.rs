@@ -7,7 +7,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::ms_time;
 use crate::api::auth::ViewerAuth;
-use crate::api::errors::{response, Fail};
+use crate::api::errors::{ApiError, ApiResult, UNAVAILABLE};
 use crate::api::ApiState;
 use crate::domain::{Provider, SyncStatus};
 
@@ -37,10 +37,6 @@ pub struct ConnectionView {
     pub rate_limit: u32,
 }
 
-response!(ConnectionsResponse, 200, Vec<ConnectionView>, {
-    Unavailable = 503
-});
-
 /// The operator endpoint on the connections.
 pub struct ConnectionsOpsApi;
 
@@ -53,50 +49,47 @@ impl ConnectionsOpsApi {
         &self,
         state: poem::web::Data<&ApiState>,
         _auth: ViewerAuth,
-    ) -> ConnectionsResponse {
-        let res = async {
-            let mut out = Vec::new();
-            for p in Provider::ALL {
-                let h = state
-                    .store
-                    .provider_health(p)
-                    .await
-                    .map_err(Fail::unavailable)?;
-                // The default customer's connection; each customer's own
-                // are under /api/customers.
-                let default = crate::domain::CustomerId::default_customer();
-                let cursor = state
-                    .store
-                    .cursor(&default, p)
-                    .await
-                    .map_err(Fail::unavailable)?;
-                let used = state
-                    .enqueuer
-                    .queue()
-                    .rate_limit_use(&format!("crm:{default}:{p}"), Duration::from_millis(1100))
-                    .await
-                    .map_err(Fail::unavailable)?;
-                let count =
-                    |s: SyncStatus| h.links.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
-                out.push(ConnectionView {
-                    provider: p.to_string(),
-                    last_success_at: h.last_success.map(|t| t.to_chrono()),
-                    poll_cursor: ms_time(cursor.since_ms),
-                    last_poll_at: cursor.last_poll_at.map(|t| t.to_chrono()),
-                    error_rate_1h: if h.recent == 0 {
-                        0.0
-                    } else {
-                        h.recent_failed as f64 / h.recent as f64
-                    },
-                    links_pending: count(SyncStatus::Pending),
-                    links_synced: count(SyncStatus::Synced),
-                    links_error: count(SyncStatus::Error),
-                    rate_limit_used: used,
-                    rate_limit: state.rate_limits.get(&p).copied().unwrap_or(0),
-                });
-            }
-            Ok::<_, Fail>(ConnectionsResponse::Ok(Json(out)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Vec<ConnectionView>>, UNAVAILABLE> {
+        let mut out = Vec::new();
+        for p in Provider::ALL {
+            let h = state
+                .store
+                .provider_health(p)
+                .await
+                .map_err(ApiError::unavailable)?;
+            // The default customer's connection; each customer's own
+            // are under /api/customers.
+            let default = crate::domain::CustomerId::default_customer();
+            let cursor = state
+                .store
+                .cursor(&default, p)
+                .await
+                .map_err(ApiError::unavailable)?;
+            let used = state
+                .enqueuer
+                .queue()
+                .rate_limit_use(&format!("crm:{default}:{p}"), Duration::from_millis(1100))
+                .await
+                .map_err(ApiError::unavailable)?;
+            let count =
+                |s: SyncStatus| h.links.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
+            out.push(ConnectionView {
+                provider: p.to_string(),
+                last_success_at: h.last_success.map(|t| t.to_chrono()),
+                poll_cursor: ms_time(cursor.since_ms),
+                last_poll_at: cursor.last_poll_at.map(|t| t.to_chrono()),
+                error_rate_1h: if h.recent == 0 {
+                    0.0
+                } else {
+                    h.recent_failed as f64 / h.recent as f64
+                },
+                links_pending: count(SyncStatus::Pending),
+                links_synced: count(SyncStatus::Synced),
+                links_error: count(SyncStatus::Error),
+                rate_limit_used: used,
+                rate_limit: state.rate_limits.get(&p).copied().unwrap_or(0),
+            });
+        }
+        Ok(Json(out))
     }
 }

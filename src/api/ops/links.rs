@@ -7,7 +7,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::{LinkStatusParam, ProviderParam};
 use crate::api::auth::{ApiAuth, ViewerAuth};
-use crate::api::errors::{response, Fail};
+use crate::api::errors::{ApiError, ApiResult, BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE};
 use crate::api::views::{Count, LinkView, SyncLogView};
 use crate::api::ApiState;
 use crate::domain::{ContactId, Provider, SyncStatus};
@@ -33,10 +33,6 @@ pub struct LinkPage {
     pub total: u64,
 }
 
-response!(LinksResponse, 200, LinkPage, { BadRequest = 400, Unavailable = 503 });
-response!(CountResponse, 200, Count, { BadRequest = 400, NotFound = 404, Conflict = 409, Unavailable = 503 });
-response!(LogsResponse, 200, Vec<SyncLogView>, { BadRequest = 400, Unavailable = 503 });
-
 /// The operator endpoints on links and sync logs.
 pub struct LinkOpsApi;
 
@@ -59,28 +55,25 @@ impl LinkOpsApi {
         /// Links to return, 1 to 500.
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> LinksResponse {
-        let res = async {
-            let (links, total) = state
-                .store
-                .list_links(
-                    status.0.map(Into::into),
-                    provider.0.map(Into::into),
-                    offset.0.unwrap_or(0),
-                    limit.0.unwrap_or(50) as i64,
-                )
-                .await
-                .map_err(Fail::unavailable)?;
-            let items = links
-                .iter()
-                .map(|l| LinkRow {
-                    contact_id: l.contact_id.to_string(),
-                    link: LinkView::from(l),
-                })
-                .collect();
-            Ok::<_, Fail>(LinksResponse::Ok(Json(LinkPage { items, total })))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<LinkPage>, { BAD_REQUEST | UNAVAILABLE }> {
+        let (links, total) = state
+            .store
+            .list_links(
+                status.0.map(Into::into),
+                provider.0.map(Into::into),
+                offset.0.unwrap_or(0),
+                limit.0.unwrap_or(50) as i64,
+            )
+            .await
+            .map_err(ApiError::unavailable)?;
+        let items = links
+            .iter()
+            .map(|l| LinkRow {
+                contact_id: l.contact_id.to_string(),
+                link: LinkView::from(l),
+            })
+            .collect();
+        Ok(Json(LinkPage { items, total }))
     }
 
     /// Push a contact to every CRM again.
@@ -90,19 +83,16 @@ impl LinkOpsApi {
         state: poem::web::Data<&ApiState>,
         _auth: ApiAuth,
         id: Path<String>,
-    ) -> CountResponse {
-        let res = async {
-            let id = ContactId::parse(&id.0).map_err(|m| Fail::bad_request("invalid_id", m))?;
-            let contact = state
-                .store
-                .contact(id)
-                .await
-                .map_err(Fail::unavailable)?
-                .ok_or_else(|| Fail::not_found(format!("no contact {id}")))?;
-            let count = state.resync(&contact, &state.providers).await?;
-            Ok::<_, Fail>(CountResponse::Ok(Json(Count { count })))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Count>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let id = ContactId::parse(&id.0).map_err(|m| ApiError::bad_request("invalid_id", m))?;
+        let contact = state
+            .store
+            .contact(id)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| ApiError::not_found(format!("no contact {id}")))?;
+        let count = state.resync(&contact, &state.providers).await?;
+        Ok(Json(Count { count }))
     }
 
     /// Push every contact whose link with a CRM is in `error` again.
@@ -113,28 +103,25 @@ impl LinkOpsApi {
         _auth: ApiAuth,
         /// The CRM.
         provider: Query<ProviderParam>,
-    ) -> CountResponse {
-        let res = async {
-            let p: Provider = provider.0.into();
-            let mut count = 0;
-            let (links, _) = state
+    ) -> ApiResult<Json<Count>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let p: Provider = provider.0.into();
+        let mut count = 0;
+        let (links, _) = state
+            .store
+            .list_links(Some(SyncStatus::Error), Some(p), 0, 10_000)
+            .await
+            .map_err(ApiError::unavailable)?;
+        for l in links {
+            if let Some(c) = state
                 .store
-                .list_links(Some(SyncStatus::Error), Some(p), 0, 10_000)
+                .contact(l.contact_id)
                 .await
-                .map_err(Fail::unavailable)?;
-            for l in links {
-                if let Some(c) = state
-                    .store
-                    .contact(l.contact_id)
-                    .await
-                    .map_err(Fail::unavailable)?
-                {
-                    count += state.resync(&c, &[p]).await?;
-                }
+                .map_err(ApiError::unavailable)?
+            {
+                count += state.resync(&c, &[p]).await?;
             }
-            Ok::<_, Fail>(CountResponse::Ok(Json(Count { count })))
-        };
-        res.await.unwrap_or_else(Into::into)
+        }
+        Ok(Json(Count { count }))
     }
 
     /// Sync log entries, newest first.
@@ -158,28 +145,23 @@ impl LinkOpsApi {
         /// Entries to return, 1 to 500.
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> LogsResponse {
-        let res = async {
-            let contact = contact_id
-                .0
-                .as_deref()
-                .map(|c| ContactId::parse(c).map_err(|m| Fail::bad_request("invalid_id", m)))
-                .transpose()?;
-            let filter = LogFilter {
-                contact,
-                provider: provider.0.map(Into::into),
-                outcome: outcome.0,
-            };
-            let logs = state
-                .store
-                .list_logs(&filter, offset.0.unwrap_or(0), limit.0.unwrap_or(50) as i64)
-                .await
-                .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(LogsResponse::Ok(Json(
-                logs.iter().map(SyncLogView::from).collect(),
-            )))
+    ) -> ApiResult<Json<Vec<SyncLogView>>, { BAD_REQUEST | UNAVAILABLE }> {
+        let contact = contact_id
+            .0
+            .as_deref()
+            .map(|c| ContactId::parse(c).map_err(|m| ApiError::bad_request("invalid_id", m)))
+            .transpose()?;
+        let filter = LogFilter {
+            contact,
+            provider: provider.0.map(Into::into),
+            outcome: outcome.0,
         };
-        res.await.unwrap_or_else(Into::into)
+        let logs = state
+            .store
+            .list_logs(&filter, offset.0.unwrap_or(0), limit.0.unwrap_or(50) as i64)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(Json(logs.iter().map(SyncLogView::from).collect()))
     }
 }
 
@@ -190,12 +172,12 @@ impl ApiState {
         &self,
         contact: &crate::store::Contact,
         providers: &[Provider],
-    ) -> Result<u64, Fail> {
+    ) -> Result<u64, ApiError> {
         let enabled = self
             .customers
             .providers(&contact.customer_id)
             .await
-            .map_err(Fail::unavailable)?;
+            .map_err(ApiError::unavailable)?;
         let providers: Vec<Provider> = providers
             .iter()
             .copied()
@@ -213,7 +195,7 @@ impl ApiState {
                 contact.version,
             )
             .await
-            .map_err(Fail::unavailable)?;
+            .map_err(ApiError::unavailable)?;
         Ok(providers.len() as u64)
     }
 }

@@ -9,7 +9,9 @@ use poem_openapi::{Object, OpenApi};
 
 use super::StateParam;
 use crate::api::auth::{ApiAuth, ViewerAuth};
-use crate::api::errors::{response, Fail};
+use crate::api::errors::{
+    Accepted, ApiError, ApiResult, BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE,
+};
 use crate::api::jobs::{known_queue, view, JobView, Moved, QUEUES};
 use crate::api::views::Count;
 use crate::api::ApiState;
@@ -86,15 +88,6 @@ pub struct WorkerView {
     pub in_flight: u64,
 }
 
-response!(QueuesResponse, 200, Vec<QueueOverview>, {
-    Unavailable = 503
-});
-response!(HistoryResponse, 200, Vec<QueueHistory>, { BadRequest = 400, Unavailable = 503 });
-response!(JobsResponse, 200, Vec<JobView>, { BadRequest = 400, NotFound = 404, Unavailable = 503 });
-response!(CountResponse, 200, Count, { BadRequest = 400, NotFound = 404, Conflict = 409, Unavailable = 503 });
-response!(MovedResponse, 202, Moved, { BadRequest = 400, NotFound = 404, Unavailable = 503 });
-response!(WorkersResponse, 200, Vec<WorkerView>, { Unavailable = 503 });
-
 /// The operator endpoints on the queues and workers.
 pub struct QueueOpsApi;
 
@@ -103,40 +96,41 @@ impl QueueOpsApi {
     /// Every queue with its depth per state, recent throughput and failure
     /// rate, and the age of its oldest pending job.
     #[oai(path = "/queues", method = "get")]
-    async fn queues(&self, state: poem::web::Data<&ApiState>, _auth: ViewerAuth) -> QueuesResponse {
-        let res = async {
-            let q = state.enqueuer.queue();
-            let mut out = Vec::new();
-            for &name in QUEUES {
-                let c = q.counts(name).await.map_err(Fail::unavailable)?;
-                let t = q.throughput(name, 5).await.map_err(Fail::unavailable)?;
-                let oldest = q
-                    .oldest_pending_age(name)
-                    .await
-                    .map_err(Fail::unavailable)?;
-                let attempts = t.completed + t.failed;
-                out.push(QueueOverview {
-                    queue: name.into(),
-                    pending: c.pending,
-                    scheduled: c.scheduled,
-                    running: c.running,
-                    done: c.done,
-                    dead: c.dead,
-                    completed_total: c.completed_total,
-                    failed_total: c.failed_total,
-                    completed_5m: t.completed,
-                    failed_5m: t.failed,
-                    failure_rate_5m: if attempts == 0 {
-                        0.0
-                    } else {
-                        t.failed as f64 / attempts as f64
-                    },
-                    oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
-                });
-            }
-            Ok::<_, Fail>(QueuesResponse::Ok(Json(out)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    async fn queues(
+        &self,
+        state: poem::web::Data<&ApiState>,
+        _auth: ViewerAuth,
+    ) -> ApiResult<Json<Vec<QueueOverview>>, UNAVAILABLE> {
+        let q = state.enqueuer.queue();
+        let mut out = Vec::new();
+        for &name in QUEUES {
+            let c = q.counts(name).await.map_err(ApiError::unavailable)?;
+            let t = q.throughput(name, 5).await.map_err(ApiError::unavailable)?;
+            let oldest = q
+                .oldest_pending_age(name)
+                .await
+                .map_err(ApiError::unavailable)?;
+            let attempts = t.completed + t.failed;
+            out.push(QueueOverview {
+                queue: name.into(),
+                pending: c.pending,
+                scheduled: c.scheduled,
+                running: c.running,
+                done: c.done,
+                dead: c.dead,
+                completed_total: c.completed_total,
+                failed_total: c.failed_total,
+                completed_5m: t.completed,
+                failed_5m: t.failed,
+                failure_rate_5m: if attempts == 0 {
+                    0.0
+                } else {
+                    t.failed as f64 / attempts as f64
+                },
+                oldest_pending_ms: oldest.map(|d| d.as_millis() as u64),
+            });
+        }
+        Ok(Json(out))
     }
 
     /// Every queue's completed jobs and failed attempts per minute over
@@ -150,31 +144,28 @@ impl QueueOpsApi {
         /// Minutes to cover, 1 to 60.
         #[oai(validator(minimum(value = "1"), maximum(value = "60")))]
         minutes: Query<Option<u32>>,
-    ) -> HistoryResponse {
-        let res = async {
-            let q = state.enqueuer.queue();
-            let mut out = Vec::with_capacity(QUEUES.len());
-            for &name in QUEUES {
-                let minutes = q
-                    .history(name, minutes.0.unwrap_or(60))
-                    .await
-                    .map_err(Fail::unavailable)?;
-                out.push(QueueHistory {
-                    queue: name.into(),
-                    minutes: minutes
-                        .iter()
-                        .map(|m| MinuteView {
-                            start: chrono::DateTime::from_timestamp_millis(m.start_ms)
-                                .unwrap_or_default(),
-                            completed: m.completed,
-                            failed: m.failed,
-                        })
-                        .collect(),
-                });
-            }
-            Ok::<_, Fail>(HistoryResponse::Ok(Json(out)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Vec<QueueHistory>>, { BAD_REQUEST | UNAVAILABLE }> {
+        let q = state.enqueuer.queue();
+        let mut out = Vec::with_capacity(QUEUES.len());
+        for &name in QUEUES {
+            let minutes = q
+                .history(name, minutes.0.unwrap_or(60))
+                .await
+                .map_err(ApiError::unavailable)?;
+            out.push(QueueHistory {
+                queue: name.into(),
+                minutes: minutes
+                    .iter()
+                    .map(|m| MinuteView {
+                        start: chrono::DateTime::from_timestamp_millis(m.start_ms)
+                            .unwrap_or_default(),
+                        completed: m.completed,
+                        failed: m.failed,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Json(out))
     }
 
     /// Jobs of a queue in one state, a page at a time.
@@ -193,27 +184,24 @@ impl QueueOpsApi {
         /// Jobs to return, 1 to 500.
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> JobsResponse {
-        let res = async {
-            let name = known_queue(&queue.0)?;
-            let q = state.enqueuer.queue();
-            let jobs = q
-                .list(
-                    name,
-                    job_state.0.into(),
-                    offset.0.unwrap_or(0),
-                    limit.0.unwrap_or(50),
-                )
-                .await
-                .map_err(Fail::unavailable)?;
-            let mut out = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let attempts = q.attempts(&job.id).await.map_err(Fail::unavailable)?;
-                out.push(view(job, attempts));
-            }
-            Ok::<_, Fail>(JobsResponse::Ok(Json(out)))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Vec<JobView>>, { BAD_REQUEST | NOT_FOUND | UNAVAILABLE }> {
+        let name = known_queue(&queue.0)?;
+        let q = state.enqueuer.queue();
+        let jobs = q
+            .list(
+                name,
+                job_state.0.into(),
+                offset.0.unwrap_or(0),
+                limit.0.unwrap_or(50),
+            )
+            .await
+            .map_err(ApiError::unavailable)?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let attempts = q.attempts(&job.id).await.map_err(ApiError::unavailable)?;
+            out.push(view(job, attempts));
+        }
+        Ok(Json(out))
     }
 
     /// Send the dead jobs of a queue back (all, or those whose last error
@@ -227,21 +215,18 @@ impl QueueOpsApi {
         /// Only dead jobs whose last error contains this text.
         #[oai(name = "errorContains", validator(max_length = 500))]
         error_contains: Query<Option<String>>,
-    ) -> MovedResponse {
-        let res = async {
-            let name = known_queue(&queue.0)?;
-            let retried = crate::jobs::revive(
-                state.enqueuer.queue(),
-                &state.store,
-                name,
-                None,
-                error_contains.0.as_deref(),
-            )
-            .await
-            .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(MovedResponse::Ok(Json(Moved { retried })))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Accepted<Moved>, { BAD_REQUEST | NOT_FOUND | UNAVAILABLE }> {
+        let name = known_queue(&queue.0)?;
+        let retried = crate::jobs::revive(
+            state.enqueuer.queue(),
+            &state.store,
+            name,
+            None,
+            error_contains.0.as_deref(),
+        )
+        .await
+        .map_err(ApiError::unavailable)?;
+        Ok(Accepted::Accepted(Json(Moved { retried })))
     }
 
     /// Delete finished jobs older than a cutoff.
@@ -254,18 +239,15 @@ impl QueueOpsApi {
         /// Only jobs finished longer ago than this many seconds (default 0: all).
         #[oai(name = "olderThanSecs", validator(maximum(value = "31536000")))]
         older_than: Query<Option<u64>>,
-    ) -> CountResponse {
-        let res = async {
-            let name = known_queue(&queue.0)?;
-            let count = state
-                .enqueuer
-                .queue()
-                .purge_done(name, Duration::from_secs(older_than.0.unwrap_or(0)))
-                .await
-                .map_err(Fail::unavailable)?;
-            Ok::<_, Fail>(CountResponse::Ok(Json(Count { count })))
-        };
-        res.await.unwrap_or_else(Into::into)
+    ) -> ApiResult<Json<Count>, { BAD_REQUEST | NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let name = known_queue(&queue.0)?;
+        let count = state
+            .enqueuer
+            .queue()
+            .purge_done(name, Duration::from_secs(older_than.0.unwrap_or(0)))
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok(Json(Count { count }))
     }
 
     /// Live workers of every queue.
@@ -274,30 +256,27 @@ impl QueueOpsApi {
         &self,
         state: poem::web::Data<&ApiState>,
         _auth: ViewerAuth,
-    ) -> WorkersResponse {
-        let res = async {
-            let mut out = Vec::new();
-            for &name in QUEUES {
-                for w in state
-                    .enqueuer
-                    .queue()
-                    .workers(name)
-                    .await
-                    .map_err(Fail::unavailable)?
-                {
-                    out.push(WorkerView {
-                        name: w.name,
-                        queue: w.queue,
-                        host: w.host,
-                        pid: w.pid,
-                        concurrency: w.concurrency,
-                        last_heartbeat_ms: w.last_heartbeat_ms,
-                        in_flight: w.in_flight,
-                    });
-                }
+    ) -> ApiResult<Json<Vec<WorkerView>>, UNAVAILABLE> {
+        let mut out = Vec::new();
+        for &name in QUEUES {
+            for w in state
+                .enqueuer
+                .queue()
+                .workers(name)
+                .await
+                .map_err(ApiError::unavailable)?
+            {
+                out.push(WorkerView {
+                    name: w.name,
+                    queue: w.queue,
+                    host: w.host,
+                    pid: w.pid,
+                    concurrency: w.concurrency,
+                    last_heartbeat_ms: w.last_heartbeat_ms,
+                    in_flight: w.in_flight,
+                });
             }
-            Ok::<_, Fail>(WorkersResponse::Ok(Json(out)))
-        };
-        res.await.unwrap_or_else(Into::into)
+        }
+        Ok(Json(out))
     }
 }
