@@ -255,6 +255,7 @@ fn worker_contexts(
         inbound,
         enqueuer,
         first_sync_slice: Duration::from_secs(cfg.jobs.first_sync_slice_secs),
+        gather_backlog: cfg.worker.gather_backlog,
     })
 }
 

@@ -158,6 +158,11 @@ pub struct WorkerConfig {
     /// app-wins or newest-wins.
     #[arg(long, env = "CONFLICT_POLICY", default_value = "crm-wins")]
     pub conflict_policy: crate::sync::ConflictPolicy,
+    /// A push that finds at least this many pushes to its connection
+    /// waiting (a bulk import, a resync of many) hands them to one write
+    /// step in batches, where the CRM takes batches (HubSpot); 0: never.
+    #[arg(long, env = "GATHER_BACKLOG", default_value_t = 50)]
+    pub gather_backlog: u64,
     /// First retry delay in ms; doubles each attempt, with jitter.
     #[arg(long, env = "RETRY_BASE_MS", default_value_t = 500)]
     pub retry_base_ms: u64,

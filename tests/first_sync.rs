@@ -1021,3 +1021,94 @@ async fn people_named(app: &TestApp, provider: &str, email: &str) -> usize {
         .filter(|n| n.0 == email)
         .count()
 }
+
+#[tokio::test]
+async fn a_bulk_import_in_the_app_goes_to_hubspot_in_batches() {
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("PROVIDERS", "hubspot")
+        .env("SIMULATOR_WEBHOOK_URL", ""),
+    )
+    .await;
+    // one of the people is in HubSpot already, unknown to the app
+    crm_people(
+        &app,
+        "hubspot",
+        &[("bulk7@example.com".into(), "InHubSpot".into())],
+    )
+    .await;
+    // the app imports 150 contacts while no worker runs: 150 pushes wait
+    for i in 0..150 {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/contacts",
+                Some(json!({ "email": format!("bulk{i}@example.com"),
+                    "firstName": format!("Bulk{i}"), "lastName": "Import" })),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    app.add_worker();
+    all_synced(&app, 150).await;
+    // the first push found the backlog and gathered it: two batch creates,
+    // no single create; the person HubSpot had is refused in its batch as
+    // a duplicate and linked by a single push
+    let creates = app.calls("hubspot", "batch-create-contacts").await;
+    assert_eq!(creates.len(), 2, "150 in two batches");
+    assert!(
+        app.calls("hubspot", "create-contact").await.is_empty(),
+        "no single create"
+    );
+    let records = app.records("hubspot").await;
+    assert_eq!(records.len(), 150, "each person once");
+    let gather = first_sync_of(&app).await;
+    assert_eq!(gather["gathered"], true, "{gather}");
+    assert_eq!(gather["batchCreated"], 149, "{gather}");
+    assert_eq!(gather["pushed"], 1, "{gather}");
+    assert_eq!(gather["listed"], 0, "nothing listed: {gather}");
+    let names = crm_names(&app, "hubspot").await;
+    let b7 = names
+        .iter()
+        .find(|n| n.0 == "bulk7@example.com")
+        .expect("bulk7");
+    assert_eq!(b7.2.as_deref(), Some("Import"), "filled in: {names:?}");
+}
+
+#[tokio::test]
+async fn a_gather_given_up_on_lets_the_pushes_it_held_go_singly() {
+    let mut app = TestApp::with(
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+        .env("PROVIDERS", "hubspot")
+        .env("SIMULATOR_WEBHOOK_URL", ""),
+    )
+    .await;
+    for i in 0..60 {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/contacts",
+                Some(json!({ "email": format!("down{i}@example.com"), "firstName": "Down" })),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // HubSpot answers nothing but 503: the gather's batch create runs out
+    // of attempts, and its job dies
+    app.set_faults(json!({ "outage": true })).await;
+    app.add_worker();
+    let failed = first_sync_at(&app, "hubspot", "failed").await;
+    assert_eq!(failed["gathered"], true, "{failed}");
+    assert!(app.records("hubspot").await.is_empty());
+    // the pushes that waited for it go on singly, and sync once HubSpot is
+    // back
+    app.set_faults(json!({})).await;
+    all_synced(&app, 60).await;
+    assert_eq!(app.records("hubspot").await.len(), 60, "each person once");
+}

@@ -19,6 +19,10 @@ pub struct FirstSyncView {
     /// connections to list theirs), `writing` (what the CRM lacks is
     /// written, in batches where it takes them), `done` or `failed`.
     pub phase: String,
+    /// A backlog of pushes gathered into batches (a bulk import in the
+    /// app, a resync of many), not a first sync: it lists nothing and
+    /// writes from `writing` on.
+    pub gathered: bool,
     /// When it was asked for.
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
@@ -66,6 +70,7 @@ impl FirstSyncView {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
+            gathered: f.gather,
             started_at: f.started_at.map(|t| t.to_chrono()),
             finished_at: f.finished_at.map(|t| t.to_chrono()),
             listed: f.listed,

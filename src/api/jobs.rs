@@ -13,8 +13,9 @@ use crate::domain::Provider;
 pub(super) use crate::jobs::QUEUES;
 
 /// One failed attempt.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     /// Attempt number, from 1.
     pub attempt: u32,
@@ -29,8 +30,9 @@ pub struct AttemptView {
 }
 
 /// A job with its failed attempts.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct JobView {
     /// Job id.
     pub id: String,
@@ -84,7 +86,8 @@ pub struct QueueStats {
 }
 
 /// How many jobs moved.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Moved {
     /// Jobs sent back to the queue.
     pub retried: u64,

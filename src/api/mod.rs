@@ -9,12 +9,12 @@ mod customers;
 pub mod errors;
 mod first_sync;
 pub mod hooks;
-mod jobs;
+pub(crate) mod jobs;
 mod metrics;
-mod ops;
+pub(crate) mod ops;
 mod spec;
 mod text;
-mod views;
+pub(crate) mod views;
 
 use std::sync::Arc;
 
@@ -175,7 +175,12 @@ async fn readyz(state: poem::web::Data<&ApiState>) -> poem::Response {
 /// Every 503 (MongoDB or Redis unavailable) tells the client when to try
 /// again, so clients and proxies back off instead of hammering.
 async fn retry_after<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let mut resp = next.call(req).await?.into_response();
+    let mut resp = match next.call(req).await {
+        Ok(resp) => resp.into_response(),
+        // an operation's `ApiError`, already its JSON answer
+        Err(e) if e.is_from_response() => e.into_response(),
+        Err(e) => return Err(e),
+    };
     if resp.status() == StatusCode::SERVICE_UNAVAILABLE
         && !resp.headers().contains_key(poem::http::header::RETRY_AFTER)
     {

@@ -38,8 +38,9 @@ pub struct ContactView {
 }
 
 /// Where a contact stands with one CRM.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct LinkView {
     /// The CRM.
     pub provider: String,
@@ -121,7 +122,8 @@ impl From<&SyncLog> for SyncLogView {
 }
 
 /// How many jobs were affected.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Count {
     /// Jobs or links affected.
     pub count: u64,

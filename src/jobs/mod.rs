@@ -216,6 +216,7 @@ fn pushes_of(
     customer: &CustomerId,
     jobs: &[(Provider, String)],
     version: i64,
+    singly: bool,
 ) -> Vec<(String, OutboundUpsert)> {
     jobs.iter()
         .map(|(provider, id)| {
@@ -224,6 +225,7 @@ fn pushes_of(
                 provider: *provider,
                 version,
                 customer: Some(customer.clone()),
+                singly,
             };
             (id.clone(), payload)
         })
@@ -244,6 +246,19 @@ impl PushQueue for Enqueuer {
                 .await
                 .map(|_| ())
         })
+    }
+
+    fn push_singly<'a>(
+        &'a self,
+        store: &'a Store,
+        contact: ContactId,
+        customer: &'a CustomerId,
+        providers: &'a [Provider],
+        version: i64,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(Enqueuer::push_contact_singly(
+            self, store, contact, customer, providers, version,
+        ))
     }
 
     fn push_jobs<'a>(

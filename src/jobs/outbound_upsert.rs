@@ -1,6 +1,7 @@
 //! `outbound-upsert`: push the current state of one contact to one CRM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use workers::{Job, JobError};
@@ -10,7 +11,7 @@ use crate::store::Contact;
 use crate::domain::CustomerId;
 use crate::domain::{ContactId, Provider};
 use crate::store::Store;
-use crate::sync::Outbound;
+use crate::sync::{queue_err, store_err, InboundSync, Outbound};
 
 /// Payload of an outbound push. Idempotent: the handler reads the *current*
 /// contact, so a duplicate or late job pushes the latest state, and a CRM
@@ -31,22 +32,54 @@ pub struct OutboundUpsert {
     /// queued before there were customers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<CustomerId>,
+    /// Handed on by a write step (an input its batch refused, a contact
+    /// left at its end): pushed singly, never gathered again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub singly: bool,
+}
+
+/// What `outbound-upsert` jobs run with.
+#[derive(Clone)]
+pub struct Pushes {
+    /// Pushes one contact.
+    pub outbound: Arc<Outbound>,
+    /// Reads holds and backlogs, starts gathers.
+    pub inbound: Arc<InboundSync>,
+    /// Queues a gather's write step.
+    pub enqueuer: Enqueuer,
+    /// Pushes waiting that make a push gather them (0: never).
+    pub gather_backlog: u64,
 }
 
 impl Kind for OutboundUpsert {
     const QUEUE: &'static str = "outbound-upsert";
-    type Context = Arc<Outbound>;
+    type Context = Pushes;
 
     fn group(&self) -> Option<String> {
         self.customer.as_ref().map(ToString::to_string)
     }
 
     fn context(all: &Contexts) -> Self::Context {
-        all.outbound.clone()
+        Pushes {
+            outbound: all.outbound.clone(),
+            inbound: all.inbound.clone(),
+            enqueuer: all.enqueuer.clone(),
+            gather_backlog: all.gather_backlog,
+        }
     }
 
     async fn handle(self, ctx: &Self::Context, run: &Run) -> Result<(), JobError> {
-        crate::crm::job_scope(ctx.run(self.contact_id, self.provider, &run.id, run.attempt)).await
+        if run.attempt == 1 && self.gathered(ctx).await? {
+            return Err(JobError::deferred(
+                "a gather writes the connection's backlog in batches; this push waits for it",
+                GATHER_WAIT,
+            ));
+        }
+        crate::crm::job_scope(
+            ctx.outbound
+                .run(self.contact_id, self.provider, &run.id, run.attempt),
+        )
+        .await
     }
 
     fn span(&self, job: &Job) -> tracing::Span {
@@ -63,7 +96,8 @@ impl Kind for OutboundUpsert {
         job: &Job,
         error: &JobError,
     ) -> Result<(), JobError> {
-        ctx.record_failure(
+        ctx.outbound
+            .record_failure(
             self.contact_id,
             self.provider,
             self.version,
@@ -94,6 +128,66 @@ impl Kind for OutboundUpsert {
     }
 }
 
+/// How long a push waits, without using an attempt, before it looks
+/// again whether the gather writing its connection's backlog is done.
+const GATHER_WAIT: Duration = Duration::from_secs(5);
+
+impl OutboundUpsert {
+    /// Whether this push waits for a write step that gathers the backlog
+    /// of its connection into batches: a live one, or one this push
+    /// starts because at least `gather_backlog` pushes wait. The step
+    /// writes the contact under its link lease; the push, run again once
+    /// the step is done, finds its link synced. A push keeps its job
+    /// throughout, so nothing rests on the step alone: were it lost, the
+    /// push runs by itself once the step has stood still for
+    /// `GATHER_QUIET`. Only on a first attempt (a retry may follow a
+    /// call that landed), not for the step's own single pushes, and only
+    /// where the CRM takes batches and refuses a second record of an
+    /// email (HubSpot), as the step creates without looking emails up.
+    async fn gathered(&self, ctx: &Pushes) -> Result<bool, JobError> {
+        let (Some(customer), Provider::Hubspot, 1.., false) =
+            (&self.customer, self.provider, ctx.gather_backlog, self.singly)
+        else {
+            return Ok(false);
+        };
+        let customers = &ctx.inbound.customers;
+        if customers
+            .gathering(customer)
+            .await
+            .map_err(store_err)?
+            .contains(&self.provider)
+        {
+            return Ok(true);
+        }
+        let store = &ctx.inbound.store;
+        if !store
+            .pending_at_least(customer, self.provider, ctx.gather_backlog)
+            .await
+            .map_err(store_err)?
+        {
+            return Ok(false);
+        }
+        if store
+            .begin_gather(customer, self.provider)
+            .await
+            .map_err(store_err)?
+        {
+            tracing::info!(%customer, provider = %self.provider, "a backlog of pushes: gathered into batches");
+            ctx.enqueuer
+                .continue_first_sync(customer, self.provider)
+                .await
+                .map_err(queue_err)?;
+            return Ok(true);
+        }
+        // one is underway (another push started it), or a first sync
+        Ok(store
+            .gathering(customer)
+            .await
+            .map_err(store_err)?
+            .contains(&self.provider))
+    }
+}
+
 /// Queueing `outbound-upsert` jobs.
 impl Enqueuer {
     /// Marks the contact's links with `providers` pending at `version` and
@@ -118,6 +212,26 @@ impl Enqueuer {
         self.push_jobs(store, contact, customer, &jobs, version)
             .await?;
         Ok(jobs)
+    }
+
+    /// [`Self::push_contact`] for a write step's single pushes (see
+    /// [`OutboundUpsert::singly`]).
+    ///
+    /// # Errors
+    /// When MongoDB or Redis fails; links already marked stay `pending`.
+    pub async fn push_contact_singly(
+        &self,
+        store: &Store,
+        contact: ContactId,
+        customer: &CustomerId,
+        providers: &[Provider],
+        version: i64,
+    ) -> anyhow::Result<()> {
+        let jobs = plan_jobs(providers);
+        store.mark_pending(contact, customer, &jobs, version).await?;
+        self.push_all(pushes_of(contact, customer, &jobs, version, true))
+            .await?;
+        Ok(())
     }
 
     /// [`Self::push_contact`] for jobs whose ids were chosen already (and
@@ -175,7 +289,7 @@ impl Enqueuer {
         jobs: &[(Provider, String)],
         version: i64,
     ) -> anyhow::Result<()> {
-        self.push_all(pushes_of(contact, customer, jobs, version))
+        self.push_all(pushes_of(contact, customer, jobs, version, false))
             .await?;
         Ok(())
     }
@@ -189,7 +303,7 @@ impl Enqueuer {
         let pushes = owed
             .iter()
             .flat_map(|(contact, customer, jobs, version)| {
-                pushes_of(*contact, customer, jobs, *version)
+                pushes_of(*contact, customer, jobs, *version, false)
             })
             .collect::<Vec<_>>();
         if !pushes.is_empty() {

@@ -87,9 +87,10 @@ impl Kind for ProviderPoll {
             customer = %self.customer, provider = %self.provider)
     }
 
-    /// A sync log entry for the CRM; a first sync given up on stops
-    /// holding the connection's pushes, and the write steps waiting on its
-    /// listing go on.
+    /// A sync log entry for the CRM; a first sync (or gather) given up on
+    /// stops holding the connection's pushes, hands what it held to
+    /// single pushes (its last pass: no CRM call), and the write steps
+    /// waiting on its listing go on.
     async fn on_dead(
         self,
         ctx: &Self::Context,
@@ -102,6 +103,7 @@ impl Kind for ProviderPoll {
                 .fail_first_sync(&self.customer, self.provider, &error.to_string())
                 .await
                 .map_err(store_err)?;
+            last_pass(&self, ctx, &job.id).await?;
             let all = store.first_syncs(&self.customer).await.map_err(store_err)?;
             if !all
                 .iter()
@@ -169,8 +171,10 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
         Some(p) => p,
     };
     // a write step cut short (not a slice queued by the one before) lists
-    // again: the listing finds what a lost batch created
-    let relist = phase == FirstSyncPhase::Writing && !job.continued;
+    // again: the listing finds what a lost batch created (a gather's
+    // batch create of an email HubSpot has is refused, and pushed singly)
+    let gather = all.iter().any(|(p, f)| *p == provider && f.gather);
+    let relist = phase == FirstSyncPhase::Writing && !job.continued && !gather;
     if phase == FirstSyncPhase::Listing || relist {
         let listed = ctx.inbound.poll(customer, provider, true, id).await?;
         if listed.busy {
@@ -192,10 +196,12 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
         return Ok(());
     }
     // what the other connections list is created here in the same batches
+    // (a gather lists nothing: it waits for no one)
     let all = store.first_syncs(customer).await.map_err(store_err)?;
-    if all
-        .iter()
-        .any(|(_, f)| f.phase() == FirstSyncPhase::Listing)
+    if !gather
+        && all
+            .iter()
+            .any(|(_, f)| f.phase() == FirstSyncPhase::Listing)
     {
         tracing::info!("first sync listed; its writes wait for the other connections' listings");
         return Ok(());
@@ -208,7 +214,7 @@ async fn first_sync(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
                 .map_err(crate::sync::queue_err)?;
         }
     }
-    write_step(job, ctx, id).await
+    write_step(job, ctx, id, gather).await
 }
 
 /// Another poll of the connection holds its lease (the scheduler's, or
@@ -222,7 +228,12 @@ fn busy(step: &str) -> JobError {
 }
 
 /// The write step, under the connection's poll lease (one at a time).
-async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobError> {
+async fn write_step(
+    job: &ProviderPoll,
+    ctx: &Polls,
+    id: &str,
+    gather: bool,
+) -> Result<(), JobError> {
     let (customer, provider) = (&job.customer, job.provider);
     let store = &ctx.inbound.store;
     let Some(lease) = ctx
@@ -248,6 +259,7 @@ async fn write_step(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), Job
             provider,
             pushes: &ctx.enqueuer,
             job_id: id,
+            gather,
         };
         if ctx.outbound.write_first_sync(&writes, ctx.slice).await? {
             store
@@ -293,6 +305,7 @@ async fn last_pass(job: &ProviderPoll, ctx: &Polls, id: &str) -> Result<(), JobE
         provider,
         pushes: &ctx.enqueuer,
         job_id: id,
+        gather: false,
     };
     ctx.outbound.last_pass(&writes).await?;
     ctx.inbound

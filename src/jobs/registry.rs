@@ -100,6 +100,9 @@ pub struct Contexts {
     pub enqueuer: super::Enqueuer,
     /// How long a slice of a first sync's writes runs.
     pub first_sync_slice: std::time::Duration,
+    /// Pushes waiting on a connection that make a push gather them into
+    /// batches (0: never).
+    pub gather_backlog: u64,
 }
 
 /// The apalis worker function of every kind: runs [`Kind::handle`].

@@ -130,8 +130,9 @@ fn list(page: &LinkPage, offset: u64) -> String {
     ])
     .right(&["ATTEMPTS"]);
     for l in &page.items {
+        let (contact, l) = (&l.contact_id, &l.link);
         t.row(vec![
-            l.contact_id.clone(),
+            contact.clone(),
             l.provider.clone(),
             l.sync_status.clone(),
             l.attempts.to_string(),

@@ -19,6 +19,10 @@ use crate::domain::{CustomerId, Provider};
 /// that lapses lets pushes flow singly again: slower, never wrong.
 pub const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
 
+/// A gather that has not moved on (a batch, a slice) for this long is
+/// taken for lost: the pushes it made wait go on by themselves.
+pub const GATHER_QUIET: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The steps of a first sync, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -104,6 +108,10 @@ pub struct FirstSyncRecord {
     /// two runs it when retried, or the watchdog queues it again.
     #[serde(default)]
     pub last_pass_owed: bool,
+    /// A backlog of pushes gathered into the write step (no listing):
+    /// see [`Store::begin_gather`].
+    #[serde(default)]
+    pub gather: bool,
 }
 
 impl FirstSyncRecord {
@@ -194,11 +202,54 @@ impl Store {
         customer: &CustomerId,
         provider: Provider,
     ) -> anyhow::Result<bool> {
+        self.begin(
+            customer,
+            provider,
+            FirstSyncRecord {
+                phase: Some(FirstSyncPhase::Listing),
+                ..FirstSyncRecord::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts gathering a backlog of pushes to a connection into batches
+    /// (a bulk import in the app, a resync of many): a write step without
+    /// a listing, under the same hold, slices and last pass as a first
+    /// sync's, unless a first sync or gather is underway. Returns whether
+    /// it started one.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn begin_gather(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+    ) -> anyhow::Result<bool> {
+        self.begin(
+            customer,
+            provider,
+            FirstSyncRecord {
+                phase: Some(FirstSyncPhase::Writing),
+                gather: true,
+                ..FirstSyncRecord::default()
+            },
+        )
+        .await
+    }
+
+    /// Writes `record`, started now, as the connection's first sync unless
+    /// one is underway; returns whether it did.
+    async fn begin(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        record: FirstSyncRecord,
+    ) -> anyhow::Result<bool> {
         let fresh = bson::to_bson(&FirstSyncRecord {
-            phase: Some(FirstSyncPhase::Listing),
             started_at: Some(DateTime::now()),
             touched_at: Some(DateTime::now()),
-            ..FirstSyncRecord::default()
+            ..record
         })
         .context("encoding a first sync")?;
         let res = self
@@ -282,6 +333,28 @@ impl Store {
             .into_iter()
             .filter(|(_, f)| {
                 f.phase().underway() && f.started_at.is_some_and(|t| t.timestamp_millis() > since)
+            })
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// The customer's connections whose backlog of pushes a gather writes
+    /// now: underway, and moved on within [`GATHER_QUIET`] (one whose job
+    /// was lost stops making pushes wait long before the watchdog queues
+    /// it again).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn gathering(&self, customer: &CustomerId) -> anyhow::Result<Vec<Provider>> {
+        let since = DateTime::now().timestamp_millis() - GATHER_QUIET.as_millis() as i64;
+        Ok(self
+            .first_syncs(customer)
+            .await?
+            .into_iter()
+            .filter(|(_, f)| {
+                f.gather
+                    && f.phase().underway()
+                    && f.touched_at.is_some_and(|t| t.timestamp_millis() > since)
             })
             .map(|(p, _)| p)
             .collect())

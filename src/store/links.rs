@@ -175,6 +175,29 @@ impl Store {
             .map_err(|e| e.into_anyhow(&format!("marking the links of {contact} pending")))
     }
 
+    /// Whether the customer's connection with `provider` has at least
+    /// `n` links waiting for a push (a backlog worth a batch).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn pending_at_least(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        n: u64,
+    ) -> anyhow::Result<bool> {
+        let found = self
+            .links
+            .count_documents(
+                doc! { "customerId": customer.as_str(), "syncStatus": "pending",
+                "provider": provider.as_str() },
+            )
+            .limit(n)
+            .await
+            .context("counting pending links")?;
+        Ok(found >= n)
+    }
+
     /// The links of a contact just created, `pending` (what
     /// [`Self::mark_pending`] would make of no links), inserted with the
     /// other links being created at the moment: an insert costs the server

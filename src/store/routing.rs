@@ -70,6 +70,8 @@ pub struct Customers {
     accounts: TtlCache<(Provider, String), Option<CustomerId>>,
     /// Customer id → its connections whose pushes a first sync holds.
     held: TtlCache<CustomerId, Vec<Provider>>,
+    /// Customer id → its connections whose backlog a live gather writes.
+    gathering: TtlCache<CustomerId, Vec<Provider>>,
 }
 
 impl Customers {
@@ -82,6 +84,7 @@ impl Customers {
             tokens: TtlCache::new(),
             accounts: TtlCache::new(),
             held: TtlCache::new(),
+            gathering: TtlCache::new(),
         }
     }
 
@@ -99,6 +102,20 @@ impl Customers {
         let held = self.store.held_providers(customer).await?;
         self.held.put(customer.clone(), held.clone());
         Ok(held)
+    }
+
+    /// The customer's connections whose backlog of pushes a gather
+    /// underway writes (see `Store::gathering`), read at most every 2 s.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn gathering(&self, customer: &CustomerId) -> anyhow::Result<Vec<Provider>> {
+        if let Ok(found) = self.gathering.get(customer) {
+            return Ok(found);
+        }
+        let found = self.store.gathering(customer).await?;
+        self.gathering.put(customer.clone(), found.clone());
+        Ok(found)
     }
 
     /// The customer whose api token has this digest (revocations take

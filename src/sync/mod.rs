@@ -78,6 +78,17 @@ pub trait PushQueue: Send + Sync + 'static {
         version: i64,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 
+    /// [`Self::push_contact`] for a write step's single pushes, which
+    /// are never gathered back into a write step.
+    fn push_singly<'a>(
+        &'a self,
+        store: &'a Store,
+        contact: ContactId,
+        customer: &'a crate::domain::CustomerId,
+        providers: &'a [Provider],
+        version: i64,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+
     /// Marks the contact's links pending at `version` and queues `jobs`
     /// (planned, and written with the change in its outbox, before).
     fn push_jobs<'a>(

@@ -42,6 +42,8 @@ pub async fn bench_fair(mut cfg: DevConfig, fair: Fair) -> anyhow::Result<()> {
     isolate(&mut cfg);
     // the customers' connections start no first sync: the run measures pushes
     cfg.jobs.first_sync_on_connect = false;
+    // the queue's fairness is measured: each push is a job of its own
+    cfg.worker.gather_backlog = 0;
     unthrottled_stack(&mut cfg)?;
     cfg.sim.simulator_webhook_url = Some(String::new());
     cfg.sim.simulator_events_url = Some(String::new());
@@ -95,6 +97,7 @@ pub async fn bench_fair(mut cfg: DevConfig, fair: Fair) -> anyhow::Result<()> {
                             provider: p,
                             version: 1,
                             customer: Some(a.clone()),
+                            singly: false,
                         },
                     )
                 })

@@ -126,6 +126,10 @@ fn floor(provider: Provider, n: usize) -> (usize, Duration) {
 pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Result<()> {
     let n = run.contacts.max(4);
     configure(&mut cfg);
+    if run.per_contact {
+        // the way before: every push singly, none gathered into batches
+        cfg.worker.gather_backlog = 0;
+    }
     let stack = Stack::start(cfg.clone()).await?;
     let sides = Sides {
         http: reqwest::Client::new(),
@@ -243,6 +247,7 @@ async fn start(
                         provider: p,
                         version: 1,
                         customer: Some(customer.clone()),
+                        singly: false,
                     };
                     (workers::new_job_id(), push)
                 })

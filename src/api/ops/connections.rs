@@ -12,8 +12,9 @@ use crate::api::ApiState;
 use crate::domain::{Provider, SyncStatus};
 
 /// Health of one CRM connection.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct ConnectionView {
     /// The CRM.
     pub provider: String,

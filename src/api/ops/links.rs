@@ -14,18 +14,21 @@ use crate::domain::{ContactId, Provider, SyncStatus};
 use crate::store::LogFilter;
 
 /// A link with its contact.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct LinkRow {
     /// The contact.
     pub contact_id: String,
     /// The link.
     #[oai(flatten)]
+    #[serde(flatten)]
     pub link: LinkView,
 }
 
 /// A page of links.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LinkPage {
     /// Links, `error` first.
     pub items: Vec<LinkRow>,

@@ -6,9 +6,9 @@ use poem_openapi::Enum;
 
 use crate::domain::{Provider, SyncStatus};
 
-mod connections;
-mod links;
-mod queues;
+pub(crate) mod connections;
+pub(crate) mod links;
+pub(crate) mod queues;
 
 pub use connections::ConnectionsOpsApi;
 pub use links::LinkOpsApi;

@@ -39,8 +39,9 @@ pub struct QueueHistory {
 }
 
 /// One queue at a glance.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct QueueOverview {
     /// Queue name.
     pub queue: String,
@@ -69,8 +70,9 @@ pub struct QueueOverview {
 }
 
 /// A live worker.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct WorkerView {
     /// Unique name.
     pub name: String,

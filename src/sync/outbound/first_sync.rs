@@ -65,6 +65,10 @@ pub struct FirstSyncWrites<'a> {
     pub pushes: &'a dyn PushQueue,
     /// The job writing (named in links and logs).
     pub job_id: &'a str,
+    /// A backlog of pushes gathered (no listing ran): the contacts whose
+    /// push waits in the queue are written too, under their link leases,
+    /// and each push then finds its link synced.
+    pub gather: bool,
 }
 
 /// What a connection lacks, from MongoDB.
@@ -205,6 +209,13 @@ impl Outbound {
         if l.sync_status == SyncStatus::Error || l.synced_version >= c.version {
             return Ok(());
         }
+        if w.gather && l.pending_job_id.is_some() {
+            match l.external_id {
+                None => plan.creates.push(c.id),
+                Some(_) => plan.updates.push(c.id),
+            }
+            return Ok(());
+        }
         // a push queued for it is on its way
         let live = match &l.pending_job_id {
             Some(job) if l.pending_version > 0 => w.pushes.is_live(job).await.map_err(queue_err)?,
@@ -238,7 +249,7 @@ impl Outbound {
         let contacts = self.contacts(w.customer, ids).await?;
         for c in &contacts {
             w.pushes
-                .push_contact(&self.store, c.id, w.customer, &[w.provider], c.version)
+                .push_singly(&self.store, c.id, w.customer, &[w.provider], c.version)
                 .await
                 .map_err(queue_err)?;
         }
