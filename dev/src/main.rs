@@ -124,6 +124,11 @@ enum Command {
         /// backfill of each CRM.
         #[arg(long)]
         per_contact: bool,
+        /// With `--per-contact`: the pushes waiting on a HubSpot
+        /// connection are gathered into batch writes (`GATHER_BACKLOG`),
+        /// as for a bulk import in the app.
+        #[arg(long, requires = "per_contact")]
+        gathered: bool,
     },
     /// Benchmark: a steady mixed load for a long while over the real
     /// processes; prints Redis memory, MongoDB documents and process RSS
@@ -193,11 +198,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             contacts,
             max_secs,
             per_contact,
+            gathered,
         } => {
             let run = bench::FirstSync {
                 contacts,
                 max_secs,
                 per_contact,
+                gathered,
             };
             bench::bench_first_sync(cfg, run).await
         }

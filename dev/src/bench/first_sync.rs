@@ -53,6 +53,9 @@ pub struct FirstSync {
     /// find and a create or an update per CRM), and a backfill of each
     /// CRM.
     pub per_contact: bool,
+    /// With `per_contact`: the waiting pushes to HubSpot gathered into
+    /// batch writes (a bulk import's way).
+    pub gathered: bool,
 }
 
 /// The emails of each side: the app's `e{i}`; HubSpot's the first half of
@@ -126,7 +129,7 @@ fn floor(provider: Provider, n: usize) -> (usize, Duration) {
 pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Result<()> {
     let n = run.contacts.max(4);
     configure(&mut cfg);
-    if run.per_contact {
+    if run.per_contact && !run.gathered {
         // the way before: every push singly, none gathered into batches
         cfg.worker.gather_backlog = 0;
     }
@@ -146,9 +149,10 @@ pub async fn bench_first_sync(mut cfg: DevConfig, run: FirstSync) -> anyhow::Res
     let took = started.elapsed();
     let customer = CustomerId::parse(CUSTOMER).map_err(anyhow::Error::msg)?;
     agree(&sides.http, &sides.sim, &store, &customer).await?;
-    let how = match run.per_contact {
-        true => "per-contact pushes and a backfill of each CRM",
-        false => "initial-sync of each connection",
+    let how = match (run.per_contact, run.gathered) {
+        (true, false) => "per-contact pushes and a backfill of each CRM",
+        (true, true) => "per-contact pushes (HubSpot's gathered) and a backfill of each CRM",
+        (false, _) => "initial-sync of each connection",
     };
     println!("{how}:");
     report(&sides.http, &sides.sim, n, took, done).await
@@ -252,7 +256,18 @@ async fn start(
                     (workers::new_job_id(), push)
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if run.gathered {
+            // as the api does: each link pending on its push, so a push
+            // sees the backlog
+            let store = Store::connect(&cfg.mongo.mongodb_uri, &cfg.mongo.mongodb_db).await?;
+            for (id, push) in &jobs {
+                let job = [(push.provider, id.clone())];
+                store
+                    .mark_pending(push.contact_id, &customer, &job, 1)
+                    .await?;
+            }
+        }
         enqueuer.push_all(jobs).await?;
     }
     for p in Provider::ALL {
