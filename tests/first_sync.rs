@@ -1112,3 +1112,50 @@ async fn a_gather_given_up_on_lets_the_pushes_it_held_go_singly() {
     all_synced(&app, 60).await;
     assert_eq!(app.records("hubspot").await.len(), 60, "each person once");
 }
+
+#[tokio::test]
+async fn a_bulk_import_while_workers_run_creates_each_person_once() {
+    // the worker runs while the app imports: the first pushes go singly,
+    // the backlog that builds up behind them is gathered
+    let app = TestApp::with(
+        Options::default()
+            .env("PROVIDERS", "hubspot")
+            .env("SIMULATOR_WEBHOOK_URL", "")
+            .env("GATHER_BACKLOG", "20"),
+    )
+    .await;
+    let calls = (0..200).map(|i| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/api/contacts",
+                Some(json!({ "email": format!("busy{i}@example.com"), "lastName": "Busy" })),
+            )
+            .await
+        }
+    });
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 202, "{body}");
+    }
+    all_synced(&app, 200).await;
+    let records = app.records("hubspot").await;
+    let mut emails: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["properties"]["email"].as_str())
+        .collect();
+    emails.sort_unstable();
+    emails.dedup();
+    assert_eq!(
+        (records.len(), emails.len()),
+        (200, 200),
+        "each person once"
+    );
+    let batched = app.calls("hubspot", "batch-create-contacts").await.len();
+    let singles = app.calls("hubspot", "create-contact").await.len();
+    assert!(
+        batched >= 1,
+        "a backlog was gathered ({singles} single creates)"
+    );
+    assert!(singles < 200, "{singles} single creates");
+}

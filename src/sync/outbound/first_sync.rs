@@ -283,16 +283,72 @@ impl Outbound {
     }
 
     /// Creates up to [`BATCH_MAX`] contacts in one call; the ones it did
-    /// not create go to single pushes.
+    /// not create go to single pushes. A gather's contacts have pushes of
+    /// their own waiting: each is created under its link lease, so no
+    /// push of it runs meanwhile, and one a push holds is left to it.
     async fn create_batch(
         &self,
         w: &FirstSyncWrites<'_>,
         ids: &[ContactId],
     ) -> Result<(), JobError> {
         let chunk = self.contacts(w.customer, ids).await?;
+        if !w.gather {
+            return self.create_chunk(w, chunk).await;
+        }
+        let (mine, leases) = self.lease_unlinked(w, chunk).await?;
+        let created = self.create_chunk(w, mine).await;
+        for lease in leases {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(error = %e, "releasing a link lease failed; it expires by itself");
+            }
+        }
+        created
+    }
+
+    /// The contacts of `chunk` still without a record linked in the CRM,
+    /// each with its link's lease taken (one a push holds is left out: its
+    /// push is on its way).
+    async fn lease_unlinked(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        chunk: Vec<Contact>,
+    ) -> Result<(Vec<Contact>, Vec<Lease>), JobError> {
+        let ids: Vec<ContactId> = chunk.iter().map(|c| c.id).collect();
+        let links = self.store.links_of(&ids).await.map_err(store_err)?;
+        let (mut mine, mut leases) = (Vec::new(), Vec::new());
+        for c in chunk {
+            let linked = links.iter().any(|l| {
+                l.contact_id == c.id && l.provider == w.provider && l.external_id.is_some()
+            });
+            if linked {
+                continue;
+            }
+            let name = link_lease_name(c.id, w.provider);
+            if let Some(lease) = self
+                .leases
+                .lease(&name, BATCH_LEASE_TTL, Duration::ZERO)
+                .await
+                .map_err(queue_err)?
+            {
+                leases.push(lease);
+                mine.push(c);
+            }
+        }
+        Ok((mine, leases))
+    }
+
+    /// Creates `chunk` (up to [`BATCH_MAX`] contacts) in one call; the
+    /// ones it did not create go to single pushes.
+    async fn create_chunk(
+        &self,
+        w: &FirstSyncWrites<'_>,
+        chunk: Vec<Contact>,
+    ) -> Result<(), JobError> {
         if chunk.is_empty() {
             return Ok(());
         }
+        let ids: Vec<ContactId> = chunk.iter().map(|c| c.id).collect();
+        let ids = ids.as_slice();
         let provider = w.provider;
         let plans: Vec<merge::Merge> = chunk
             .iter()
