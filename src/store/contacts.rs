@@ -501,6 +501,57 @@ impl Store {
             .context("reading contacts")?;
         Ok((page, total))
     }
+
+    /// A page of a customer's live contacts, newest first, after `after`
+    /// (from the newest when `None`): a walk over all of them pages by id,
+    /// which reads each contact once (a `skip` reads every one before the
+    /// page again, and a count the whole set).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn contacts_after(
+        &self,
+        customer: &CustomerId,
+        after: Option<ContactId>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Contact>> {
+        let mut filter =
+            doc! { "deletedAt": { "$exists": false }, "customerId": customer.as_str() };
+        if let Some(last) = after {
+            filter.insert("_id", doc! { "$lt": last.oid() });
+        }
+        self.contacts
+            .find(filter)
+            .sort(doc! { "_id": -1 })
+            .limit(limit)
+            .await
+            .context("listing contacts")?
+            .try_collect()
+            .await
+            .context("reading contacts")
+    }
+
+    /// The customer's live contacts among `ids`, without a count.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn contacts_among(
+        &self,
+        customer: &CustomerId,
+        ids: &[ContactId],
+    ) -> anyhow::Result<Vec<Contact>> {
+        let oids: Vec<_> = ids.iter().map(|i| i.oid()).collect();
+        self.contacts
+            .find(
+                doc! { "deletedAt": { "$exists": false }, "customerId": customer.as_str(),
+                "_id": { "$in": oids } },
+            )
+            .await
+            .context("listing contacts")?
+            .try_collect()
+            .await
+            .context("reading contacts")
+    }
 }
 
 impl From<&Contact> for crate::domain::UniversalContact {

@@ -171,17 +171,17 @@ impl Outbound {
     /// Walks the customer's contacts and their links to `w.provider`.
     async fn plan_writes(&self, w: &FirstSyncWrites<'_>) -> Result<Plan, JobError> {
         let mut plan = Plan::default();
-        let mut skip = 0;
+        let mut after = None;
         loop {
-            let (page, _) = self
+            let page = self
                 .store
-                .list_contacts(Some(w.customer), None, skip, PAGE)
+                .contacts_after(w.customer, after, PAGE)
                 .await
                 .map_err(store_err)?;
-            if page.is_empty() {
+            let Some(last) = page.last() else {
                 return Ok(plan);
-            }
-            skip += page.len() as u64;
+            };
+            after = Some(last.id);
             let ids: Vec<ContactId> = page.iter().map(|c| c.id).collect();
             let links = self.store.links_of(&ids).await.map_err(store_err)?;
             for c in &page {
@@ -262,12 +262,10 @@ impl Outbound {
         customer: &CustomerId,
         ids: &[ContactId],
     ) -> Result<Vec<Contact>, JobError> {
-        let (contacts, _) = self
-            .store
-            .list_contacts(Some(customer), Some(ids), 0, ids.len() as i64)
+        self.store
+            .contacts_among(customer, ids)
             .await
-            .map_err(store_err)?;
-        Ok(contacts)
+            .map_err(store_err)
     }
 
     async fn count(
