@@ -144,6 +144,10 @@ impl OutboundUpsert {
     /// call that landed), not for the step's own single pushes, and only
     /// where the CRM takes batches and refuses a second record of an
     /// email (HubSpot), as the step creates without looking emails up.
+    /// HubSpot's contacts guide (developers.hubspot.com/docs/api/crm/
+    /// contacts) names `email` the unique identifier of a contact and
+    /// answers a create of an email it has with 409; its batch create
+    /// reports such an input among the errors of a 207.
     async fn gathered(&self, ctx: &Pushes) -> Result<bool, JobError> {
         let (Some(customer), Provider::Hubspot, 1.., false) =
             (&self.customer, self.provider, ctx.gather_backlog, self.singly)
@@ -159,14 +163,14 @@ impl OutboundUpsert {
         {
             return Ok(true);
         }
-        let store = &ctx.inbound.store;
-        if !store
-            .pending_at_least(customer, self.provider, ctx.gather_backlog)
+        if !customers
+            .backlog_at_least(customer, self.provider, ctx.gather_backlog)
             .await
             .map_err(store_err)?
         {
             return Ok(false);
         }
+        let store = &ctx.inbound.store;
         if store
             .begin_gather(customer, self.provider)
             .await

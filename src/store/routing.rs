@@ -72,6 +72,8 @@ pub struct Customers {
     held: TtlCache<CustomerId, Vec<Provider>>,
     /// Customer id → its connections whose backlog a live gather writes.
     gathering: TtlCache<CustomerId, Vec<Provider>>,
+    /// (customer, provider) → whether pushes enough to gather wait.
+    backlog: TtlCache<(CustomerId, Provider), bool>,
 }
 
 impl Customers {
@@ -85,6 +87,7 @@ impl Customers {
             accounts: TtlCache::new(),
             held: TtlCache::new(),
             gathering: TtlCache::new(),
+            backlog: TtlCache::new(),
         }
     }
 
@@ -115,6 +118,28 @@ impl Customers {
         }
         let found = self.store.gathering(customer).await?;
         self.gathering.put(customer.clone(), found.clone());
+        Ok(found)
+    }
+
+    /// Whether at least `n` pushes wait on the customer's connection with
+    /// `provider` (see `Store::pending_at_least`), read at most every
+    /// 2 s: a push asks on its way to the CRM, and a gather starting 2 s
+    /// late loses nothing.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn backlog_at_least(
+        &self,
+        customer: &CustomerId,
+        provider: Provider,
+        n: u64,
+    ) -> anyhow::Result<bool> {
+        let key = (customer.clone(), provider);
+        if let Ok(found) = self.backlog.get(&key) {
+            return Ok(found);
+        }
+        let found = self.store.pending_at_least(customer, provider, n).await?;
+        self.backlog.put(key, found);
         Ok(found)
     }
 
